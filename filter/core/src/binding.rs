@@ -1,0 +1,421 @@
+//! Proof-of-possession primitives: the RFC 8705 certificate thumbprint, the RFC 7638 JWK
+//! thumbprint and the workload's SPIFFE ID. The authz-server (issuing) and the filter
+//! (verifying) both call these; nothing here is computed anywhere else.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use der::{Decode, DecodePem};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
+
+/// Why a binding input was refused. Callers map these to stable reason codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BindingError {
+    /// Not 64 hex digits (Envoy's `connection.sha256_peer_certificate_digest`).
+    BadHexDigest,
+    /// Not base64url without padding of exactly 32 bytes (a `cnf` `x5t#S256` or `jkt`).
+    BadThumbprint,
+    /// The certificate is not parseable DER or PEM.
+    BadCertificate,
+    /// The certificate carries no URI SAN, or more than one.
+    UriSanCount(usize),
+    /// The URI SAN is not a valid SPIFFE ID.
+    BadSpiffeId(&'static str),
+}
+
+impl fmt::Display for BindingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BadHexDigest => f.write_str("certificate digest is not 64 hex digits"),
+            Self::BadThumbprint => f.write_str("thumbprint is not base64url of 32 bytes"),
+            Self::BadCertificate => f.write_str("certificate is not valid DER/PEM"),
+            Self::UriSanCount(n) => write!(f, "certificate has {n} URI SANs, exactly one needed"),
+            Self::BadSpiffeId(why) => write!(f, "invalid SPIFFE ID: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for BindingError {}
+
+/// SHA-256 of a client certificate's DER: RFC 8705 §3.1 `x5t#S256`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertThumbprint([u8; 32]);
+
+impl CertThumbprint {
+    /// Hashes the DER encoding of the certificate.
+    pub fn from_der(der: &[u8]) -> Self {
+        Self(Sha256::digest(der).into())
+    }
+
+    /// From Envoy's hex SHA-256 of the peer certificate (either case).
+    pub fn from_hex(hex: &str) -> Result<Self, BindingError> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 64 {
+            return Err(BindingError::BadHexDigest);
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let (hi, lo) = match pair {
+                [hi, lo] => (hex_val(*hi), hex_val(*lo)),
+                _ => (None, None),
+            };
+            *byte = match (hi, lo) {
+                (Some(hi), Some(lo)) => (hi << 4) | lo,
+                _ => return Err(BindingError::BadHexDigest),
+            };
+        }
+        Ok(Self(out))
+    }
+
+    /// From the token's `cnf."x5t#S256"` value.
+    pub fn from_cnf(value: &str) -> Result<Self, BindingError> {
+        decode_sha256_b64url(value).map(Self)
+    }
+
+    /// The `cnf."x5t#S256"` form: base64url without padding.
+    pub fn to_cnf(&self) -> String {
+        URL_SAFE_NO_PAD.encode(self.0)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CertThumbprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CertThumbprint({})", self.to_cnf())
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes base64url (no padding) that must hold exactly one SHA-256 digest.
+fn decode_sha256_b64url(value: &str) -> Result<[u8; 32], BindingError> {
+    // 32 bytes are 43 characters; checking first bounds the work on hostile input.
+    if value.len() != 43 {
+        return Err(BindingError::BadThumbprint);
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(value)
+        .map_err(|_| BindingError::BadThumbprint)?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| BindingError::BadThumbprint)
+}
+
+/// RFC 7638 thumbprint: base64url(SHA-256) of the JSON object of the key's required members,
+/// names sorted, no whitespace. `members` are (name, string value) pairs.
+pub fn jwk_thumbprint(members: &[(&str, &str)]) -> String {
+    let mut sorted: Vec<&(&str, &str)> = members.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut json = String::from("{");
+    for (i, (name, value)) in sorted.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        push_json_string(&mut json, name);
+        json.push(':');
+        push_json_string(&mut json, value);
+    }
+    json.push('}');
+    URL_SAFE_NO_PAD.encode(Sha256::digest(json.as_bytes()))
+}
+
+/// The RFC 7638 thumbprint of an EC P-256 public key given as JWK `x` and `y`.
+/// Used as the JWKS `kid` and as DPoP's `cnf.jkt`.
+pub fn ec_p256_jwk_thumbprint(x: &str, y: &str) -> String {
+    jwk_thumbprint(&[("crv", "P-256"), ("kty", "EC"), ("x", x), ("y", y)])
+}
+
+fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// A workload identity, `spiffe://<trust-domain>/<path>`, validated per the SPIFFE ID spec:
+/// lowercase trust domain, non-empty path segments without `.`/`..`, no query or fragment.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SpiffeId {
+    id: String,
+    domain_end: usize,
+}
+
+const SPIFFE_SCHEME: &str = "spiffe://";
+const SPIFFE_MAX_LEN: usize = 2048;
+
+impl SpiffeId {
+    pub fn parse(s: &str) -> Result<Self, BindingError> {
+        let bad = |why| Err(BindingError::BadSpiffeId(why));
+        if s.len() > SPIFFE_MAX_LEN {
+            return bad("longer than 2048 bytes");
+        }
+        let Some(rest) = s.strip_prefix(SPIFFE_SCHEME) else {
+            return bad("scheme must be spiffe://");
+        };
+        let (domain, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if domain.is_empty() {
+            return bad("empty trust domain");
+        }
+        if !domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b))
+        {
+            return bad("trust domain has a character outside [a-z0-9.-_]");
+        }
+        if path.is_empty() {
+            return bad("a workload ID needs a path");
+        }
+        for segment in path.split('/').skip(1) {
+            if segment.is_empty() {
+                return bad("empty path segment");
+            }
+            if segment == "." || segment == ".." {
+                return bad("dot path segment");
+            }
+            if !segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+            {
+                return bad("path has a character outside [A-Za-z0-9.-_]");
+            }
+        }
+        Ok(Self {
+            id: s.to_owned(),
+            domain_end: SPIFFE_SCHEME.len() + domain.len(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.id
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        self.id
+            .get(SPIFFE_SCHEME.len()..self.domain_end)
+            .unwrap_or_default()
+    }
+
+    /// The path, starting with `/`.
+    pub fn path(&self) -> &str {
+        self.id.get(self.domain_end..).unwrap_or_default()
+    }
+
+    /// The SPIFFE ID of the one URI SAN of a DER certificate.
+    pub fn from_cert_der(der: &[u8]) -> Result<Self, BindingError> {
+        let cert = Certificate::from_der(der).map_err(|_| BindingError::BadCertificate)?;
+        Self::from_cert(&cert)
+    }
+
+    /// The SPIFFE ID of the one URI SAN of a PEM certificate.
+    pub fn from_cert_pem(pem: &str) -> Result<Self, BindingError> {
+        let cert = Certificate::from_pem(pem).map_err(|_| BindingError::BadCertificate)?;
+        Self::from_cert(&cert)
+    }
+
+    fn from_cert(cert: &Certificate) -> Result<Self, BindingError> {
+        let uris = uri_sans(cert)?;
+        match uris.as_slice() {
+            [one] => Self::parse(one),
+            other => Err(BindingError::UriSanCount(other.len())),
+        }
+    }
+}
+
+impl fmt::Display for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
+impl fmt::Debug for SpiffeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SpiffeId({})", self.id)
+    }
+}
+
+/// Every URI SAN of the certificate, in order.
+fn uri_sans(cert: &Certificate) -> Result<Vec<String>, BindingError> {
+    let san = cert
+        .tbs_certificate()
+        .get_extension::<SubjectAltName>()
+        .map_err(|_| BindingError::BadCertificate)?;
+    let Some((_critical, san)) = san else {
+        return Ok(Vec::new());
+    };
+    Ok(san
+        .0
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// Converts a PEM certificate to DER (for the thumbprint when only PEM is at hand).
+pub fn cert_pem_to_der(pem: &str) -> Result<Vec<u8>, BindingError> {
+    use der::Encode;
+    let cert = Certificate::from_pem(pem).map_err(|_| BindingError::BadCertificate)?;
+    cert.to_der().map_err(|_| BindingError::BadCertificate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// RFC 8705 §3.1 prints `x5t#S256` = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2". Its last
+    /// character carries non-zero padding bits, so it is not a canonical base64url encoding of
+    /// any digest: we refuse it (one digest, one spelling). Its canonical spelling ends in `dg0`
+    /// and decodes to the digest below, which must round-trip through Envoy's hex form.
+    const RFC8705_X5T_AS_PRINTED: &str = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2";
+    const RFC8705_X5T: &str = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg0";
+    const RFC8705_DIGEST_HEX: &str =
+        "6f070ad1eb1cdc0082dc3076639fe5112b1713ca3d96d734e4ef3d8dd37e760d";
+
+    #[test]
+    fn rfc8705_example_thumbprint_round_trips_through_envoy_hex() {
+        let from_cnf = CertThumbprint::from_cnf(RFC8705_X5T).unwrap();
+        let from_hex = CertThumbprint::from_hex(RFC8705_DIGEST_HEX).unwrap();
+        assert_eq!(from_hex, from_cnf);
+        assert_eq!(
+            CertThumbprint::from_hex(&RFC8705_DIGEST_HEX.to_uppercase()).unwrap(),
+            from_cnf
+        );
+        assert_eq!(from_hex.to_cnf(), RFC8705_X5T);
+    }
+
+    #[test]
+    fn refuses_the_non_canonical_spelling_printed_in_rfc8705() {
+        assert_eq!(
+            CertThumbprint::from_cnf(RFC8705_X5T_AS_PRINTED),
+            Err(BindingError::BadThumbprint)
+        );
+    }
+
+    #[test]
+    fn thumbprint_of_der_equals_sha256() {
+        let der = b"not really a certificate, but the hash is over bytes";
+        let t = CertThumbprint::from_der(der);
+        let expected: [u8; 32] = Sha256::digest(der).into();
+        assert_eq!(t.as_bytes(), &expected);
+    }
+
+    #[test]
+    fn refuses_malformed_digests_and_thumbprints() {
+        assert_eq!(
+            CertThumbprint::from_hex("abc"),
+            Err(BindingError::BadHexDigest)
+        );
+        assert_eq!(
+            CertThumbprint::from_hex(&"g".repeat(64)),
+            Err(BindingError::BadHexDigest)
+        );
+        assert_eq!(
+            CertThumbprint::from_cnf(&format!("{RFC8705_X5T}=")),
+            Err(BindingError::BadThumbprint)
+        );
+        assert_eq!(
+            CertThumbprint::from_cnf(&RFC8705_X5T.replace('_', "/")),
+            Err(BindingError::BadThumbprint)
+        );
+        assert_eq!(
+            CertThumbprint::from_cnf(""),
+            Err(BindingError::BadThumbprint)
+        );
+    }
+
+    /// RFC 7638 §3.1: the RSA example key and its SHA-256 thumbprint.
+    #[test]
+    fn rfc7638_example_thumbprint() {
+        let n = concat!(
+            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECP",
+            "ebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY",
+            "368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0f",
+            "M4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
+        );
+        assert_eq!(
+            jwk_thumbprint(&[("kty", "RSA"), ("n", n), ("e", "AQAB")]),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
+    }
+
+    /// RFC 9449 §6.1: `jkt` of the EC P-256 key in the §4.1 DPoP proof.
+    #[test]
+    fn rfc9449_example_ec_jkt() {
+        assert_eq!(
+            ec_p256_jwk_thumbprint(
+                "l8tFrhx-34tV3hRICRDY9zCkDlpBhF42UQUfWVAWBFs",
+                "9VE4jf_Ok_o64zbTTlcuNJajHmt6v9TDVrU0CdvGRDA"
+            ),
+            "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+        );
+    }
+
+    #[test]
+    fn parses_valid_spiffe_ids() {
+        let id = SpiffeId::parse("spiffe://certbind.test/ns/demo/sa/consumer").unwrap();
+        assert_eq!(id.trust_domain(), "certbind.test");
+        assert_eq!(id.path(), "/ns/demo/sa/consumer");
+        assert_eq!(id.as_str(), "spiffe://certbind.test/ns/demo/sa/consumer");
+    }
+
+    #[test]
+    fn refuses_invalid_spiffe_ids() {
+        for bad in [
+            "",
+            "https://certbind.test/ns/demo",
+            "SPIFFE://certbind.test/ns/demo",
+            "spiffe://",
+            "spiffe:///ns/demo",
+            "spiffe://certbind.test",
+            "spiffe://certbind.test/",
+            "spiffe://Certbind.test/ns",
+            "spiffe://certbind.test/ns//demo",
+            "spiffe://certbind.test/ns/../admin",
+            "spiffe://certbind.test/ns/./demo",
+            "spiffe://certbind.test/ns/demo?x=1",
+            "spiffe://certbind.test/ns/demo#frag",
+            "spiffe://user@certbind.test/ns",
+            "spiffe://certbind.test:443/ns",
+            "spiffe://certbind.test/ns/dem%6f",
+        ] {
+            assert!(SpiffeId::parse(bad).is_err(), "accepted {bad:?}");
+        }
+        assert!(SpiffeId::parse(&format!("spiffe://a/{}", "x".repeat(2048))).is_err());
+    }
+
+    #[test]
+    fn refuses_garbage_certificates() {
+        assert_eq!(
+            SpiffeId::from_cert_der(b"\x30\x03\x02\x01"),
+            Err(BindingError::BadCertificate)
+        );
+        assert_eq!(
+            SpiffeId::from_cert_pem(
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+            ),
+            Err(BindingError::BadCertificate)
+        );
+    }
+}

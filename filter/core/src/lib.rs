@@ -1,0 +1,6 @@
+//! certbind-core: the filter's pure logic, shared with the authz-server and the PDP.
+//! No I/O, no proxy-wasm, no clock of its own: time comes in as an argument.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+pub mod binding;
+pub mod decision;

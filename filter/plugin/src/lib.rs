@@ -1,0 +1,1 @@
+//! certbind-filter: the proxy-wasm glue (work in progress).

@@ -1,0 +1,2 @@
+//! certbind-pdp: the policy decision point (work in progress).
+fn main() {}

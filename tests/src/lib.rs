@@ -1,0 +1,1 @@
+//! Shared helpers for certbind's end-to-end tests: free ports, processes, PKI.
