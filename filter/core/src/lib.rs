@@ -3,4 +3,5 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod binding;
+pub mod config;
 pub mod decision;

@@ -1,0 +1,451 @@
+//! The filter's plugin configuration: the JSON Envoy hands to `on_configure`, parsed strictly
+//! (unknown fields refused) and validated once, so the per-request path never re-checks it.
+//!
+//! A full example (every field; the ones marked "default" may be left out):
+//!
+//! ```json
+//! {
+//!   "issuer": "https://127.0.0.1:9443",
+//!   "audience": "spiffe://certbind.test/ns/demo/sa/orders",
+//!   "trust_domain": "certbind.test",
+//!   "realm": "certbind",
+//!   "jwks": {
+//!     "cluster": "authz_server",
+//!     "authority": "127.0.0.1:9443",
+//!     "path": "/.well-known/jwks.json",
+//!     "refresh_interval_s": 300,
+//!     "min_refetch_interval_s": 30,
+//!     "max_stale_s": 3600,
+//!     "first_fetch_wait_ms": 5000,
+//!     "timeout_ms": 2000
+//!   },
+//!   "pdp": {
+//!     "cluster": "pdp",
+//!     "authority": "127.0.0.1:9191",
+//!     "path": "/v1/decision",
+//!     "timeout_ms": 200
+//!   },
+//!   "decision_cache_size": 1024,
+//!   "token_cache_size": 1024,
+//!   "clock_skew_s": 30,
+//!   "mode": "enforce",
+//!   "forward_token": false
+//! }
+//! ```
+
+use crate::binding::SpiffeId;
+use serde::Deserialize;
+use std::fmt;
+
+/// The whole plugin configuration. Build it with [`FilterConfig::from_json`], which validates.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// The token's required `iss` (the authz-server's issuer URL), compared exactly.
+    pub issuer: String,
+    /// This service's SPIFFE ID: the token's `aud` must contain it.
+    pub audience: String,
+    /// The trust domain every peer certificate's SPIFFE ID must belong to.
+    pub trust_domain: String,
+    /// The `realm` of `WWW-Authenticate: Bearer realm="..."` (default `certbind`).
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    pub jwks: JwksConfig,
+    pub pdp: PdpConfig,
+    /// How many PDP allows are cached per VM (default 1024; 0 disables the cache).
+    #[serde(default = "default_cache_size")]
+    pub decision_cache_size: usize,
+    /// How many verified tokens are cached per VM (default 1024; 0 disables the cache).
+    #[serde(default = "default_cache_size")]
+    pub token_cache_size: usize,
+    /// Tolerance for `exp`/`nbf` against this host's clock, seconds (default 30).
+    #[serde(default = "default_clock_skew_s")]
+    pub clock_skew_s: u64,
+    /// `enforce` (default) or `shadow` (every check runs and is counted, nothing is denied).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Whether the `Authorization` header reaches the upstream (default false).
+    #[serde(default)]
+    pub forward_token: bool,
+}
+
+/// Where and how often the JWKS is fetched, and how long a good one may be served.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    /// The Envoy cluster of the authz-server.
+    pub cluster: String,
+    /// The `:authority` of the fetch.
+    pub authority: String,
+    /// The path of the fetch (default `/.well-known/jwks.json`).
+    #[serde(default = "default_jwks_path")]
+    pub path: String,
+    /// A good JWKS is refetched this often, seconds (default 300).
+    #[serde(default = "default_refresh_interval_s")]
+    pub refresh_interval_s: u64,
+    /// An unknown `kid` triggers at most one refetch per this many seconds (default 30).
+    #[serde(default = "default_min_refetch_interval_s")]
+    pub min_refetch_interval_s: u64,
+    /// The last good JWKS is served at most this long after it was fetched (default 3600).
+    #[serde(default = "default_max_stale_s")]
+    pub max_stale_s: u64,
+    /// A request arriving before the first JWKS waits this long, then gets 503 (default 5000).
+    #[serde(default = "default_first_fetch_wait_ms")]
+    pub first_fetch_wait_ms: u64,
+    /// Timeout of one JWKS fetch, milliseconds (default 2000).
+    #[serde(default = "default_jwks_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// Where the policy decision point is and how long the filter waits for it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PdpConfig {
+    /// The Envoy cluster of the PDP (mTLS with the sidecar's identity).
+    pub cluster: String,
+    /// The `:authority` of the call.
+    pub authority: String,
+    /// The path of the call (default `/v1/decision`).
+    #[serde(default = "default_pdp_path")]
+    pub path: String,
+    /// Timeout of one decision call, milliseconds (default 200).
+    #[serde(default = "default_pdp_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// Whether failed checks deny (`enforce`) or are only counted and logged (`shadow`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Shadow,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enforce => "enforce",
+            Self::Shadow => "shadow",
+        }
+    }
+}
+
+fn default_realm() -> String {
+    "certbind".to_owned()
+}
+fn default_cache_size() -> usize {
+    1024
+}
+fn default_clock_skew_s() -> u64 {
+    30
+}
+fn default_jwks_path() -> String {
+    "/.well-known/jwks.json".to_owned()
+}
+fn default_refresh_interval_s() -> u64 {
+    300
+}
+fn default_min_refetch_interval_s() -> u64 {
+    30
+}
+fn default_max_stale_s() -> u64 {
+    3600
+}
+fn default_first_fetch_wait_ms() -> u64 {
+    5000
+}
+fn default_jwks_timeout_ms() -> u64 {
+    2000
+}
+fn default_pdp_path() -> String {
+    "/v1/decision".to_owned()
+}
+fn default_pdp_timeout_ms() -> u64 {
+    200
+}
+
+/// The largest configuration accepted, so a hostile or broken config cannot cost much.
+pub const MAX_CONFIG_BYTES: usize = 16 * 1024;
+/// Upper bound of each cache size: the caches live in every worker VM's memory.
+pub const MAX_CACHE_SIZE: usize = 100_000;
+/// Upper bound of the clock skew: more would make `exp` meaningless.
+pub const MAX_CLOCK_SKEW_S: u64 = 300;
+
+/// Why a configuration was refused. `Display` is the one log line Envoy shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No configuration, or larger than [`MAX_CONFIG_BYTES`].
+    Size(usize),
+    /// Not JSON of the expected shape (unknown field, wrong type, missing field).
+    Json(String),
+    /// A field has a value outside what the filter can work with.
+    Invalid {
+        field: &'static str,
+        why: &'static str,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Size(n) => write!(
+                f,
+                "certbind config refused: {n} bytes (need 1..={MAX_CONFIG_BYTES} bytes of JSON)"
+            ),
+            Self::Json(e) => write!(f, "certbind config refused: {e}"),
+            Self::Invalid { field, why } => write!(f, "certbind config refused: `{field}` {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl FilterConfig {
+    /// Parses and validates the plugin configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        if bytes.is_empty() || bytes.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::Size(bytes.len()));
+        }
+        let config: Self =
+            serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The configured audience as a SPIFFE ID (validated by `from_json`).
+    pub fn audience_id(&self) -> Option<SpiffeId> {
+        SpiffeId::parse(&self.audience).ok()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, why| Err(ConfigError::Invalid { field, why });
+        if self.issuer.is_empty() {
+            return bad("issuer", "must not be empty");
+        }
+        let Ok(audience) = SpiffeId::parse(&self.audience) else {
+            return bad("audience", "must be a SPIFFE ID (spiffe://<domain>/<path>)");
+        };
+        if SpiffeId::parse(&format!("spiffe://{}/x", self.trust_domain)).is_err() {
+            return bad("trust_domain", "must be a lowercase SPIFFE trust domain");
+        }
+        if audience.trust_domain() != self.trust_domain {
+            return bad("audience", "must belong to `trust_domain`");
+        }
+        if !is_header_safe(&self.realm) || self.realm.contains('"') || self.realm.contains('\\') {
+            return bad("realm", "must be printable ASCII without quotes");
+        }
+        for (field, value) in [
+            ("jwks.cluster", &self.jwks.cluster),
+            ("jwks.authority", &self.jwks.authority),
+            ("pdp.cluster", &self.pdp.cluster),
+            ("pdp.authority", &self.pdp.authority),
+        ] {
+            if value.is_empty() || !is_header_safe(value) {
+                return bad(field, "must be non-empty printable ASCII");
+            }
+        }
+        for (field, value) in [("jwks.path", &self.jwks.path), ("pdp.path", &self.pdp.path)] {
+            if !value.starts_with('/') || !is_header_safe(value) {
+                return bad(field, "must be an absolute path of printable ASCII");
+            }
+        }
+        let j = &self.jwks;
+        if j.refresh_interval_s == 0 || j.refresh_interval_s > 86_400 {
+            return bad("jwks.refresh_interval_s", "must be in 1..=86400");
+        }
+        if j.min_refetch_interval_s == 0 || j.min_refetch_interval_s > j.refresh_interval_s {
+            return bad(
+                "jwks.min_refetch_interval_s",
+                "must be in 1..=jwks.refresh_interval_s",
+            );
+        }
+        if j.max_stale_s < j.refresh_interval_s || j.max_stale_s > 7 * 86_400 {
+            return bad(
+                "jwks.max_stale_s",
+                "must be in jwks.refresh_interval_s..=604800",
+            );
+        }
+        if j.first_fetch_wait_ms == 0 || j.first_fetch_wait_ms > 60_000 {
+            return bad("jwks.first_fetch_wait_ms", "must be in 1..=60000");
+        }
+        if j.timeout_ms == 0 || j.timeout_ms > 60_000 {
+            return bad("jwks.timeout_ms", "must be in 1..=60000");
+        }
+        if self.pdp.timeout_ms == 0 || self.pdp.timeout_ms > 60_000 {
+            return bad("pdp.timeout_ms", "must be in 1..=60000");
+        }
+        if self.decision_cache_size > MAX_CACHE_SIZE {
+            return bad("decision_cache_size", "must be at most 100000");
+        }
+        if self.token_cache_size > MAX_CACHE_SIZE {
+            return bad("token_cache_size", "must be at most 100000");
+        }
+        if self.clock_skew_s > MAX_CLOCK_SKEW_S {
+            return bad("clock_skew_s", "must be at most 300");
+        }
+        Ok(())
+    }
+}
+
+/// Printable ASCII without spaces' neighbours CR/LF: safe to put in a header or log line.
+fn is_header_safe(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) const MINIMAL: &str = r#"{
+        "issuer": "https://127.0.0.1:9443",
+        "audience": "spiffe://certbind.test/ns/demo/sa/orders",
+        "trust_domain": "certbind.test",
+        "jwks": {"cluster": "authz_server", "authority": "127.0.0.1:9443"},
+        "pdp": {"cluster": "pdp", "authority": "127.0.0.1:9191"}
+    }"#;
+
+    /// The example of the module documentation, kept identical by this test.
+    fn doc_example() -> String {
+        let doc = include_str!("config.rs");
+        let start = doc.find("```json\n").unwrap() + 8;
+        let end = doc.get(start..).unwrap().find("```").unwrap() + start;
+        doc.get(start..end)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim_start_matches("//!"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn with(field: &str, value: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+        let mut slot = &mut v;
+        for part in field.split('.') {
+            slot = slot
+                .as_object_mut()
+                .unwrap()
+                .entry(part)
+                .or_insert_with(|| serde_json::Value::Null);
+        }
+        *slot = serde_json::from_str(value).unwrap();
+        v.to_string()
+    }
+
+    #[test]
+    fn admits_the_documented_full_example() {
+        let c = FilterConfig::from_json(doc_example().as_bytes()).unwrap();
+        assert_eq!(c.jwks.refresh_interval_s, 300);
+        assert_eq!(c.pdp.timeout_ms, 200);
+        assert_eq!(c.mode, Mode::Enforce);
+    }
+
+    #[test]
+    fn fills_defaults_for_a_minimal_config() {
+        let c = FilterConfig::from_json(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(c.realm, "certbind");
+        assert_eq!(c.jwks.path, "/.well-known/jwks.json");
+        assert_eq!(c.jwks.refresh_interval_s, 300);
+        assert_eq!(c.jwks.min_refetch_interval_s, 30);
+        assert_eq!(c.jwks.max_stale_s, 3600);
+        assert_eq!(c.jwks.first_fetch_wait_ms, 5000);
+        assert_eq!(c.pdp.path, "/v1/decision");
+        assert_eq!(c.pdp.timeout_ms, 200);
+        assert_eq!(c.decision_cache_size, 1024);
+        assert_eq!(c.token_cache_size, 1024);
+        assert_eq!(c.clock_skew_s, 30);
+        assert_eq!(c.mode, Mode::Enforce);
+        assert!(!c.forward_token);
+        assert_eq!(
+            c.audience_id().unwrap().as_str(),
+            "spiffe://certbind.test/ns/demo/sa/orders"
+        );
+    }
+
+    #[test]
+    fn admits_shadow_mode() {
+        let c = FilterConfig::from_json(with("mode", "\"shadow\"").as_bytes()).unwrap();
+        assert_eq!(c.mode, Mode::Shadow);
+    }
+
+    #[test]
+    fn refuses_unknown_fields_at_every_level() {
+        for (field, value) in [("extra", "1"), ("jwks.extra", "1"), ("pdp.extra", "1")] {
+            let err = FilterConfig::from_json(with(field, value).as_bytes()).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Json(e) if e.contains("unknown field")),
+                "{field}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_missing_required_fields() {
+        let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+        v.as_object_mut().unwrap().remove("issuer");
+        let err = FilterConfig::from_json(v.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("missing field `issuer`"), "{err}");
+    }
+
+    #[test]
+    fn refuses_empty_oversized_and_non_json_configs() {
+        assert_eq!(FilterConfig::from_json(b""), Err(ConfigError::Size(0)));
+        let big = vec![b' '; MAX_CONFIG_BYTES + 1];
+        assert!(matches!(
+            FilterConfig::from_json(&big),
+            Err(ConfigError::Size(_))
+        ));
+        assert!(matches!(
+            FilterConfig::from_json(b"not json"),
+            Err(ConfigError::Json(_))
+        ));
+        assert!(matches!(
+            FilterConfig::from_json(with("mode", "\"audit\"").as_bytes()),
+            Err(ConfigError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_values_the_filter_cannot_work_with() {
+        for (field, value) in [
+            ("issuer", "\"\""),
+            ("audience", "\"orders\""),
+            ("audience", "\"spiffe://other.test/ns/demo/sa/orders\""),
+            ("trust_domain", "\"Certbind.test\""),
+            ("realm", "\"a\\\"b\""),
+            ("jwks.cluster", "\"\""),
+            ("pdp.authority", "\"a\\nb\""),
+            ("jwks.path", "\"jwks.json\""),
+            ("pdp.path", "\"\""),
+            ("jwks.refresh_interval_s", "0"),
+            ("jwks.min_refetch_interval_s", "0"),
+            ("jwks.min_refetch_interval_s", "301"),
+            ("jwks.max_stale_s", "299"),
+            ("jwks.first_fetch_wait_ms", "0"),
+            ("jwks.timeout_ms", "0"),
+            ("pdp.timeout_ms", "0"),
+            ("pdp.timeout_ms", "60001"),
+            ("decision_cache_size", "100001"),
+            ("token_cache_size", "100001"),
+            ("clock_skew_s", "301"),
+        ] {
+            let err = FilterConfig::from_json(with(field, value).as_bytes()).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { .. }),
+                "{field}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusal_is_one_clear_line() {
+        let err = FilterConfig::from_json(with("pdp.timeout_ms", "0").as_bytes()).unwrap_err();
+        let line = err.to_string();
+        assert_eq!(
+            line,
+            "certbind config refused: `pdp.timeout_ms` must be in 1..=60000"
+        );
+        assert!(!line.contains('\n'));
+    }
+}
