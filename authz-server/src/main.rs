@@ -1,2 +1,15 @@
-//! certbind-authz: the authorization server and internal CA (work in progress).
-fn main() {}
+//! certbind-authz entry point: logging setup, then the command line.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    certbind_authz::cli::run(certbind_authz::cli::Cli::parse())
+}

@@ -1,0 +1,305 @@
+//! The HTTP application: routes, handlers and the per-request log line. Transport-agnostic:
+//! the TLS layer puts the verified client certificate into the request as [`PeerCertificate`],
+//! so tests drive `app(state)` without sockets.
+
+use crate::clients::Registry;
+use crate::grant;
+use crate::keys::{KeySet, KeyStore};
+use crate::oauth::{
+    ErrorCode, Form, LoggedError, MAX_BODY, OAuthError, is_form_content_type, no_store,
+};
+use crate::token::{self, Claims};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use certbind_core::binding::SpiffeId;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// DER of the client certificate the TLS layer verified against the CA.
+#[derive(Debug, Clone)]
+pub struct PeerCertificate(pub Arc<Vec<u8>>);
+
+/// Seconds since the Unix epoch; injectable so tests can move time.
+pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    })
+}
+
+/// Everything the handlers need.
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub keys: Arc<KeyStore>,
+    /// Issuer URL without a trailing slash.
+    pub issuer: String,
+    pub token_ttl: u64,
+    pub clock: Clock,
+}
+
+impl AppState {
+    pub fn new(registry: Registry, keys: KeyStore, issuer: &str, token_ttl: u64) -> Self {
+        Self {
+            registry: Arc::new(registry),
+            keys: Arc::new(keys),
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            token_ttl,
+            clock: system_clock(),
+        }
+    }
+}
+
+/// The router with every endpoint and the request log.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/token", post(token_endpoint))
+        .route("/introspect", post(introspect_endpoint))
+        .route("/.well-known/jwks.json", get(jwks_endpoint))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(metadata_endpoint),
+        )
+        .with_state(state)
+        .layer(middleware::from_fn(log_request))
+}
+
+fn internal(what: &str, err: &dyn std::fmt::Display) -> OAuthError {
+    tracing::error!(error = %err, "{what}");
+    OAuthError::new(ErrorCode::ServerError, "internal error")
+}
+
+fn current_keys(state: &AppState) -> Result<KeySet, OAuthError> {
+    state
+        .keys
+        .current()
+        .map_err(|e| internal("cannot read signing keys", &e))
+}
+
+/// Reads a form body of at most [`MAX_BODY`] bytes.
+async fn read_form(headers: &HeaderMap, body: Body) -> Result<Form, OAuthError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(OAuthError::too_large());
+    }
+    if !is_form_content_type(headers) {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(OAuthError::too_large());
+        }
+        Err(_) => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidRequest,
+                "body could not be read",
+            ));
+        }
+    };
+    Form::parse(&bytes)
+}
+
+async fn token_endpoint(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OAuthError> {
+    let cert = peer.as_ref().map(|Extension(p)| p.0.as_slice());
+    // Authenticate before reading the body: an anonymous caller learns nothing else.
+    grant::authenticate(&state.registry, cert)?;
+    if headers.contains_key("dpop") {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "DPoP-bound tokens are not supported yet",
+        ));
+    }
+    let form = read_form(&headers, body).await?;
+    let grant = grant::decide(&state.registry, cert, &form)?;
+    let keys = current_keys(&state)?;
+    let key = keys
+        .active()
+        .ok_or_else(|| internal("no signing key", &"key directory is empty"))?;
+    let jti = token::new_jti().map_err(|e| internal("no randomness for jti", &e))?;
+    let claims = Claims::new(&grant, &state.issuer, (state.clock)(), state.token_ttl, jti);
+    let access_token =
+        token::encode(&claims, key).map_err(|e| internal("cannot encode token", &e))?;
+    let body = serde_json::json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": state.token_ttl,
+        "scope": claims.scope,
+    });
+    let mut resp = (no_store(), Json(body)).into_response();
+    resp.extensions_mut().insert(Issued {
+        client_id: claims.client_id,
+        aud: claims.aud,
+        jti: claims.jti,
+        kid: key.kid().to_owned(),
+    });
+    Ok(resp)
+}
+
+/// What the request log says about an issued token (identifiers only, never the token).
+#[derive(Debug, Clone)]
+struct Issued {
+    client_id: String,
+    aud: String,
+    jti: String,
+    kid: String,
+}
+
+async fn introspect_endpoint(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OAuthError> {
+    // RFC 7662 §2.1: the caller must be authenticated; any workload of our CA may ask.
+    let caller_ok = peer
+        .as_ref()
+        .is_some_and(|Extension(p)| SpiffeId::from_cert_der(&p.0).is_ok());
+    if !caller_ok {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidClient,
+            "a client certificate with a SPIFFE ID is required",
+        ));
+    }
+    let form = read_form(&headers, body).await?;
+    let Some(token) = form.get("token") else {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "token is required",
+        ));
+    };
+    let keys = current_keys(&state)?;
+    let answer = match token::verify(token, &keys, &state.issuer, (state.clock)()) {
+        Some(claims) => active_answer(&claims),
+        None => serde_json::json!({ "active": false }),
+    };
+    Ok((no_store(), Json(answer)).into_response())
+}
+
+fn active_answer(c: &Claims) -> serde_json::Value {
+    serde_json::json!({
+        "active": true,
+        "scope": c.scope,
+        "client_id": c.client_id,
+        "sub": c.sub,
+        "aud": c.aud,
+        "iss": c.iss,
+        "exp": c.exp,
+        "iat": c.iat,
+        "nbf": c.nbf,
+        "jti": c.jti,
+        "token_type": "Bearer",
+        "cnf": c.cnf,
+    })
+}
+
+async fn jwks_endpoint(State(state): State<AppState>) -> Result<Response, OAuthError> {
+    let keys = current_keys(&state)?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=60"),
+    );
+    Ok((headers, Json(keys.jwks())).into_response())
+}
+
+async fn metadata_endpoint(State(state): State<AppState>) -> Response {
+    let iss = &state.issuer;
+    let mut scopes: Vec<&str> = Vec::new();
+    for s in state.registry.all_scopes() {
+        if !scopes.contains(&s) {
+            scopes.push(s);
+        }
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    let body = serde_json::json!({
+        "issuer": iss,
+        "token_endpoint": format!("{iss}/token"),
+        "jwks_uri": format!("{iss}/.well-known/jwks.json"),
+        "introspection_endpoint": format!("{iss}/introspect"),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": [],
+        "scopes_supported": scopes,
+        "token_endpoint_auth_methods_supported": ["tls_client_auth"],
+        "introspection_endpoint_auth_methods_supported": ["tls_client_auth"],
+        "tls_client_certificate_bound_access_tokens": true,
+        "access_token_signing_alg_values_supported": ["ES256"],
+    });
+    (headers, Json(body)).into_response()
+}
+
+/// Request id: 64 random bits in hex, or a counter if randomness is unavailable.
+fn request_id() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        bytes = COUNTER
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One structured line per request: id, method, path (never the query), caller, status,
+/// OAuth error if any, duration. Never a token, key or certificate.
+async fn log_request(req: Request, next: Next) -> Response {
+    let id = request_id();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let caller = req
+        .extensions()
+        .get::<PeerCertificate>()
+        .map(|p| match SpiffeId::from_cert_der(&p.0) {
+            Ok(id) => id.to_string(),
+            Err(_) => "<no spiffe id>".to_owned(),
+        })
+        .unwrap_or_else(|| "-".to_owned());
+    let started = Instant::now();
+    let mut resp = next.run(req).await;
+    let error = resp.extensions().get::<LoggedError>().map_or("-", |e| e.0);
+    let issued = resp.extensions().get::<Issued>();
+    tracing::info!(
+        request_id = %id,
+        method = %method,
+        path = %path,
+        caller = %caller,
+        status = resp.status().as_u16(),
+        error = error,
+        client_id = issued.map_or("-", |i| i.client_id.as_str()),
+        aud = issued.map_or("-", |i| i.aud.as_str()),
+        jti = issued.map_or("-", |i| i.jti.as_str()),
+        kid = issued.map_or("-", |i| i.kid.as_str()),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -1,0 +1,229 @@
+//! The command line: `pki init|issue`, `serve`, `keys rotate`, and what each prints.
+
+use crate::app::{AppState, app};
+use crate::ca;
+use crate::clients::Registry;
+use crate::keys::KeyStore;
+use crate::{server, tls};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "certbind-authz",
+    version,
+    about = "certbind's authorization server and internal CA"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The internal CA and workload certificates.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Run the authorization server (HTTPS, TLS 1.3, client certificates).
+    Serve(ServeArgs),
+    /// Token signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create the CA and the demo workload certificates; keeps what is still valid.
+    Init {
+        #[arg(long, default_value = ".run/pki")]
+        dir: PathBuf,
+        /// Validity of new certificates in days.
+        #[arg(long, default_value_t = 1)]
+        days: u32,
+        /// Regenerate the CA and every certificate.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue one more workload certificate `<name>.crt`/`<name>.key` from the existing CA.
+    Issue {
+        #[arg(long, default_value = ".run/pki")]
+        dir: PathBuf,
+        /// Workload name: becomes spiffe://certbind.test/ns/demo/sa/<name>.
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        days: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Add a new signing key; it signs from now on, older keys stay in the JWKS.
+    Rotate {
+        #[arg(long, default_value = ".run/authz")]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:9443")]
+    pub listen: SocketAddr,
+    /// Holds ca.crt and the server identity authz.crt/authz.key.
+    #[arg(long, default_value = ".run/pki")]
+    pub pki_dir: PathBuf,
+    /// Holds keys/<kid>.pem.
+    #[arg(long, default_value = ".run/authz")]
+    pub state_dir: PathBuf,
+    #[arg(long, default_value = "authz-server/clients.yaml")]
+    pub clients: PathBuf,
+    #[arg(long, default_value = "https://127.0.0.1:9443")]
+    pub issuer: String,
+    /// Access token lifetime in seconds (1..=300).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub token_ttl: u64,
+}
+
+/// Runs a parsed command line; errors are printed, never panicked.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Pki { command } => run_pki(command),
+        Command::Keys {
+            command: KeysCommand::Rotate { state_dir },
+        } => KeyStore::open(&state_dir)
+            .and_then(|store| store.rotate())
+            .map(|kid| println!("new signing key {kid} (active)"))
+            .map_err(|e| e.to_string()),
+        Command::Serve(args) => run_serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("certbind-authz: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_pki(command: PkiCommand) -> Result<(), String> {
+    let now = time::OffsetDateTime::now_utc();
+    match command {
+        PkiCommand::Init { dir, days, force } => {
+            let report = ca::init(&dir, &ca::DEFAULT_WORKLOADS, days, force, now)
+                .map_err(|e| e.to_string())?;
+            println!("{}: {}", dir.join("ca.crt").display(), report.ca);
+            for (name, outcome) in report.leaves {
+                println!(
+                    "{}: {outcome} ({})",
+                    dir.join(format!("{name}.crt")).display(),
+                    ca::workload_id(&name)
+                        .map(|id| id.to_string())
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        PkiCommand::Issue { dir, name, days } => {
+            let path = ca::issue(&dir, &name, days, now).map_err(|e| e.to_string())?;
+            println!("{}: created", path.display());
+            Ok(())
+        }
+    }
+}
+
+/// Checks the issuer is an https URL without query or fragment (RFC 8414 §2).
+pub fn valid_issuer(issuer: &str) -> bool {
+    issuer
+        .strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains(['?', '#', ' ']))
+}
+
+fn run_serve(args: ServeArgs) -> Result<(), String> {
+    if !valid_issuer(&args.issuer) {
+        return Err(format!(
+            "--issuer {:?} must be an https URL without query or fragment",
+            args.issuer
+        ));
+    }
+    let registry =
+        Registry::load(&args.clients).map_err(|e| format!("{}: {e}", args.clients.display()))?;
+    let keys = KeyStore::open(&args.state_dir).map_err(|e| e.to_string())?;
+    let tls = tls::server_config(&args.pki_dir, "authz").map_err(|e| e.to_string())?;
+    let state = AppState::new(registry, keys, &args.issuer, args.token_ttl);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        eprintln!("certbind-authz listening on https://{addr}");
+        server::serve(listener, tls, app(state), shutdown_signal()).await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutdown requested");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_defaults_match_the_contract() {
+        let cli = Cli::try_parse_from(["certbind-authz", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.listen.to_string(), "127.0.0.1:9443");
+        assert_eq!(args.token_ttl, 300);
+        assert_eq!(args.issuer, "https://127.0.0.1:9443");
+    }
+
+    #[test]
+    fn refuses_token_lifetimes_above_300_seconds() {
+        assert!(Cli::try_parse_from(["certbind-authz", "serve", "--token-ttl", "301"]).is_err());
+        assert!(Cli::try_parse_from(["certbind-authz", "serve", "--token-ttl", "0"]).is_err());
+        assert!(Cli::try_parse_from(["certbind-authz", "serve", "--token-ttl", "60"]).is_ok());
+    }
+
+    #[test]
+    fn issuers_must_be_https_without_query_or_fragment() {
+        assert!(valid_issuer("https://127.0.0.1:9443"));
+        assert!(!valid_issuer("http://127.0.0.1:9443"));
+        assert!(!valid_issuer("https://"));
+        assert!(!valid_issuer("https://a?b"));
+        assert!(!valid_issuer("https://a#b"));
+    }
+}

@@ -1,0 +1,16 @@
+//! certbind-authz: the internal CA and the authorization server that issues ES256 access
+//! tokens bound to the caller's client certificate (RFC 8705, RFC 9068).
+
+pub mod app;
+pub mod ca;
+pub mod cli;
+pub mod clients;
+pub mod fsutil;
+pub mod grant;
+pub mod keys;
+pub mod oauth;
+pub mod server;
+pub mod tls;
+pub mod token;
+
+pub use app::{AppState, PeerCertificate, app};

@@ -1,0 +1,271 @@
+//! The access token: RFC 9068 JWT claims bound to the client certificate (RFC 8705), signed
+//! ES256 as a compact JWS; and the verifier `/introspect` uses for tokens we issued.
+
+use crate::grant::Grant;
+use crate::keys::{Key, KeySet};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+/// JOSE header, fields in the order the contract prints them.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    alg: String,
+    typ: String,
+    kid: String,
+}
+
+/// `cnf` (RFC 7800) with the RFC 8705 certificate thumbprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confirmation {
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
+}
+
+/// Exactly the claims of CONTRACT §3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub client_id: String,
+    pub aud: String,
+    pub scope: String,
+    pub iat: u64,
+    pub nbf: u64,
+    pub exp: u64,
+    pub jti: String,
+    pub cnf: Confirmation,
+}
+
+impl Claims {
+    /// The claims for `grant`, issued at `now` (seconds) for `ttl` seconds.
+    pub fn new(grant: &Grant, issuer: &str, now: u64, ttl: u64, jti: String) -> Self {
+        Self {
+            iss: issuer.to_owned(),
+            sub: grant.subject.as_str().to_owned(),
+            client_id: grant.client_id.clone(),
+            aud: grant.audience.clone(),
+            scope: grant.scope.clone(),
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add(ttl),
+            jti,
+            cnf: Confirmation {
+                x5t_s256: grant.thumbprint.to_cnf(),
+            },
+        }
+    }
+}
+
+/// 128 random bits, base64url: the token's `jti`.
+pub fn new_jti() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Signs `claims` with `key` as a compact JWS `header.payload.signature`.
+pub fn encode(claims: &Claims, key: &Key) -> Result<String, serde_json::Error> {
+    let header = Header {
+        alg: "ES256".into(),
+        typ: "at+jwt".into(),
+        kid: key.kid().to_owned(),
+    };
+    let mut jws = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
+    jws.push('.');
+    jws.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
+    let sig = key.sign(jws.as_bytes());
+    jws.push('.');
+    jws.push_str(&URL_SAFE_NO_PAD.encode(sig));
+    Ok(jws)
+}
+
+/// Longest token we look at; ours are well under 1 KiB.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Verifies a token we issued: shape, header (ES256, `at+jwt`, known `kid`, nothing else),
+/// signature with that key, then claims (our `iss`, `nbf` ≤ now < `exp`). `None` for anything
+/// else. This is the single place `/introspect` decides validity.
+pub fn verify(token: &str, keys: &KeySet, issuer: &str, now: u64) -> Option<Claims> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let mut parts = token.split('.');
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h64).ok()?).ok()?;
+    if header.alg != "ES256" || header.typ != "at+jwt" {
+        return None;
+    }
+    let key = keys.find(&header.kid)?;
+    let signature = URL_SAFE_NO_PAD.decode(s64).ok()?;
+    let signed = token.get(..h64.len() + 1 + p64.len())?;
+    if !key.verify(signed.as_bytes(), &signature) {
+        return None;
+    }
+    let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p64).ok()?).ok()?;
+    if claims.iss != issuer || claims.nbf > now || claims.exp <= now {
+        return None;
+    }
+    Some(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyStore;
+    use certbind_core::binding::{CertThumbprint, SpiffeId};
+
+    const ISS: &str = "https://127.0.0.1:9443";
+
+    fn grant() -> Grant {
+        Grant {
+            client_id: "consumer".into(),
+            subject: SpiffeId::parse("spiffe://certbind.test/ns/demo/sa/consumer").unwrap(),
+            audience: "spiffe://certbind.test/ns/demo/sa/orders".into(),
+            scope: "orders:read".into(),
+            thumbprint: CertThumbprint::from_der(b"cert"),
+        }
+    }
+
+    fn keys() -> (tempfile::TempDir, KeySet) {
+        let dir = tempfile::tempdir().unwrap();
+        let set = KeyStore::open(dir.path()).unwrap().current().unwrap();
+        (dir, set)
+    }
+
+    fn b64json(part: &str) -> serde_json::Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn issues_exactly_the_contract_header_and_claims() {
+        let (_d, set) = keys();
+        let key = set.active().unwrap();
+        let claims = Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap());
+        let jws = encode(&claims, key).unwrap();
+        let parts: Vec<&str> = jws.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(
+            header,
+            format!(r#"{{"alg":"ES256","typ":"at+jwt","kid":"{}"}}"#, key.kid())
+        );
+        let body = b64json(parts[1]);
+        let mut names: Vec<&str> = body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "aud",
+                "client_id",
+                "cnf",
+                "exp",
+                "iat",
+                "iss",
+                "jti",
+                "nbf",
+                "scope",
+                "sub"
+            ]
+        );
+        assert_eq!(body["exp"], 1300);
+        assert_eq!(body["nbf"], body["iat"]);
+        assert_eq!(
+            body["cnf"]["x5t#S256"],
+            CertThumbprint::from_der(b"cert").to_cnf()
+        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().len(), 64);
+        assert_eq!(
+            URL_SAFE_NO_PAD
+                .decode(body["jti"].as_str().unwrap())
+                .unwrap()
+                .len(),
+            16
+        );
+    }
+
+    #[test]
+    fn jtis_are_unique() {
+        let a = new_jti().unwrap();
+        let b = new_jti().unwrap();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn verifies_a_fresh_token_and_refuses_expired_or_early_ones() {
+        let (_d, set) = keys();
+        let claims = Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap());
+        let jws = encode(&claims, set.active().unwrap()).unwrap();
+        assert_eq!(verify(&jws, &set, ISS, 1000), Some(claims.clone()));
+        assert_eq!(verify(&jws, &set, ISS, 1299), Some(claims));
+        assert_eq!(verify(&jws, &set, ISS, 1300), None);
+        assert_eq!(verify(&jws, &set, ISS, 999), None);
+        assert_eq!(verify(&jws, &set, "https://other", 1000), None);
+    }
+
+    #[test]
+    fn refuses_tampered_foreign_or_malformed_tokens() {
+        let (_d, set) = keys();
+        let (_d2, other) = keys();
+        let claims = Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap());
+        let jws = encode(&claims, set.active().unwrap()).unwrap();
+        let parts: Vec<&str> = jws.split('.').collect();
+        // Payload swapped for one with a wider scope, signature kept.
+        let mut wider = claims.clone();
+        wider.scope = "orders:read orders:write".into();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&wider).unwrap()),
+            parts[2]
+        );
+        // Signed by a key that is not ours but claims our kid.
+        let foreign = encode(&claims, other.active().unwrap()).unwrap();
+        let foreign_parts: Vec<&str> = foreign.split('.').collect();
+        let foreign_with_our_kid = format!("{}.{}.{}", parts[0], parts[1], foreign_parts[2]);
+        let alg_none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"alg":"none","typ":"at+jwt","kid":"{}"}}"#,
+                set.active().unwrap().kid()
+            )),
+            parts[1]
+        );
+        let crit = format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"alg":"ES256","typ":"at+jwt","kid":"{}","crit":["x"]}}"#,
+                set.active().unwrap().kid()
+            )),
+            parts[1],
+            parts[2]
+        );
+        for bad in [
+            forged.as_str(),
+            foreign.as_str(),
+            foreign_with_our_kid.as_str(),
+            alg_none.as_str(),
+            crit.as_str(),
+            "",
+            "a.b",
+            "a.b.c.d",
+            &format!("{jws}."),
+            &format!("{jws}x"),
+            &"a".repeat(MAX_TOKEN_LEN + 1),
+        ] {
+            assert_eq!(verify(bad, &set, ISS, 1000), None, "accepted {bad}");
+        }
+    }
+}
