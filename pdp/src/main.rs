@@ -1,2 +1,218 @@
-//! certbind-pdp: the policy decision point (work in progress).
-fn main() {}
+//! certbind-pdp command line: `serve`, `check <file>`, `eval <file> <input.json>`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use certbind_core::decision::{DecisionRequest, OpaInput};
+use certbind_pdp::metrics::Metrics;
+use certbind_pdp::{
+    AppState, CompiledPolicy, PolicyStore, app, decide, policy, reload, serve, tls,
+};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "certbind-pdp",
+    version,
+    about = "certbind's policy decision point"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve decisions over mTLS (TLS 1.3, client certificate required).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:9191")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "pdp/policies/demo.yaml")]
+        policies: PathBuf,
+        #[arg(long, default_value = ".run/pki/pdp.crt")]
+        cert: PathBuf,
+        #[arg(long, default_value = ".run/pki/pdp.key")]
+        key: PathBuf,
+        #[arg(long, default_value = ".run/pki/ca.crt")]
+        ca: PathBuf,
+        /// SPIFFE IDs allowed to ask (repeatable).
+        #[arg(
+            long = "callers",
+            default_value = "spiffe://certbind.test/ns/demo/sa/envoy"
+        )]
+        callers: Vec<String>,
+    },
+    /// Validate a policy file: exit 0 when valid, 1 with `file:line:column: message` when not.
+    Check { file: PathBuf },
+    /// Decide one request (`DecisionRequest` JSON, or OPA's `{"input": ...}`) and print it.
+    Eval {
+        file: PathBuf,
+        input: PathBuf,
+        /// Evaluate at this Unix time instead of now (for time windows and token age).
+        #[arg(long)]
+        now: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            listen,
+            policies,
+            cert,
+            key,
+            ca,
+            callers,
+        } => run_serve(listen, &policies, &cert, &key, &ca, callers),
+        Command::Check { file } => run_check(&file),
+        Command::Eval { file, input, now } => run_eval(&file, &input, now),
+    }
+}
+
+fn run_check(file: &Path) -> ExitCode {
+    match policy::load(file) {
+        Ok((policy, bytes)) => {
+            let compiled = CompiledPolicy::compile(policy, &bytes);
+            println!(
+                "ok: {}: {} rules, policy_version {}",
+                file.display(),
+                compiled.rules.len(),
+                compiled.version
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_eval(file: &Path, input: &Path, now: Option<u64>) -> ExitCode {
+    let (policy, bytes) = match policy::load(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let compiled = CompiledPolicy::compile(policy, &bytes);
+    let text = match std::fs::read(input) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: cannot read: {e}", input.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let request = match serde_json::from_slice::<DecisionRequest>(&text) {
+        Ok(r) => r,
+        Err(direct) => match serde_json::from_slice::<OpaInput>(&text) {
+            Ok(o) => o.input,
+            Err(_) => {
+                eprintln!("{}: not a decision request: {direct}", input.display());
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let now = now.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    });
+    let outcome = decide(&compiled, &request, now);
+    let decision = outcome.to_decision(&compiled.version);
+    match serde_json::to_string_pretty(&decision) {
+        Ok(json) => println!("{json}"),
+        Err(e) => {
+            eprintln!("cannot print the decision: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    eprintln!(
+        "{} by rule `{}` ({})",
+        if outcome.allow { "allowed" } else { "denied" },
+        outcome.policy_id,
+        outcome.reason.as_str()
+    );
+    ExitCode::SUCCESS
+}
+
+fn run_serve(
+    listen: SocketAddr,
+    policies: &Path,
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    callers: Vec<String>,
+) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    for caller in &callers {
+        if let Err(e) = certbind_core::binding::SpiffeId::parse(caller) {
+            eprintln!("certbind-pdp: --callers `{caller}`: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    // An invalid policy at startup stops the process with the file:line:column message.
+    let store = match PolicyStore::open(policies) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("certbind-pdp: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tls = match tls::server_config(cert, key, ca) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("certbind-pdp: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("certbind-pdp: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("certbind-pdp: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().unwrap_or(listen);
+        let metrics = Arc::new(Metrics::default());
+        let watcher =
+            tokio::spawn(Arc::clone(&store).watch(Arc::clone(&metrics), reload::POLL_INTERVAL));
+        let policy = store.current();
+        tracing::info!(
+            policy = %store.path().display(),
+            policy_version = %policy.version,
+            rules = policy.rules.len(),
+            callers = ?callers,
+            "policy loaded"
+        );
+        let state = AppState::new(store, metrics, callers);
+        eprintln!("certbind-pdp listening on https://{addr}");
+        serve::serve(listener, tls, app(state), serve::shutdown_signal()).await;
+        watcher.abort();
+        tracing::info!("certbind-pdp stopped");
+        ExitCode::SUCCESS
+    })
+}
