@@ -5,3 +5,7 @@
 pub mod binding;
 pub mod config;
 pub mod decision;
+pub mod json;
+pub mod jwks;
+pub mod reason;
+pub mod token;

@@ -1,0 +1,136 @@
+//! Strict JSON for untrusted input: duplicate object keys are refused at every depth
+//! (serde_json keeps the last one silently, which lets two parsers disagree on one token).
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::fmt;
+
+/// Why strict parsing failed. Only logged, never echoed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonError(pub String);
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+/// Parses `bytes` as JSON, refusing duplicate keys, then deserializes it into `T`.
+pub fn from_slice_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
+    let StrictValue(value) = serde_json::from_slice(bytes).map_err(|e| JsonError(e.to_string()))?;
+    serde_json::from_value(value).map_err(|e| JsonError(e.to_string()))
+}
+
+/// A `serde_json::Value` whose objects had no duplicate keys.
+struct StrictValue(Value);
+
+impl<'de> Deserialize<'de> for StrictValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value without duplicate object keys")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("non-finite number"))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+            }
+            let StrictValue(value) = map.next_value()?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_duplicate_keys_at_top_level() {
+        let err = from_slice_strict::<Value>(br#"{"a":1,"a":2}"#).unwrap_err();
+        assert!(err.0.contains("duplicate key"), "{err}");
+    }
+
+    #[test]
+    fn refuses_duplicate_keys_when_nested() {
+        assert!(from_slice_strict::<Value>(br#"{"a":[{"b":1,"b":1}]}"#).is_err());
+        assert!(from_slice_strict::<Value>(br#"{"cnf":{"x":"1","x":"2"}}"#).is_err());
+    }
+
+    #[test]
+    fn refuses_keys_that_are_equal_after_unescaping() {
+        assert!(from_slice_strict::<Value>(br#"{"iss":1,"i\u0073s":2}"#).is_err());
+    }
+
+    #[test]
+    fn admits_ordinary_json_unchanged() {
+        let text = br#"{"a":1,"b":[true,null,"x",-2,1.5],"c":{"a":{}}}"#;
+        let strict: Value = from_slice_strict(text).unwrap();
+        let plain: Value = serde_json::from_slice(text).unwrap();
+        assert_eq!(strict, plain);
+    }
+
+    #[test]
+    fn refuses_trailing_garbage_and_non_json() {
+        assert!(from_slice_strict::<Value>(br#"{"a":1} x"#).is_err());
+        assert!(from_slice_strict::<Value>(b"\xff").is_err());
+    }
+}

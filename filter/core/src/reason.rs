@@ -1,0 +1,290 @@
+//! The flat enum of reasons the filter denies a request for (CONTRACT §4), with the stable
+//! strings that replies, stats and logs share, and the HTTP answer each one maps to.
+
+use std::fmt;
+
+/// Why a request was refused. The order of the variants is the order of the checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Reason {
+    /// No `Authorization: Bearer` header.
+    MissingToken,
+    /// Not a compact JWS of bounded size with base64url parts and JSON header and claims.
+    MalformedToken,
+    /// `alg` is not ES256.
+    UnsupportedAlg,
+    /// `typ` is not `at+jwt`.
+    WrongType,
+    /// `kid` is not in the JWKS, even after a (rate-limited) refetch.
+    UnknownKid,
+    /// The signature does not verify with the `kid`'s key.
+    BadSignature,
+    /// `exp` has passed (beyond the clock skew).
+    Expired,
+    /// `nbf` is in the future (beyond the clock skew).
+    NotYetValid,
+    /// `iss` is not the configured issuer.
+    WrongIssuer,
+    /// `aud` does not name this service.
+    WrongAudience,
+    /// The token has no `cnf."x5t#S256"`.
+    BindingMissing,
+    /// `cnf."x5t#S256"` is not the thumbprint of this connection's client certificate.
+    BindingMismatch,
+    /// `sub` is not the SPIFFE ID of this connection's client certificate.
+    SubjectMismatch,
+    /// A DPoP proof is missing or invalid (edge listener).
+    DpopInvalid,
+    /// A DPoP proof was replayed (edge listener).
+    DpopReplay,
+    /// The token, subject or certificate is revoked.
+    Revoked,
+    /// The PDP denied the request.
+    PolicyDenied,
+    /// The PDP denied the request because a scope was missing (`reason` stays `policy_denied`).
+    InsufficientScope,
+    /// No usable JWKS (none fetched yet in time, or the last good one is too stale).
+    JwksUnavailable,
+    /// The PDP timed out, failed or answered garbage.
+    PdpUnavailable,
+}
+
+impl Reason {
+    /// Every reason, for defining one counter each up front.
+    pub const ALL: [Reason; 20] = [
+        Self::MissingToken,
+        Self::MalformedToken,
+        Self::UnsupportedAlg,
+        Self::WrongType,
+        Self::UnknownKid,
+        Self::BadSignature,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::WrongIssuer,
+        Self::WrongAudience,
+        Self::BindingMissing,
+        Self::BindingMismatch,
+        Self::SubjectMismatch,
+        Self::DpopInvalid,
+        Self::DpopReplay,
+        Self::Revoked,
+        Self::PolicyDenied,
+        Self::InsufficientScope,
+        Self::JwksUnavailable,
+        Self::PdpUnavailable,
+    ];
+
+    /// The stable `reason` string of the body, the stat name and the log line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::MalformedToken => "malformed_token",
+            Self::UnsupportedAlg => "unsupported_alg",
+            Self::WrongType => "wrong_type",
+            Self::UnknownKid => "unknown_kid",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::BindingMissing => "binding_missing",
+            Self::BindingMismatch => "binding_mismatch",
+            Self::SubjectMismatch => "subject_mismatch",
+            Self::DpopInvalid => "dpop_invalid",
+            Self::DpopReplay => "dpop_replay",
+            Self::Revoked => "revoked",
+            // CONTRACT §4: a missing scope is still `policy_denied`; only `error` differs.
+            Self::PolicyDenied | Self::InsufficientScope => "policy_denied",
+            Self::JwksUnavailable => "jwks_unavailable",
+            Self::PdpUnavailable => "pdp_unavailable",
+        }
+    }
+
+    /// The stat this reason is counted under: `certbind.denied.<reason>`. A missing scope
+    /// is counted apart so operators can tell it from other policy denials.
+    pub fn stat_name(self) -> &'static str {
+        match self {
+            Self::InsufficientScope => "certbind.denied.policy_denied.insufficient_scope",
+            other => STAT_NAMES
+                .iter()
+                .find(|(r, _)| *r == other)
+                .map_or("certbind.denied.other", |(_, name)| name),
+        }
+    }
+
+    /// The HTTP status of the answer.
+    pub fn status(self) -> u32 {
+        match self {
+            Self::PolicyDenied | Self::InsufficientScope => 403,
+            Self::JwksUnavailable | Self::PdpUnavailable => 503,
+            _ => 401,
+        }
+    }
+
+    /// The RFC 6750 / RFC 9449 `error` code; `None` for a missing token (RFC 6750 §3.1).
+    pub fn error(self) -> Option<&'static str> {
+        match self {
+            Self::MissingToken => None,
+            Self::DpopInvalid | Self::DpopReplay => Some("invalid_dpop_proof"),
+            Self::InsufficientScope => Some("insufficient_scope"),
+            Self::PolicyDenied => Some("access_denied"),
+            Self::JwksUnavailable | Self::PdpUnavailable => Some("temporarily_unavailable"),
+            _ => Some("invalid_token"),
+        }
+    }
+
+    /// The `WWW-Authenticate` value. The realm must be header-safe without quotes
+    /// (`FilterConfig` guarantees it).
+    pub fn www_authenticate(self, realm: &str) -> String {
+        let scheme = match self {
+            Self::DpopInvalid | Self::DpopReplay => "DPoP",
+            _ => "Bearer",
+        };
+        match self.error() {
+            None => format!("{scheme} realm=\"{realm}\""),
+            Some(error) => format!(
+                "{scheme} realm=\"{realm}\", error=\"{error}\", error_description=\"{}\"",
+                self.as_str()
+            ),
+        }
+    }
+
+    /// Seconds for `Retry-After` on a 503, `None` otherwise.
+    pub fn retry_after_s(self) -> Option<u32> {
+        (self.status() == 503).then_some(RETRY_AFTER_S)
+    }
+
+    /// The JSON body `{"error","reason","request_id"}`. `request_id` comes from the caller's
+    /// side of Envoy, so it is escaped.
+    pub fn body(self, request_id: &str) -> String {
+        let body = serde_json::json!({
+            "error": self.error().unwrap_or("missing_token"),
+            "reason": self.as_str(),
+            "request_id": request_id,
+        });
+        body.to_string()
+    }
+}
+
+/// How long a client should wait after a 503 before retrying.
+pub const RETRY_AFTER_S: u32 = 5;
+
+const STAT_NAMES: [(Reason, &str); 19] = [
+    (Reason::MissingToken, "certbind.denied.missing_token"),
+    (Reason::MalformedToken, "certbind.denied.malformed_token"),
+    (Reason::UnsupportedAlg, "certbind.denied.unsupported_alg"),
+    (Reason::WrongType, "certbind.denied.wrong_type"),
+    (Reason::UnknownKid, "certbind.denied.unknown_kid"),
+    (Reason::BadSignature, "certbind.denied.bad_signature"),
+    (Reason::Expired, "certbind.denied.expired"),
+    (Reason::NotYetValid, "certbind.denied.not_yet_valid"),
+    (Reason::WrongIssuer, "certbind.denied.wrong_issuer"),
+    (Reason::WrongAudience, "certbind.denied.wrong_audience"),
+    (Reason::BindingMissing, "certbind.denied.binding_missing"),
+    (Reason::BindingMismatch, "certbind.denied.binding_mismatch"),
+    (Reason::SubjectMismatch, "certbind.denied.subject_mismatch"),
+    (Reason::DpopInvalid, "certbind.denied.dpop_invalid"),
+    (Reason::DpopReplay, "certbind.denied.dpop_replay"),
+    (Reason::Revoked, "certbind.denied.revoked"),
+    (Reason::PolicyDenied, "certbind.denied.policy_denied"),
+    (Reason::JwksUnavailable, "certbind.denied.jwks_unavailable"),
+    (Reason::PdpUnavailable, "certbind.denied.pdp_unavailable"),
+];
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_the_contract_status_and_error() {
+        let table = [
+            (Reason::MissingToken, 401, None),
+            (Reason::MalformedToken, 401, Some("invalid_token")),
+            (Reason::UnsupportedAlg, 401, Some("invalid_token")),
+            (Reason::WrongType, 401, Some("invalid_token")),
+            (Reason::UnknownKid, 401, Some("invalid_token")),
+            (Reason::BadSignature, 401, Some("invalid_token")),
+            (Reason::Expired, 401, Some("invalid_token")),
+            (Reason::NotYetValid, 401, Some("invalid_token")),
+            (Reason::WrongIssuer, 401, Some("invalid_token")),
+            (Reason::WrongAudience, 401, Some("invalid_token")),
+            (Reason::BindingMissing, 401, Some("invalid_token")),
+            (Reason::BindingMismatch, 401, Some("invalid_token")),
+            (Reason::SubjectMismatch, 401, Some("invalid_token")),
+            (Reason::DpopInvalid, 401, Some("invalid_dpop_proof")),
+            (Reason::DpopReplay, 401, Some("invalid_dpop_proof")),
+            (Reason::Revoked, 401, Some("invalid_token")),
+            (Reason::PolicyDenied, 403, Some("access_denied")),
+            (Reason::InsufficientScope, 403, Some("insufficient_scope")),
+            (
+                Reason::JwksUnavailable,
+                503,
+                Some("temporarily_unavailable"),
+            ),
+            (Reason::PdpUnavailable, 503, Some("temporarily_unavailable")),
+        ];
+        assert_eq!(table.len(), Reason::ALL.len());
+        for ((reason, status, error), listed) in table.iter().zip(Reason::ALL) {
+            assert_eq!(*reason, listed);
+            assert_eq!(reason.status(), *status, "{reason}");
+            assert_eq!(reason.error(), *error, "{reason}");
+        }
+    }
+
+    #[test]
+    fn reason_strings_and_stat_names_are_stable_and_distinct() {
+        let mut stats: Vec<&str> = Reason::ALL.iter().map(|r| r.stat_name()).collect();
+        for r in Reason::ALL {
+            if r != Reason::InsufficientScope {
+                assert_eq!(r.stat_name(), format!("certbind.denied.{}", r.as_str()));
+            }
+        }
+        stats.sort_unstable();
+        stats.dedup();
+        assert_eq!(stats.len(), Reason::ALL.len());
+        assert_eq!(Reason::InsufficientScope.as_str(), "policy_denied");
+    }
+
+    #[test]
+    fn missing_token_challenge_carries_only_the_realm() {
+        assert_eq!(
+            Reason::MissingToken.www_authenticate("certbind"),
+            "Bearer realm=\"certbind\""
+        );
+    }
+
+    #[test]
+    fn invalid_token_challenge_names_error_and_reason() {
+        assert_eq!(
+            Reason::BindingMismatch.www_authenticate("certbind"),
+            "Bearer realm=\"certbind\", error=\"invalid_token\", error_description=\"binding_mismatch\""
+        );
+        assert!(
+            Reason::DpopReplay
+                .www_authenticate("r")
+                .starts_with("DPoP realm=\"r\", error=\"invalid_dpop_proof\"")
+        );
+    }
+
+    #[test]
+    fn only_unavailability_carries_retry_after() {
+        for r in Reason::ALL {
+            assert_eq!(r.retry_after_s().is_some(), r.status() == 503, "{r}");
+        }
+    }
+
+    #[test]
+    fn body_is_json_with_escaped_request_id() {
+        let body = Reason::InsufficientScope.body("id\"1");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "insufficient_scope");
+        assert_eq!(v["reason"], "policy_denied");
+        assert_eq!(v["request_id"], "id\"1");
+    }
+}

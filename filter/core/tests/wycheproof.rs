@@ -1,0 +1,147 @@
+//! Third-party vectors (C2SP/wycheproof, see `shared/corpora/README.md`) against the one ES256
+//! verify of certbind-core, and the Wycheproof JWS file against the whole header → key →
+//! signature path: ES256 cases right, every other algorithm refused.
+
+// Test helpers outside `#[test]` functions: a broken corpus must stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use certbind_core::jwks::KeySet;
+use certbind_core::token::{decode_metadata, es256_verify};
+use p256::ecdsa::VerifyingKey;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn corpus(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/corpora/wycheproof")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "cannot read the Wycheproof corpus {} ({e}): the project expects the shared corpora \
+             (C2SP/wycheproof commit dac1dd47) in `shared/corpora/wycheproof/` beside the \
+             checkout; copy them there",
+            path.display()
+        )
+    });
+    serde_json::from_str(&text).unwrap()
+}
+
+fn tests_of(group: &Value) -> &Vec<Value> {
+    group["tests"].as_array().unwrap()
+}
+
+#[test]
+fn all_262_ecdsa_p256_sha256_p1363_vectors() {
+    let doc = corpus("ecdsa_secp256r1_sha256_p1363_test.json");
+    let (mut valid, mut invalid, mut acceptable) = (0, 0, 0);
+    for group in doc["testGroups"].as_array().unwrap() {
+        let sec1 = hex::decode(group["publicKey"]["uncompressed"].as_str().unwrap()).unwrap();
+        let key = VerifyingKey::from_sec1_bytes(&sec1);
+        for t in tests_of(group) {
+            let id = &t["tcId"];
+            let msg = hex::decode(t["msg"].as_str().unwrap()).unwrap();
+            let sig = hex::decode(t["sig"].as_str().unwrap()).unwrap();
+            let verdict = key
+                .as_ref()
+                .map_err(|_| ())
+                .and_then(|k| es256_verify(k, &msg, &sig).map_err(|_| ()));
+            match t["result"].as_str().unwrap() {
+                "valid" => {
+                    valid += 1;
+                    assert!(
+                        verdict.is_ok(),
+                        "tcId {id} is valid but was refused: {}",
+                        t["comment"]
+                    );
+                }
+                "invalid" => {
+                    invalid += 1;
+                    assert!(
+                        verdict.is_err(),
+                        "tcId {id} is invalid but verified: {}",
+                        t["comment"]
+                    );
+                }
+                _ => acceptable += 1,
+            }
+        }
+    }
+    assert_eq!((valid, invalid, acceptable), (173, 89, 0));
+}
+
+/// The verdict of certbind's path for one compact JWS with the group's key published as the
+/// JWKS: header checks, key selection by `kid`, signature.
+fn certbind_verdict(jws: &str, jwks: &Result<KeySet, String>) -> Result<Vec<u8>, String> {
+    let keys = jwks.as_ref().map_err(Clone::clone)?;
+    let untrusted = decode_metadata(jws).map_err(|r| r.to_string())?;
+    let kid = jws_kid(jws).unwrap_or_else(|| keys.kids().next().unwrap_or_default().to_owned());
+    let key = keys.get(&kid).ok_or("unknown_kid")?;
+    untrusted
+        .verify_signature(key)
+        .map(|v| v.payload().to_vec())
+        .map_err(|r| r.to_string())
+}
+
+/// The `kid` of the header, read independently of certbind's parser (test bookkeeping only).
+fn jws_kid(jws: &str) -> Option<String> {
+    use base64::Engine;
+    let header = jws.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    v["kid"].as_str().map(str::to_owned)
+}
+
+/// The group's public key as a one-key JWKS (private members dropped), through certbind's
+/// JWKS parser, so keys meant for other uses are refused the way production refuses them.
+fn group_jwks(group: &Value) -> Result<KeySet, String> {
+    let mut jwk = group.get("public").unwrap_or(&group["private"]).clone();
+    let obj = jwk.as_object_mut().unwrap();
+    for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+        obj.remove(private);
+    }
+    obj.entry("kid").or_insert("wycheproof".into());
+    let body = serde_json::json!({ "keys": [jwk] }).to_string();
+    KeySet::parse(body.as_bytes()).map_err(|e| e.to_string())
+}
+
+#[test]
+fn wycheproof_jws_es256_cases_right_and_every_other_algorithm_refused() {
+    let doc = corpus("json_web_signature_test.json");
+    let (mut es256_valid, mut es256_invalid, mut others) = (0, 0, 0);
+    for group in doc["testGroups"].as_array().unwrap() {
+        let jwks = group_jwks(group);
+        let comment = group["comment"].as_str().unwrap_or_default();
+        let is_es256 = comment == "es256" || comment == "SpecialCaseEs256";
+        for t in tests_of(group) {
+            let id = &t["tcId"];
+            let jws = t["jws"].as_str().unwrap_or_default();
+            let verdict = certbind_verdict(jws, &jwks);
+            match (is_es256, t["result"].as_str().unwrap()) {
+                (true, "valid") => {
+                    es256_valid += 1;
+                    assert_eq!(verdict.as_deref(), Ok(&b"foo"[..]), "tcId {id} ({comment})");
+                }
+                (true, _) => {
+                    es256_invalid += 1;
+                    assert!(
+                        verdict.is_err(),
+                        "tcId {id} ({comment}) verified: {}",
+                        t["comment"]
+                    );
+                }
+                (false, _) => {
+                    others += 1;
+                    assert!(
+                        verdict.is_err(),
+                        "tcId {id} ({comment}, not ES256) was admitted: {}",
+                        t["comment"]
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(es256_valid + es256_invalid, 39);
+    assert_eq!(es256_valid + es256_invalid + others, 401);
+}
