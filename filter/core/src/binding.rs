@@ -2,11 +2,14 @@
 //! thumbprint and the workload's SPIFFE ID. The authz-server (issuing) and the filter
 //! (verifying) both call these; nothing here is computed anywhere else.
 
+use crate::reason::Reason;
+use crate::token::VerifiedToken;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use der::{Decode, DecodePem};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::rc::Rc;
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
@@ -280,6 +283,114 @@ pub fn cert_pem_to_der(pem: &str) -> Result<Vec<u8>, BindingError> {
     cert.to_der().map_err(|_| BindingError::BadCertificate)
 }
 
+/// What the TLS connection proves about the caller: its certificate's thumbprint and its
+/// SPIFFE ID. Facts that disagree with each other leave the field empty (fail closed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerIdentity {
+    thumbprint: Option<CertThumbprint>,
+    spiffe_id: Option<SpiffeId>,
+}
+
+impl PeerIdentity {
+    /// From Envoy's connection properties: `connection.mtls`,
+    /// `connection.sha256_peer_certificate_digest` (hex), `connection.peer_certificate` (PEM)
+    /// and `connection.uri_san_peer_certificate` (only used when the PEM is not available:
+    /// Envoy reports the first URI SAN only, the PEM shows all of them).
+    pub fn from_envoy(
+        mtls: bool,
+        digest_hex: Option<&str>,
+        cert_pem: Option<&str>,
+        uri_san: Option<&str>,
+    ) -> Self {
+        if !mtls {
+            return Self::default();
+        }
+        let digest = digest_hex.and_then(|h| CertThumbprint::from_hex(h).ok());
+        match cert_pem.filter(|p| !p.is_empty()) {
+            Some(pem) => {
+                let Ok(der) = cert_pem_to_der(pem) else {
+                    return Self::default();
+                };
+                let thumbprint = CertThumbprint::from_der(&der);
+                if digest.is_some_and(|d| d != thumbprint) {
+                    return Self::default();
+                }
+                Self {
+                    thumbprint: Some(thumbprint),
+                    spiffe_id: SpiffeId::from_cert_der(&der).ok(),
+                }
+            }
+            None => Self {
+                thumbprint: digest,
+                spiffe_id: digest.and(uri_san).and_then(|u| SpiffeId::parse(u).ok()),
+            },
+        }
+    }
+
+    /// Directly from a DER certificate (tests and tools).
+    pub fn from_cert_der(der: &[u8]) -> Self {
+        Self {
+            thumbprint: Some(CertThumbprint::from_der(der)),
+            spiffe_id: SpiffeId::from_cert_der(der).ok(),
+        }
+    }
+
+    pub fn thumbprint(&self) -> Option<&CertThumbprint> {
+        self.thumbprint.as_ref()
+    }
+
+    pub fn spiffe_id(&self) -> Option<&SpiffeId> {
+        self.spiffe_id.as_ref()
+    }
+}
+
+/// A verified token proven to belong to this connection: its `cnf."x5t#S256"` is the
+/// thumbprint of the client certificate and its `sub` is that certificate's SPIFFE ID.
+/// Only [`bind`] builds one; the decision step only accepts a `BoundToken`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundToken {
+    token: Rc<VerifiedToken>,
+    subject: SpiffeId,
+}
+
+impl BoundToken {
+    pub fn token(&self) -> &VerifiedToken {
+        &self.token
+    }
+
+    /// The caller's SPIFFE ID (equal to the token's `sub`).
+    pub fn subject(&self) -> &SpiffeId {
+        &self.subject
+    }
+}
+
+/// RFC 8705 §3: the token must carry `cnf."x5t#S256"` equal to this connection's client
+/// certificate thumbprint, and its `sub` must be that certificate's SPIFFE ID in our
+/// trust domain. The checks run in CONTRACT §4's order.
+pub fn bind(
+    token: Rc<VerifiedToken>,
+    peer: &PeerIdentity,
+    trust_domain: &str,
+) -> Result<BoundToken, Reason> {
+    let Some(cnf) = token.cnf_x5t_s256() else {
+        return Err(Reason::BindingMissing);
+    };
+    let Ok(bound_to) = CertThumbprint::from_cnf(cnf) else {
+        return Err(Reason::BindingMismatch);
+    };
+    if peer.thumbprint != Some(bound_to) {
+        return Err(Reason::BindingMismatch);
+    }
+    let Some(id) = peer.spiffe_id.as_ref() else {
+        return Err(Reason::SubjectMismatch);
+    };
+    if id.trust_domain() != trust_domain || id.as_str() != token.subject() {
+        return Err(Reason::SubjectMismatch);
+    }
+    let subject = id.clone();
+    Ok(BoundToken { token, subject })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +528,184 @@ mod tests {
             ),
             Err(BindingError::BadCertificate)
         );
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod bind_tests {
+    use super::*;
+    use crate::token::tests::{NOW, claims, expect, header, rfc_key, sign};
+    use crate::token::{decode_metadata, verify_access_token};
+    use rcgen::{CertificateParams, KeyPair, SanType};
+
+    pub(crate) const TRUST_DOMAIN: &str = "certbind.test";
+    pub(crate) const CONSUMER: &str = "spiffe://certbind.test/ns/demo/sa/consumer";
+
+    /// A self-signed certificate with the given URI SANs: (DER, PEM).
+    pub(crate) fn cert(uris: &[&str]) -> (Vec<u8>, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = uris
+            .iter()
+            .map(|u| SanType::URI((*u).try_into().unwrap()))
+            .collect();
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.der().to_vec(), cert.pem())
+    }
+
+    pub(crate) fn token_for(cnf: serde_json::Value, sub: &str) -> Rc<VerifiedToken> {
+        let mut c = claims();
+        c["cnf"] = cnf;
+        c["sub"] = sub.into();
+        let jws = sign(&header(), &c);
+        Rc::new(
+            verify_access_token(decode_metadata(&jws).unwrap(), &rfc_key(), &expect(), NOW)
+                .unwrap(),
+        )
+    }
+
+    fn cnf_of(der: &[u8]) -> serde_json::Value {
+        serde_json::json!({"x5t#S256": CertThumbprint::from_der(der).to_cnf()})
+    }
+
+    fn envoy_peer(der: &[u8], pem: &str) -> PeerIdentity {
+        let hex: String = CertThumbprint::from_der(der)
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        PeerIdentity::from_envoy(true, Some(&hex), Some(pem), None)
+    }
+
+    #[test]
+    fn admits_a_token_bound_to_this_connection_certificate() {
+        let (der, pem) = cert(&[CONSUMER]);
+        let bound = bind(
+            token_for(cnf_of(&der), CONSUMER),
+            &envoy_peer(&der, &pem),
+            TRUST_DOMAIN,
+        )
+        .unwrap();
+        assert_eq!(bound.subject().as_str(), CONSUMER);
+        assert_eq!(bound.token().client_id(), "consumer");
+    }
+
+    #[test]
+    fn refuses_a_token_without_cnf() {
+        let (der, pem) = cert(&[CONSUMER]);
+        let peer = envoy_peer(&der, &pem);
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("cnf");
+        let t = Rc::new(
+            verify_access_token(
+                decode_metadata(&sign(&header(), &c)).unwrap(),
+                &rfc_key(),
+                &expect(),
+                NOW,
+            )
+            .unwrap(),
+        );
+        assert_eq!(bind(t, &peer, TRUST_DOMAIN), Err(Reason::BindingMissing));
+        let dpop_only = token_for(
+            serde_json::json!({"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}),
+            CONSUMER,
+        );
+        assert_eq!(
+            bind(dpop_only, &peer, TRUST_DOMAIN),
+            Err(Reason::BindingMissing)
+        );
+    }
+
+    #[test]
+    fn refuses_token_bound_to_other_cert() {
+        let (der, pem) = cert(&[CONSUMER]);
+        let (other_der, _) = cert(&[CONSUMER]);
+        let t = token_for(cnf_of(&other_der), CONSUMER);
+        assert_eq!(
+            bind(t, &envoy_peer(&der, &pem), TRUST_DOMAIN),
+            Err(Reason::BindingMismatch)
+        );
+    }
+
+    #[test]
+    fn refuses_a_malformed_cnf_thumbprint() {
+        let (der, pem) = cert(&[CONSUMER]);
+        let t = token_for(
+            serde_json::json!({"x5t#S256": "not-a-thumbprint"}),
+            CONSUMER,
+        );
+        assert_eq!(
+            bind(t, &envoy_peer(&der, &pem), TRUST_DOMAIN),
+            Err(Reason::BindingMismatch)
+        );
+    }
+
+    #[test]
+    fn refuses_a_connection_without_client_certificate() {
+        let (der, _) = cert(&[CONSUMER]);
+        let t = token_for(cnf_of(&der), CONSUMER);
+        assert_eq!(
+            bind(t.clone(), &PeerIdentity::default(), TRUST_DOMAIN),
+            Err(Reason::BindingMismatch)
+        );
+        let not_mtls =
+            PeerIdentity::from_envoy(false, Some(&"00".repeat(32)), None, Some(CONSUMER));
+        assert_eq!(
+            bind(t, &not_mtls, TRUST_DOMAIN),
+            Err(Reason::BindingMismatch)
+        );
+    }
+
+    #[test]
+    fn refuses_a_subject_other_than_the_certificate_spiffe_id() {
+        let (der, pem) = cert(&["spiffe://certbind.test/ns/demo/sa/inventory"]);
+        let t = token_for(cnf_of(&der), CONSUMER);
+        assert_eq!(
+            bind(t, &envoy_peer(&der, &pem), TRUST_DOMAIN),
+            Err(Reason::SubjectMismatch)
+        );
+    }
+
+    #[test]
+    fn refuses_a_certificate_from_another_trust_domain() {
+        let other = "spiffe://evil.test/ns/demo/sa/consumer";
+        let (der, pem) = cert(&[other]);
+        let t = token_for(cnf_of(&der), other);
+        assert_eq!(
+            bind(t, &envoy_peer(&der, &pem), TRUST_DOMAIN),
+            Err(Reason::SubjectMismatch)
+        );
+    }
+
+    #[test]
+    fn refuses_a_certificate_with_two_uri_sans() {
+        let (der, pem) = cert(&[CONSUMER, "spiffe://certbind.test/ns/demo/sa/admin"]);
+        let t = token_for(cnf_of(&der), CONSUMER);
+        assert_eq!(
+            bind(t, &envoy_peer(&der, &pem), TRUST_DOMAIN),
+            Err(Reason::SubjectMismatch)
+        );
+    }
+
+    #[test]
+    fn refuses_facts_that_disagree_about_the_certificate() {
+        let (der, pem) = cert(&[CONSUMER]);
+        let peer = PeerIdentity::from_envoy(true, Some(&"ab".repeat(32)), Some(&pem), None);
+        assert_eq!(peer, PeerIdentity::default());
+        let t = token_for(cnf_of(&der), CONSUMER);
+        assert_eq!(bind(t, &peer, TRUST_DOMAIN), Err(Reason::BindingMismatch));
+    }
+
+    #[test]
+    fn admits_envoy_digest_and_uri_san_when_no_pem_is_available() {
+        let (der, _) = cert(&[CONSUMER]);
+        let hex: String = CertThumbprint::from_der(&der)
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        let peer = PeerIdentity::from_envoy(true, Some(&hex), None, Some(CONSUMER));
+        assert!(bind(token_for(cnf_of(&der), CONSUMER), &peer, TRUST_DOMAIN).is_ok());
+        assert_eq!(PeerIdentity::from_cert_der(&der), peer);
     }
 }

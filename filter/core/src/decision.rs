@@ -1,6 +1,10 @@
 //! PDP wire types (CONTRACT §5), shared by the filter that asks and the PDP that answers.
 
+use crate::cache::ExpiringCache;
+use crate::json::from_slice_strict;
+use crate::reason::Reason;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// What the filter asks the PDP: who (subject, client), does what (action = HTTP method)
 /// to what (resource = normalised path) at which service (audience), holding which scopes.
@@ -61,6 +65,80 @@ pub struct OpaResult {
     pub result: bool,
 }
 
+/// Largest PDP answer read.
+pub const MAX_DECISION_BYTES: usize = 16 * 1024;
+
+/// The PDP's answer as the filter acts on it: an allow, or the reason to deny. A timeout,
+/// a status other than 200, an oversized or unparseable body are all `PdpUnavailable`.
+pub fn read_decision(status: Option<u32>, body: &[u8]) -> Result<Decision, Reason> {
+    if status != Some(200) || body.is_empty() || body.len() > MAX_DECISION_BYTES {
+        return Err(Reason::PdpUnavailable);
+    }
+    let decision: Decision = from_slice_strict(body).map_err(|_| Reason::PdpUnavailable)?;
+    if decision.allow {
+        Ok(decision)
+    } else if decision.reason == REASON_MISSING_SCOPE {
+        Err(Reason::InsufficientScope)
+    } else {
+        Err(Reason::PolicyDenied)
+    }
+}
+
+/// A PDP request in its wire form, with the cache key derived from exactly those bytes:
+/// the key covers everything the decision depended on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedRequest {
+    pub body: String,
+    pub key: [u8; 32],
+}
+
+impl EncodedRequest {
+    pub fn new(request: &DecisionRequest) -> Self {
+        // Serializing plain strings and numbers cannot fail; an empty body would be refused
+        // by the PDP, never mistaken for an allow.
+        let body = serde_json::to_string(request).unwrap_or_default();
+        let key = Sha256::digest(body.as_bytes()).into();
+        Self { body, key }
+    }
+}
+
+/// Allows of the PDP, cached until min(`ttl_s`, the token's `exp`). Denials are never cached.
+#[derive(Debug, Clone)]
+pub struct DecisionCache {
+    allows: ExpiringCache<[u8; 32], String>,
+}
+
+impl DecisionCache {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            allows: ExpiringCache::new(capacity),
+        }
+    }
+
+    /// The policy id of a cached allow for exactly this request, if still valid at `now_ms`.
+    pub fn get(&mut self, request: &EncodedRequest, now_ms: u64) -> Option<&str> {
+        self.allows.get(&request.key, now_ms).map(String::as_str)
+    }
+
+    /// Remembers an allow for `ttl_s`, never past `token_exp_s`.
+    pub fn remember(
+        &mut self,
+        request: &EncodedRequest,
+        decision: &Decision,
+        token_exp_s: u64,
+        now_ms: u64,
+    ) {
+        if !decision.allow {
+            return;
+        }
+        let until = now_ms
+            .saturating_add(decision.ttl_s.saturating_mul(1000))
+            .min(token_exp_s.saturating_mul(1000));
+        self.allows
+            .insert(request.key, decision.policy_id.clone(), until, now_ms);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +155,156 @@ mod tests {
         assert_eq!(again, req);
         let extra = json.replace("\"action\"", "\"admin\":true,\"action\"");
         assert!(serde_json::from_str::<DecisionRequest>(&extra).is_err());
+    }
+
+    fn request() -> DecisionRequest {
+        DecisionRequest {
+            subject: "spiffe://certbind.test/ns/demo/sa/consumer".into(),
+            client_id: "consumer".into(),
+            action: "GET".into(),
+            resource: "/orders/1".into(),
+            audience: "spiffe://certbind.test/ns/demo/sa/orders".into(),
+            scopes: vec!["orders:read".into()],
+            context: DecisionContext {
+                source_ip: Some("127.0.0.1".into()),
+                iat: Some(1),
+                jti: Some("j".into()),
+                tls_version: Some("TLSv1.3".into()),
+            },
+        }
+    }
+
+    fn allow(ttl_s: u64) -> Decision {
+        Decision {
+            allow: true,
+            policy_id: "p".into(),
+            reason: "ok".into(),
+            ttl_s,
+            policy_version: String::new(),
+        }
+    }
+
+    #[test]
+    fn admits_a_pdp_allow() {
+        let body = br#"{"allow":true,"policy_id":"orders-read","reason":"matched","ttl_s":60}"#;
+        assert_eq!(
+            read_decision(Some(200), body).unwrap().policy_id,
+            "orders-read"
+        );
+    }
+
+    #[test]
+    fn refuses_on_a_pdp_deny() {
+        let deny = br#"{"allow":false,"policy_id":"default","reason":"no_rule","ttl_s":0}"#;
+        assert_eq!(read_decision(Some(200), deny), Err(Reason::PolicyDenied));
+        let scope = br#"{"allow":false,"policy_id":"p","reason":"missing_scope","ttl_s":0}"#;
+        assert_eq!(
+            read_decision(Some(200), scope),
+            Err(Reason::InsufficientScope)
+        );
+    }
+
+    #[test]
+    fn refuses_when_the_pdp_is_unavailable_or_answers_garbage() {
+        let ok = br#"{"allow":true,"policy_id":"p","reason":"r","ttl_s":1}"#;
+        for (status, body) in [
+            (None, &ok[..]),
+            (Some(500), &ok[..]),
+            (Some(204), &ok[..]),
+            (Some(200), &b""[..]),
+            (Some(200), &b"<html>"[..]),
+            (
+                Some(200),
+                &br#"{"allow":"yes","policy_id":"p","reason":"r","ttl_s":1}"#[..],
+            ),
+            (
+                Some(200),
+                &br#"{"allow":false,"allow":true,"policy_id":"p","reason":"r","ttl_s":1}"#[..],
+            ),
+            (Some(200), &br#"{"allow":true}"#[..]),
+        ] {
+            assert_eq!(
+                read_decision(status, body),
+                Err(Reason::PdpUnavailable),
+                "{status:?}"
+            );
+        }
+        let big = format!(
+            r#"{{"allow":true,"policy_id":"{}","reason":"r","ttl_s":1}}"#,
+            "p".repeat(MAX_DECISION_BYTES)
+        );
+        assert_eq!(
+            read_decision(Some(200), big.as_bytes()),
+            Err(Reason::PdpUnavailable)
+        );
+    }
+
+    #[test]
+    fn caches_an_allow_until_its_ttl() {
+        let mut cache = DecisionCache::new(8);
+        let req = EncodedRequest::new(&request());
+        cache.remember(&req, &allow(10), 1_000_000, 0);
+        assert_eq!(cache.get(&req, 9_999), Some("p"));
+        assert_eq!(cache.get(&req, 10_000), None);
+    }
+
+    #[test]
+    fn a_cached_allow_never_outlives_the_token() {
+        let mut cache = DecisionCache::new(8);
+        let req = EncodedRequest::new(&request());
+        cache.remember(&req, &allow(600), 5, 0);
+        assert_eq!(cache.get(&req, 4_999), Some("p"));
+        assert_eq!(cache.get(&req, 5_000), None);
+    }
+
+    #[test]
+    fn never_caches_a_denial_or_a_zero_ttl() {
+        let mut cache = DecisionCache::new(8);
+        let req = EncodedRequest::new(&request());
+        let mut deny = allow(60);
+        deny.allow = false;
+        cache.remember(&req, &deny, 1_000, 0);
+        cache.remember(&req, &allow(0), 1_000, 0);
+        assert_eq!(cache.get(&req, 0), None);
+    }
+
+    #[test]
+    fn the_cache_key_covers_every_field_of_the_request() {
+        let base = request();
+        let key = EncodedRequest::new(&base).key;
+        let mut variants = Vec::new();
+        let mut r = base.clone();
+        r.subject.push('x');
+        variants.push(r);
+        let mut r = base.clone();
+        r.client_id.push('x');
+        variants.push(r);
+        let mut r = base.clone();
+        r.action = "POST".into();
+        variants.push(r);
+        let mut r = base.clone();
+        r.resource.push('x');
+        variants.push(r);
+        let mut r = base.clone();
+        r.audience.push('x');
+        variants.push(r);
+        let mut r = base.clone();
+        r.scopes.push("orders:write".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.context.source_ip = Some("10.0.0.1".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.context.iat = Some(2);
+        variants.push(r);
+        let mut r = base.clone();
+        r.context.jti = Some("k".into());
+        variants.push(r);
+        let mut r = base.clone();
+        r.context.tls_version = None;
+        variants.push(r);
+        for v in variants {
+            assert_ne!(EncodedRequest::new(&v).key, key, "{v:?}");
+        }
     }
 }

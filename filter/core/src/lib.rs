@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod binding;
+pub mod cache;
 pub mod config;
 pub mod decision;
 pub mod json;

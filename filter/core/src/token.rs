@@ -17,6 +17,8 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const MAX_HEADER_B64: usize = 1024;
 /// Most `aud` entries read.
 pub const MAX_AUDIENCES: usize = 16;
+/// Longest `client_id`, `jti` or `scope` accepted (they become upstream headers).
+pub const MAX_CLAIM_LEN: usize = 1024;
 /// Most scopes read.
 pub const MAX_SCOPES: usize = 64;
 
@@ -308,6 +310,14 @@ pub fn validate_claims(
     if !audience_ok {
         return Err(Reason::WrongAudience);
     }
+    // These travel to the upstream as header values: printable ASCII only.
+    let scope = claims.scope.unwrap_or_default();
+    if ![client_id.as_str(), jti.as_str(), scope.as_str()]
+        .iter()
+        .all(|v| v.len() <= MAX_CLAIM_LEN && v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+    {
+        return Err(Reason::MalformedToken);
+    }
     let (cnf_x5t_s256, cnf_jkt) = claims
         .cnf
         .map_or((None, None), |cnf| (cnf.x5t_s256, cnf.jkt));
@@ -315,7 +325,7 @@ pub fn validate_claims(
         kid: kid.to_owned(),
         sub,
         client_id,
-        scope: claims.scope.unwrap_or_default(),
+        scope,
         jti,
         iat,
         exp,
@@ -767,6 +777,27 @@ pub(crate) mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn refuses_claims_that_cannot_be_header_values() {
+        for (name, value) in [
+            ("client_id", "a\r\nx-certbind-subject: admin"),
+            ("jti", "j\u{0}"),
+            ("scope", "orders:read\torders:write"),
+            ("client_id", "é"),
+        ] {
+            assert_eq!(
+                check(&with_claim(name, value.into())).unwrap_err(),
+                Reason::MalformedToken,
+                "{name}"
+            );
+        }
+        let long = "x".repeat(MAX_CLAIM_LEN + 1);
+        assert_eq!(
+            check(&with_claim("jti", long.into())).unwrap_err(),
+            Reason::MalformedToken
+        );
     }
 
     #[test]
