@@ -212,7 +212,15 @@ impl LoadedCa {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "certbind demo");
-        dn.push(DnType::CommonName, "certbind demo CA");
+        // A per-CA suffix: two demo CAs never share a subject, so a foreign leaf is reported
+        // as "unknown CA" rather than as a bad signature from a same-named issuer.
+        let mut tag = [0u8; 4];
+        getrandom::fill(&mut tag).map_err(|e| CaError::Io {
+            path: PathBuf::from("<getrandom>"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        dn.push(DnType::CommonName, format!("certbind demo CA {tag}"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
