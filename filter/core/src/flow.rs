@@ -1,0 +1,892 @@
+//! The per-request machine: from the request's facts to a [`Step`] — allow (with the verified
+//! headers), deny (with the exact reply), or wait for the JWKS or the PDP — checking in
+//! CONTRACT §4's order. The [`Engine`] holds what outlives a request in one VM: configuration,
+//! keys and the caches.
+
+use crate::binding::{BoundToken, PeerIdentity, bind};
+use crate::cache::ExpiringCache;
+use crate::config::{FilterConfig, Mode};
+use crate::decision::{
+    DecisionCache, DecisionContext, DecisionRequest, EncodedRequest, read_decision,
+};
+use crate::jwks::{FetchKind, JwksCache, JwksError, JwksPolicy, Lookup};
+use crate::reason::Reason;
+use crate::token::{Expectations, VerifiedToken, bearer, decode_metadata, verify_access_token};
+use p256::ecdsa::VerifyingKey;
+use sha2::{Digest, Sha256};
+use std::rc::Rc;
+
+/// How many distinct client certificates one VM remembers the identity of.
+const PEER_CACHE_SIZE: usize = 256;
+
+/// The headers the filter sets on an allowed request (any copy from the caller is removed).
+pub const HEADER_SUBJECT: &str = "x-certbind-subject";
+pub const HEADER_CLIENT_ID: &str = "x-certbind-client-id";
+pub const HEADER_SCOPE: &str = "x-certbind-scope";
+pub const HEADER_JTI: &str = "x-certbind-jti";
+/// Every request header with this prefix is removed before the upstream sees the request.
+pub const HEADER_PREFIX: &str = "x-certbind-";
+
+/// A verified token in the cache, with the key that verified it: a hit counts only while the
+/// JWKS still publishes that very key under that `kid`.
+#[derive(Debug, Clone)]
+struct CachedToken {
+    token: Rc<VerifiedToken>,
+    key: VerifyingKey,
+}
+
+/// What one VM keeps between requests.
+#[derive(Debug)]
+pub struct Engine {
+    config: FilterConfig,
+    expect: Expectations,
+    jwks: JwksCache,
+    tokens: ExpiringCache<[u8; 32], CachedToken>,
+    decisions: DecisionCache,
+    peers: ExpiringCache<String, PeerIdentity>,
+}
+
+impl Engine {
+    pub fn new(config: FilterConfig) -> Self {
+        Self {
+            expect: Expectations {
+                issuer: config.issuer.clone(),
+                audience: config.audience.clone(),
+                clock_skew_s: config.clock_skew_s,
+            },
+            jwks: JwksCache::new(JwksPolicy::from_config(&config.jwks)),
+            tokens: ExpiringCache::new(config.token_cache_size),
+            decisions: DecisionCache::new(config.decision_cache_size),
+            peers: ExpiringCache::new(PEER_CACHE_SIZE),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &FilterConfig {
+        &self.config
+    }
+
+    pub fn jwks(&self) -> &JwksCache {
+        &self.jwks
+    }
+
+    /// Installs a fetched JWKS body (see [`JwksCache::install`]).
+    pub fn install_jwks(&mut self, body: &[u8], fetched_at_ms: u64) -> Result<(), JwksError> {
+        self.jwks.install(body, fetched_at_ms)
+    }
+
+    /// The identity the connection proves, parsing a certificate only the first time its
+    /// digest is seen. `rest` reads the PEM and the URI SAN, only on a miss.
+    pub fn peer_identity(
+        &mut self,
+        mtls: bool,
+        digest_hex: Option<&str>,
+        rest: impl FnOnce() -> (Option<String>, Option<String>),
+    ) -> PeerIdentity {
+        let Some(digest) = digest_hex.filter(|_| mtls) else {
+            return PeerIdentity::default();
+        };
+        if let Some(known) = self.peers.get(&digest.to_owned(), 0) {
+            return known.clone();
+        }
+        let (pem, uri_san) = rest();
+        let identity =
+            PeerIdentity::from_envoy(mtls, Some(digest), pem.as_deref(), uri_san.as_deref());
+        self.peers
+            .insert(digest.to_owned(), identity.clone(), u64::MAX, 0);
+        identity
+    }
+}
+
+/// Everything the filter reads about one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestFacts {
+    /// The `authorization` header, if any.
+    pub authorization: Option<String>,
+    /// Envoy's `x-request-id`.
+    pub request_id: String,
+    pub method: String,
+    /// `:path`, as Envoy normalised it.
+    pub path: String,
+    pub peer: PeerIdentity,
+    /// The caller's IP (see [`source_ip`]).
+    pub source_ip: Option<String>,
+    /// `connection.tls_version`, e.g. `TLSv1.3`.
+    pub tls_version: Option<String>,
+}
+
+/// The IP of Envoy's `source.address` (`1.2.3.4:5678` or `[::1]:5678`).
+pub fn source_ip(address: &str) -> String {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or_default().to_owned();
+    }
+    match address.rsplit_once(':') {
+        Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            ip.to_owned()
+        }
+        _ => address.to_owned(),
+    }
+}
+
+/// What the glue must do next for this request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Let the request through, after removing any caller `x-certbind-*` and applying these.
+    Allow(Allow),
+    /// Answer locally and stop the request.
+    Deny(Deny),
+    /// Keys are needed: start (or join) a JWKS fetch of this kind, pause the request, then
+    /// call [`Flow::resume_jwks`] when the keys change, the fetch ends, may not start, or
+    /// `wait_until_ms` passes.
+    FetchJwks { kind: FetchKind, wait_until_ms: u64 },
+    /// Ask the PDP (POST `body` to `pdp.path`, timeout `timeout_ms`), then call
+    /// [`Flow::pdp_answered`].
+    AskPdp { body: String, timeout_ms: u64 },
+}
+
+/// An allowed request (or, in shadow mode, one that passes despite `shadowed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    /// Verified identity headers to set; empty unless every check passed.
+    pub headers: Vec<(&'static str, String)>,
+    /// Remove `authorization` before the upstream (unless `forward_token`).
+    pub remove_authorization: bool,
+    /// Shadow mode: the reason the request would have been denied.
+    pub shadowed: Option<Reason>,
+}
+
+/// A local reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    pub reason: Reason,
+    pub status: u32,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Deny {
+    /// The exact CONTRACT §4 answer for `reason`.
+    pub fn new(reason: Reason, realm: &str, request_id: &str) -> Self {
+        let mut headers = vec![
+            ("content-type", "application/json".to_owned()),
+            ("cache-control", "no-store".to_owned()),
+            ("www-authenticate", reason.www_authenticate(realm)),
+        ];
+        if let Some(seconds) = reason.retry_after_s() {
+            headers.push(("retry-after", seconds.to_string()));
+        }
+        Self {
+            reason,
+            status: reason.status(),
+            headers,
+            body: reason.body(request_id),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Checking the token; `refetch_asked` once an unknown `kid` asked for a refetch.
+    Token {
+        refetch_asked: bool,
+    },
+    /// Waiting for the PDP.
+    Pdp {
+        bound: BoundToken,
+        request: EncodedRequest,
+    },
+    Done,
+}
+
+enum Progress<T> {
+    Done(T),
+    Failed(Reason),
+    Wait(Step),
+}
+
+/// One request's progress through the checks.
+#[derive(Debug)]
+pub struct Flow {
+    facts: RequestFacts,
+    started_ms: u64,
+    state: State,
+    subject: Option<String>,
+    token_cache_hit: bool,
+    decision_cache_hit: bool,
+}
+
+impl Flow {
+    /// Runs the checks as far as they go without waiting.
+    pub fn start(engine: &mut Engine, facts: RequestFacts, now_ms: u64) -> (Self, Step) {
+        let mut flow = Self {
+            facts,
+            started_ms: now_ms,
+            state: State::Token {
+                refetch_asked: false,
+            },
+            subject: None,
+            token_cache_hit: false,
+            decision_cache_hit: false,
+        };
+        let step = flow.run(engine, now_ms);
+        (flow, step)
+    }
+
+    /// The JWKS changed, a fetch ended, a fetch could not start, or the wait timed out.
+    /// `None` when this flow was not waiting for keys (a late or repeated callback).
+    pub fn resume_jwks(&mut self, engine: &mut Engine, now_ms: u64) -> Option<Step> {
+        matches!(self.state, State::Token { .. }).then(|| self.run(engine, now_ms))
+    }
+
+    /// The PDP answered (`status` `None`: timeout or failed call). `None` when this flow was
+    /// not waiting for the PDP.
+    pub fn pdp_answered(
+        &mut self,
+        engine: &mut Engine,
+        status: Option<u32>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Option<Step> {
+        let State::Pdp { bound, request } = std::mem::replace(&mut self.state, State::Done) else {
+            return None;
+        };
+        let outcome = read_decision(status, body).map(|decision| {
+            engine
+                .decisions
+                .remember(&request, &decision, bound.token().exp(), now_ms);
+            bound
+        });
+        Some(self.finish(engine, outcome))
+    }
+
+    pub fn facts(&self) -> &RequestFacts {
+        &self.facts
+    }
+
+    /// The verified `sub`, once the token verified (for the log line).
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    pub fn token_cache_hit(&self) -> bool {
+        self.token_cache_hit
+    }
+
+    pub fn decision_cache_hit(&self) -> bool {
+        self.decision_cache_hit
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn run(&mut self, engine: &mut Engine, now_ms: u64) -> Step {
+        let token = match self.verify_token(engine, now_ms) {
+            Progress::Done(token) => token,
+            Progress::Failed(reason) => return self.finish(engine, Err(reason)),
+            Progress::Wait(step) => return step,
+        };
+        self.subject = Some(token.subject().to_owned());
+        match bind(token, &self.facts.peer, &engine.config.trust_domain) {
+            Ok(bound) => self.decide(engine, bound, now_ms),
+            Err(reason) => self.finish(engine, Err(reason)),
+        }
+    }
+
+    /// Bearer → token cache → header → key → signature → claims.
+    fn verify_token(&mut self, engine: &mut Engine, now_ms: u64) -> Progress<Rc<VerifiedToken>> {
+        let Some(authorization) = self.facts.authorization.as_deref() else {
+            return Progress::Failed(Reason::MissingToken);
+        };
+        let token = match bearer(authorization) {
+            Ok(token) => token,
+            Err(reason) => return Progress::Failed(reason),
+        };
+        let now_s = now_ms / 1000;
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(cached) = engine.tokens.get(&hash, now_ms).cloned() {
+            match engine.jwks.lookup(cached.token.kid(), now_ms) {
+                Lookup::Found(key) if *key == cached.key => {
+                    self.token_cache_hit = true;
+                    return match cached.token.check_time(now_s, engine.expect.clock_skew_s) {
+                        Ok(()) => Progress::Done(cached.token),
+                        Err(reason) => Progress::Failed(reason),
+                    };
+                }
+                Lookup::Stale => return Progress::Failed(Reason::JwksUnavailable),
+                // The key was rotated away or replaced: verify afresh against the current set.
+                _ => engine.tokens.remove(&hash),
+            }
+        }
+        let jws = match decode_metadata(token) {
+            Ok(jws) => jws,
+            Err(reason) => return Progress::Failed(reason),
+        };
+        let kid = match jws.access_token_kid() {
+            Ok(kid) => kid,
+            Err(reason) => return Progress::Failed(reason),
+        };
+        let key = match engine.jwks.lookup(kid, now_ms) {
+            Lookup::Found(key) => key.clone(),
+            Lookup::Stale => return Progress::Failed(Reason::JwksUnavailable),
+            Lookup::NoKeys => {
+                let until = self
+                    .started_ms
+                    .saturating_add(engine.config.jwks.first_fetch_wait_ms);
+                if now_ms >= until {
+                    return Progress::Failed(Reason::JwksUnavailable);
+                }
+                return Progress::Wait(Step::FetchJwks {
+                    kind: FetchKind::Scheduled,
+                    wait_until_ms: until,
+                });
+            }
+            Lookup::UnknownKid => {
+                let State::Token { refetch_asked } = &mut self.state else {
+                    return Progress::Failed(Reason::UnknownKid);
+                };
+                if *refetch_asked {
+                    return Progress::Failed(Reason::UnknownKid);
+                }
+                *refetch_asked = true;
+                return Progress::Wait(Step::FetchJwks {
+                    kind: FetchKind::UnknownKid,
+                    wait_until_ms: now_ms
+                        .saturating_add(engine.config.jwks.timeout_ms)
+                        .saturating_add(1000),
+                });
+            }
+        };
+        match verify_access_token(jws, &key, &engine.expect, now_s) {
+            Ok(verified) => {
+                let verified = Rc::new(verified);
+                let until = verified.exp().saturating_mul(1000);
+                let entry = CachedToken {
+                    token: Rc::clone(&verified),
+                    key,
+                };
+                engine.tokens.insert(hash, entry, until, now_ms);
+                Progress::Done(verified)
+            }
+            Err(reason) => Progress::Failed(reason),
+        }
+    }
+
+    fn decide(&mut self, engine: &mut Engine, bound: BoundToken, now_ms: u64) -> Step {
+        let token = bound.token();
+        let request = DecisionRequest {
+            subject: bound.subject().as_str().to_owned(),
+            client_id: token.client_id().to_owned(),
+            action: self.facts.method.clone(),
+            resource: resource_of(&self.facts.path).to_owned(),
+            audience: engine.config.audience.clone(),
+            scopes: token.scopes(),
+            context: DecisionContext {
+                source_ip: self.facts.source_ip.clone(),
+                iat: Some(token.iat()),
+                jti: Some(token.jti().to_owned()),
+                tls_version: self.facts.tls_version.clone(),
+            },
+        };
+        let request = EncodedRequest::new(&request);
+        if engine.decisions.get(&request, now_ms).is_some() {
+            self.decision_cache_hit = true;
+            return self.finish(engine, Ok(bound));
+        }
+        let body = request.body.clone();
+        self.state = State::Pdp { bound, request };
+        Step::AskPdp {
+            body,
+            timeout_ms: engine.config.pdp.timeout_ms,
+        }
+    }
+
+    fn finish(&mut self, engine: &Engine, outcome: Result<BoundToken, Reason>) -> Step {
+        self.state = State::Done;
+        let remove_authorization = !engine.config.forward_token;
+        match outcome {
+            Ok(bound) => {
+                let token = bound.token();
+                Step::Allow(Allow {
+                    headers: vec![
+                        (HEADER_SUBJECT, bound.subject().as_str().to_owned()),
+                        (HEADER_CLIENT_ID, token.client_id().to_owned()),
+                        (HEADER_SCOPE, token.scope().to_owned()),
+                        (HEADER_JTI, token.jti().to_owned()),
+                    ],
+                    remove_authorization,
+                    shadowed: None,
+                })
+            }
+            Err(reason) if engine.config.mode == Mode::Shadow => Step::Allow(Allow {
+                headers: Vec::new(),
+                remove_authorization,
+                shadowed: Some(reason),
+            }),
+            Err(reason) => Step::Deny(Deny::new(
+                reason,
+                &engine.config.realm,
+                &self.facts.request_id,
+            )),
+        }
+    }
+}
+
+/// The PDP's resource: the normalised path without query or fragment.
+fn resource_of(path: &str) -> &str {
+    path.split(['?', '#']).next().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::CertThumbprint;
+    use crate::binding::bind_tests::{CONSUMER, cert};
+    use crate::config::tests::MINIMAL;
+    use crate::jwks::tests::{RFC7515_X, RFC7515_Y, jwk, jwks_body};
+    use crate::token::tests::{NOW, claims, header, sign};
+
+    const NOW_MS: u64 = NOW * 1000;
+    const INVENTORY: &str = "spiffe://certbind.test/ns/demo/sa/inventory";
+
+    struct World {
+        engine: Engine,
+        consumer: (Vec<u8>, String),
+        inventory: (Vec<u8>, String),
+    }
+
+    fn config(edit: impl FnOnce(&mut serde_json::Value)) -> FilterConfig {
+        let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+        edit(&mut v);
+        FilterConfig::from_json(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn world_with(edit: impl FnOnce(&mut serde_json::Value)) -> World {
+        let mut engine = Engine::new(config(edit));
+        engine
+            .install_jwks(&jwks_body(&[jwk("k1", RFC7515_X, RFC7515_Y)]), NOW_MS)
+            .unwrap();
+        World {
+            engine,
+            consumer: cert(&[CONSUMER]),
+            inventory: cert(&[INVENTORY]),
+        }
+    }
+
+    fn world() -> World {
+        world_with(|_| {})
+    }
+
+    fn token_bound_to(der: &[u8]) -> String {
+        let mut c = claims();
+        c["cnf"] = serde_json::json!({"x5t#S256": CertThumbprint::from_der(der).to_cnf()});
+        sign(&header(), &c)
+    }
+
+    fn facts(cert: &(Vec<u8>, String), authorization: Option<String>) -> RequestFacts {
+        RequestFacts {
+            authorization,
+            request_id: "req-1".into(),
+            method: "GET".into(),
+            path: "/orders/1?x=1".into(),
+            peer: PeerIdentity::from_cert_der(&cert.0),
+            source_ip: Some("127.0.0.1".into()),
+            tls_version: Some("TLSv1.3".into()),
+        }
+    }
+
+    fn bearer_of(token: &str) -> Option<String> {
+        Some(format!("Bearer {token}"))
+    }
+
+    const PDP_ALLOW: &[u8] = br#"{"allow":true,"policy_id":"p","reason":"matched","ttl_s":60}"#;
+
+    fn denied(step: Step) -> Reason {
+        match step {
+            Step::Deny(d) => d.reason,
+            other => panic!("expected a denial, got {other:?}"),
+        }
+    }
+
+    fn allowed(step: Step) -> Allow {
+        match step {
+            Step::Allow(a) => a,
+            other => panic!("expected an allow, got {other:?}"),
+        }
+    }
+
+    /// Start a request with the consumer's bound token and answer the PDP's question.
+    fn full_allow(w: &mut World, now_ms: u64) -> (Flow, Allow) {
+        let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        let (mut flow, step) = Flow::start(&mut w.engine, f, now_ms);
+        let Step::AskPdp { .. } = step else {
+            panic!("expected a PDP question, got {step:?}")
+        };
+        let step = flow
+            .pdp_answered(&mut w.engine, Some(200), PDP_ALLOW, now_ms)
+            .unwrap();
+        (flow, allowed(step))
+    }
+
+    #[test]
+    fn refuses_a_request_without_a_token() {
+        let mut w = world();
+        let (_, step) = Flow::start(&mut w.engine, facts(&w.consumer.clone(), None), NOW_MS);
+        let Step::Deny(d) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!((d.reason, d.status), (Reason::MissingToken, 401));
+        assert!(
+            d.headers
+                .contains(&("www-authenticate", "Bearer realm=\"certbind\"".into()))
+        );
+        assert!(d.body.contains("\"request_id\":\"req-1\""));
+    }
+
+    #[test]
+    fn refuses_a_malformed_token() {
+        let mut w = world();
+        let f = facts(&w.consumer, Some("Bearer not.a.jwt".into()));
+        assert_eq!(
+            denied(Flow::start(&mut w.engine, f, NOW_MS).1),
+            Reason::MalformedToken
+        );
+    }
+
+    #[test]
+    fn admits_a_bound_token_the_pdp_allows_with_verified_headers() {
+        let mut w = world();
+        let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        let (mut flow, step) = Flow::start(&mut w.engine, f, NOW_MS);
+        let Step::AskPdp { body, timeout_ms } = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(timeout_ms, 200);
+        let asked: DecisionRequest = serde_json::from_str(&body).unwrap();
+        assert_eq!(asked.subject, CONSUMER);
+        assert_eq!(asked.action, "GET");
+        assert_eq!(asked.resource, "/orders/1");
+        assert_eq!(asked.audience, "spiffe://certbind.test/ns/demo/sa/orders");
+        assert_eq!(asked.scopes, ["orders:read", "orders:write"]);
+        assert_eq!(asked.context.source_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(asked.context.tls_version.as_deref(), Some("TLSv1.3"));
+        assert_eq!(asked.context.jti.as_deref(), Some("j-1"));
+        assert_eq!(asked.context.iat, Some(NOW - 10));
+        let allow = allowed(
+            flow.pdp_answered(&mut w.engine, Some(200), PDP_ALLOW, NOW_MS)
+                .unwrap(),
+        );
+        assert_eq!(
+            allow.headers,
+            vec![
+                (HEADER_SUBJECT, CONSUMER.to_owned()),
+                (HEADER_CLIENT_ID, "consumer".to_owned()),
+                (HEADER_SCOPE, "orders:read orders:write".to_owned()),
+                (HEADER_JTI, "j-1".to_owned()),
+            ]
+        );
+        assert!(allow.remove_authorization);
+        assert_eq!(allow.shadowed, None);
+        assert_eq!(flow.subject(), Some(CONSUMER));
+        assert!(flow.is_done());
+    }
+
+    #[test]
+    fn forwards_the_token_only_when_configured() {
+        let mut w = world_with(|c| c["forward_token"] = true.into());
+        let (_, allow) = full_allow(&mut w, NOW_MS);
+        assert!(!allow.remove_authorization);
+    }
+
+    #[test]
+    fn refuses_token_bound_to_other_cert() {
+        let mut w = world();
+        let stolen = token_bound_to(&w.consumer.0);
+        let f = facts(&w.inventory, bearer_of(&stolen));
+        assert_eq!(
+            denied(Flow::start(&mut w.engine, f, NOW_MS).1),
+            Reason::BindingMismatch
+        );
+    }
+
+    #[test]
+    fn refuses_a_cached_token_presented_on_another_certificate() {
+        let mut w = world();
+        let (first, _) = full_allow(&mut w, NOW_MS);
+        assert!(!first.token_cache_hit());
+        let stolen = token_bound_to(&w.consumer.0);
+        let f = facts(&w.inventory, bearer_of(&stolen));
+        let (flow, step) = Flow::start(&mut w.engine, f, NOW_MS + 1);
+        assert!(flow.token_cache_hit());
+        assert_eq!(denied(step), Reason::BindingMismatch);
+    }
+
+    #[test]
+    fn refuses_a_subject_other_than_the_certificate() {
+        let mut w = world();
+        let mut c = claims();
+        c["cnf"] =
+            serde_json::json!({"x5t#S256": CertThumbprint::from_der(&w.inventory.0).to_cnf()});
+        let f = facts(&w.inventory, bearer_of(&sign(&header(), &c)));
+        assert_eq!(
+            denied(Flow::start(&mut w.engine, f, NOW_MS).1),
+            Reason::SubjectMismatch
+        );
+    }
+
+    #[test]
+    fn reuses_the_verified_token_and_the_allow_for_the_same_request() {
+        let mut w = world();
+        full_allow(&mut w, NOW_MS);
+        let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        let (flow, step) = Flow::start(&mut w.engine, f, NOW_MS + 1_000);
+        assert!(flow.token_cache_hit());
+        assert!(flow.decision_cache_hit());
+        assert_eq!(allowed(step).headers.len(), 4);
+    }
+
+    #[test]
+    fn asks_the_pdp_again_for_another_resource() {
+        let mut w = world();
+        full_allow(&mut w, NOW_MS);
+        let mut f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        f.path = "/orders/2".into();
+        let (_, step) = Flow::start(&mut w.engine, f, NOW_MS);
+        assert!(matches!(step, Step::AskPdp { .. }), "{step:?}");
+    }
+
+    #[test]
+    fn the_cached_allow_expires_with_its_ttl() {
+        let mut w = world();
+        full_allow(&mut w, NOW_MS);
+        let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        let (_, step) = Flow::start(&mut w.engine, f, NOW_MS + 60_000);
+        assert!(matches!(step, Step::AskPdp { .. }), "{step:?}");
+    }
+
+    #[test]
+    fn the_cached_token_expires_with_exp() {
+        let mut w = world();
+        full_allow(&mut w, NOW_MS);
+        let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        let (flow, step) = Flow::start(&mut w.engine, f, (NOW + 290 + 30) * 1000);
+        assert!(!flow.token_cache_hit());
+        assert_eq!(denied(step), Reason::Expired);
+    }
+
+    #[test]
+    fn refuses_when_the_pdp_denies() {
+        let mut w = world();
+        let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        let (mut flow, _) = Flow::start(&mut w.engine, f.clone(), NOW_MS);
+        let deny = br#"{"allow":false,"policy_id":"default","reason":"no_rule","ttl_s":0}"#;
+        let Step::Deny(d) = flow
+            .pdp_answered(&mut w.engine, Some(200), deny, NOW_MS)
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((d.reason, d.status), (Reason::PolicyDenied, 403));
+        assert!(d.body.contains("\"error\":\"access_denied\""));
+        let (mut flow, _) = Flow::start(&mut w.engine, f, NOW_MS);
+        let scope = br#"{"allow":false,"policy_id":"p","reason":"missing_scope","ttl_s":0}"#;
+        let Step::Deny(d) = flow
+            .pdp_answered(&mut w.engine, Some(200), scope, NOW_MS)
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(d.reason, Reason::InsufficientScope);
+        assert!(d.body.contains("\"error\":\"insufficient_scope\""));
+        assert!(d.body.contains("\"reason\":\"policy_denied\""));
+    }
+
+    #[test]
+    fn answers_503_when_the_pdp_is_unavailable() {
+        let mut w = world();
+        let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        let (mut flow, _) = Flow::start(&mut w.engine, f, NOW_MS);
+        let Step::Deny(d) = flow.pdp_answered(&mut w.engine, None, b"", NOW_MS).unwrap() else {
+            panic!()
+        };
+        assert_eq!((d.reason, d.status), (Reason::PdpUnavailable, 503));
+        assert!(d.headers.contains(&("retry-after", "5".into())));
+    }
+
+    #[test]
+    fn a_late_or_repeated_callback_is_ignored() {
+        let mut w = world();
+        let (mut flow, _) = full_allow(&mut w, NOW_MS);
+        assert_eq!(
+            flow.pdp_answered(&mut w.engine, Some(200), PDP_ALLOW, NOW_MS),
+            None
+        );
+        assert_eq!(flow.resume_jwks(&mut w.engine, NOW_MS), None);
+    }
+
+    #[test]
+    fn waits_for_the_first_jwks_then_resumes() {
+        let mut engine = Engine::new(config(|_| {}));
+        let consumer = cert(&[CONSUMER]);
+        let f = facts(&consumer, bearer_of(&token_bound_to(&consumer.0)));
+        let (mut flow, step) = Flow::start(&mut engine, f, NOW_MS);
+        assert_eq!(
+            step,
+            Step::FetchJwks {
+                kind: FetchKind::Scheduled,
+                wait_until_ms: NOW_MS + 5_000
+            }
+        );
+        // A failed fetch: keep waiting.
+        assert!(matches!(
+            flow.resume_jwks(&mut engine, NOW_MS + 100),
+            Some(Step::FetchJwks { .. })
+        ));
+        engine
+            .install_jwks(&jwks_body(&[jwk("k1", RFC7515_X, RFC7515_Y)]), NOW_MS + 200)
+            .unwrap();
+        assert!(matches!(
+            flow.resume_jwks(&mut engine, NOW_MS + 200),
+            Some(Step::AskPdp { .. })
+        ));
+    }
+
+    #[test]
+    fn answers_503_when_no_jwks_arrives_in_time() {
+        let mut engine = Engine::new(config(|_| {}));
+        let consumer = cert(&[CONSUMER]);
+        let f = facts(&consumer, bearer_of(&token_bound_to(&consumer.0)));
+        let (mut flow, _) = Flow::start(&mut engine, f, NOW_MS);
+        let Some(Step::Deny(d)) = flow.resume_jwks(&mut engine, NOW_MS + 5_000) else {
+            panic!()
+        };
+        assert_eq!((d.reason, d.status), (Reason::JwksUnavailable, 503));
+        assert!(d.headers.contains(&("retry-after", "5".into())));
+    }
+
+    #[test]
+    fn an_unknown_kid_asks_for_one_refetch_then_refuses() {
+        let mut w = world();
+        let mut h = header();
+        h["kid"] = "k2".into();
+        let mut c = claims();
+        c["cnf"] =
+            serde_json::json!({"x5t#S256": CertThumbprint::from_der(&w.consumer.0).to_cnf()});
+        let f = facts(&w.consumer, bearer_of(&sign(&h, &c)));
+        let (mut flow, step) = Flow::start(&mut w.engine, f, NOW_MS);
+        assert!(
+            matches!(
+                step,
+                Step::FetchJwks {
+                    kind: FetchKind::UnknownKid,
+                    ..
+                }
+            ),
+            "{step:?}"
+        );
+        let step = flow.resume_jwks(&mut w.engine, NOW_MS + 10).unwrap();
+        assert_eq!(denied(step), Reason::UnknownKid);
+    }
+
+    #[test]
+    fn a_rotated_key_is_picked_up_by_the_refetch() {
+        let mut w = world();
+        let mut h = header();
+        h["kid"] = "k2".into();
+        let mut c = claims();
+        c["cnf"] =
+            serde_json::json!({"x5t#S256": CertThumbprint::from_der(&w.consumer.0).to_cnf()});
+        let f = facts(&w.consumer, bearer_of(&sign(&h, &c)));
+        let (mut flow, _) = Flow::start(&mut w.engine, f, NOW_MS);
+        w.engine
+            .install_jwks(&jwks_body(&[jwk("k2", RFC7515_X, RFC7515_Y)]), NOW_MS + 5)
+            .unwrap();
+        assert!(matches!(
+            flow.resume_jwks(&mut w.engine, NOW_MS + 10),
+            Some(Step::AskPdp { .. })
+        ));
+    }
+
+    #[test]
+    fn a_cached_token_is_refused_once_its_key_is_withdrawn() {
+        let mut w = world();
+        full_allow(&mut w, NOW_MS);
+        w.engine
+            .install_jwks(&jwks_body(&[jwk("k9", RFC7515_X, RFC7515_Y)]), NOW_MS + 5)
+            .unwrap();
+        let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        let (flow, step) = Flow::start(&mut w.engine, f, NOW_MS + 10);
+        assert!(!flow.token_cache_hit());
+        assert!(matches!(
+            step,
+            Step::FetchJwks {
+                kind: FetchKind::UnknownKid,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn refuses_with_jwks_unavailable_once_the_set_is_too_stale() {
+        let mut w = world();
+        full_allow(&mut w, NOW_MS);
+        let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        let (_, step) = Flow::start(&mut w.engine, f, NOW_MS + 3_600_001);
+        assert_eq!(denied(step), Reason::JwksUnavailable);
+    }
+
+    #[test]
+    fn shadow_mode_lets_a_failing_request_pass_without_identity() {
+        let mut w = world_with(|c| c["mode"] = "shadow".into());
+        let stolen = token_bound_to(&w.consumer.0);
+        let f = facts(&w.inventory, bearer_of(&stolen));
+        let allow = allowed(Flow::start(&mut w.engine, f, NOW_MS).1);
+        assert_eq!(allow.shadowed, Some(Reason::BindingMismatch));
+        assert!(allow.headers.is_empty());
+        let f = facts(&w.inventory, None);
+        assert_eq!(
+            allowed(Flow::start(&mut w.engine, f, NOW_MS).1).shadowed,
+            Some(Reason::MissingToken)
+        );
+    }
+
+    #[test]
+    fn shadow_mode_still_sets_identity_when_everything_passes() {
+        let mut w = world_with(|c| c["mode"] = "shadow".into());
+        let (_, allow) = full_allow(&mut w, NOW_MS);
+        assert_eq!(allow.shadowed, None);
+        assert_eq!(allow.headers.len(), 4);
+    }
+
+    #[test]
+    fn peer_identity_is_parsed_once_per_certificate() {
+        let mut w = world();
+        let (der, pem) = w.consumer.clone();
+        let hex: String = CertThumbprint::from_der(&der)
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut reads = 0;
+        for _ in 0..3 {
+            let id = w.engine.peer_identity(true, Some(&hex), || {
+                reads += 1;
+                (Some(pem.clone()), None)
+            });
+            assert_eq!(id.spiffe_id().unwrap().as_str(), CONSUMER);
+        }
+        assert_eq!(reads, 1);
+        let none = w
+            .engine
+            .peer_identity(false, Some(&hex), || panic!("not read without mTLS"));
+        assert_eq!(none, PeerIdentity::default());
+    }
+
+    #[test]
+    fn source_ip_drops_the_port() {
+        assert_eq!(source_ip("127.0.0.1:5678"), "127.0.0.1");
+        assert_eq!(source_ip("[::1]:5678"), "::1");
+        assert_eq!(source_ip("10.0.0.1"), "10.0.0.1");
+        assert_eq!(source_ip("::1"), "::1");
+    }
+}
