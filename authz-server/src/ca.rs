@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use x509_cert::Certificate;
+use x509_cert::ext::pkix::BasicConstraints as BasicConstraintsExt;
 
 /// The trust domain of every identity this CA issues.
 pub const TRUST_DOMAIN: &str = "certbind.test";
@@ -196,9 +197,17 @@ impl LoadedCa {
         if not_after < now + RENEW_MARGIN {
             return None;
         }
+        // Only a CA certificate may sign: a leaf dropped in as ca.crt is not kept.
+        let is_ca = cert
+            .tbs_certificate()
+            .get_extension::<BasicConstraintsExt>()
+            .ok()
+            .flatten()
+            .is_some_and(|(_, bc)| bc.ca);
+        if !is_ca {
+            return None;
+        }
         let cert_der = der::Encode::to_der(&cert).ok()?;
-        // The CA must verify itself as a root (also proves CA:true and a valid self-signature):
-        // checking a self-issued leaf is overkill, so we rely on Issuer parsing + key match.
         let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).ok()?;
         Some(Self {
             cert_der,
@@ -458,6 +467,16 @@ mod tests {
                 ("orders".to_owned(), Outcome::Kept)
             ]
         );
+    }
+
+    #[test]
+    fn a_leaf_posing_as_the_ca_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &["consumer"], 1, false, now()).unwrap();
+        std::fs::copy(dir.path().join("consumer.crt"), dir.path().join("ca.crt")).unwrap();
+        std::fs::copy(dir.path().join("consumer.key"), dir.path().join("ca.key")).unwrap();
+        let report = init(dir.path(), &["consumer"], 1, false, now()).unwrap();
+        assert_eq!(report.ca, Outcome::Created);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The HTTP application without sockets: every `/token` error class, the happy path,
 //! JWKS, metadata, introspection and key rotation, driven through `app(state)`.
+// Helpers here run only inside tests: a failed step must fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! The `certbind-authz` binary as scripts use it: `pki init` (checked independently with
 //! x509 parsing and p256), its idempotence and `--force`, `pki issue`, `keys rotate`, and
 //! `serve` announcing its address and exiting cleanly on SIGTERM.
+// Helpers here run only inside tests: a failed step must fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

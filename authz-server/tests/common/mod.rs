@@ -1,5 +1,8 @@
 //! Shared test fixtures: a fresh PKI, an app state over temp dirs, and an mTLS HTTP client.
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)]
+// each test binary uses a different subset
+// Test fixtures: a failed setup must fail the test loudly, as in #[test] bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use certbind_authz::app::AppState;
 use certbind_authz::ca;
