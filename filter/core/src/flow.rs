@@ -327,7 +327,7 @@ impl Flow {
             Err(reason) => return Progress::Failed(reason),
         };
         let key = match engine.jwks.lookup(kid, now_ms) {
-            Lookup::Found(key) => key.clone(),
+            Lookup::Found(key) => *key,
             Lookup::Stale => return Progress::Failed(Reason::JwksUnavailable),
             Lookup::NoKeys => {
                 let until = self
