@@ -1,0 +1,426 @@
+//! A small blocking HTTP/1.1 client over rustls (with a client certificate or none) or plain
+//! TCP: one request per connection, returning status, headers and body.
+
+use crate::Error;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long any one connection may take to connect, or wait for bytes.
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// The largest response this client reads.
+const MAX_RESPONSE: usize = 4 << 20;
+
+/// An HTTP request; the client adds `Host`, `Content-Length` and `Connection: close`.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn new(method: &str, path: &str) -> Self {
+        Self {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn get(path: &str) -> Self {
+        Self::new("GET", path)
+    }
+
+    pub fn post(path: &str) -> Self {
+        Self::new("POST", path)
+    }
+
+    /// Adds a header (repeatable: the same name twice sends it twice).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(self, token: &str) -> Self {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+
+    /// An `application/x-www-form-urlencoded` body.
+    pub fn form(mut self, pairs: &[(&str, &str)]) -> Self {
+        let body = pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.body = body.into_bytes();
+        self.header("content-type", "application/x-www-form-urlencoded")
+    }
+
+    /// A JSON body.
+    pub fn json(mut self, value: &serde_json::Value) -> Self {
+        self.body = value.to_string().into_bytes();
+        self.header("content-type", "application/json")
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut head = format!(
+            "{} {} HTTP/1.1\r\nhost: localhost\r\n",
+            self.method, self.path
+        );
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !self.body.is_empty() || self.method != "GET" {
+            head.push_str(&format!("content-length: {}\r\n", self.body.len()));
+        }
+        head.push_str("connection: close\r\n\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_owned(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An HTTP response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Header names in lower case, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of a header (name in any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Result<serde_json::Value, Error> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Error::Http(format!(
+                "status {} body is not JSON ({e}): {}",
+                self.status,
+                self.text()
+            ))
+        })
+    }
+
+    /// `json()[key]` as a string, for the common `reason` / `error` checks.
+    pub fn json_str(&self, key: &str) -> Option<String> {
+        self.json().ok()?.get(key)?.as_str().map(str::to_owned)
+    }
+}
+
+/// A TLS client trusting one CA, optionally presenting a client certificate. Cheap to clone.
+#[derive(Clone)]
+pub struct TlsClient {
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsClient({:?})", self.server_name)
+    }
+}
+
+impl TlsClient {
+    /// Trusts `ca` (PEM); presents `identity` = (certificate chain PEM, private key PEM) if given.
+    /// The server must prove the name `localhost` (every demo certificate carries it).
+    pub fn new(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, Error> {
+        let mut roots = RootCertStore::empty();
+        for cert in read_certs(ca)? {
+            roots
+                .add(cert)
+                .map_err(|e| Error::Tls(format!("CA {}: {e}", ca.display())))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_root_certificates(roots);
+        let config = match identity {
+            Some((cert, key)) => {
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| Error::Tls(format!("key {}: {e}", key.display())))?;
+                builder
+                    .with_client_auth_cert(read_certs(cert)?, key)
+                    .map_err(|e| Error::Tls(e.to_string()))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Self {
+            config: Arc::new(config),
+            server_name: ServerName::try_from("localhost")
+                .map_err(|e| Error::Tls(e.to_string()))?
+                .to_owned(),
+        })
+    }
+
+    /// The client for a demo PKI directory: trusts `ca.crt`, presents `<name>.crt`/`<name>.key`.
+    pub fn for_workload(pki_dir: &Path, name: Option<&str>) -> Result<Self, Error> {
+        let ca = pki_dir.join("ca.crt");
+        match name {
+            Some(name) => {
+                let cert = pki_dir.join(format!("{name}.crt"));
+                let key = pki_dir.join(format!("{name}.key"));
+                Self::new(&ca, Some((&cert, &key)))
+            }
+            None => Self::new(&ca, None),
+        }
+    }
+
+    /// One request on a new connection. A refused handshake is [`Error::Tls`].
+    pub fn send(&self, addr: SocketAddr, request: &Request) -> Result<Response, Error> {
+        let tcp = connect(addr)?;
+        let conn = ClientConnection::new(Arc::clone(&self.config), self.server_name.clone())
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn
+                .complete_io(&mut tls.sock)
+                .map_err(|e| classify(e, "TLS handshake"))?;
+        }
+        tls.write_all(&request.to_bytes())
+            .and_then(|()| tls.flush())
+            .map_err(|e| classify(e, "sending the request"))?;
+        read_response(&mut tls)
+    }
+}
+
+/// One plain-HTTP request on a new connection (Envoy's admin port, the upstreams).
+pub fn http_plain(addr: SocketAddr, request: &Request) -> Result<Response, Error> {
+    let mut tcp = connect(addr)?;
+    tcp.write_all(&request.to_bytes())
+        .map_err(|e| classify(e, "sending the request"))?;
+    read_response(&mut tcp)
+}
+
+fn connect(addr: SocketAddr) -> Result<TcpStream, Error> {
+    let tcp = TcpStream::connect_timeout(&addr, TIMEOUT)
+        .map_err(Error::io(format!("connecting to {addr}")))?;
+    tcp.set_read_timeout(Some(TIMEOUT))
+        .and_then(|()| tcp.set_write_timeout(Some(TIMEOUT)))
+        .and_then(|()| tcp.set_nodelay(true))
+        .map_err(Error::io("setting socket options"))?;
+    Ok(tcp)
+}
+
+/// The certificates of a PEM file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!("{}: no certificate", path.display())));
+    }
+    Ok(certs)
+}
+
+/// A rustls error inside an io::Error is a TLS refusal; anything else is I/O.
+fn classify(e: std::io::Error, doing: &str) -> Error {
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map(ToString::to_string);
+    match tls {
+        Some(tls) => Error::Tls(format!("{doing}: {tls}")),
+        None => Error::Io {
+            context: doing.to_owned(),
+            source: e,
+        },
+    }
+}
+
+/// Reads one response: framed by `content-length`, `chunked`, or the end of the connection.
+fn read_response(stream: &mut impl Read) -> Result<Response, Error> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(response) = parse_complete(&buf, false)? {
+            return Ok(response);
+        }
+        let n = match stream.read(&mut chunk) {
+            Ok(n) => n,
+            // A peer that closes without close_notify: whatever arrived is all there is.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(classify(e, "reading the response")),
+        };
+        if n == 0 {
+            return match parse_complete(&buf, true)? {
+                Some(response) => Ok(response),
+                None if buf.is_empty() => {
+                    Err(Error::Http("connection closed before any response".into()))
+                }
+                None => Err(Error::Http(format!(
+                    "connection closed mid-response: {}",
+                    String::from_utf8_lossy(&buf)
+                ))),
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_RESPONSE {
+            return Err(Error::Http("response larger than 4 MiB".into()));
+        }
+    }
+}
+
+/// `Some(response)` once `buf` holds a whole response (`eof`: the peer has closed).
+fn parse_complete(buf: &[u8], eof: bool) -> Result<Option<Response>, Error> {
+    let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| Error::Http(format!("bad status line {status_line:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &buf[head_end + 4..];
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let body = if let Some(len) = find("content-length") {
+        let len: usize = len
+            .parse()
+            .map_err(|_| Error::Http(format!("bad content-length {len:?}")))?;
+        if rest.len() < len {
+            return Ok(None);
+        }
+        rest[..len].to_vec()
+    } else if find("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+        match dechunk(rest)? {
+            Some(body) => body,
+            None => return Ok(None),
+        }
+    } else if eof || status == 204 || status == 304 {
+        rest.to_vec()
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Response {
+        status,
+        headers,
+        body,
+    }))
+}
+
+/// Decodes a chunked body; `None` until the last chunk has arrived.
+fn dechunk(mut rest: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+    let mut body = Vec::new();
+    loop {
+        let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
+        let size_text = String::from_utf8_lossy(&rest[..line_end]);
+        let size_text = size_text.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_text, 16)
+            .map_err(|_| Error::Http(format!("bad chunk size {size_text:?}")))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(Some(body));
+        }
+        if rest.len() < size + 2 {
+            return Ok(None);
+        }
+        body.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_content_length_chunked_and_close_delimited_bodies() {
+        let r = parse_complete(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "hi"));
+        let chunked =
+            b"HTTP/1.1 401 U\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n\r\n";
+        let r = parse_complete(chunked, false).unwrap().unwrap();
+        assert_eq!((r.status, r.text().as_str()), (401, "abc"));
+        assert!(
+            parse_complete(b"HTTP/1.1 200 OK\r\n\r\nsome", false)
+                .unwrap()
+                .is_none()
+        );
+        let r = parse_complete(b"HTTP/1.1 200 OK\r\n\r\nsome", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.text(), "some");
+    }
+
+    #[test]
+    fn waits_for_the_whole_body() {
+        assert!(
+            parse_complete(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab", false)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            parse_complete(b"HTTP/1.1 200 OK\r\ncontent-le", false)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn encodes_forms_like_a_browser() {
+        assert_eq!(form_encode("spiffe://a/b c"), "spiffe%3A%2F%2Fa%2Fb+c");
+    }
+
+    #[test]
+    fn response_headers_are_found_in_any_case() {
+        let r = parse_complete(
+            b"HTTP/1.1 200 OK\r\nWWW-Authenticate: Bearer\r\ncontent-length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        assert_eq!(r.header("WWW-Authenticate"), Some("Bearer"));
+    }
+}

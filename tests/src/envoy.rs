@@ -1,0 +1,229 @@
+//! certbind's Envoy for tests: the template's variables as a struct, rendering, `envoy --mode
+//! validate`, starting Envoy, and reading its stats from the admin port.
+
+use crate::client::{Request, http_plain};
+use crate::proc::{Proc, Ready};
+use crate::{Error, prereq, render};
+use certbind_core::config::Mode;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// `envoy/sidecar.yaml.tmpl`: the sidecar and baseline listeners (see its header).
+pub const SIDECAR_TEMPLATE: &str = include_str!("../../envoy/sidecar.yaml.tmpl");
+
+/// Every variable of [`SIDECAR_TEMPLATE`].
+#[derive(Debug, Clone)]
+pub struct EnvoyVars {
+    pub pki_dir: PathBuf,
+    pub wasm: PathBuf,
+    pub admin_port: u16,
+    pub orders_port: u16,
+    pub billing_port: u16,
+    pub baseline_orders_port: u16,
+    pub baseline_billing_port: u16,
+    pub authz_port: u16,
+    pub pdp_port: u16,
+    pub orders_upstream_port: u16,
+    pub billing_upstream_port: u16,
+    pub issuer: String,
+    pub mode: Mode,
+    pub jwks_refresh_s: u64,
+    pub jwks_min_refetch_s: u64,
+    pub jwks_max_stale_s: u64,
+    pub jwks_first_wait_ms: u64,
+    pub pdp_timeout_ms: u64,
+    pub decision_cache_size: usize,
+    pub token_cache_size: usize,
+}
+
+impl EnvoyVars {
+    /// The values `make up` uses: CONTRACT §2's fixed ports and the filter's defaults.
+    pub fn contract(pki_dir: &Path, wasm: &Path) -> Self {
+        Self {
+            pki_dir: pki_dir.to_path_buf(),
+            wasm: wasm.to_path_buf(),
+            admin_port: 9901,
+            orders_port: 8443,
+            billing_port: 8444,
+            baseline_orders_port: 8080,
+            baseline_billing_port: 8081,
+            authz_port: 9443,
+            pdp_port: 9191,
+            orders_upstream_port: 7001,
+            billing_upstream_port: 7002,
+            issuer: "https://127.0.0.1:9443".into(),
+            mode: Mode::Enforce,
+            jwks_refresh_s: 300,
+            jwks_min_refetch_s: 30,
+            jwks_max_stale_s: 3600,
+            jwks_first_wait_ms: 5000,
+            pdp_timeout_ms: 200,
+            decision_cache_size: 1024,
+            token_cache_size: 1024,
+        }
+    }
+
+    /// `CB_*` name → value, as the template and `envsubst` expect them.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        [
+            ("CB_PKI_DIR", self.pki_dir.display().to_string()),
+            ("CB_WASM", self.wasm.display().to_string()),
+            ("CB_ADMIN_PORT", self.admin_port.to_string()),
+            ("CB_ORDERS_PORT", self.orders_port.to_string()),
+            ("CB_BILLING_PORT", self.billing_port.to_string()),
+            (
+                "CB_BASELINE_ORDERS_PORT",
+                self.baseline_orders_port.to_string(),
+            ),
+            (
+                "CB_BASELINE_BILLING_PORT",
+                self.baseline_billing_port.to_string(),
+            ),
+            ("CB_AUTHZ_PORT", self.authz_port.to_string()),
+            ("CB_PDP_PORT", self.pdp_port.to_string()),
+            (
+                "CB_ORDERS_UPSTREAM_PORT",
+                self.orders_upstream_port.to_string(),
+            ),
+            (
+                "CB_BILLING_UPSTREAM_PORT",
+                self.billing_upstream_port.to_string(),
+            ),
+            ("CB_ISSUER", self.issuer.clone()),
+            ("CB_MODE", self.mode.as_str().to_owned()),
+            ("CB_JWKS_REFRESH_S", self.jwks_refresh_s.to_string()),
+            ("CB_JWKS_MIN_REFETCH_S", self.jwks_min_refetch_s.to_string()),
+            ("CB_JWKS_MAX_STALE_S", self.jwks_max_stale_s.to_string()),
+            ("CB_JWKS_FIRST_WAIT_MS", self.jwks_first_wait_ms.to_string()),
+            ("CB_PDP_TIMEOUT_MS", self.pdp_timeout_ms.to_string()),
+            (
+                "CB_DECISION_CACHE_SIZE",
+                self.decision_cache_size.to_string(),
+            ),
+            ("CB_TOKEN_CACHE_SIZE", self.token_cache_size.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// The sidecar template rendered with these values.
+    pub fn render_sidecar(&self) -> Result<String, Error> {
+        render::render(SIDECAR_TEMPLATE, &self.to_map())
+    }
+}
+
+/// Runs `envoy --mode validate -c <config>`; Envoy's complaint is the error.
+pub fn validate(config: &Path) -> Result<(), Error> {
+    let envoy = prereq::envoy()?;
+    let out = Command::new(&envoy)
+        .arg("--mode")
+        .arg("validate")
+        .arg("-c")
+        .arg(config)
+        .arg("--log-level")
+        .arg("error")
+        .output()
+        .map_err(Error::io(format!("running {}", envoy.display())))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "envoy --mode validate refused {}:\n{}{}",
+            config.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+/// Starts Envoy on a rendered config and waits until its admin port says it is live.
+/// `--disable-hot-restart` keeps it out of shared memory, so any number run side by side (and
+/// beside `make up`).
+pub fn start(
+    config: &Path,
+    admin_port: u16,
+    concurrency: u32,
+    log_dir: &Path,
+) -> Result<Proc, Error> {
+    let envoy = prereq::envoy()?;
+    let args: Vec<String> = [
+        "-c",
+        &config.display().to_string(),
+        "--disable-hot-restart",
+        "--concurrency",
+        &concurrency.to_string(),
+        "--log-level",
+        "warn",
+        // The filter's decision lines are info-level logs of the `wasm` component.
+        "--component-log-level",
+        "wasm:info",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let admin = Admin::new(crate::ports::loopback(admin_port));
+    Proc::spawn(
+        "envoy",
+        &envoy,
+        &args,
+        log_dir,
+        Ready::Check(Box::new(move || admin.is_live())),
+        Duration::from_secs(30),
+    )
+}
+
+/// Envoy's admin endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin {
+    addr: SocketAddr,
+}
+
+impl Admin {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `GET /ready` answers 200 once every listener is up.
+    pub fn is_live(&self) -> bool {
+        http_plain(self.addr, &Request::get("/ready")).is_ok_and(|r| r.status == 200)
+    }
+
+    /// Every counter and gauge (`name: value` lines of `/stats`; histograms are left out).
+    pub fn stats(&self) -> Result<BTreeMap<String, u64>, Error> {
+        let response = http_plain(self.addr, &Request::get("/stats"))?;
+        if response.status != 200 {
+            return Err(Error::Http(format!(
+                "admin /stats answered {}",
+                response.status
+            )));
+        }
+        Ok(response
+            .text()
+            .lines()
+            .filter_map(|line| {
+                let (name, value) = line.split_once(": ")?;
+                Some((name.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect())
+    }
+
+    /// A filter counter such as `certbind.allowed`. Envoy files metrics a Wasm module defines
+    /// under `wasmcustom.`; both spellings are summed, a counter not yet defined reads 0.
+    pub fn counter(&self, name: &str) -> Result<u64, Error> {
+        let stats = self.stats()?;
+        let custom = format!("wasmcustom.{name}");
+        Ok(stats
+            .iter()
+            .filter(|(k, _)| **k == name || **k == custom)
+            .map(|(_, v)| *v)
+            .sum())
+    }
+}

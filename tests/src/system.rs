@@ -1,0 +1,591 @@
+//! A whole certbind system on free ports: PKI, authz-server, PDP, the two echo upstreams and
+//! Envoy with the real filter, each a [`Proc`] killed when the `System` is dropped.
+
+use crate::client::{Request, Response, TlsClient};
+use crate::envoy::{self, Admin, EnvoyVars};
+use crate::ports::{free_port, loopback};
+use crate::proc::{Proc, Ready, write_file};
+use crate::tokens::{EcKey, Forge, authz_active_key};
+use crate::{Error, prereq, spiffe_id};
+use certbind_core::config::Mode;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SERVICE_READY: Duration = Duration::from_secs(20);
+
+/// The ports of one System (all on 127.0.0.1).
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub authz: u16,
+    pub pdp: u16,
+    pub orders_upstream: u16,
+    pub billing_upstream: u16,
+    pub admin: u16,
+    pub orders: u16,
+    pub billing: u16,
+    pub baseline_orders: u16,
+    pub baseline_billing: u16,
+}
+
+impl Ports {
+    fn pick() -> Result<Self, Error> {
+        Ok(Self {
+            authz: free_port()?,
+            pdp: free_port()?,
+            orders_upstream: free_port()?,
+            billing_upstream: free_port()?,
+            admin: free_port()?,
+            orders: free_port()?,
+            billing: free_port()?,
+            baseline_orders: free_port()?,
+            baseline_billing: free_port()?,
+        })
+    }
+}
+
+/// How to start a [`System`]. The defaults are the filter's, except that the unknown-`kid`
+/// refetch may happen every second (tests rotate keys and send unknown `kid`s back to back) and a
+/// request waits at most 2 s for the first JWKS.
+#[derive(Debug, Clone)]
+pub struct SystemBuilder {
+    mode: Mode,
+    concurrency: u32,
+    start_authz: bool,
+    start_pdp: bool,
+    jwks_refresh_s: u64,
+    jwks_min_refetch_s: u64,
+    jwks_max_stale_s: u64,
+    jwks_first_wait_ms: u64,
+    pdp_timeout_ms: u64,
+    decision_cache_size: usize,
+    token_cache_size: usize,
+}
+
+impl Default for SystemBuilder {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            concurrency: 1,
+            start_authz: true,
+            start_pdp: true,
+            jwks_refresh_s: 300,
+            jwks_min_refetch_s: 1,
+            jwks_max_stale_s: 3600,
+            jwks_first_wait_ms: 2000,
+            pdp_timeout_ms: 200,
+            decision_cache_size: 1024,
+            token_cache_size: 1024,
+        }
+    }
+}
+
+impl SystemBuilder {
+    /// `enforce` (default) or `shadow`.
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Envoy worker threads (default 1).
+    pub fn concurrency(mut self, workers: u32) -> Self {
+        self.concurrency = workers.max(1);
+        self
+    }
+
+    /// Envoy starts while the authz-server is down; start it with [`System::start_authz`].
+    /// The PKI is still generated.
+    pub fn without_authz(mut self) -> Self {
+        self.start_authz = false;
+        self
+    }
+
+    /// Envoy starts while the PDP is down; start it with [`System::start_pdp`].
+    pub fn without_pdp(mut self) -> Self {
+        self.start_pdp = false;
+        self
+    }
+
+    /// JWKS timings: refresh interval, unknown-`kid` refetch rate limit, staleness bound (s)
+    /// and how long a request waits for the first JWKS (ms).
+    pub fn jwks_timing(
+        mut self,
+        refresh_s: u64,
+        min_refetch_s: u64,
+        max_stale_s: u64,
+        first_wait_ms: u64,
+    ) -> Self {
+        self.jwks_refresh_s = refresh_s;
+        self.jwks_min_refetch_s = min_refetch_s;
+        self.jwks_max_stale_s = max_stale_s;
+        self.jwks_first_wait_ms = first_wait_ms;
+        self
+    }
+
+    pub fn pdp_timeout_ms(mut self, ms: u64) -> Self {
+        self.pdp_timeout_ms = ms;
+        self
+    }
+
+    /// Verified-token and PDP-decision cache sizes per worker (0 turns a cache off).
+    pub fn caches(mut self, token_cache_size: usize, decision_cache_size: usize) -> Self {
+        self.token_cache_size = token_cache_size;
+        self.decision_cache_size = decision_cache_size;
+        self
+    }
+
+    /// Starts everything, or fails with what is missing and how to get it.
+    pub fn try_start(self) -> Result<System, Error> {
+        System::start_with(self)
+    }
+
+    /// [`SystemBuilder::try_start`] for tests: a failure is a panic with the how-to.
+    #[allow(clippy::panic)]
+    pub fn start(self) -> System {
+        match self.try_start() {
+            Ok(system) => system,
+            Err(e) => panic!("cannot start the certbind system: {e}"),
+        }
+    }
+}
+
+/// The programs and files a System needs, each checked up front so one message lists them all.
+struct Prerequisites {
+    authz: PathBuf,
+    pdp: PathBuf,
+    echo: PathBuf,
+    wasm: PathBuf,
+    policies: PathBuf,
+    clients: PathBuf,
+}
+
+impl Prerequisites {
+    fn check() -> Result<Self, Error> {
+        let authz = prereq::release_bin("certbind-authz");
+        let pdp = prereq::release_bin("certbind-pdp");
+        let echo = prereq::release_bin("certbind-echo");
+        let wasm = prereq::wasm();
+        let envoy = prereq::envoy();
+        let policies = prereq::repo_file("pdp/policies/demo.yaml");
+        let clients = prereq::repo_file("authz-server/clients.yaml");
+        match (authz, pdp, echo, wasm, envoy, policies, clients) {
+            (Ok(authz), Ok(pdp), Ok(echo), Ok(wasm), Ok(_), Ok(policies), Ok(clients)) => {
+                Ok(Self {
+                    authz,
+                    pdp,
+                    echo,
+                    wasm,
+                    policies,
+                    clients,
+                })
+            }
+            (a, b, c, d, e, f, g) => {
+                let missing: Vec<String> = [
+                    a.err(),
+                    b.err(),
+                    c.err(),
+                    d.err(),
+                    e.err(),
+                    f.err(),
+                    g.err(),
+                ]
+                .into_iter()
+                .flatten()
+                .map(|e| format!("  - {e}"))
+                .collect();
+                Err(Error::Missing {
+                    what: "part of the system".into(),
+                    how: format!("\n{}", missing.join("\n")),
+                })
+            }
+        }
+    }
+}
+
+/// A running certbind system. Dropping it kills every process and removes its directory.
+pub struct System {
+    pub ports: Ports,
+    issuer: String,
+    mode: Mode,
+    pki: PathBuf,
+    state: PathBuf,
+    authz_bin: PathBuf,
+    // Drop order: Envoy first, then the services it calls, then the directory.
+    envoy: Proc,
+    authz: Proc,
+    pdp: Proc,
+    orders: Proc,
+    billing: Proc,
+    dir: tempfile::TempDir,
+}
+
+impl System {
+    /// A builder with the test defaults.
+    pub fn builder() -> SystemBuilder {
+        SystemBuilder::default()
+    }
+
+    fn start_with(b: SystemBuilder) -> Result<Self, Error> {
+        let bins = Prerequisites::check()?;
+        let dir = temp_dir()?;
+        let root = dir.path().to_path_buf();
+        let logs = root.join("logs");
+        let pki = root.join("pki");
+        let state = root.join("authz-state");
+        std::fs::create_dir_all(&logs)
+            .map_err(Error::io(format!("creating {}", logs.display())))?;
+
+        pki_init(&bins.authz, &pki)?;
+        let ports = Ports::pick()?;
+        let issuer = format!("https://127.0.0.1:{}", ports.authz);
+        let s = |p: &Path| p.display().to_string();
+
+        let echo = |name: &str, port: u16| -> Result<Proc, Error> {
+            Proc::spawn(
+                name,
+                &bins.echo,
+                &[name.to_owned(), loopback(port).to_string()],
+                &logs,
+                Ready::LogLine("listening on".into()),
+                SERVICE_READY,
+            )
+        };
+        let orders = echo("orders", ports.orders_upstream)?;
+        let billing = echo("billing", ports.billing_upstream)?;
+
+        let mut authz = Proc::new(
+            "authz",
+            &bins.authz,
+            &[
+                "serve".into(),
+                "--listen".into(),
+                loopback(ports.authz).to_string(),
+                "--pki-dir".into(),
+                s(&pki),
+                "--state-dir".into(),
+                s(&state),
+                "--clients".into(),
+                s(&bins.clients),
+                "--issuer".into(),
+                issuer.clone(),
+            ],
+            &logs,
+        );
+        if b.start_authz {
+            authz.start(authz_ready(), SERVICE_READY)?;
+        }
+        let mut pdp = Proc::new(
+            "pdp",
+            &bins.pdp,
+            &[
+                "serve".into(),
+                "--listen".into(),
+                loopback(ports.pdp).to_string(),
+                "--policies".into(),
+                s(&bins.policies),
+                "--cert".into(),
+                s(&pki.join("pdp.crt")),
+                "--key".into(),
+                s(&pki.join("pdp.key")),
+                "--ca".into(),
+                s(&pki.join("ca.crt")),
+                "--callers".into(),
+                spiffe_id("envoy"),
+            ],
+            &logs,
+        );
+        if b.start_pdp {
+            pdp.start(pdp_ready(), SERVICE_READY)?;
+        }
+
+        let vars = EnvoyVars {
+            pki_dir: pki.clone(),
+            wasm: bins.wasm.clone(),
+            admin_port: ports.admin,
+            orders_port: ports.orders,
+            billing_port: ports.billing,
+            baseline_orders_port: ports.baseline_orders,
+            baseline_billing_port: ports.baseline_billing,
+            authz_port: ports.authz,
+            pdp_port: ports.pdp,
+            orders_upstream_port: ports.orders_upstream,
+            billing_upstream_port: ports.billing_upstream,
+            issuer: issuer.clone(),
+            mode: b.mode,
+            jwks_refresh_s: b.jwks_refresh_s,
+            jwks_min_refetch_s: b.jwks_min_refetch_s,
+            jwks_max_stale_s: b.jwks_max_stale_s,
+            jwks_first_wait_ms: b.jwks_first_wait_ms,
+            pdp_timeout_ms: b.pdp_timeout_ms,
+            decision_cache_size: b.decision_cache_size,
+            token_cache_size: b.token_cache_size,
+        };
+        let config = root.join("envoy.yaml");
+        write_file(&config, &vars.render_sidecar()?)?;
+        let envoy = envoy::start(&config, ports.admin, b.concurrency, &logs)?;
+
+        Ok(Self {
+            ports,
+            issuer,
+            mode: b.mode,
+            pki,
+            state,
+            authz_bin: bins.authz,
+            envoy,
+            authz,
+            pdp,
+            orders,
+            billing,
+            dir,
+        })
+    }
+
+    /// The system's own directory (logs, PKI, authz state, rendered config).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `ca.crt` and `<name>.crt`/`.key` of every demo workload.
+    pub fn pki_dir(&self) -> &Path {
+        &self.pki
+    }
+
+    /// The authz-server's `--state-dir` (signing keys in `keys/<kid>.pem`).
+    pub fn state_dir(&self) -> &Path {
+        &self.state
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The zero-trust sidecar listener of `service` (`orders` or `billing`).
+    pub fn sidecar(&self, service: &str) -> SocketAddr {
+        loopback(match service {
+            "billing" => self.ports.billing,
+            _ => self.ports.orders,
+        })
+    }
+
+    /// The baseline (bearer-only) listener of `service`.
+    pub fn baseline(&self, service: &str) -> SocketAddr {
+        loopback(match service {
+            "billing" => self.ports.baseline_billing,
+            _ => self.ports.baseline_orders,
+        })
+    }
+
+    pub fn authz_addr(&self) -> SocketAddr {
+        loopback(self.ports.authz)
+    }
+
+    pub fn pdp_addr(&self) -> SocketAddr {
+        loopback(self.ports.pdp)
+    }
+
+    /// A TLS client trusting the system's CA, presenting `identity`'s certificate (or none).
+    pub fn client(&self, identity: Option<&str>) -> Result<TlsClient, Error> {
+        TlsClient::for_workload(&self.pki, identity)
+    }
+
+    /// One request to `service`'s sidecar as `identity` (`None`: no client certificate).
+    pub fn call(
+        &self,
+        identity: Option<&str>,
+        service: &str,
+        request: &Request,
+    ) -> Result<Response, Error> {
+        self.client(identity)?.send(self.sidecar(service), request)
+    }
+
+    /// `POST /token` as `client` (its certificate authenticates it) with these form fields.
+    pub fn token_request(&self, client: &str, form: &[(&str, &str)]) -> Result<Response, Error> {
+        self.client(Some(client))?
+            .send(self.authz_addr(), &Request::post("/token").form(form))
+    }
+
+    /// A real access token from the authz-server for `client` towards `service` with `scope`.
+    pub fn token(&self, client: &str, service: &str, scope: &str) -> Result<String, Error> {
+        let audience = spiffe_id(service);
+        let response = self.token_request(
+            client,
+            &[
+                ("grant_type", "client_credentials"),
+                ("audience", &audience),
+                ("scope", scope),
+            ],
+        )?;
+        if response.status != 200 {
+            return Err(Error::Http(format!(
+                "authz-server refused a token for {client} → {service} ({scope}): {} {}",
+                response.status,
+                response.text()
+            )));
+        }
+        response
+            .json()?
+            .get("access_token")
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Http("token response without access_token".into()))
+    }
+
+    /// A forge signing with the authz-server's active key (tokens only the claim checks refuse).
+    pub fn forge(&self) -> Result<Forge, Error> {
+        Ok(Forge::new(
+            &self.issuer,
+            &self.pki,
+            authz_active_key(&self.state)?,
+        ))
+    }
+
+    /// A forge signing with a fresh attacker key (its own `kid`).
+    pub fn attacker_forge(&self) -> Result<Forge, Error> {
+        Ok(Forge::new(&self.issuer, &self.pki, EcKey::generate()?))
+    }
+
+    /// `certbind-authz keys rotate --state-dir S`; returns the new active key's `kid`.
+    pub fn rotate_keys(&self) -> Result<String, Error> {
+        let out = Command::new(&self.authz_bin)
+            .args(["keys", "rotate", "--state-dir"])
+            .arg(&self.state)
+            .output()
+            .map_err(Error::io("running certbind-authz keys rotate"))?;
+        if !out.status.success() {
+            return Err(Error::Proc(format!(
+                "certbind-authz keys rotate failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(authz_active_key(&self.state)?.kid().to_owned())
+    }
+
+    pub fn admin(&self) -> Admin {
+        Admin::new(loopback(self.ports.admin))
+    }
+
+    /// A filter counter (`certbind.allowed`, `certbind.denied.<reason>`, ...).
+    pub fn counter(&self, name: &str) -> Result<u64, Error> {
+        self.admin().counter(name)
+    }
+
+    /// Waits until `counter` reaches `at_least` (e.g. the first JWKS fetch).
+    pub fn wait_for_counter(
+        &self,
+        counter: &str,
+        at_least: u64,
+        timeout: Duration,
+    ) -> Result<u64, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.counter(counter)?;
+            if value >= at_least {
+                return Ok(value);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Proc(format!(
+                    "{counter} stayed at {value} (< {at_least}) for {timeout:?}"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Everything Envoy logged (the filter's decision lines included).
+    pub fn envoy_log(&self) -> String {
+        self.envoy.log()
+    }
+
+    /// The last lines of every process's log, for a failure message.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        [
+            &self.envoy,
+            &self.authz,
+            &self.pdp,
+            &self.orders,
+            &self.billing,
+        ]
+        .iter()
+        .map(|p| format!("---- {} ----\n{}", p.name(), p.log_tail(lines)))
+        .collect::<Vec<_>>()
+        .join("\n")
+    }
+
+    pub fn stop_authz(&mut self) {
+        self.authz.stop();
+    }
+
+    /// Starts (or restarts) the authz-server on its port with the same state (keys).
+    pub fn start_authz(&mut self) -> Result<(), Error> {
+        self.authz.start(authz_ready(), SERVICE_READY)
+    }
+
+    pub fn stop_pdp(&mut self) {
+        self.pdp.stop();
+    }
+
+    pub fn start_pdp(&mut self) -> Result<(), Error> {
+        self.pdp.start(pdp_ready(), SERVICE_READY)
+    }
+
+    /// Envoy's pid (e.g. to prove a rotation was picked up without a restart).
+    pub fn envoy_pid(&self) -> Option<u32> {
+        self.envoy.pid()
+    }
+}
+
+fn authz_ready() -> Ready {
+    Ready::LogLine("certbind-authz listening on".into())
+}
+
+fn pdp_ready() -> Ready {
+    Ready::LogLine("certbind-pdp listening on".into())
+}
+
+/// `certbind-authz pki init --dir <dir>`.
+fn pki_init(authz: &Path, dir: &Path) -> Result<(), Error> {
+    let out = Command::new(authz)
+        .args(["pki", "init", "--dir"])
+        .arg(dir)
+        .output()
+        .map_err(Error::io(format!("running {} pki init", authz.display())))?;
+    if out.status.success() && dir.join("ca.crt").is_file() {
+        Ok(())
+    } else {
+        Err(Error::Proc(format!(
+            "certbind-authz pki init failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+/// A fresh `certbind-e2e.<pid>.*` directory. Directories of test processes that are gone (a
+/// System kept in a `static` is never dropped) are removed first.
+fn temp_dir() -> Result<tempfile::TempDir, Error> {
+    let base = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&base) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("certbind-e2e."))
+                .and_then(|n| n.split('.').next())
+            else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("certbind-e2e.{}.", std::process::id()))
+        .tempdir()
+        .map_err(Error::io("creating a temporary directory"))
+}
