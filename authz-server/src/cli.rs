@@ -96,10 +96,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Pki { command } => run_pki(command),
         Command::Keys {
             command: KeysCommand::Rotate { state_dir },
-        } => KeyStore::open(&state_dir)
-            .and_then(|store| store.rotate())
-            .map(|kid| println!("new signing key {kid} (active)"))
-            .map_err(|e| e.to_string()),
+        } => rotate_keys(&state_dir),
         Command::Serve(args) => run_serve(args),
     };
     match result {
@@ -109,6 +106,22 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Adds a signing key; on an empty key directory the first key is the new one.
+fn rotate_keys(state_dir: &std::path::Path) -> Result<(), String> {
+    let (store, created) = KeyStore::open_reporting(state_dir).map_err(|e| e.to_string())?;
+    let kid = if created {
+        store
+            .current()
+            .ok()
+            .and_then(|set| set.active().map(|k| k.kid().to_owned()))
+            .unwrap_or_default()
+    } else {
+        store.rotate().map_err(|e| e.to_string())?
+    };
+    println!("{}: new signing key {kid} (active)", store.dir().display());
+    Ok(())
 }
 
 fn run_pki(command: PkiCommand) -> Result<(), String> {

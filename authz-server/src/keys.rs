@@ -138,6 +138,11 @@ pub struct KeyStore {
 impl KeyStore {
     /// Opens `<state_dir>/keys`, creating it and a first key if there is none.
     pub fn open(state_dir: &Path) -> Result<Self, KeyError> {
+        Self::open_reporting(state_dir).map(|(store, _)| store)
+    }
+
+    /// Like [`KeyStore::open`], also telling whether the first key was just created.
+    pub fn open_reporting(state_dir: &Path) -> Result<(Self, bool), KeyError> {
         let store = Self {
             dir: state_dir.join("keys"),
             cache: Mutex::new(HashMap::new()),
@@ -146,10 +151,11 @@ impl KeyStore {
             path: store.dir.clone(),
             source,
         })?;
-        if store.current()?.is_empty() {
+        let created = store.current()?.is_empty();
+        if created {
             store.rotate()?;
         }
-        Ok(store)
+        Ok((store, created))
     }
 
     pub fn dir(&self) -> &Path {
