@@ -1,38 +1,60 @@
-//! One request's http context (work in progress: until the flow lands it fails closed).
+//! One request's http context: hands the request to the VM's flow driver and forwards the
+//! answers of calls it dispatched. It holds no state of its own beyond its id.
 
-use certbind_core::config::FilterConfig;
+use crate::vm::{self, VmRef};
+use certbind_core::flow::Deny;
+use certbind_core::reason::Reason;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
-use std::rc::Rc;
 
 pub struct Http {
     context_id: u32,
-    config: Option<Rc<FilterConfig>>,
+    vm: Option<VmRef>,
 }
 
 impl Http {
-    pub fn new(context_id: u32, config: Option<Rc<FilterConfig>>) -> Self {
-        Self { context_id, config }
+    pub fn new(context_id: u32, vm: Option<VmRef>) -> Self {
+        Self { context_id, vm }
     }
 }
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        vm::enter(self.context_id);
+        if let Some(vm) = &self.vm {
+            vm::on_call_response(vm, self.context_id, token_id, body_size);
+        }
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let request_id = self
-            .get_http_request_header("x-request-id")
-            .unwrap_or_default();
-        log::info!(
-            "[ctx {}] certbind request_id={request_id} configured={} reason=jwks_unavailable",
-            self.context_id,
-            self.config.is_some()
-        );
-        self.send_http_response(
-            503,
-            vec![("content-type", "application/json"), ("retry-after", "1")],
-            Some(b"{\"error\":\"temporarily_unavailable\",\"reason\":\"jwks_unavailable\"}"),
-        );
-        Action::Pause
+        vm::enter(self.context_id);
+        let Some(vm) = &self.vm else {
+            // Not configured: nothing can be checked, so nothing passes.
+            let deny = Deny::new(Reason::JwksUnavailable, "certbind", "");
+            let headers = deny.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            self.send_http_response(deny.status, headers, Some(deny.body.as_bytes()));
+            return Action::Pause;
+        };
+        if vm::start_request(vm, self.context_id) {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        if let Some(vm) = &self.vm {
+            vm::forget_context(vm, self.context_id);
+        }
     }
 }

@@ -1,8 +1,12 @@
-//! certbind-filter: the proxy-wasm entry point. Registers the root context; everything else
-//! lives in `root` (configuration, JWKS) and `http` (one request), all decisions in certbind-core.
+//! certbind-filter: the proxy-wasm entry point. Registers the root context; `root` holds the
+//! configuration and the JWKS tick, `http` one request, `vm` the state they share and the
+//! mapping of certbind-core's steps onto host calls. Every decision is made in certbind-core.
+#![deny(clippy::indexing_slicing)]
 
 mod http;
+mod metrics;
 mod root;
+mod vm;
 
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;

@@ -1,33 +1,58 @@
-//! The root context: parses the configuration and creates one http context per request.
+//! The root context: configuration (refused with one log line when bad), the VM's shared
+//! state, the JWKS tick, and answers to calls it dispatched.
 
 use crate::http::Http;
+use crate::vm::{self, Vm, VmRef};
 use certbind_core::config::FilterConfig;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 pub struct Root {
     context_id: u32,
-    config: Option<Rc<FilterConfig>>,
+    vm: Option<VmRef>,
 }
 
 impl Root {
     pub fn new(context_id: u32) -> Self {
         Self {
             context_id,
-            config: None,
+            vm: None,
         }
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        vm::enter(self.context_id);
+        if let Some(vm) = &self.vm {
+            vm::on_call_response(vm, self.context_id, token_id, body_size);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        vm::enter(self.context_id);
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match FilterConfig::from_json(&bytes) {
             Ok(config) => {
-                self.config = Some(Rc::new(config));
+                log::info!(
+                    "[ctx {}] certbind configured: audience={} mode={}",
+                    self.context_id,
+                    config.audience,
+                    config.mode.as_str()
+                );
+                let vm = Rc::new(RefCell::new(Vm::new(config, self.context_id)));
+                vm::configured(&vm);
+                self.vm = Some(vm);
                 true
             }
             Err(e) => {
@@ -37,11 +62,18 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        vm::enter(self.context_id);
+        if let Some(vm) = &self.vm {
+            vm::on_tick(vm);
+        }
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Http::new(context_id, self.config.clone())))
+        Some(Box::new(Http::new(context_id, self.vm.clone())))
     }
 }

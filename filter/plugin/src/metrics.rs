@@ -1,0 +1,63 @@
+//! The filter's Envoy counters, defined once per VM and incremented by id.
+
+use certbind_core::reason::Reason;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MetricType;
+
+pub const ALLOWED: &str = "certbind.allowed";
+pub const SHADOW_PASSED: &str = "certbind.shadow.passed";
+pub const JWKS_FETCH_OK: &str = "certbind.jwks.fetch_ok";
+pub const JWKS_FETCH_FAILED: &str = "certbind.jwks.fetch_failed";
+pub const TOKEN_CACHE_HIT: &str = "certbind.token_cache.hit";
+pub const DECISION_CACHE_HIT: &str = "certbind.decision_cache.hit";
+
+/// Which counter to bump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    Allowed,
+    Denied(Reason),
+    ShadowPassed,
+    JwksFetchOk,
+    JwksFetchFailed,
+    TokenCacheHit,
+    DecisionCacheHit,
+}
+
+/// Metric ids by counter; a counter the host refused to define is skipped silently.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    ids: Vec<(Counter, u32)>,
+}
+
+impl Metrics {
+    pub fn define() -> Self {
+        let mut named: Vec<(Counter, &'static str)> = vec![
+            (Counter::Allowed, ALLOWED),
+            (Counter::ShadowPassed, SHADOW_PASSED),
+            (Counter::JwksFetchOk, JWKS_FETCH_OK),
+            (Counter::JwksFetchFailed, JWKS_FETCH_FAILED),
+            (Counter::TokenCacheHit, TOKEN_CACHE_HIT),
+            (Counter::DecisionCacheHit, DECISION_CACHE_HIT),
+        ];
+        named.extend(
+            Reason::ALL
+                .iter()
+                .map(|r| (Counter::Denied(*r), r.stat_name())),
+        );
+        let ids = named
+            .into_iter()
+            .filter_map(|(counter, name)| {
+                hostcalls::define_metric(MetricType::Counter, name)
+                    .ok()
+                    .map(|id| (counter, id))
+            })
+            .collect();
+        Self { ids }
+    }
+
+    pub fn bump(&self, counter: Counter) {
+        if let Some((_, id)) = self.ids.iter().find(|(c, _)| *c == counter) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
+    }
+}
