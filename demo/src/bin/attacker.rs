@@ -1,0 +1,139 @@
+//! certbind-attacker: runs the attack table against a running system (baseline vs certbind),
+//! prints it, writes the JSON record and the Markdown table, and exits non-zero when certbind
+//! admits an attack, answers one unexpectedly, or a positive control fails.
+
+use certbind_demo::attacks::{self, Context, Target};
+use certbind_demo::control::{ProcessControl, read_pid_file};
+use certbind_demo::{defaults, forge, report};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "certbind-attacker",
+    version,
+    about = "certbind's attack table: baseline vs certbind"
+)]
+struct Cli {
+    /// The authz-server (tokens for the legitimate workloads, JWKS).
+    #[arg(long, default_value = defaults::AUTHZ)]
+    authz: SocketAddr,
+    /// certbind's orders sidecar listener.
+    #[arg(long, default_value = defaults::ORDERS)]
+    orders: SocketAddr,
+    /// certbind's billing sidecar listener.
+    #[arg(long, default_value = defaults::BILLING)]
+    billing: SocketAddr,
+    /// The baseline orders listener (TLS + jwt_authn).
+    #[arg(long, default_value = defaults::BASELINE_ORDERS)]
+    baseline_orders: SocketAddr,
+    /// The baseline billing listener.
+    #[arg(long, default_value = defaults::BASELINE_BILLING)]
+    baseline_billing: SocketAddr,
+    /// The authz-server's issuer URL.
+    #[arg(long, default_value = defaults::ISSUER)]
+    issuer: String,
+    /// Holds ca.crt and the workload certificates.
+    #[arg(long, default_value = defaults::PKI_DIR)]
+    pki_dir: PathBuf,
+    /// The authz-server's state directory (keys/<kid>.pem) for the insider rows.
+    #[arg(long, default_value = defaults::STATE_DIR)]
+    state_dir: PathBuf,
+    /// The PDP's pid file, to freeze it for the "PDP down" row (skipped when absent).
+    #[arg(long, default_value = defaults::PDP_PID_FILE)]
+    pdp_pid_file: PathBuf,
+    /// The authz-server's pid file, for the "JWKS down" rows (skipped when absent).
+    #[arg(long, default_value = defaults::AUTHZ_PID_FILE)]
+    authz_pid_file: PathBuf,
+    /// Never freeze a process: the PDP/JWKS-down rows are reported as not run.
+    #[arg(long)]
+    no_process_control: bool,
+    /// Where to write the JSON record.
+    #[arg(long, default_value = defaults::JSON)]
+    json: PathBuf,
+    /// Where to write the Markdown table.
+    #[arg(long, default_value = defaults::MARKDOWN)]
+    markdown: PathBuf,
+}
+
+fn pid(path: &Path, enabled: bool) -> Option<u32> {
+    if !enabled {
+        return None;
+    }
+    match read_pid_file(path) {
+        Ok(pid) => Some(pid),
+        Err(e) => {
+            eprintln!("certbind-attacker: no pid ({e}); its rows will not run");
+            None
+        }
+    }
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, contents).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let enabled = !cli.no_process_control;
+    let target = Target {
+        authz: cli.authz,
+        orders: cli.orders,
+        billing: cli.billing,
+        baseline_orders: cli.baseline_orders,
+        baseline_billing: cli.baseline_billing,
+        pki_dir: cli.pki_dir,
+        state_dir: Some(cli.state_dir),
+        issuer: cli.issuer,
+        control: ProcessControl {
+            pdp: pid(&cli.pdp_pid_file, enabled),
+            authz: pid(&cli.authz_pid_file, enabled),
+        },
+    };
+    let ctx = match Context::prepare(target).await {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("certbind-attacker: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}", report::header_line());
+    let mut n = 0;
+    let rows = attacks::run(&ctx, |row| {
+        n += 1;
+        println!("{}", report::line(n, row));
+    })
+    .await;
+    let counts = report::Counts::of(&rows);
+    println!("\n{}", counts.sentence());
+    let json = report::json(&rows, forge::now());
+    let mut failed_write = false;
+    for (path, text) in [
+        (&cli.json, format!("{json:#}\n")),
+        (&cli.markdown, report::markdown(&rows)),
+    ] {
+        match write(path, &text) {
+            Ok(()) => println!("wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("certbind-attacker: cannot write {e}");
+                failed_write = true;
+            }
+        }
+    }
+    if !counts.ok() {
+        eprintln!(
+            "certbind-attacker: FAILED: certbind admitted an attack, answered one unexpectedly, or a control failed"
+        );
+        return ExitCode::from(1);
+    }
+    if failed_write {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,80 @@
+//! certbind-consumer: the legitimate workload. Gets tokens over mTLS with its certificate,
+//! calls orders and billing through the sidecar, prints one line per call, and exits non-zero
+//! when any answer differs from what the demo policy promises.
+
+use certbind_demo::consumer::{Consumer, ConsumerConfig};
+use certbind_demo::defaults;
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "certbind-consumer",
+    version,
+    about = "certbind's legitimate demo caller"
+)]
+struct Cli {
+    /// The authz-server (token endpoint).
+    #[arg(long, default_value = defaults::AUTHZ)]
+    authz: SocketAddr,
+    /// The orders sidecar listener.
+    #[arg(long, default_value = defaults::ORDERS)]
+    orders: SocketAddr,
+    /// The billing sidecar listener.
+    #[arg(long, default_value = defaults::BILLING)]
+    billing: SocketAddr,
+    /// Holds ca.crt and <name>.crt/.key.
+    #[arg(long, default_value = defaults::PKI_DIR)]
+    pki_dir: PathBuf,
+    /// The workload identity to call as.
+    #[arg(long, default_value = "consumer")]
+    name: String,
+    /// How many times to run the calls (tokens are refreshed before they expire).
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// Seconds between rounds.
+    #[arg(long, default_value_t = 5)]
+    interval_s: u64,
+    /// Skip the least-privilege call (POST /billing/1, which must be 403).
+    #[arg(long)]
+    no_least_privilege: bool,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = ConsumerConfig {
+        authz: cli.authz,
+        orders: cli.orders,
+        billing: cli.billing,
+        pki_dir: cli.pki_dir,
+        name: cli.name,
+        rounds: cli.rounds,
+        interval: Duration::from_secs(cli.interval_s),
+        least_privilege: !cli.no_least_privilege,
+    };
+    let mut consumer = match Consumer::new(config) {
+        Ok(consumer) => consumer,
+        Err(e) => {
+            eprintln!("certbind-consumer: {e} (run `make pki`?)");
+            return ExitCode::from(2);
+        }
+    };
+    let results = consumer.run(|r| println!("{}", r.line())).await;
+    let failed = results.iter().filter(|r| !r.ok).count();
+    println!(
+        "{} calls, {} as expected, {} tokens fetched",
+        results.len(),
+        results.len() - failed,
+        consumer.tokens_fetched()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("certbind-consumer: {failed} calls did not get the expected answer");
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,306 @@
+//! The legitimate consumer's flow: a least-privilege token per (service, scope) from the
+//! authz-server over mTLS, calls through the sidecar with its certificate, a token refresh
+//! before expiry and one retry after a 401, and a check of every answer against the policy.
+
+use crate::attacks::short_id;
+use crate::authz::{AuthzClient, AuthzError, TokenCache};
+use crate::client::{HttpsClient, Request, Response};
+use crate::forge::spiffe_id;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the consumer runs and what it does.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    pub authz: SocketAddr,
+    pub orders: SocketAddr,
+    pub billing: SocketAddr,
+    pub pki_dir: PathBuf,
+    /// The workload whose certificate is used (`consumer`).
+    pub name: String,
+    /// How many times the whole plan runs.
+    pub rounds: u32,
+    /// Pause between rounds (long runs show the refresh before expiry).
+    pub interval: Duration,
+    /// Also make a call the policy forbids and expect 403.
+    pub least_privilege: bool,
+}
+
+/// One planned call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    pub service: &'static str,
+    pub method: &'static str,
+    pub path: &'static str,
+    /// The one scope the token for this call carries.
+    pub scope: &'static str,
+    /// 200, or 403 for the least-privilege call.
+    pub expect: u16,
+}
+
+/// The consumer's calls (CONTRACT §2 demo policy).
+pub fn plan(least_privilege: bool) -> Vec<Call> {
+    let call = |service, method, path, scope, expect| Call {
+        service,
+        method,
+        path,
+        scope,
+        expect,
+    };
+    let mut calls = vec![
+        call("orders", "GET", "/orders/1", "orders:read", 200),
+        call("orders", "GET", "/orders", "orders:read", 200),
+        call("orders", "POST", "/orders", "orders:write", 200),
+        call("billing", "GET", "/billing/1", "billing:read", 200),
+    ];
+    if least_privilege {
+        // The consumer may read billing, never write it: the PDP says no.
+        calls.push(call("billing", "POST", "/billing/1", "billing:read", 403));
+    }
+    calls
+}
+
+/// How one call went.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    pub round: u32,
+    pub call: Call,
+    pub status: Option<u16>,
+    /// certbind's `reason` on a refusal, or what went wrong without an answer.
+    pub detail: String,
+    /// The subject the upstream saw (`x-certbind-subject`), on success.
+    pub upstream_subject: Option<String>,
+    /// A new token was fetched for this call (first use, near expiry, or after a 401).
+    pub fresh_token: bool,
+    /// The first answer was 401 and the call was retried with a new token.
+    pub retried: bool,
+    pub ok: bool,
+}
+
+impl CallResult {
+    /// One line for the terminal.
+    pub fn line(&self) -> String {
+        let status = self.status.map_or("---".to_owned(), |s| s.to_string());
+        let mut notes = vec![format!("token {}", self.call.scope)];
+        if self.fresh_token {
+            notes.push("new token".into());
+        }
+        if self.retried {
+            notes.push("retried after 401".into());
+        }
+        let seen = match &self.upstream_subject {
+            Some(subject) => format!("upstream saw subject {}", short_id(subject)),
+            None => self.detail.clone(),
+        };
+        format!(
+            "round {} {:<7} {:<4} {:<11} -> {} {:<5} {:<28} ({})",
+            self.round,
+            self.call.service,
+            self.call.method,
+            self.call.path,
+            status,
+            if self.ok { "ok" } else { "FAIL" },
+            seen,
+            notes.join(", "),
+        )
+    }
+}
+
+/// Whether `response` is what the policy promises for `call` made by `subject`.
+pub fn answer_ok(call: &Call, subject: &str, response: &Response) -> bool {
+    if response.status != call.expect {
+        return false;
+    }
+    if call.expect == 200 {
+        let seen = response.json().and_then(|j| {
+            j["certbind"]["x-certbind-subject"]
+                .as_str()
+                .map(str::to_owned)
+        });
+        seen.as_deref() == Some(subject)
+    } else {
+        response.json_str("reason").as_deref() == Some("policy_denied")
+    }
+}
+
+/// The consumer's state across calls.
+#[derive(Debug)]
+pub struct Consumer {
+    config: ConsumerConfig,
+    client: HttpsClient,
+    tokens: TokenCache,
+    subject: String,
+}
+
+impl Consumer {
+    pub fn new(config: ConsumerConfig) -> Result<Self, crate::client::ClientError> {
+        let client = HttpsClient::for_workload(&config.pki_dir, Some(&config.name))?;
+        let tokens = TokenCache::new(AuthzClient::new(client.clone(), config.authz));
+        let subject = spiffe_id(&config.name);
+        Ok(Self {
+            config,
+            client,
+            tokens,
+            subject,
+        })
+    }
+
+    /// How many tokens were fetched so far.
+    pub fn tokens_fetched(&self) -> u32 {
+        self.tokens.fetched
+    }
+
+    fn addr(&self, service: &str) -> SocketAddr {
+        if service == "billing" {
+            self.config.billing
+        } else {
+            self.config.orders
+        }
+    }
+
+    fn request(call: &Call, token: &str) -> Request {
+        let request = Request::new(call.method, call.path).bearer(token);
+        if call.method == "POST" {
+            request.json(&json!({"item": "demo"}))
+        } else {
+            request
+        }
+    }
+
+    /// One call: token (cached or new), request, and on a 401 one retry with a new token.
+    pub async fn call(&mut self, round: u32, call: &Call) -> CallResult {
+        let mut result = CallResult {
+            round,
+            call: call.clone(),
+            status: None,
+            detail: String::new(),
+            upstream_subject: None,
+            fresh_token: false,
+            retried: false,
+            ok: false,
+        };
+        for attempt in 0..2 {
+            let token = match self.tokens.get(call.service, call.scope).await {
+                Ok((token, fresh)) => {
+                    result.fresh_token |= fresh;
+                    token
+                }
+                Err(e) => {
+                    result.detail = token_error(&e);
+                    return result;
+                }
+            };
+            let addr = self.addr(call.service);
+            let response = match self
+                .client
+                .send(addr, &Self::request(call, &token.access_token))
+                .await
+            {
+                Ok(response) => response,
+                Err(e) => {
+                    result.detail = e.to_string();
+                    return result;
+                }
+            };
+            // A 401 means the token went stale under us (rotated key, clock): get a new one once.
+            if response.status == 401 && attempt == 0 && call.expect != 401 {
+                self.tokens.invalidate(call.service, call.scope);
+                result.retried = true;
+                continue;
+            }
+            result.status = Some(response.status);
+            result.detail = response
+                .json_str("reason")
+                .unwrap_or_else(|| crate::authz::excerpt(&response.text()));
+            result.upstream_subject = response.json().and_then(|j| {
+                j["certbind"]["x-certbind-subject"]
+                    .as_str()
+                    .map(str::to_owned)
+            });
+            result.ok = answer_ok(call, &self.subject, &response);
+            return result;
+        }
+        result
+    }
+
+    /// Every round of the plan, calling `each` after each call.
+    pub async fn run(&mut self, mut each: impl FnMut(&CallResult)) -> Vec<CallResult> {
+        let calls = plan(self.config.least_privilege);
+        let mut results = Vec::new();
+        for round in 1..=self.config.rounds.max(1) {
+            if round > 1 {
+                tokio::time::sleep(self.config.interval).await;
+            }
+            for call in &calls {
+                let result = self.call(round, call).await;
+                each(&result);
+                results.push(result);
+            }
+        }
+        results
+    }
+}
+
+fn token_error(e: &AuthzError) -> String {
+    format!("no token: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: serde_json::Value) -> Response {
+        Response {
+            status,
+            headers: vec![],
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    #[test]
+    fn the_plan_ends_with_a_forbidden_call_only_when_asked() {
+        assert!(plan(false).iter().all(|c| c.expect == 200));
+        let last = plan(true).pop().unwrap();
+        assert_eq!(
+            (last.method, last.path, last.expect),
+            ("POST", "/billing/1", 403)
+        );
+    }
+
+    #[test]
+    fn an_allowed_call_must_reach_the_upstream_as_the_caller() {
+        let call = &plan(false)[0];
+        let me = spiffe_id("consumer");
+        let ok = response(200, json!({"certbind": {"x-certbind-subject": me}}));
+        assert!(answer_ok(call, &me, &ok));
+        let other = response(
+            200,
+            json!({"certbind": {"x-certbind-subject": spiffe_id("inventory")}}),
+        );
+        assert!(!answer_ok(call, &me, &other));
+        assert!(!answer_ok(
+            call,
+            &me,
+            &response(403, json!({"reason": "policy_denied"}))
+        ));
+    }
+
+    #[test]
+    fn the_forbidden_call_must_be_a_policy_denial() {
+        let call = plan(true).pop().unwrap();
+        let me = spiffe_id("consumer");
+        assert!(answer_ok(
+            &call,
+            &me,
+            &response(403, json!({"reason": "policy_denied"}))
+        ));
+        assert!(!answer_ok(
+            &call,
+            &me,
+            &response(403, json!({"reason": "other"}))
+        ));
+        assert!(!answer_ok(&call, &me, &response(200, json!({}))));
+    }
+}
