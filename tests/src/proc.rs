@@ -249,3 +249,87 @@ pub fn write_file(path: &Path, contents: &str) -> Result<(), Error> {
     f.write_all(contents.as_bytes())
         .map_err(Error::io(format!("writing {}", path.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(pid: u32) -> bool {
+        // A reaped child has no /proc entry; a zombie would still show "State: Z".
+        std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+        })
+    }
+
+    #[test]
+    fn drop_kills_and_reaps_the_child() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = Path::new("/bin/sh");
+        let args = ["-c".to_owned(), "echo ready now; exec sleep 30".to_owned()];
+        let proc = Proc::spawn(
+            "sleeper",
+            sh,
+            &args,
+            dir.path(),
+            Ready::LogLine("ready now".into()),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        let pid = proc.pid().unwrap();
+        assert!(alive(pid));
+        drop(proc);
+        assert!(!alive(pid), "child {pid} outlived its guard");
+    }
+
+    #[test]
+    fn a_child_that_dies_before_ready_is_an_error_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "-c".to_owned(),
+            "echo cannot bind port >&2; exit 3".to_owned(),
+        ];
+        let err = Proc::spawn(
+            "doomed",
+            Path::new("/bin/sh"),
+            &args,
+            dir.path(),
+            Ready::LogLine("listening on".into()),
+            Duration::from_secs(5),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("exited") && err.contains("cannot bind port"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn readiness_after_a_restart_ignores_the_previous_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "-c".to_owned(),
+            "echo listening on; exec sleep 30".to_owned(),
+        ];
+        let mut proc = Proc::new("twice", Path::new("/bin/sh"), &args, dir.path());
+        proc.start(
+            Ready::LogLine("listening on".into()),
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        proc.stop();
+        assert!(!proc.is_running());
+        // The old line is in the log, but this run never prints the new one: not ready.
+        let err = proc
+            .start(
+                Ready::LogLine("ready again".into()),
+                Duration::from_millis(300),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("not ready"), "{err}");
+        assert!(!proc.is_running());
+        assert_eq!(proc.log().matches("listening on").count(), 2);
+    }
+}
