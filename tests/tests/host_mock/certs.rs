@@ -1,0 +1,140 @@
+//! Test PKI: a P-256 CA and workload certificates (rcgen), and the connection properties
+//! Envoy 1.40 reports for a peer presenting one of them.
+
+use certbind_core::binding::CertThumbprint;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+    PKCS_ECDSA_P256_SHA256, SanType,
+};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+pub const TRUST_DOMAIN: &str = "certbind.test";
+
+pub fn spiffe(name: &str) -> String {
+    format!("spiffe://{TRUST_DOMAIN}/ns/demo/sa/{name}")
+}
+
+/// A client certificate as the sidecar sees it on the connection.
+#[derive(Debug, Clone)]
+pub struct Cert {
+    pub name: String,
+    pub der: Vec<u8>,
+    pub pem: String,
+    /// The URI SANs it carries (workload certificates carry exactly one).
+    pub uris: Vec<String>,
+}
+
+impl Cert {
+    /// Its SPIFFE ID (the first URI SAN), `""` if it has none.
+    pub fn spiffe_id(&self) -> String {
+        self.uris.first().cloned().unwrap_or_default()
+    }
+
+    /// RFC 8705 `x5t#S256`, computed by the same core function the filter uses.
+    pub fn cnf(&self) -> String {
+        CertThumbprint::from_der(&self.der).to_cnf()
+    }
+
+    /// Envoy's `connection.sha256_peer_certificate_digest`: lowercase hex of SHA-256(DER).
+    pub fn hex_digest(&self) -> String {
+        hex::encode(Sha256::digest(&self.der))
+    }
+
+    /// The properties Envoy 1.40 answers for an mTLS connection presenting this certificate.
+    /// Property values are raw bytes: strings as UTF-8, booleans as one byte.
+    pub fn properties(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut p = BTreeMap::new();
+        p.insert("connection.mtls".into(), vec![1]);
+        p.insert("connection.tls_version".into(), b"TLSv1.3".to_vec());
+        p.insert(
+            "connection.sha256_peer_certificate_digest".into(),
+            self.hex_digest().into_bytes(),
+        );
+        p.insert(
+            "connection.peer_certificate".into(),
+            self.pem.clone().into_bytes(),
+        );
+        if let Some(uri) = self.uris.first() {
+            p.insert(
+                "connection.uri_san_peer_certificate".into(),
+                uri.clone().into_bytes(),
+            );
+        }
+        p.insert(
+            "connection.subject_peer_certificate".into(),
+            format!("CN={}", self.name).into_bytes(),
+        );
+        p.insert("source.address".into(), b"127.0.0.1:40123".to_vec());
+        p.insert("source.port".into(), 40123i64.to_le_bytes().to_vec());
+        p
+    }
+}
+
+/// The properties of a TLS connection without a client certificate.
+pub fn no_client_cert_properties() -> BTreeMap<String, Vec<u8>> {
+    let mut p = BTreeMap::new();
+    p.insert("connection.mtls".into(), vec![0]);
+    p.insert("connection.tls_version".into(), b"TLSv1.3".to_vec());
+    p.insert("source.address".into(), b"127.0.0.1:40123".to_vec());
+    p
+}
+
+/// The CA and the demo workloads, plus deliberately odd certificates.
+pub struct Pki {
+    pub consumer: Cert,
+    pub inventory: Cert,
+    pub orders: Cert,
+    /// The consumer again with a new key: same SPIFFE ID, different thumbprint.
+    pub consumer_reissued: Cert,
+    /// A workload of another trust domain.
+    pub foreign: Cert,
+    /// No URI SAN at all.
+    pub no_san: Cert,
+    /// Two URI SANs (SPIFFE allows exactly one).
+    pub two_sans: Cert,
+}
+
+impl Pki {
+    pub fn generate() -> Self {
+        let ca = authority("certbind test CA");
+        Self {
+            consumer: leaf(&ca, "consumer", &[spiffe("consumer")]),
+            inventory: leaf(&ca, "inventory", &[spiffe("inventory")]),
+            orders: leaf(&ca, "orders", &[spiffe("orders")]),
+            consumer_reissued: leaf(&ca, "consumer", &[spiffe("consumer")]),
+            foreign: leaf(
+                &ca,
+                "mallory",
+                &["spiffe://evil.test/ns/demo/sa/consumer".into()],
+            ),
+            no_san: leaf(&ca, "nosan", &[]),
+            two_sans: leaf(&ca, "twosans", &[spiffe("consumer"), spiffe("inventory")]),
+        }
+    }
+}
+
+fn authority(cn: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, cn);
+    CertifiedIssuer::self_signed(params, key).expect("CA certificate")
+}
+
+fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, name: &str, uris: &[String]) -> Cert {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("leaf key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.subject_alt_names = uris
+        .iter()
+        .map(|u| SanType::URI(u.as_str().try_into().expect("URI SAN")))
+        .collect();
+    let cert = params.signed_by(&key, ca).expect("leaf certificate");
+    Cert {
+        name: name.into(),
+        der: cert.der().to_vec(),
+        pem: cert.pem(),
+        uris: uris.to_vec(),
+    }
+}
