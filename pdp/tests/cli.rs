@@ -1,4 +1,5 @@
 //! The binary: `check`, `eval`, and `serve` (startup refusal, the listening line, SIGTERM).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers outside #[test] fns
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Table-driven evaluation: every rule kind, each condition admitting and refusing,
 //! deny over allow, default deny, glob edges, method case, trailing slashes, the demo policy.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers outside #[test] fns
 
 mod common;
 

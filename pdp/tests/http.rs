@@ -1,5 +1,6 @@
 //! The HTTP API through `app()`: both decision APIs, health, metrics, caller checks and every
 //! class of bad input (never a 500, never an allow).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers outside #[test] fns
 
 mod common;
 

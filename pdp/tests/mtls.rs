@@ -1,6 +1,7 @@
 //! One real mTLS socket on a free port: the allowed caller gets decisions, another workload of
 //! the same CA gets 403, and a client without a certificate (or from another CA) is refused in
 //! the TLS handshake. Shutdown drains and returns.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers outside #[test] fns
 
 mod common;
 

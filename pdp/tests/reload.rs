@@ -1,5 +1,6 @@
 //! Hot reload on a real file: a valid edit applies within 2 s; an invalid edit is refused with
 //! file:line:column, counted, and the previous decisions stay.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // helpers outside #[test] fns
 
 mod common;
 

@@ -1,5 +1,9 @@
 //! Shared test helpers: decision requests, policy files, a throwaway PKI, HTTP through `app()`.
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)]
+// each test binary uses a different subset
+// Test helpers are not `#[test]` functions, so clippy.toml's test allowances do not reach them;
+// a failed setup should stop the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
