@@ -11,15 +11,11 @@ mod vm;
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;
 
-// The SDK's `main!` expands to the `#[no_mangle] _initialize` export Envoy calls at load
-// time (and a call of the WASI constructors); that export is the module's only unsafe surface.
-#[allow(unsafe_code)]
-mod entry {
-    use super::*;
-    proxy_wasm::main! {{
-        proxy_wasm::set_log_level(LogLevel::Info);
-        proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-            Box::new(root::Root::new(context_id))
-        });
-    }}
-}
+// The SDK's `main!` expands to the `_initialize` export Envoy calls at load time. It is
+// expanded inside the SDK's own macro, so the workspace-wide `forbid(unsafe_code)` holds here.
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(root::Root::new(context_id))
+    });
+}}

@@ -137,10 +137,16 @@ pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
     facts.tls_version = property(&["connection", "tls_version"]);
     let mut v = vm.try_borrow_mut().ok()?;
     facts.peer = v.engine.peer_identity(mtls, digest.as_deref(), || {
-        (
-            property(&["connection", "peer_certificate"]),
-            property(&["connection", "uri_san_peer_certificate"]),
-        )
+        let pem = property(&["connection", "peer_certificate"]);
+        log::debug!(
+            "certbind new peer certificate (PEM {})",
+            if pem.is_some() {
+                "available"
+            } else {
+                "absent: first URI SAN used"
+            }
+        );
+        (pem, property(&["connection", "uri_san_peer_certificate"]))
     });
     Some(facts)
 }
