@@ -156,7 +156,13 @@ pub fn assemble(header_json: &str, claims_json: &str, signature: &[u8]) -> Strin
 
 /// A compact ES256 JWS over exact JSON texts (for duplicate keys and other raw tricks).
 pub fn jws_raw(header_json: &str, claims_json: &str, key: &EcKey) -> String {
-    let signing_input = format!("{}.{}", b64url(header_json), b64url(claims_json));
+    sign_encoded(&b64url(header_json), &b64url(claims_json), key)
+}
+
+/// A validly signed JWS over parts given already encoded, even when they are not base64url at
+/// all: the signature is right, so only the parsing can refuse it.
+pub fn sign_encoded(header_b64: &str, claims_b64: &str, key: &EcKey) -> String {
+    let signing_input = format!("{header_b64}.{claims_b64}");
     let signature = key.sign(signing_input.as_bytes());
     format!("{signing_input}.{}", b64url(signature))
 }

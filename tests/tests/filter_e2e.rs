@@ -5,7 +5,9 @@
 //! rotate keys start their own.
 
 use certbind_core::config::Mode;
-use certbind_tests::tokens::{EcKey, assemble, b64url, decode_header, header, now};
+use certbind_tests::tokens::{
+    EcKey, assemble, b64url, decode_header, header, jws_raw, now, sign_encoded,
+};
 use certbind_tests::{Request, Response, System, spiffe_id};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
@@ -197,18 +199,60 @@ fn refuses_malformed_tokens() {
     let s = shared();
     let f = s.forge().unwrap();
     let good = f.token("consumer", "orders", "orders:read").unwrap();
-    let (h, rest) = good.split_once('.').unwrap();
+    let parts: Vec<&str> = good.split('.').collect();
+    let h = header(f.key().kid()).to_string();
+    let claims = f
+        .claims("consumer", "orders", "orders:read")
+        .unwrap()
+        .to_string();
+    // The claims are parsed only after the signature verified, so the bad ones are signed
+    // with the real key: only the parsing can refuse them.
     let cases = [
-        "abc".to_owned(),
-        "a.b".to_owned(),
-        format!("{good}.extra"),
-        format!("{h}.!!!.{}", rest.split_once('.').unwrap().1),
-        assemble("not json", "{}", &[0u8; 64]),
-        assemble(&header(f.key().kid()).to_string(), "[1,2]", &[0u8; 64]),
-        "x".repeat(20_000),
+        ("one part", "abc".to_owned()),
+        ("two parts", format!("{}.{}", parts[0], parts[1])),
+        ("four parts", format!("{good}.extra")),
+        (
+            "header not base64url",
+            format!("!!!.{}.{}", parts[1], parts[2]),
+        ),
+        ("header not JSON", assemble("not json", &claims, &[0u8; 64])),
+        (
+            "header duplicate alg",
+            assemble(
+                &format!(
+                    r#"{{"alg":"ES256","alg":"ES256","typ":"at+jwt","kid":"{}"}}"#,
+                    f.key().kid()
+                ),
+                &claims,
+                &[0u8; 64],
+            ),
+        ),
+        (
+            "claims not base64url",
+            sign_encoded(&b64url(&h), "!!!", f.key()),
+        ),
+        ("claims not an object", jws_raw(&h, "[1,2]", f.key())),
+        (
+            "claims duplicate sub",
+            jws_raw(
+                &h,
+                &claims.replacen('{', &format!(r#"{{"sub":"{}","#, spiffe_id("inventory")), 1),
+                f.key(),
+            ),
+        ),
+        (
+            "oversized",
+            format!("{}.{}.{}", parts[0], "A".repeat(20_000), parts[2]),
+        ),
     ];
-    for t in cases {
+    for (what, t) in cases {
         let r = get_with(s, "consumer", "orders", "/orders/1", &t);
+        assert_eq!(
+            r.json_str("reason").as_deref(),
+            Some("malformed_token"),
+            "{what}: {}",
+            r.text()
+        );
         expect_invalid_token(&r, "malformed_token");
     }
 }
@@ -223,7 +267,7 @@ fn refuses_algorithms_other_than_es256() {
         .to_string();
     for alg in ["HS256", "RS256", "ES384", "ES512", "EdDSA", "none"] {
         let h = json!({"alg": alg, "typ": "at+jwt", "kid": f.key().kid()}).to_string();
-        let t = certbind_tests::tokens::jws_raw(&h, &claims, f.key());
+        let t = jws_raw(&h, &claims, f.key());
         let r = get_with(s, "consumer", "orders", "/orders/1", &t);
         expect_invalid_token(&r, "unsupported_alg");
     }
@@ -279,6 +323,17 @@ fn refuses_a_bad_signature() {
     let edited = format!("{}.{}.{}", parts[0], b64url(claims.to_string()), parts[2]);
     expect_invalid_token(
         &get_with(s, "consumer", "orders", "/orders/1", &edited),
+        "bad_signature",
+    );
+    // No signature at all, and one of the wrong length.
+    let unsigned = format!("{}.{}.", parts[0], parts[1]);
+    expect_invalid_token(
+        &get_with(s, "consumer", "orders", "/orders/1", &unsigned),
+        "bad_signature",
+    );
+    let short = format!("{}.{}.{}", parts[0], parts[1], b64url([7u8; 63]));
+    expect_invalid_token(
+        &get_with(s, "consumer", "orders", "/orders/1", &short),
         "bad_signature",
     );
     // The "psychic signature" r = s = 0 (CVE-2022-21449).
