@@ -4,12 +4,13 @@
 
 use crate::authz::{AuthzClient, AuthzError, IssuedToken};
 use crate::client::{ClientError, HttpsClient, Request, Response};
-use crate::control::{Frozen, ProcessControl};
+use crate::control::{Dependency, Switch, outage};
 use crate::forge::{self, EcKey, spiffe_id};
 use serde_json::{Value, json};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Where the system under attack runs.
 #[derive(Debug, Clone)]
@@ -25,8 +26,8 @@ pub struct Target {
     pub state_dir: Option<PathBuf>,
     /// The authz-server's issuer URL.
     pub issuer: String,
-    /// Pids of the PDP and authz-server, for the fail-closed rows.
-    pub control: ProcessControl,
+    /// Takes the PDP or the authz-server down for the fail-closed rows.
+    pub control: Arc<dyn Switch>,
 }
 
 /// The service a row calls.
@@ -103,8 +104,8 @@ pub struct Probe {
     pub service: Service,
     pub caller: Caller,
     pub request: Request,
-    /// Frozen (SIGSTOP) while both calls of the row are sent.
-    pub freeze: Option<Frozen>,
+    /// Down while both calls of the row are sent.
+    pub outage: Option<Dependency>,
 }
 
 /// One row of the catalogue.
@@ -204,13 +205,11 @@ impl Answer {
                 .get("path")?
                 .as_str()
                 .map(|p| format!("upstream saw {p}")),
-            Show::Subject => Some(format!(
-                "upstream subject {}",
-                echo.get("certbind")
-                    .and_then(|c| c.get("x-certbind-subject"))
-                    .and_then(Value::as_str)
-                    .map_or("(none)".to_owned(), short_id)
-            )),
+            Show::Subject => echo
+                .get("certbind")
+                .and_then(|c| c.get("x-certbind-subject"))
+                .and_then(Value::as_str)
+                .map(|s| format!("upstream subject {}", short_id(s))),
         }
     }
 
@@ -543,7 +542,7 @@ fn probe(service: Service, caller: Caller, request: Request) -> Probe {
         service,
         caller,
         request,
-        freeze: None,
+        outage: None,
     }
 }
 
@@ -552,7 +551,7 @@ fn deny(status: u16, reason: &'static str) -> Expect {
 }
 
 /// The catalogue, in the order it runs: positive controls, attacks with real credentials,
-/// forgeries, insider rows, request tricks, then the rows that freeze a service.
+/// forgeries, insider rows, request tricks, then the rows that take a dependency down.
 pub fn catalogue(ctx: &Context) -> Vec<Attack> {
     use Caller::{Consumer, Inventory, NoCert, SelfSigned};
     use Service::{Billing, Orders};
@@ -610,13 +609,12 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
         insider: true,
         ..row(id, title, how, expect, probe)
     };
-    let frozen = |which: Frozen, mut p: Probe| -> Result<Probe, String> {
-        match ctx.target.control.pid(which) {
-            Some(_) => {
-                p.freeze = Some(which);
-                Ok(p)
-            }
-            None => Err(format!("needs {}", which.flag())),
+    let down = |which: Dependency, mut p: Probe| -> Result<Probe, String> {
+        if ctx.target.control.available(which) {
+            p.outage = Some(which);
+            Ok(p)
+        } else {
+            Err(format!("needs {}", which.flag()))
         }
     };
 
@@ -1034,11 +1032,11 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
         // ------------------------------------------------------- failures of dependencies
         row(
             "pdp-down",
-            "PDP down (frozen): must fail closed",
-            "PDP SIGSTOPped; consumer cert + valid token, GET /orders/<new id> (no cached decision)",
+            "PDP down: must fail closed",
+            "PDP down (SIGSTOP); consumer cert + valid token, GET /orders/<new id> (no cached decision)",
             deny(503, "pdp_unavailable"),
-            frozen(
-                Frozen::Pdp,
+            down(
+                Dependency::Pdp,
                 probe(
                     Orders,
                     Consumer,
@@ -1049,10 +1047,10 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
         control(
             "control-jwks-down-cached",
             "Control: authz-server (JWKS) down after start, valid token served from the cached JWKS",
-            "authz-server SIGSTOPped; consumer cert + valid token, GET /orders/<new id>",
+            "authz-server down (SIGSTOP); consumer cert + valid token, GET /orders/<new id>",
             &consumer,
-            frozen(
-                Frozen::Authz,
+            down(
+                Dependency::Authz,
                 probe(
                     Orders,
                     Consumer,
@@ -1063,7 +1061,7 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
         row(
             "jwks-down-unknown-kid",
             "JWKS down after start: a forged kid must still be refused",
-            "authz-server SIGSTOPped; consumer cert + attacker-signed token with an unknown kid",
+            "authz-server down (SIGSTOP); consumer cert + attacker-signed token with an unknown kid",
             // With the JWKS cached the kid is simply unknown; if the filter counts the failed
             // refetch instead, it refuses as unavailable. Both fail closed.
             Expect::Deny(vec![(401, "unknown_kid"), (503, "jwks_unavailable")]),
@@ -1071,7 +1069,7 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
                 let key = ctx.attacker.clone().with_kid("attacker-kid-2");
                 Ok(forge::es256(&forge::header(key.kid()), c, &key))
             })
-            .and_then(|p| frozen(Frozen::Authz, p)),
+            .and_then(|p| down(Dependency::Authz, p)),
         ),
     ]
 }
@@ -1085,22 +1083,25 @@ async fn send(client: &HttpsClient, addr: SocketAddr, request: &Request) -> Answ
 }
 
 /// Runs one row: the baseline call (anonymous, as from anywhere) and the certbind call (with the
-/// caller's certificate), with a service frozen around both when the row asks for it.
+/// caller's certificate), with a dependency down around both when the row asks for it.
 pub async fn run_one(ctx: &Context, attack: Attack) -> Row {
     let (baseline, certbind) = match &attack.probe {
         Err(why) => (Answer::NotRun(why.clone()), Answer::NotRun(why.clone())),
         Ok(p) => {
-            let thaw = match p.freeze.map(|which| ctx.target.control.freeze(which)) {
+            let guard = match p
+                .outage
+                .map(|which| outage(ctx.target.control.as_ref(), which))
+            {
                 Some(Err(e)) => {
-                    let why = format!("could not freeze: {e}");
+                    let why = format!("could not take it down: {e}");
                     return finish(attack, Answer::NotRun(why.clone()), Answer::NotRun(why));
                 }
-                Some(Ok(thaw)) => Some(thaw),
+                Some(Ok(guard)) => Some(guard),
                 None => None,
             };
             let baseline = send(&ctx.anonymous, ctx.baseline(p.service), &p.request).await;
             let certbind = send(ctx.client(p.caller), ctx.sidecar(p.service), &p.request).await;
-            drop(thaw);
+            drop(guard);
             (baseline, certbind)
         }
     };

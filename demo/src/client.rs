@@ -248,14 +248,24 @@ impl HttpsClient {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| classify(&e, "HTTP handshake"))?;
-        // The connection task ends with the exchange: its error, if any, surfaces in the
-        // response future below.
-        let driver = tokio::spawn(conn);
+        // The connection task ends with the exchange. When it dies first (a TLS 1.3 server
+        // refuses the client certificate only after the handshake), the request future just
+        // says "canceled": the real cause is the task's own error.
+        let mut driver = tokio::spawn(conn);
         let outcome = async {
-            let response = sender
-                .send_request(build(request)?)
-                .await
-                .map_err(|e| classify(&e, "request"))?;
+            let response = match sender.send_request(build(request)?).await {
+                Ok(response) => response,
+                Err(e) => {
+                    let cause = tokio::time::timeout(Duration::from_secs(1), &mut driver).await;
+                    return Err(match cause {
+                        Ok(Ok(Err(conn))) => match classify(&conn, "request") {
+                            tls @ ClientError::TlsRefused(_) => tls,
+                            _ => classify(&e, "request"),
+                        },
+                        _ => classify(&e, "request"),
+                    });
+                }
+            };
             let status = response.status().as_u16();
             let headers = response
                 .headers()

@@ -1,19 +1,20 @@
-//! Freezing a running service for the fail-closed rows: SIGSTOP makes the PDP or the
-//! authz-server hang exactly like a wedged process (TCP still accepts, nothing answers), and
-//! SIGCONT — sent by a guard, even when the row fails — brings it back.
+//! Taking a dependency down for the fail-closed rows. [`Switch`] is the seam: the bins freeze
+//! a process by pid ([`ProcessControl`]: SIGSTOP makes the PDP or the authz-server hang exactly
+//! like a wedged process — TCP still accepts, nothing answers — and SIGCONT brings it back),
+//! a test may stop and restart its own child instead. An [`Outage`] guard always restores it.
 
 use rustix::process::{Pid, Signal, kill_process};
 use std::fmt;
 use std::path::Path;
 
-/// A service the attacker may freeze.
+/// A dependency of the sidecar the attacker may take down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Frozen {
+pub enum Dependency {
     Pdp,
     Authz,
 }
 
-impl Frozen {
+impl Dependency {
     pub fn name(self) -> &'static str {
         match self {
             Self::Pdp => "pdp",
@@ -30,14 +31,14 @@ impl Frozen {
     }
 }
 
-/// The pids of the services that may be frozen; a missing one means its rows are not run.
+/// The pids of the dependencies that may be frozen; a missing one means its rows are not run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProcessControl {
     pub pdp: Option<u32>,
     pub authz: Option<u32>,
 }
 
-/// Why a service could not be frozen or thawed.
+/// Why a dependency could not be taken down or brought back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlError(pub String);
 
@@ -66,38 +67,87 @@ fn signal(pid: u32, signal: Signal) -> Result<(), ControlError> {
     kill_process(pid, signal).map_err(|e| ControlError(format!("signal to pid {raw}: {e}")))
 }
 
+/// Takes a dependency down and brings it back.
+pub trait Switch: fmt::Debug + Send + Sync {
+    /// Whether `which` can be taken down here.
+    fn available(&self, which: Dependency) -> bool;
+    /// Makes `which` stop answering.
+    fn down(&self, which: Dependency) -> Result<(), ControlError>;
+    /// Makes `which` answer again.
+    fn up(&self, which: Dependency) -> Result<(), ControlError>;
+}
+
+/// No dependency can be taken down (the outage rows are reported as not run).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSwitch;
+
+impl Switch for NoSwitch {
+    fn available(&self, _: Dependency) -> bool {
+        false
+    }
+    fn down(&self, which: Dependency) -> Result<(), ControlError> {
+        Err(ControlError(format!("cannot take {} down", which.name())))
+    }
+    fn up(&self, _: Dependency) -> Result<(), ControlError> {
+        Ok(())
+    }
+}
+
 impl ProcessControl {
-    pub fn pid(&self, which: Frozen) -> Option<u32> {
+    pub fn pid(&self, which: Dependency) -> Option<u32> {
         match which {
-            Frozen::Pdp => self.pdp,
-            Frozen::Authz => self.authz,
+            Dependency::Pdp => self.pdp,
+            Dependency::Authz => self.authz,
         }
     }
 
-    /// SIGSTOPs `which`; the returned guard SIGCONTs it when dropped.
-    pub fn freeze(&self, which: Frozen) -> Result<Thaw, ControlError> {
-        let pid = self.pid(which).ok_or_else(|| {
+    fn required_pid(&self, which: Dependency) -> Result<u32, ControlError> {
+        self.pid(which).ok_or_else(|| {
             ControlError(format!(
                 "no pid for {} (pass {})",
                 which.name(),
                 which.flag()
             ))
-        })?;
-        signal(pid, Signal::STOP)?;
-        Ok(Thaw { pid })
+        })
     }
 }
 
-/// Resumes a frozen process on drop.
-#[derive(Debug)]
-pub struct Thaw {
-    pid: u32,
+impl Switch for ProcessControl {
+    fn available(&self, which: Dependency) -> bool {
+        self.pid(which).is_some()
+    }
+
+    /// SIGSTOP.
+    fn down(&self, which: Dependency) -> Result<(), ControlError> {
+        signal(self.required_pid(which)?, Signal::STOP)
+    }
+
+    /// SIGCONT.
+    fn up(&self, which: Dependency) -> Result<(), ControlError> {
+        signal(self.required_pid(which)?, Signal::CONT)
+    }
 }
 
-impl Drop for Thaw {
+/// `which` is down until this guard is dropped.
+#[derive(Debug)]
+pub struct Outage<'a> {
+    switch: &'a dyn Switch,
+    which: Dependency,
+}
+
+/// Takes `which` down; it comes back when the returned guard is dropped, even on a failure.
+pub fn outage(switch: &dyn Switch, which: Dependency) -> Result<Outage<'_>, ControlError> {
+    switch.down(which)?;
+    Ok(Outage { switch, which })
+}
+
+impl Drop for Outage<'_> {
     fn drop(&mut self) {
-        if let Err(e) = signal(self.pid, Signal::CONT) {
-            eprintln!("certbind-demo: could not resume pid {}: {e}", self.pid);
+        if let Err(e) = self.switch.up(self.which) {
+            eprintln!(
+                "certbind-demo: could not bring {} back: {e}",
+                self.which.name()
+            );
         }
     }
 }
@@ -116,8 +166,10 @@ mod tests {
 
     #[test]
     fn refuses_to_freeze_without_a_pid() {
-        let err = ProcessControl::default().freeze(Frozen::Pdp).unwrap_err();
+        let err = outage(&ProcessControl::default(), Dependency::Pdp).unwrap_err();
         assert!(err.0.contains("--pdp-pid-file"), "{err}");
+        assert!(!NoSwitch.available(Dependency::Authz));
+        assert!(outage(&NoSwitch, Dependency::Authz).is_err());
     }
 
     #[test]
@@ -141,7 +193,8 @@ mod tests {
                 .unwrap()
                 .to_owned()
         };
-        let thaw = control.freeze(Frozen::Pdp).unwrap();
+        assert!(control.available(Dependency::Pdp) && !control.available(Dependency::Authz));
+        let thaw = outage(&control, Dependency::Pdp).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert_eq!(state(), "T");
         drop(thaw);

@@ -11,7 +11,7 @@ pub struct Counts {
     pub attacks_run: usize,
     /// Of those, admitted by the baseline.
     pub baseline_admitted: usize,
-    /// Of those, admitted by certbind (must be 0).
+    /// Of those, let through by certbind with the attack intact (must be 0).
     pub certbind_admitted: usize,
     /// Attack rows blocked with exactly the expected answer.
     pub blocked: usize,
@@ -34,7 +34,9 @@ impl Counts {
                 Verdict::Blocked | Verdict::Admitted | Verdict::WrongAnswer => {
                     c.attacks_run += 1;
                     c.baseline_admitted += usize::from(row.baseline.admitted());
-                    c.certbind_admitted += usize::from(row.certbind.admitted());
+                    // An attack certbind lets through but neutralises (spoofed headers
+                    // replaced) is blocked, not admitted: the verdict decides.
+                    c.certbind_admitted += usize::from(row.verdict == Verdict::Admitted);
                     c.blocked += usize::from(row.verdict == Verdict::Blocked);
                     c.wrong_answer += usize::from(row.verdict == Verdict::WrongAnswer);
                 }
@@ -76,8 +78,8 @@ fn cell(text: &str, width: usize) -> String {
     }
 }
 
-const W_ATTACK: usize = 62;
-const W_ANSWER: usize = 34;
+const W_ATTACK: usize = 56;
+const W_ANSWER: usize = 32;
 
 /// The terminal table's header line.
 pub fn header_line() -> String {

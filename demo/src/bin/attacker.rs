@@ -9,6 +9,7 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -91,10 +92,10 @@ async fn main() -> ExitCode {
         pki_dir: cli.pki_dir,
         state_dir: Some(cli.state_dir),
         issuer: cli.issuer,
-        control: ProcessControl {
+        control: Arc::new(ProcessControl {
             pdp: pid(&cli.pdp_pid_file, enabled),
             authz: pid(&cli.authz_pid_file, enabled),
-        },
+        }),
     };
     let ctx = match Context::prepare(target).await {
         Ok(ctx) => ctx,
