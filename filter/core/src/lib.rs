@@ -6,6 +6,7 @@ pub mod binding;
 pub mod cache;
 pub mod config;
 pub mod decision;
+pub mod dpop;
 pub mod flow;
 pub mod json;
 pub mod jwks;
