@@ -12,5 +12,6 @@ mod host_mock {
     pub mod tokens;
     pub mod vm;
 
+    mod refusals;
     mod smoke;
 }

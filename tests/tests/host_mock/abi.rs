@@ -592,7 +592,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             h.next_token += 1;
             let call = HttpCall {
                 token,
-                owner: h.effective,
+                from_context: h.effective,
                 cluster,
                 headers,
                 body,

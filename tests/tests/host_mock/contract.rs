@@ -91,6 +91,11 @@ pub fn check_reply(reply: &LocalResponse, request_id: Option<&str>) -> Result<An
             }
         }
         None => {
+            if body_error.as_deref().is_some_and(|e| e != reason) {
+                return Err(format!(
+                    "{reason}: body error {body_error:?}, expected none"
+                ));
+            }
             if challenge.contains("error=") {
                 return Err(format!(
                     "{reason}: WWW-Authenticate {challenge:?} carries an error"

@@ -260,8 +260,9 @@ pub struct Stream {
 #[derive(Debug, Clone)]
 pub struct HttpCall {
     pub token: u32,
-    /// The context that was effective when the call was made (its owner for cancellation).
-    pub owner: u32,
+    /// The context that was effective when the guest made the call (Envoy still makes it on
+    /// the root context).
+    pub from_context: u32,
     pub cluster: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
