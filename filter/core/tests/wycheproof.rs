@@ -96,14 +96,42 @@ fn jws_kid(jws: &str) -> Option<String> {
 /// The group's public key as a one-key JWKS (private members dropped), through certbind's
 /// JWKS parser, so keys meant for other uses are refused the way production refuses them.
 fn group_jwks(group: &Value) -> Result<KeySet, String> {
-    let mut jwk = group.get("public").unwrap_or(&group["private"]).clone();
-    let obj = jwk.as_object_mut().unwrap();
-    for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
-        obj.remove(private);
+    let key = group.get("public").unwrap_or(&group["private"]);
+    let mut keys = match key.get("keys") {
+        Some(Value::Array(keys)) => keys.clone(),
+        _ => vec![key.clone()],
+    };
+    for jwk in &mut keys {
+        let obj = jwk.as_object_mut().unwrap();
+        for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+            obj.remove(private);
+        }
+        obj.entry("kid").or_insert("wycheproof".into());
     }
-    obj.entry("kid").or_insert("wycheproof".into());
-    let body = serde_json::json!({ "keys": [jwk] }).to_string();
+    let body = serde_json::json!({ "keys": keys }).to_string();
     KeySet::parse(body.as_bytes()).map_err(|e| e.to_string())
+}
+
+/// The JWK file: no case publishes a usable ES256 key (wrong `alg`, `use`, curve, `kty`, an
+/// invalid point, symmetric keys), so every token in it must be refused.
+#[test]
+fn wycheproof_jwk_cases_never_yield_a_usable_key_for_a_token() {
+    let doc = corpus("json_web_key_test.json");
+    let mut count = 0;
+    for group in doc["testGroups"].as_array().unwrap() {
+        let jwks = group_jwks(group);
+        for t in tests_of(group) {
+            count += 1;
+            let jws = t["jws"].as_str().unwrap_or_default();
+            assert!(
+                certbind_verdict(jws, &jwks).is_err(),
+                "tcId {} ({}) was admitted",
+                t["tcId"],
+                group["comment"]
+            );
+        }
+    }
+    assert_eq!(count, 26);
 }
 
 #[test]

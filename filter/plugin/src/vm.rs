@@ -197,6 +197,16 @@ fn act(vm: &VmRef, ctx: u32, mut flow: Flow, mut step: Step, now: u64, resuming:
                 kind,
                 wait_until_ms,
             } => {
+                if sync_jwks(vm) {
+                    // Another VM just stored a newer set: that is the fetch this flow asks for.
+                    match resume_jwks(vm, &mut flow, now) {
+                        Some(next) => {
+                            step = next;
+                            continue;
+                        }
+                        None => return fail_closed(ctx, &flow.facts().request_id),
+                    }
+                }
                 let started = start_jwks_fetch(vm, kind, now);
                 if started == FetchStart::NotNow && kind == FetchKind::UnknownKid {
                     // Rate limited: the flow refuses the unknown `kid` now.
@@ -394,8 +404,6 @@ fn update_fetch_record(key: &str, change: impl Fn(&mut FetchRecord)) {
 
 /// Starts a JWKS fetch if this VM may (single flight across VMs, rate limit, backoff).
 pub fn start_jwks_fetch(vm: &VmRef, kind: FetchKind, now: u64) -> FetchStart {
-    // Another VM may have fetched already.
-    sync_jwks(vm);
     let Ok((key, due, policy)) = vm.try_borrow().map(|v| {
         (
             v.fetch_key.clone(),
