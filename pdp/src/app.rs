@@ -67,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .merge(guarded)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -103,6 +104,10 @@ async fn healthz() -> Response {
 
 async fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "not_found", None)
+}
+
+async fn method_not_allowed() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

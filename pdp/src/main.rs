@@ -44,6 +44,9 @@ enum Command {
             default_value = "spiffe://certbind.test/ns/demo/sa/envoy"
         )]
         callers: Vec<String>,
+        /// Log one JSON object per line (default: key=value text).
+        #[arg(long)]
+        log_json: bool,
     },
     /// Validate a policy file: exit 0 when valid, 1 with `file:line:column: message` when not.
     Check { file: PathBuf },
@@ -67,7 +70,8 @@ fn main() -> ExitCode {
             key,
             ca,
             callers,
-        } => run_serve(listen, &policies, &cert, &key, &ca, callers),
+            log_json,
+        } => run_serve(log_json, listen, &policies, &cert, &key, &ca, callers),
         Command::Check { file } => run_check(&file),
         Command::Eval { file, input, now } => run_eval(&file, &input, now),
     }
@@ -142,7 +146,23 @@ fn run_eval(file: &Path, input: &Path, now: Option<u64>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Logs go to stderr: `key=value` text (colours only on a terminal), or one JSON object per line.
+fn init_logging(json: bool) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
 fn run_serve(
+    log_json: bool,
     listen: SocketAddr,
     policies: &Path,
     cert: &Path,
@@ -150,13 +170,7 @@ fn run_serve(
     ca: &Path,
     callers: Vec<String>,
 ) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(log_json);
     for caller in &callers {
         if let Err(e) = certbind_core::binding::SpiffeId::parse(caller) {
             eprintln!("certbind-pdp: --callers `{caller}`: {e}");
@@ -209,8 +223,9 @@ fn run_serve(
             "policy loaded"
         );
         let state = AppState::new(store, metrics, callers);
+        let shutdown = serve::shutdown_signal(); // handlers installed before we announce
         eprintln!("certbind-pdp listening on https://{addr}");
-        serve::serve(listener, tls, app(state), serve::shutdown_signal()).await;
+        serve::serve(listener, tls, app(state), shutdown).await;
         watcher.abort();
         tracing::info!("certbind-pdp stopped");
         ExitCode::SUCCESS

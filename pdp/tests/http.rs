@@ -264,8 +264,9 @@ async fn unknown_routes_and_methods_are_not_500() {
     let (status, answer, _) = call(&state, Some("envoy"), "GET", "/v1/admin", Vec::new()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(answer["error"], "not_found");
-    let (status, _, _) = call(&state, Some("envoy"), "GET", "/v1/decision", Vec::new()).await;
+    let (status, answer, _) = call(&state, Some("envoy"), "GET", "/v1/decision", Vec::new()).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer["error"], "method_not_allowed");
 }
 
 #[tokio::test]
