@@ -30,13 +30,67 @@ pub struct EnvoyVars {
     pub billing_upstream_port: u16,
     pub issuer: String,
     pub mode: Mode,
-    pub jwks_refresh_s: u64,
-    pub jwks_min_refetch_s: u64,
-    pub jwks_max_stale_s: u64,
-    pub jwks_first_wait_ms: u64,
-    pub pdp_timeout_ms: u64,
-    pub decision_cache_size: usize,
-    pub token_cache_size: usize,
+    /// The optional plugin settings (`CB_*_EXTRA`); `None` leaves the filter's default.
+    pub tuning: FilterTuning,
+}
+
+/// Plugin settings a test or benchmark changes; each `None` keeps the filter's own default
+/// (`filter/core/src/config.rs`), so the defaults live in one place only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilterTuning {
+    pub jwks_refresh_interval_s: Option<u64>,
+    pub jwks_min_refetch_interval_s: Option<u64>,
+    pub jwks_max_stale_s: Option<u64>,
+    pub jwks_first_fetch_wait_ms: Option<u64>,
+    pub jwks_timeout_ms: Option<u64>,
+    pub pdp_timeout_ms: Option<u64>,
+    pub decision_cache_size: Option<usize>,
+    pub token_cache_size: Option<usize>,
+    pub clock_skew_s: Option<u64>,
+    pub forward_token: Option<bool>,
+}
+
+/// `, "name": value` for every member that is set.
+fn members(pairs: &[(&str, Option<String>)]) -> String {
+    pairs
+        .iter()
+        .filter_map(|(name, value)| Some(format!(", \"{name}\": {}", value.as_ref()?)))
+        .collect()
+}
+
+fn text<T: ToString>(value: Option<T>) -> Option<String> {
+    value.map(|v| v.to_string())
+}
+
+impl FilterTuning {
+    /// `CB_JWKS_EXTRA`: members appended to the plugin configuration's `jwks` object.
+    pub fn jwks_extra(&self) -> String {
+        members(&[
+            ("refresh_interval_s", text(self.jwks_refresh_interval_s)),
+            (
+                "min_refetch_interval_s",
+                text(self.jwks_min_refetch_interval_s),
+            ),
+            ("max_stale_s", text(self.jwks_max_stale_s)),
+            ("first_fetch_wait_ms", text(self.jwks_first_fetch_wait_ms)),
+            ("timeout_ms", text(self.jwks_timeout_ms)),
+        ])
+    }
+
+    /// `CB_PDP_EXTRA`: members appended to the `pdp` object.
+    pub fn pdp_extra(&self) -> String {
+        members(&[("timeout_ms", text(self.pdp_timeout_ms))])
+    }
+
+    /// `CB_FILTER_EXTRA`: members appended at the top level.
+    pub fn filter_extra(&self) -> String {
+        members(&[
+            ("decision_cache_size", text(self.decision_cache_size)),
+            ("token_cache_size", text(self.token_cache_size)),
+            ("clock_skew_s", text(self.clock_skew_s)),
+            ("forward_token", text(self.forward_token)),
+        ])
+    }
 }
 
 impl EnvoyVars {
@@ -56,13 +110,7 @@ impl EnvoyVars {
             billing_upstream_port: 7002,
             issuer: "https://127.0.0.1:9443".into(),
             mode: Mode::Enforce,
-            jwks_refresh_s: 300,
-            jwks_min_refetch_s: 30,
-            jwks_max_stale_s: 3600,
-            jwks_first_wait_ms: 5000,
-            pdp_timeout_ms: 200,
-            decision_cache_size: 1024,
-            token_cache_size: 1024,
+            tuning: FilterTuning::default(),
         }
     }
 
@@ -94,16 +142,9 @@ impl EnvoyVars {
             ),
             ("CB_ISSUER", self.issuer.clone()),
             ("CB_MODE", self.mode.as_str().to_owned()),
-            ("CB_JWKS_REFRESH_S", self.jwks_refresh_s.to_string()),
-            ("CB_JWKS_MIN_REFETCH_S", self.jwks_min_refetch_s.to_string()),
-            ("CB_JWKS_MAX_STALE_S", self.jwks_max_stale_s.to_string()),
-            ("CB_JWKS_FIRST_WAIT_MS", self.jwks_first_wait_ms.to_string()),
-            ("CB_PDP_TIMEOUT_MS", self.pdp_timeout_ms.to_string()),
-            (
-                "CB_DECISION_CACHE_SIZE",
-                self.decision_cache_size.to_string(),
-            ),
-            ("CB_TOKEN_CACHE_SIZE", self.token_cache_size.to_string()),
+            ("CB_JWKS_EXTRA", self.tuning.jwks_extra()),
+            ("CB_PDP_EXTRA", self.tuning.pdp_extra()),
+            ("CB_FILTER_EXTRA", self.tuning.filter_extra()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

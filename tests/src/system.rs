@@ -2,7 +2,7 @@
 //! Envoy with the real filter, each a [`Proc`] killed when the `System` is dropped.
 
 use crate::client::{Request, Response, TlsClient};
-use crate::envoy::{self, Admin, EnvoyVars};
+use crate::envoy::{self, Admin, EnvoyVars, FilterTuning};
 use crate::ports::{free_port, loopback};
 use crate::proc::{Proc, Ready, write_file};
 use crate::tokens::{EcKey, Forge, authz_active_key};
@@ -45,22 +45,17 @@ impl Ports {
     }
 }
 
-/// How to start a [`System`]. The defaults are the filter's, except that the unknown-`kid`
-/// refetch may happen every second (tests rotate keys and send unknown `kid`s back to back) and a
-/// request waits at most 2 s for the first JWKS.
+/// How to start a [`System`]. The plugin keeps its own defaults except where a test changes
+/// them, and two that every test wants: the unknown-`kid` refetch may happen every second (tests
+/// rotate keys and send unknown `kid`s back to back) and a request waits at most 2 s for the
+/// first JWKS.
 #[derive(Debug, Clone)]
 pub struct SystemBuilder {
     mode: Mode,
     concurrency: u32,
     start_authz: bool,
     start_pdp: bool,
-    jwks_refresh_s: u64,
-    jwks_min_refetch_s: u64,
-    jwks_max_stale_s: u64,
-    jwks_first_wait_ms: u64,
-    pdp_timeout_ms: u64,
-    decision_cache_size: usize,
-    token_cache_size: usize,
+    tuning: FilterTuning,
 }
 
 impl Default for SystemBuilder {
@@ -70,13 +65,11 @@ impl Default for SystemBuilder {
             concurrency: 1,
             start_authz: true,
             start_pdp: true,
-            jwks_refresh_s: 300,
-            jwks_min_refetch_s: 1,
-            jwks_max_stale_s: 3600,
-            jwks_first_wait_ms: 2000,
-            pdp_timeout_ms: 200,
-            decision_cache_size: 1024,
-            token_cache_size: 1024,
+            tuning: FilterTuning {
+                jwks_min_refetch_interval_s: Some(1),
+                jwks_first_fetch_wait_ms: Some(2000),
+                ..FilterTuning::default()
+            },
         }
     }
 }
@@ -116,22 +109,28 @@ impl SystemBuilder {
         max_stale_s: u64,
         first_wait_ms: u64,
     ) -> Self {
-        self.jwks_refresh_s = refresh_s;
-        self.jwks_min_refetch_s = min_refetch_s;
-        self.jwks_max_stale_s = max_stale_s;
-        self.jwks_first_wait_ms = first_wait_ms;
+        self.tuning.jwks_refresh_interval_s = Some(refresh_s);
+        self.tuning.jwks_min_refetch_interval_s = Some(min_refetch_s);
+        self.tuning.jwks_max_stale_s = Some(max_stale_s);
+        self.tuning.jwks_first_fetch_wait_ms = Some(first_wait_ms);
         self
     }
 
     pub fn pdp_timeout_ms(mut self, ms: u64) -> Self {
-        self.pdp_timeout_ms = ms;
+        self.tuning.pdp_timeout_ms = Some(ms);
         self
     }
 
     /// Verified-token and PDP-decision cache sizes per worker (0 turns a cache off).
     pub fn caches(mut self, token_cache_size: usize, decision_cache_size: usize) -> Self {
-        self.token_cache_size = token_cache_size;
-        self.decision_cache_size = decision_cache_size;
+        self.tuning.token_cache_size = Some(token_cache_size);
+        self.tuning.decision_cache_size = Some(decision_cache_size);
+        self
+    }
+
+    /// Any other plugin setting (see [`FilterTuning`]).
+    pub fn tuning(mut self, tune: impl FnOnce(&mut FilterTuning)) -> Self {
+        tune(&mut self.tuning);
         self
     }
 
@@ -313,13 +312,7 @@ impl System {
             billing_upstream_port: ports.billing_upstream,
             issuer: issuer.clone(),
             mode: b.mode,
-            jwks_refresh_s: b.jwks_refresh_s,
-            jwks_min_refetch_s: b.jwks_min_refetch_s,
-            jwks_max_stale_s: b.jwks_max_stale_s,
-            jwks_first_wait_ms: b.jwks_first_wait_ms,
-            pdp_timeout_ms: b.pdp_timeout_ms,
-            decision_cache_size: b.decision_cache_size,
-            token_cache_size: b.token_cache_size,
+            tuning: b.tuning.clone(),
         };
         let config = root.join("envoy.yaml");
         write_file(&config, &vars.render_sidecar()?)?;

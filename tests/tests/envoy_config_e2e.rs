@@ -3,7 +3,7 @@
 //! `envoy --mode validate`, which also runs the filter's own configuration check.
 
 use certbind_core::config::Mode;
-use certbind_tests::envoy::{EnvoyVars, SIDECAR_TEMPLATE, validate};
+use certbind_tests::envoy::{EnvoyVars, FilterTuning, SIDECAR_TEMPLATE, validate};
 use certbind_tests::ports::free_port;
 use certbind_tests::{prereq, proc::write_file, render};
 use std::collections::BTreeSet;
@@ -105,14 +105,20 @@ fn rendered_configs_pass_envoy_validate_in_both_modes_and_on_contract_ports() {
             EnvoyVars::contract(&dir.path().join("pki"), &wasm()),
         ),
     ];
-    // The tightest JWKS timings the tests use must be accepted too.
+    // Every optional member set, at the tightest values the tests use.
     let mut tight = test_vars(dir.path(), Mode::Enforce);
-    tight.jwks_refresh_s = 1;
-    tight.jwks_min_refetch_s = 1;
-    tight.jwks_max_stale_s = 2;
-    tight.jwks_first_wait_ms = 500;
-    tight.token_cache_size = 0;
-    tight.decision_cache_size = 0;
+    tight.tuning = FilterTuning {
+        jwks_refresh_interval_s: Some(1),
+        jwks_min_refetch_interval_s: Some(1),
+        jwks_max_stale_s: Some(2),
+        jwks_first_fetch_wait_ms: Some(500),
+        jwks_timeout_ms: Some(500),
+        pdp_timeout_ms: Some(100),
+        decision_cache_size: Some(0),
+        token_cache_size: Some(0),
+        clock_skew_s: Some(0),
+        forward_token: Some(true),
+    };
     configs.push(("tight", tight));
     for (name, vars) in configs {
         let path = dir.path().join(format!("{name}.yaml"));
@@ -132,4 +138,40 @@ fn validate_refuses_a_rendering_the_filter_refuses() {
     write_file(&path, &render::render(SIDECAR_TEMPLATE, &vars).unwrap()).unwrap();
     let err = validate(&path).unwrap_err().to_string();
     assert!(err.contains("certbind config refused"), "{err}");
+}
+
+#[test]
+fn the_make_up_rendering_with_only_the_required_variables_passes_validate() {
+    // What scripts/system.sh does: envsubst with the required variables exported and the
+    // optional `CB_*_EXTRA` ones unset.
+    let dir = pki();
+    let vars = EnvoyVars::contract(&dir.path().join("pki"), &wasm()).to_map();
+    let required: Vec<(&String, &String)> = vars
+        .iter()
+        .filter(|(k, _)| !k.ends_with("_EXTRA"))
+        .collect();
+    assert_eq!(required.len(), 13);
+    let mut child = Command::new("envsubst")
+        .env_clear()
+        .envs(required)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("envsubst is missing ({e}): install it with `apt-get install gettext-base`")
+        });
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(SIDECAR_TEMPLATE.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let path = dir.path().join("make-up.yaml");
+    write_file(&path, &String::from_utf8(out.stdout).unwrap()).unwrap();
+    if let Err(e) = validate(&path) {
+        panic!("{e}");
+    }
 }
