@@ -16,8 +16,9 @@
 //!   an allow rule matched but this condition did not hold (absent facts never satisfy one;
 //!   `token_too_old` also covers a missing `iat` or one more than 60 s in the future).
 //! - `no_matching_rule`: no rule matched (default deny, `policy_id` = `default-deny`).
-//! - `unnormalized_path`: dot segments, `//`, encoded `/` `\` `.` `%`, a query, control
-//!   characters... (`policy_id` = `path-guard`).
+//! - `unnormalized_path`: dot segments, `//`, `\`, a percent-encoded `/` `\` `%`, control or
+//!   unreserved character (`%2f`, `%5C`, `%2e`, `%61`...), a malformed escape, `?`/`#`, spaces
+//!   and controls, no leading `/` (`policy_id` = `path-guard`).
 //! - `invalid_subject`: the subject is not a SPIFFE ID (`policy_id` = `subject-guard`).
 //!
 //! When several allow rules nearly matched, `missing_scope` is preferred (obtaining the scope

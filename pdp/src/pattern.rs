@@ -206,11 +206,27 @@ fn path_probe(glob: &SegmentGlob) -> String {
     out
 }
 
-/// Percent-encodings that would change the path's meaning once decoded by the upstream:
-/// `/` (2F), `\` (5C), `.` (2E), `%` itself (25, double encoding) and NUL (00).
-const DANGEROUS_ENCODINGS: [&[u8; 2]; 5] = [b"2F", b"5C", b"2E", b"25", b"00"];
+/// Whether a percent-encoded byte makes a path ambiguous: an encoded `/` or `\\` (a second
+/// path separator), `%` (double encoding), a control character, or an unreserved character
+/// (RFC 3986 §2.3: ALPHA, DIGIT, `-`, `.`, `_`, `~`). A normalised path never encodes the
+/// latter (§6.2.2.2), and the upstream would decode `/orders/%61dmin` to a path a deny rule
+/// on `/orders/admin` never saw.
+fn is_ambiguous_encoding(byte: u8) -> bool {
+    matches!(byte, b'/' | b'\\' | b'%' | 0x00..=0x1f | 0x7f)
+        || byte.is_ascii_alphanumeric()
+        || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
 
-/// A segment as it may appear in a normalised path: no backslash, no dangerous
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A segment as it may appear in a normalised path: no backslash, no ambiguous or malformed
 /// percent-encoding, no control characters or spaces, no `?`/`#`.
 fn is_normalized_segment(segment: &str) -> bool {
     let bytes = segment.as_bytes();
@@ -219,12 +235,12 @@ fn is_normalized_segment(segment: &str) -> bool {
             b'\\' | b'?' | b'#' => return false,
             b if b <= b' ' || b == 0x7f => return false,
             b'%' => {
-                let hi = bytes.get(i + 1).map(u8::to_ascii_uppercase);
-                let lo = bytes.get(i + 2).map(u8::to_ascii_uppercase);
+                let hi = bytes.get(i + 1).copied().and_then(hex_value);
+                let lo = bytes.get(i + 2).copied().and_then(hex_value);
                 let (Some(hi), Some(lo)) = (hi, lo) else {
-                    return false; // a truncated escape
+                    return false; // a truncated or non-hex escape
                 };
-                if DANGEROUS_ENCODINGS.contains(&&[hi, lo]) {
+                if is_ambiguous_encoding(hi * 16 + lo) {
                     return false;
                 }
             }
@@ -235,7 +251,8 @@ fn is_normalized_segment(segment: &str) -> bool {
 }
 
 /// Whether a requested path is normalised: starts with `/`, no empty segment except a trailing
-/// `/`, no `.`/`..` segments, no encoded slash, backslash, dot or percent, no query/fragment.
+/// `/`, no `.`/`..` segments, no encoded `/`, `\`, `%`, control or unreserved character (so
+/// also no encoded dot), no query or fragment.
 /// Anything else is refused (`unnormalized_path`) before rules are consulted, because the
 /// upstream might resolve it to a path the rules never saw.
 pub fn is_normalized_path(path: &str) -> bool {
@@ -344,6 +361,8 @@ mod tests {
             "/orders/1",
             "/orders/a%20b",
             "/a/.well-known",
+            "/a%3Ab",
+            "/caf%C3%A9",
         ] {
             assert!(is_normalized_path(ok), "{ok}");
         }
@@ -366,6 +385,13 @@ mod tests {
             "/a%2",
             "/a\tb",
             "/a%00",
+            "/a%0a",
+            "/orders/%61dmin",
+            "/orders/%41",
+            "/a%7e",
+            "/a%2D",
+            "/a%5F",
+            "/a%zz",
         ] {
             assert!(!is_normalized_path(bad), "{bad}");
         }

@@ -608,6 +608,13 @@ fn every_rule_kind_and_condition_admits_and_refuses_as_specified() {
             UnnormalizedPath,
         ),
         c(
+            "encoded unreserved character refused (deny-rule bypass)",
+            get("consumer", "/orders/%61dmin", &["orders:read"]),
+            false,
+            "path-guard",
+            UnnormalizedPath,
+        ),
+        c(
             "double encoding refused",
             get("consumer", "/orders/%252f", &["orders:read"]),
             false,
