@@ -6,7 +6,8 @@ use crate::clients::Registry;
 use crate::grant;
 use crate::keys::{KeySet, KeyStore};
 use crate::oauth::{
-    ErrorCode, Form, LoggedError, MAX_BODY, OAuthError, is_form_content_type, no_store,
+    ErrorCode, Form, LoggedDetail, LoggedError, MAX_BODY, OAuthError, is_form_content_type,
+    no_store,
 };
 use crate::token::{self, Claims};
 use axum::body::Body;
@@ -17,8 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use certbind_core::binding::SpiffeId;
+use certbind_core::dpop::{self, ProofCheck, ProofWindow, ReplayCache};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// DER of the client certificate the TLS layer verified against the CA.
@@ -38,6 +40,13 @@ pub fn system_clock() -> Clock {
     })
 }
 
+/// How old a DPoP proof at `/token` may be (RFC 9449 §11.1: a short window bounds replay).
+pub const DPOP_MAX_AGE_S: u64 = 60;
+/// Clock difference tolerated between a DPoP client and us, both ways.
+pub const DPOP_CLOCK_SKEW_S: u64 = 5;
+/// Most DPoP proof `jti`s remembered at once; when full of live ones, new proofs are refused.
+pub const DPOP_REPLAY_CAPACITY: usize = 65_536;
+
 /// Everything the handlers need.
 #[derive(Clone)]
 pub struct AppState {
@@ -47,6 +56,10 @@ pub struct AppState {
     pub issuer: String,
     pub token_ttl: u64,
     pub clock: Clock,
+    /// The `iat` window of DPoP proofs at `/token`.
+    pub dpop_window: ProofWindow,
+    /// `jti`s of the DPoP proofs accepted at `/token`, until they leave the window.
+    pub dpop_replay: Arc<Mutex<ReplayCache>>,
 }
 
 impl AppState {
@@ -57,7 +70,17 @@ impl AppState {
             issuer: issuer.trim_end_matches('/').to_owned(),
             token_ttl,
             clock: system_clock(),
+            dpop_window: ProofWindow {
+                max_age_s: DPOP_MAX_AGE_S,
+                clock_skew_s: DPOP_CLOCK_SKEW_S,
+            },
+            dpop_replay: Arc::new(Mutex::new(ReplayCache::new(DPOP_REPLAY_CAPACITY))),
         }
+    }
+
+    /// The token endpoint's URL: what a DPoP proof's `htu` must name.
+    pub fn token_endpoint(&self) -> String {
+        format!("{}/token", self.issuer)
     }
 }
 
@@ -126,12 +149,8 @@ async fn token_endpoint(
     let cert = peer.as_ref().map(|Extension(p)| p.0.as_slice());
     // Authenticate before reading the body: an anonymous caller learns nothing else.
     grant::authenticate(&state.registry, cert)?;
-    if headers.contains_key("dpop") {
-        return Err(OAuthError::new(
-            ErrorCode::InvalidRequest,
-            "DPoP-bound tokens are not supported yet",
-        ));
-    }
+    // The proof is checked (and its `jti` spent) before the body is read.
+    let dpop_jkt = dpop_proof_key(&state, &headers)?;
     let form = read_form(&headers, body).await?;
     let grant = grant::decide(&state.registry, cert, &form)?;
     let keys = current_keys(&state)?;
@@ -139,17 +158,21 @@ async fn token_endpoint(
         .active()
         .ok_or_else(|| internal("no signing key", &"key directory is empty"))?;
     let jti = token::new_jti().map_err(|e| internal("no randomness for jti", &e))?;
-    let claims = Claims::new(&grant, &state.issuer, (state.clock)(), state.token_ttl, jti);
+    let mut claims = Claims::new(&grant, &state.issuer, (state.clock)(), state.token_ttl, jti);
+    if let Some(jkt) = &dpop_jkt {
+        claims = claims.bound_to_dpop_key(jkt);
+    }
     let access_token =
         token::encode(&claims, key).map_err(|e| internal("cannot encode token", &e))?;
     let body = serde_json::json!({
         "access_token": access_token,
-        "token_type": "Bearer",
+        "token_type": claims.token_type(),
         "expires_in": state.token_ttl,
         "scope": claims.scope,
     });
     let mut resp = (no_store(), Json(body)).into_response();
     resp.extensions_mut().insert(Issued {
+        token_type: claims.token_type(),
         client_id: claims.client_id,
         aud: claims.aud,
         jti: claims.jti,
@@ -158,9 +181,57 @@ async fn token_endpoint(
     Ok(resp)
 }
 
+/// RFC 9449 §5: with no `DPoP` header, `None` (the token is bound to the client certificate);
+/// with exactly one, the proof is checked — `htm` POST, `htu` this endpoint, `iat` in the
+/// window, `jti` never seen — and its key's `jkt` returned. Anything else is
+/// `invalid_dpop_proof`; which check failed goes to the log only.
+fn dpop_proof_key(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, OAuthError> {
+    let refused = |description: &'static str, detail: &'static str| {
+        OAuthError::new(ErrorCode::InvalidDpopProof, description).with_detail(detail)
+    };
+    let mut proofs = headers.get_all("dpop").iter();
+    let Some(proof) = proofs.next() else {
+        return Ok(None);
+    };
+    if proofs.next().is_some() {
+        return Err(refused(
+            "exactly one DPoP header is allowed",
+            "two_dpop_headers",
+        ));
+    }
+    let invalid = |e: dpop::DpopError| match e {
+        dpop::DpopError::Replayed => refused("the DPoP proof was already used", e.as_str()),
+        _ => refused("the DPoP proof is invalid", e.as_str()),
+    };
+    let proof = proof
+        .to_str()
+        .map_err(|_| invalid(dpop::DpopError::Malformed))?;
+    let now = (state.clock)();
+    let htu = state.token_endpoint();
+    let check = ProofCheck {
+        method: "POST",
+        htu: &htu,
+        now_s: now,
+        window: state.dpop_window,
+        access_token: None,
+        jkt: None,
+        nonces: &[],
+    };
+    let verified = dpop::verify_proof(proof, &check).map_err(invalid)?;
+    // A panic cannot happen while the lock is held; a poisoned set is still the best record.
+    state
+        .dpop_replay
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .check_and_record(&verified, now)
+        .map_err(invalid)?;
+    Ok(Some(verified.jkt().to_owned()))
+}
+
 /// What the request log says about an issued token (identifiers only, never the token).
 #[derive(Debug, Clone)]
 struct Issued {
+    token_type: &'static str,
     client_id: String,
     aud: String,
     jti: String,
@@ -210,7 +281,7 @@ fn active_answer(c: &Claims) -> serde_json::Value {
         "iat": c.iat,
         "nbf": c.nbf,
         "jti": c.jti,
-        "token_type": "Bearer",
+        "token_type": c.token_type(),
         "cnf": c.cnf,
     })
 }
@@ -250,6 +321,7 @@ async fn metadata_endpoint(State(state): State<AppState>) -> Response {
         "introspection_endpoint_auth_methods_supported": ["tls_client_auth"],
         "tls_client_certificate_bound_access_tokens": true,
         "access_token_signing_alg_values_supported": ["ES256"],
+        "dpop_signing_alg_values_supported": ["ES256"],
     });
     (headers, Json(body)).into_response()
 }
@@ -267,7 +339,8 @@ fn request_id() -> String {
 }
 
 /// One structured line per request: id, method, path (never the query), caller, status,
-/// OAuth error if any, duration. Never a token, key or certificate.
+/// OAuth error and its logged detail if any, what was issued, duration. Never a token, key or
+/// certificate.
 async fn log_request(req: Request, next: Next) -> Response {
     let id = request_id();
     let method = req.method().clone();
@@ -283,6 +356,7 @@ async fn log_request(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut resp = next.run(req).await;
     let error = resp.extensions().get::<LoggedError>().map_or("-", |e| e.0);
+    let detail = resp.extensions().get::<LoggedDetail>().map_or("-", |d| d.0);
     let issued = resp.extensions().get::<Issued>();
     tracing::info!(
         request_id = %id,
@@ -291,6 +365,8 @@ async fn log_request(req: Request, next: Next) -> Response {
         caller = %caller,
         status = resp.status().as_u16(),
         error = error,
+        detail = detail,
+        token_type = issued.map_or("-", |i| i.token_type),
         client_id = issued.map_or("-", |i| i.client_id.as_str()),
         aud = issued.map_or("-", |i| i.aud.as_str()),
         jti = issued.map_or("-", |i| i.jti.as_str()),

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     InvalidScope,
     /// An audience/resource the client may not get tokens for.
     InvalidTarget,
+    /// RFC 9449 §5: the `DPoP` proof is missing a check, invalid, replayed, or sent twice.
+    InvalidDpopProof,
     /// Something broke on our side; the detail is logged, never echoed.
     ServerError,
 }
@@ -38,6 +40,7 @@ impl ErrorCode {
             Self::UnsupportedGrantType => "unsupported_grant_type",
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
+            Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::ServerError => "server_error",
         }
     }
@@ -49,6 +52,8 @@ pub struct OAuthError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub description: &'static str,
+    /// A stable detail for the request log only (e.g. which DPoP check failed).
+    pub detail: Option<&'static str>,
 }
 
 impl OAuthError {
@@ -62,6 +67,15 @@ impl OAuthError {
             status,
             code,
             description,
+            detail: None,
+        }
+    }
+
+    /// The same error with a detail for the log (never sent to the client).
+    pub fn with_detail(self, detail: &'static str) -> Self {
+        Self {
+            detail: Some(detail),
+            ..self
         }
     }
 
@@ -70,6 +84,7 @@ impl OAuthError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: ErrorCode::InvalidRequest,
             description: "request body larger than 16 KiB",
+            detail: None,
         }
     }
 }
@@ -77,6 +92,10 @@ impl OAuthError {
 /// Marker left in response extensions so the request log can name the error.
 #[derive(Debug, Clone, Copy)]
 pub struct LoggedError(pub &'static str);
+
+/// Marker left in response extensions so the request log can say why (never sent).
+#[derive(Debug, Clone, Copy)]
+pub struct LoggedDetail(pub &'static str);
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
@@ -87,6 +106,9 @@ impl IntoResponse for OAuthError {
         let mut resp = (self.status, no_store(), Json(body)).into_response();
         resp.extensions_mut()
             .insert(LoggedError(self.code.as_str()));
+        if let Some(detail) = self.detail {
+            resp.extensions_mut().insert(LoggedDetail(detail));
+        }
         resp
     }
 }
@@ -208,6 +230,9 @@ mod tests {
             OAuthError::new(ErrorCode::InvalidScope, "x").status,
             StatusCode::BAD_REQUEST
         );
+        let dpop = OAuthError::new(ErrorCode::InvalidDpopProof, "x");
+        assert_eq!(dpop.status, StatusCode::BAD_REQUEST);
+        assert_eq!(dpop.code.as_str(), "invalid_dpop_proof");
         assert_eq!(
             OAuthError::too_large().status,
             StatusCode::PAYLOAD_TOO_LARGE

@@ -1,5 +1,6 @@
-//! The access token: RFC 9068 JWT claims bound to the client certificate (RFC 8705), signed
-//! ES256 as a compact JWS; and the verifier `/introspect` uses for tokens we issued.
+//! The access token: RFC 9068 JWT claims bound to the client certificate (RFC 8705) or to a
+//! DPoP key (RFC 9449), signed ES256 as a compact JWS; and the verifier `/introspect` uses for
+//! tokens we issued.
 
 use crate::grant::Grant;
 use crate::keys::{Key, KeySet};
@@ -16,12 +17,29 @@ struct Header {
     kid: String,
 }
 
-/// `cnf` (RFC 7800) with the RFC 8705 certificate thumbprint.
+/// `cnf` (RFC 7800): exactly one binding, the client certificate or a DPoP key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Confirmation {
+    /// RFC 8705 §3.1: `{"x5t#S256": ...}`.
+    Certificate(CertificateConfirmation),
+    /// RFC 9449 §6.1: `{"jkt": ...}`.
+    DpopKey(DpopKeyConfirmation),
+}
+
+/// The RFC 8705 certificate thumbprint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Confirmation {
+pub struct CertificateConfirmation {
     #[serde(rename = "x5t#S256")]
     pub x5t_s256: String,
+}
+
+/// The RFC 7638 thumbprint of the DPoP proof key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopKeyConfirmation {
+    pub jkt: String,
 }
 
 /// Exactly the claims of CONTRACT §3.
@@ -53,9 +71,28 @@ impl Claims {
             nbf: now,
             exp: now.saturating_add(ttl),
             jti,
-            cnf: Confirmation {
+            cnf: Confirmation::Certificate(CertificateConfirmation {
                 x5t_s256: grant.thumbprint.to_cnf(),
-            },
+            }),
+        }
+    }
+
+    /// The same claims bound to a DPoP key (`cnf.jkt`) instead of the client certificate.
+    pub fn bound_to_dpop_key(self, jkt: &str) -> Self {
+        Self {
+            cnf: Confirmation::DpopKey(DpopKeyConfirmation {
+                jkt: jkt.to_owned(),
+            }),
+            ..self
+        }
+    }
+
+    /// The OAuth `token_type` (RFC 6749 §7.1, RFC 9449 §5): `DPoP` for a DPoP-bound token,
+    /// `Bearer` for a certificate-bound one (RFC 8705 keeps the Bearer scheme).
+    pub fn token_type(&self) -> &'static str {
+        match self.cnf {
+            Confirmation::Certificate(_) => "Bearer",
+            Confirmation::DpopKey(_) => "DPoP",
         }
     }
 }
@@ -194,6 +231,52 @@ mod tests {
                 .len(),
             16
         );
+    }
+
+    #[test]
+    fn a_dpop_bound_token_carries_only_cnf_jkt_and_verifies() {
+        let (_d, set) = keys();
+        let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
+        let claims =
+            Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap()).bound_to_dpop_key(jkt);
+        assert_eq!(claims.token_type(), "DPoP");
+        let jws = encode(&claims, set.active().unwrap()).unwrap();
+        let body = b64json(jws.split('.').nth(1).unwrap());
+        assert_eq!(body["cnf"], serde_json::json!({ "jkt": jkt }));
+        assert_eq!(body.as_object().unwrap().len(), 10);
+        assert_eq!(verify(&jws, &set, ISS, 1000), Some(claims));
+    }
+
+    #[test]
+    fn a_certificate_bound_token_is_a_bearer_token() {
+        let claims = Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap());
+        assert_eq!(claims.token_type(), "Bearer");
+    }
+
+    #[test]
+    fn refuses_a_signed_token_whose_cnf_is_not_exactly_one_binding() {
+        let (_d, set) = keys();
+        let key = set.active().unwrap();
+        let claims = Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap());
+        let mut body = serde_json::to_value(&claims).unwrap();
+        for cnf in [
+            serde_json::json!({}),
+            serde_json::json!({"x5t#S256": "a", "jkt": "b"}),
+            serde_json::json!({"jkt": "b", "extra": 1}),
+            serde_json::json!({"jkt": 7}),
+        ] {
+            body["cnf"] = cnf.clone();
+            let mut jws = URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"alg":"ES256","typ":"at+jwt","kid":"{}"}}"#,
+                key.kid()
+            ));
+            jws.push('.');
+            jws.push_str(&URL_SAFE_NO_PAD.encode(body.to_string()));
+            let sig = key.sign(jws.as_bytes());
+            jws.push('.');
+            jws.push_str(&URL_SAFE_NO_PAD.encode(sig));
+            assert_eq!(verify(&jws, &set, ISS, 1000), None, "{cnf}");
+        }
     }
 
     #[test]
