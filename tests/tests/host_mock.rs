@@ -12,6 +12,10 @@ mod host_mock {
     pub mod tokens;
     pub mod vm;
 
+    mod caches;
+    mod jwks;
+    mod lifecycle;
+    mod pdp;
     mod refusals;
     mod smoke;
 }

@@ -756,6 +756,10 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 (2, _) => ok(Status::BadArgument),
                 (_, o) => {
                     m.value = m.value.saturating_add_signed(o);
+                    let name = m.name.clone();
+                    if let Some(s) = h.stream() {
+                        s.counted.push(name);
+                    }
                     ok(Status::Ok)
                 }
             }

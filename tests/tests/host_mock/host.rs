@@ -254,6 +254,8 @@ pub struct Stream {
     /// The guest reset the stream (`proxy_close_stream`).
     pub reset: bool,
     pub deleted: bool,
+    /// Counters incremented while this stream was the effective context (its decision).
+    pub counted: Vec<String>,
 }
 
 /// An outgoing `proxy_http_call` as the guest made it.

@@ -160,7 +160,6 @@ pub struct Exchange {
     pub ctx: u32,
     pub request_id: String,
     pub token: Option<String>,
-    stats_before: BTreeMap<String, u64>,
     finished: bool,
 }
 
@@ -586,7 +585,6 @@ impl Sidecar {
         properties: BTreeMap<String, Vec<u8>>,
         token: Option<String>,
     ) -> Exchange {
-        let stats_before = self.stats();
         let vmr = &mut self.vms[vm];
         let ctx = vmr.next_context;
         vmr.next_context += 1;
@@ -619,7 +617,6 @@ impl Sidecar {
             ctx,
             request_id,
             token,
-            stats_before,
             finished: false,
         }
     }
@@ -830,8 +827,16 @@ impl Verdict<'_> {
         )
     }
 
+    /// How often `name` was incremented while this request was the effective context, i.e.
+    /// by this request's decision (concurrent requests do not disturb it).
     fn counted(&self, name: &str) -> u64 {
-        self.sidecar.counter(name) - self.ex.stats_before.get(name).copied().unwrap_or(0)
+        self.sidecar.vms[self.ex.vm]
+            .host()
+            .streams
+            .get(&self.ex.ctx)
+            .map_or(0, |s| {
+                s.counted.iter().filter(|n| *n == name).count() as u64
+            })
     }
 
     /// Asserts the filter refused with `status` and `reason` exactly as CONTRACT §4 says
