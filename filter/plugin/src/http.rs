@@ -49,6 +49,26 @@ impl HttpContext for Http {
             Action::Pause
         }
     }
+
+    // While the checks wait (JWKS or PDP), body and trailers wait too: nothing of the request
+    // may reach the upstream before the decision.
+    fn on_http_request_body(&mut self, _body_size: usize, _end_of_stream: bool) -> Action {
+        self.hold_while_checking()
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.hold_while_checking()
+    }
+}
+
+impl Http {
+    fn hold_while_checking(&self) -> Action {
+        vm::enter(self.context_id);
+        match &self.vm {
+            Some(vm) if !vm::is_waiting(vm, self.context_id) => Action::Continue,
+            _ => Action::Pause,
+        }
+    }
 }
 
 impl Drop for Http {

@@ -335,6 +335,12 @@ fn record(vm: &VmRef, ctx: u32, flow: &Flow, outcome: Outcome) {
     );
 }
 
+/// Whether request `ctx` is paused waiting for keys or the PDP (or its state is busy).
+pub fn is_waiting(vm: &VmRef, ctx: u32) -> bool {
+    vm.try_borrow()
+        .map_or(true, |v| v.parked.contains_key(&ctx))
+}
+
 /// The request context went away: forget its paused flow and calls. A JWKS fetch whose
 /// answer would have gone to it frees its lease so another context can fetch.
 pub fn forget_context(vm: &VmRef, ctx: u32) {
