@@ -530,6 +530,33 @@ impl System {
     pub fn envoy_pid(&self) -> Option<u32> {
         self.envoy.pid()
     }
+
+    /// The PDP's pid while it runs.
+    pub fn pdp_pid(&self) -> Option<u32> {
+        self.pdp.pid()
+    }
+
+    /// The authz-server's pid while it runs.
+    pub fn authz_pid(&self) -> Option<u32> {
+        self.authz.pid()
+    }
+}
+
+/// Sends `signal` (e.g. `STOP`, `CONT`) to `pid` with kill(1): a stopped service still accepts
+/// connections (the kernel's backlog) but never answers, which is how a hung service looks.
+pub fn signal(pid: u32, signal: &str) -> Result<(), Error> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .map_err(Error::io("running kill"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::Proc(format!(
+            "kill -{signal} {pid} failed ({status})"
+        )))
+    }
 }
 
 fn authz_ready() -> Ready {

@@ -5,6 +5,7 @@
 //! rotate keys start their own.
 
 use certbind_core::config::Mode;
+use certbind_tests::system::signal;
 use certbind_tests::tokens::{
     EcKey, assemble, b64url, decode_header, header, jws_raw, now, sign_encoded,
 };
@@ -411,6 +412,12 @@ fn refuses_a_token_without_a_certificate_binding() {
 fn refuses_a_stolen_token_replayed_with_another_certificate() {
     let s = shared();
     let stolen = token(s, "consumer", "orders", "orders:read");
+    // Used legitimately first, so it sits in the verified-token cache: the binding is still
+    // checked against each connection's certificate.
+    expect_admitted(
+        &get_with(s, "consumer", "orders", "/orders/1", &stolen),
+        "orders",
+    );
     let r = get_with(s, "inventory", "orders", "/orders/1", &stolen);
     expect_invalid_token(&r, "binding_mismatch");
 }
@@ -462,6 +469,11 @@ fn refuses_calls_the_policy_does_not_grant_with_access_denied() {
 fn refuses_a_call_whose_scope_is_missing_with_insufficient_scope() {
     let s = shared();
     let read = token(s, "consumer", "orders", "orders:read");
+    // Allowed for GET (and cached), so the decision cache must not answer for POST.
+    expect_admitted(
+        &get_with(s, "consumer", "orders", "/orders", &read),
+        "orders",
+    );
     let r = call(
         s,
         "consumer",
@@ -607,10 +619,14 @@ fn picks_up_a_rotated_signing_key_without_restarting_envoy() {
         "authz-server still signs with the old key"
     );
     assert_ne!(decode_header(&old).unwrap()["kid"], new_kid.as_str());
-    expect_admitted(
-        &get_with(&s, "consumer", "orders", "/orders/1", &new),
-        "orders",
+    // The unknown kid triggers a refetch, rate-limited to one per second here (and the JWKS
+    // was just fetched at start), so the first tries may still answer unknown_kid.
+    let r = poll(
+        Duration::from_secs(5),
+        || get_with(&s, "consumer", "orders", "/orders/1", &new),
+        |r| r.status != 401 || r.json_str("reason").as_deref() != Some("unknown_kid"),
     );
+    expect_admitted(&r, "orders");
     expect_admitted(
         &get_with(&s, "consumer", "orders", "/orders/2", &old),
         "orders",
@@ -719,6 +735,18 @@ fn answers_503_pdp_unavailable_while_the_pdp_is_down_then_recovers() {
         |r| r.status == 200,
     );
     expect_admitted(&r, "orders");
+    // A hung PDP (stopped: connections are accepted, never answered) times out: 503, fast.
+    let pid = s.pdp_pid().unwrap();
+    signal(pid, "STOP").unwrap();
+    let started = Instant::now();
+    let r = get_with(&s, "consumer", "orders", "/orders/55", &t);
+    let waited = started.elapsed();
+    signal(pid, "CONT").unwrap();
+    expect_refused(&r, 503, "pdp_unavailable", "temporarily_unavailable");
+    assert!(
+        waited < Duration::from_secs(2),
+        "the 200 ms PDP timeout took {waited:?}"
+    );
     // A decision already cached keeps being served; a new one fails closed again.
     s.stop_pdp();
     expect_admitted(
