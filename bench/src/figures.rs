@@ -1,0 +1,275 @@
+//! The figures (PNG, plotters' bitmap backend), drawn only from what this run measured:
+//! throughput per scenario, open-loop latency CDFs, and Envoy CPU per request stage by stage.
+
+use crate::method::{Measurements, ScenarioData};
+use crate::scenarios::Scenario;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+
+const FONT: &str = "sans-serif";
+const FONT_FILES: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
+
+/// Registers a TrueType font with plotters (pure-Rust text rendering needs one), once.
+fn register_font() -> Result<(), String> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let path = FONT_FILES
+            .iter()
+            .map(Path::new)
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                "no DejaVuSans.ttf for the figures' text: `apt-get install fonts-dejavu-core`"
+                    .to_owned()
+            })?;
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        // plotters keeps fonts for the life of the process.
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font(FONT, FontStyle::Normal, bytes)
+            .map_err(|_| format!("{} is not a usable font", path.display()))
+    })
+    .clone()
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// One bar: label, value, optional (min, max) whisker.
+struct Bar {
+    label: String,
+    value: f64,
+    range: Option<(f64, f64)>,
+}
+
+fn bar_chart(path: &Path, title: &str, y_desc: &str, bars: &[Bar]) -> Result<(), String> {
+    let root = BitMapBackend::new(path, (1200, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let top = bars
+        .iter()
+        .map(|b| b.range.map_or(b.value, |r| r.1).max(b.value))
+        .fold(0.0_f64, f64::max)
+        * 1.15;
+    let n = bars.len() as i32;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, (FONT, 26))
+        .margin(15)
+        .x_label_area_size(70)
+        .y_label_area_size(80)
+        .build_cartesian_2d((0..n).into_segmented(), 0.0..top.max(1.0))
+        .map_err(err)?;
+    let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(bars.len())
+        .x_label_formatter(&|v| match v {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => labels
+                .get(usize::try_from(*i).unwrap_or(usize::MAX))
+                .cloned()
+                .unwrap_or_default(),
+            SegmentValue::Last => String::new(),
+        })
+        .x_label_style((FONT, 15))
+        .y_label_style((FONT, 15))
+        .y_desc(y_desc)
+        .axis_desc_style((FONT, 17))
+        .draw()
+        .map_err(err)?;
+    for (i, b) in bars.iter().enumerate() {
+        let i = i as i32;
+        let color = Palette99::pick(i as usize).to_rgba();
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0.0),
+                    (SegmentValue::Exact(i + 1), b.value),
+                ],
+                color.filled(),
+            )))
+            .map_err(err)?;
+        if let Some((lo, hi)) = b.range {
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![
+                        (SegmentValue::CenterOf(i), lo),
+                        (SegmentValue::CenterOf(i), hi),
+                    ],
+                    BLACK.stroke_width(2),
+                )))
+                .map_err(err)?;
+        }
+        chart
+            .draw_series(std::iter::once(Text::new(
+                format!("{:.0}", b.value),
+                (
+                    SegmentValue::CenterOf(i),
+                    b.range.map_or(b.value, |r| r.1.max(b.value)) + top * 0.02,
+                ),
+                (FONT, 15).into_font(),
+            )))
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+fn measured(m: &Measurements, s: Scenario) -> Option<&ScenarioData> {
+    m.data.get(&s).filter(|d| !d.closed.is_empty())
+}
+
+fn throughput(m: &Measurements, dir: &Path) -> Result<Option<PathBuf>, String> {
+    let bars: Vec<Bar> = Scenario::ALL
+        .iter()
+        .filter_map(|s| {
+            let d = measured(m, *s)?;
+            let rps: Vec<f64> = d.closed.iter().map(|x| x.rps).collect();
+            Some(Bar {
+                label: s.id().to_owned(),
+                value: ScenarioData::median_of(&d.closed, |x| x.rps)?,
+                range: Some((
+                    rps.iter().copied().fold(f64::INFINITY, f64::min),
+                    rps.iter().copied().fold(0.0, f64::max),
+                )),
+            })
+        })
+        .collect();
+    if bars.is_empty() {
+        return Ok(None);
+    }
+    let path = dir.join("throughput.png");
+    bar_chart(
+        &path,
+        "Closed-loop throughput per scenario (median, min-max of rounds)",
+        "requests / s",
+        &bars,
+    )?;
+    Ok(Some(path))
+}
+
+fn stage_cost(m: &Measurements, dir: &Path) -> Result<Option<PathBuf>, String> {
+    let stages = [
+        (Scenario::S0, "HTTP"),
+        (Scenario::S1, "+TLS"),
+        (Scenario::S2, "+mTLS"),
+        (Scenario::S2w, "+Wasm floor"),
+        (Scenario::S3, "+JWT (jwt_authn)"),
+        (Scenario::S5, "+certbind JWT+binding+PDP"),
+        (Scenario::S4, "+JWT+ext_authz PDP"),
+    ];
+    let bars: Vec<Bar> = stages
+        .iter()
+        .filter_map(|(s, label)| {
+            let d = measured(m, *s)?;
+            Some(Bar {
+                label: format!("{} {label}", s.id()),
+                value: ScenarioData::median_of(&d.closed, |x| x.cpu_us_per_req)?,
+                range: None,
+            })
+        })
+        .collect();
+    if bars.is_empty() {
+        return Ok(None);
+    }
+    let path = dir.join("stage_cost.png");
+    bar_chart(
+        &path,
+        "Envoy CPU per request, stage by stage (median of rounds)",
+        "µs of Envoy CPU per request",
+        &bars,
+    )?;
+    Ok(Some(path))
+}
+
+fn latency_cdf(m: &Measurements, dir: &Path) -> Result<Option<PathBuf>, String> {
+    let curves: Vec<(Scenario, Vec<(f64, f64)>)> = m
+        .data
+        .iter()
+        .filter_map(|(s, d)| {
+            let h = d.open_hist.as_ref().filter(|h| h.len() > 0)?;
+            let mut qs: Vec<f64> = (0..=100).map(|i| f64::from(i) / 100.0).collect();
+            qs.extend([0.995, 0.999, 0.9995, 0.9999]);
+            qs.sort_by(f64::total_cmp);
+            let pts = qs
+                .into_iter()
+                .map(|q| ((h.value_at_quantile(q).max(1)) as f64, q * 100.0))
+                .collect();
+            Some((*s, pts))
+        })
+        .collect();
+    if curves.is_empty() {
+        return Ok(None);
+    }
+    let max_x = curves
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(x, _)| *x))
+        .fold(10.0, f64::max)
+        * 1.5;
+    let min_x = curves
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|(x, _)| *x))
+        .fold(f64::INFINITY, f64::min)
+        .max(1.0)
+        * 0.8;
+    let rate = m.open_rate.unwrap_or(0.0);
+    let path = dir.join("latency_cdf.png");
+    let root = BitMapBackend::new(path.as_path(), (1200, 650)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Open-loop latency CDF at {rate:.0} rps (from intended send time)"),
+            (FONT, 26),
+        )
+        .margin(15)
+        .x_label_area_size(60)
+        .y_label_area_size(70)
+        .build_cartesian_2d((min_x..max_x).log_scale(), 0.0..100.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("latency, µs (log)")
+        .y_desc("percent of requests")
+        .x_label_style((FONT, 15))
+        .y_label_style((FONT, 15))
+        .axis_desc_style((FONT, 17))
+        .draw()
+        .map_err(err)?;
+    for (i, (s, pts)) in curves.into_iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(err)?
+            .label(format!("{} {}", s.id(), s.describe()))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    drop(chart);
+    drop(root);
+    Ok(Some(path))
+}
+
+/// Draws every figure the measurements allow into `dir`; returns the files written.
+pub fn draw_all(m: &Measurements, dir: &Path) -> Result<Vec<PathBuf>, String> {
+    register_font()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok([
+        throughput(m, dir)?,
+        latency_cdf(m, dir)?,
+        stage_cost(m, dir)?,
+    ]
+    .into_iter()
+    .flatten()
+    .collect())
+}

@@ -1,0 +1,117 @@
+//! `certbind-bench`: `all` runs the benchmark (or `--smoke`), `ext-authz` serves scenario S4's
+//! authorization service (started by `all` itself).
+
+use certbind_bench::scenarios::Scenario;
+use certbind_bench::{Options, extauthz, method::Plan, run_all};
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(about = "certbind's benchmark (issue 10)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every scenario, interleaved rounds; writes bench/results/*.json and bench/figures/*.png.
+    All {
+        /// A few seconds in all, to check the harness works (numbers mean nothing).
+        #[arg(long)]
+        smoke: bool,
+        /// Only these scenarios (comma separated, e.g. S2,S5).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Option<Vec<String>>,
+        /// Rounds (A/B pairs) instead of the plan's.
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Seconds of each closed-loop and open-loop run instead of the plan's.
+        #[arg(long)]
+        seconds: Option<f64>,
+        #[arg(long)]
+        results: Option<PathBuf>,
+        #[arg(long)]
+        figures: Option<PathBuf>,
+    },
+    /// Scenario S4's ext_authz HTTP service (the PDP's policies, in process).
+    #[command(hide = true)]
+    ExtAuthz {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        policies: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::ExtAuthz { listen, policies } => extauthz::serve(listen, &policies),
+        Command::All {
+            smoke,
+            scenarios,
+            rounds,
+            seconds,
+            results,
+            figures,
+        } => all(smoke, scenarios, rounds, seconds, results, figures),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("certbind-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn all(
+    smoke: bool,
+    scenarios: Option<Vec<String>>,
+    rounds: Option<usize>,
+    seconds: Option<f64>,
+    results: Option<PathBuf>,
+    figures: Option<PathBuf>,
+) -> Result<(), String> {
+    let mut opts = Options::full();
+    if smoke {
+        opts.plan = Plan::smoke();
+        let tmp = std::env::temp_dir().join("certbind-bench-smoke");
+        opts.results_dir = tmp.join("results");
+        opts.figures_dir = tmp.join("figures");
+    }
+    if let Some(list) = scenarios {
+        opts.scenarios = list
+            .iter()
+            .map(|id| Scenario::from_id(id).ok_or_else(|| format!("unknown scenario {id}")))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(r) = rounds {
+        opts.plan.rounds = r.max(1);
+    }
+    if let Some(s) = seconds {
+        opts.plan.closed_s = s;
+        opts.plan.open_s = s;
+    }
+    if let Some(r) = results {
+        opts.results_dir = r;
+    }
+    if let Some(f) = figures {
+        opts.figures_dir = f;
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let started = std::time::Instant::now();
+    let (_, table) = run_all(&opts, &exe, &mut |line| {
+        println!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64())
+    })?;
+    println!("\n{table}");
+    println!(
+        "results: {}  figures: {}  ({:.0} s)",
+        opts.results_dir.display(),
+        opts.figures_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

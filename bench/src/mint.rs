@@ -1,0 +1,97 @@
+//! Real access tokens from the authz-server (`POST /token`, authenticated by the consumer's
+//! client certificate), many over one keep-alive mTLS connection, and its JWKS.
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What every benchmark request asks for: the consumer reading one order.
+pub const CLIENT: &str = "consumer";
+pub const AUDIENCE: &str = "spiffe://certbind.test/ns/demo/sa/orders";
+pub const SCOPE: &str = "orders:read";
+pub const PATH: &str = "/orders/1";
+
+/// `n` fresh tokens for the consumer towards orders (each with its own `jti`).
+pub fn tokens(authz: SocketAddr, tls: Arc<ClientConfig>, n: usize) -> Result<Vec<String>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(authz)
+            .await
+            .map_err(|e| format!("authz-server {authz}: {e}"))?;
+        let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("authz-server TLS: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let form = format!(
+            "grant_type=client_credentials&audience={}&scope={}",
+            AUDIENCE.replace(':', "%3A").replace('/', "%2F"),
+            SCOPE.replace(':', "%3A")
+        );
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let request = hyper::Request::post("/token")
+                .header("host", "localhost")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Full::new(Bytes::from(form.clone())))
+                .map_err(|e| e.to_string())?;
+            sender.ready().await.map_err(|e| e.to_string())?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| format!("POST /token: {e}"))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if status != 200 {
+                return Err(format!(
+                    "authz-server refused a token: {status} {}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+            let json: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| format!("token response: {e}"))?;
+            let token = json
+                .get("access_token")
+                .and_then(|t| t.as_str())
+                .ok_or("token response without access_token")?;
+            out.push(token.to_owned());
+        }
+        Ok(out)
+    })
+}
+
+/// The authz-server's JWKS document (inlined into `jwt_authn`'s `local_jwks`).
+pub fn jwks(authz: SocketAddr, pki_dir: &std::path::Path) -> Result<String, String> {
+    let client = certbind_tests::TlsClient::for_workload(pki_dir, Some(CLIENT))
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .send(
+            authz,
+            &certbind_tests::Request::get("/.well-known/jwks.json"),
+        )
+        .map_err(|e| e.to_string())?;
+    if response.status != 200 {
+        return Err(format!("JWKS: status {}", response.status));
+    }
+    // Compact JSON: one line, no quotes that YAML would need escaped.
+    let json = response.json().map_err(|e| e.to_string())?;
+    Ok(json.to_string())
+}

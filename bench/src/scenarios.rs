@@ -1,0 +1,475 @@
+//! The scenarios of issue 10 and the Envoy configuration of each: one listener in front of the
+//! same upstream, differing only in the transport and the HTTP filters, so every difference in
+//! cost is the difference the scenario is about.
+
+use certbind_tests::render::render;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// One benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Scenario {
+    /// Plain HTTP.
+    S0,
+    /// TLS 1.3, server certificate only.
+    S1,
+    /// TLS 1.3 with a required client certificate.
+    S2,
+    /// mTLS + a no-op Wasm filter (reads Authorization and the peer digest, sets one header).
+    S2w,
+    /// mTLS + native `jwt_authn` (ES256, local JWKS) with `jwt_cache_config`.
+    S3,
+    /// The same without the cache.
+    S3u,
+    /// mTLS + cached `jwt_authn` + `ext_authz` (HTTP service) asking the PDP's policies.
+    S4,
+    /// certbind, the same token repeated (token and decision caches warm).
+    S5,
+    /// certbind with the decision cache off (a PDP call per request).
+    S5p,
+    /// certbind with a fresh token on every request (one ES256 verify each).
+    S5c,
+    /// certbind DPoP at the edge: not built yet, never run, never faked.
+    S5d,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 11] = [
+        Self::S0,
+        Self::S1,
+        Self::S2,
+        Self::S2w,
+        Self::S3,
+        Self::S3u,
+        Self::S4,
+        Self::S5,
+        Self::S5p,
+        Self::S5c,
+        Self::S5d,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::S0 => "S0",
+            Self::S1 => "S1",
+            Self::S2 => "S2",
+            Self::S2w => "S2w",
+            Self::S3 => "S3",
+            Self::S3u => "S3u",
+            Self::S4 => "S4",
+            Self::S5 => "S5",
+            Self::S5p => "S5p",
+            Self::S5c => "S5c",
+            Self::S5d => "S5d",
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.id().eq_ignore_ascii_case(id))
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::S0 => "plain HTTP",
+            Self::S1 => "TLS 1.3",
+            Self::S2 => "mTLS",
+            Self::S2w => "mTLS + no-op Wasm filter",
+            Self::S3 => "mTLS + jwt_authn (cached)",
+            Self::S3u => "mTLS + jwt_authn (uncached)",
+            Self::S4 => "mTLS + jwt_authn + ext_authz",
+            Self::S5 => "certbind (warm caches)",
+            Self::S5p => "certbind, decision cache off",
+            Self::S5c => "certbind, fresh token each request",
+            Self::S5d => "certbind DPoP edge",
+        }
+    }
+
+    /// Whether this scenario can run in this build (S5d waits for the DPoP edge).
+    pub fn runnable(self) -> bool {
+        self != Self::S5d
+    }
+
+    /// Whether the load generator presents a client certificate.
+    pub fn mtls(self) -> bool {
+        !matches!(self, Self::S0 | Self::S1)
+    }
+
+    pub fn tls(self) -> bool {
+        self != Self::S0
+    }
+
+    /// Whether this scenario runs the certbind filter.
+    pub fn certbind(self) -> bool {
+        matches!(self, Self::S5 | Self::S5p | Self::S5c | Self::S5d)
+    }
+}
+
+/// Everything a scenario's configuration needs.
+#[derive(Debug, Clone)]
+pub struct ConfigVars {
+    pub pki_dir: PathBuf,
+    pub admin_port: u16,
+    pub listen_port: u16,
+    pub upstream_port: u16,
+    pub authz_port: u16,
+    pub pdp_port: u16,
+    pub ext_authz_port: u16,
+    pub issuer: String,
+    /// The authz-server's JWKS, inlined for `jwt_authn` (its best case: no fetch).
+    pub jwks_json: String,
+    pub certbind_wasm: PathBuf,
+    pub noop_wasm: PathBuf,
+}
+
+const AUDIENCE: &str = "spiffe://certbind.test/ns/demo/sa/orders";
+
+const BASE: &str = r#"# certbind-bench scenario ${SCENARIO}: ${DESCRIPTION}
+admin:
+  address:
+    socket_address: { address: 127.0.0.1, port_value: ${ADMIN_PORT} }
+static_resources:
+  listeners:
+  - name: bench
+    address:
+      socket_address: { address: 127.0.0.1, port_value: ${LISTEN_PORT} }
+    filter_chains:
+${CHAIN_TRANSPORT}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          codec_type: AUTO
+          # The same connection manager as certbind's sidecar (envoy/sidecar.yaml.tmpl).
+          normalize_path: true
+          merge_slashes: true
+          path_with_escaped_slashes_action: REJECT_REQUEST
+          forward_client_cert_details: SANITIZE
+          generate_request_id: true
+          always_set_request_id_in_response: true
+          route_config:
+            name: bench
+            virtual_hosts:
+            - name: bench
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: upstream }
+          http_filters:
+${HTTP_FILTERS}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: ${UPSTREAM_PORT} }
+${EXTRA_CLUSTERS}
+"#;
+
+const TLS_CHAIN: &str = r#"    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: ${REQUIRE_CLIENT_CERT}
+          common_tls_context:
+            tls_params:
+              tls_minimum_protocol_version: TLSv1_3
+              tls_maximum_protocol_version: TLSv1_3
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates:
+            - certificate_chain: { filename: ${PKI_DIR}/orders.crt }
+              private_key: { filename: ${PKI_DIR}/orders.key }
+${VALIDATION}"#;
+
+const VALIDATION: &str = r#"            validation_context:
+              trusted_ca: { filename: ${PKI_DIR}/ca.crt }"#;
+
+const NOOP_FILTER: &str = r#"          - name: noop
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: noop
+                root_id: noop
+                failure_policy: FAIL_CLOSED
+                vm_config:
+                  vm_id: noop
+                  runtime: envoy.wasm.runtime.v8
+                  code: { local: { filename: ${NOOP_WASM} } }"#;
+
+const JWT_AUTHN: &str = r#"          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                certbind:
+                  issuer: "${ISSUER}"
+                  audiences: [${AUDIENCE}]
+                  local_jwks: { inline_string: '${JWKS}' }
+${JWT_EXTRA}              rules:
+              - match: { prefix: "/" }
+                requires: { provider_name: certbind }"#;
+
+const JWT_CACHE: &str = "                  jwt_cache_config: { jwt_cache_size: 1000 }\n";
+const JWT_PAYLOAD: &str = "                  forward_payload_header: x-jwt-payload\n";
+
+const EXT_AUTHZ: &str = r#"          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              http_service:
+                server_uri: { uri: "http://127.0.0.1:${EXT_AUTHZ_PORT}", cluster: ext_authz, timeout: 1s }
+                path_prefix: /ext_authz
+              allowed_headers:
+                patterns: [{ exact: x-jwt-payload }]"#;
+
+const EXT_AUTHZ_CLUSTER: &str = r#"  - name: ext_authz
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: ext_authz
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: ${EXT_AUTHZ_PORT} }"#;
+
+const CERTBIND_FILTER: &str = r#"          - name: certbind
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: certbind_orders
+                root_id: certbind
+                failure_policy: FAIL_CLOSED
+                vm_config:
+                  vm_id: certbind
+                  runtime: envoy.wasm.runtime.v8
+                  code: { local: { filename: ${CERTBIND_WASM} } }
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+                    {
+                      "issuer": "${ISSUER}",
+                      "audience": "${AUDIENCE}",
+                      "trust_domain": "certbind.test",
+                      "jwks": {"cluster": "certbind_authz", "authority": "127.0.0.1:${AUTHZ_PORT}"},
+                      "pdp": {"cluster": "certbind_pdp", "authority": "127.0.0.1:${PDP_PORT}"},
+                      "decision_cache_size": ${DECISION_CACHE_SIZE},
+                      "token_cache_size": 1024,
+                      "mode": "enforce"
+                    }"#;
+
+/// The authz-server and PDP clusters of envoy/sidecar.yaml.tmpl (mTLS as the `envoy` identity).
+const CERTBIND_CLUSTERS: &str = r#"  - name: certbind_authz
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: certbind_authz
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: ${AUTHZ_PORT} }
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+        common_tls_context:
+          tls_params:
+            tls_minimum_protocol_version: TLSv1_3
+            tls_maximum_protocol_version: TLSv1_3
+          tls_certificates:
+          - certificate_chain: { filename: ${PKI_DIR}/envoy.crt }
+            private_key: { filename: ${PKI_DIR}/envoy.key }
+          validation_context:
+            trusted_ca: { filename: ${PKI_DIR}/ca.crt }
+            match_typed_subject_alt_names:
+            - san_type: URI
+              matcher: { exact: spiffe://certbind.test/ns/demo/sa/authz }
+  - name: certbind_pdp
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: certbind_pdp
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: 127.0.0.1, port_value: ${PDP_PORT} }
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+        common_tls_context:
+          tls_params:
+            tls_minimum_protocol_version: TLSv1_3
+            tls_maximum_protocol_version: TLSv1_3
+          tls_certificates:
+          - certificate_chain: { filename: ${PKI_DIR}/envoy.crt }
+            private_key: { filename: ${PKI_DIR}/envoy.key }
+          validation_context:
+            trusted_ca: { filename: ${PKI_DIR}/ca.crt }
+            match_typed_subject_alt_names:
+            - san_type: URI
+              matcher: { exact: spiffe://certbind.test/ns/demo/sa/pdp }"#;
+
+fn map(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect()
+}
+
+/// The Envoy configuration of `scenario` (a YAML document), or why there is none.
+pub fn envoy_config(scenario: Scenario, v: &ConfigVars) -> Result<String, String> {
+    if !scenario.runnable() {
+        return Err(format!(
+            "{}: the DPoP edge listener is not built yet",
+            scenario.id()
+        ));
+    }
+    let vars = map(&[
+        ("SCENARIO", scenario.id().to_owned()),
+        ("DESCRIPTION", scenario.describe().to_owned()),
+        ("ADMIN_PORT", v.admin_port.to_string()),
+        ("LISTEN_PORT", v.listen_port.to_string()),
+        ("UPSTREAM_PORT", v.upstream_port.to_string()),
+        ("AUTHZ_PORT", v.authz_port.to_string()),
+        ("PDP_PORT", v.pdp_port.to_string()),
+        ("EXT_AUTHZ_PORT", v.ext_authz_port.to_string()),
+        ("PKI_DIR", v.pki_dir.display().to_string()),
+        ("ISSUER", v.issuer.clone()),
+        ("AUDIENCE", AUDIENCE.to_owned()),
+        // Single-quoted YAML: a quote inside would be doubled; JWKS JSON has none.
+        ("JWKS", v.jwks_json.replace('\'', "''")),
+        ("CERTBIND_WASM", v.certbind_wasm.display().to_string()),
+        ("NOOP_WASM", v.noop_wasm.display().to_string()),
+        (
+            "DECISION_CACHE_SIZE",
+            if scenario == Scenario::S5p {
+                "0"
+            } else {
+                "1024"
+            }
+            .to_owned(),
+        ),
+        (
+            "REQUIRE_CLIENT_CERT",
+            if scenario.mtls() { "true" } else { "false" }.to_owned(),
+        ),
+    ]);
+    let r = |t: &str| render(t, &vars).map_err(|e| e.to_string());
+    let chain = if scenario.tls() {
+        let validation = if scenario.mtls() {
+            r(VALIDATION)?
+        } else {
+            String::new()
+        };
+        let mut tls_vars = vars.clone();
+        tls_vars.insert("VALIDATION".into(), validation);
+        render(TLS_CHAIN, &tls_vars).map_err(|e| e.to_string())?
+    } else {
+        // `filters:` below continues this list item.
+        "    - name: plain".to_owned()
+    };
+    let jwt = |extra: &str| -> Result<String, String> {
+        let mut jwt_vars = vars.clone();
+        jwt_vars.insert("JWT_EXTRA".into(), extra.to_owned());
+        render(JWT_AUTHN, &jwt_vars).map_err(|e| e.to_string())
+    };
+    let (filters, clusters) = match scenario {
+        Scenario::S0 | Scenario::S1 | Scenario::S2 => (String::new(), String::new()),
+        Scenario::S2w => (r(NOOP_FILTER)?, String::new()),
+        Scenario::S3 => (jwt(JWT_CACHE)?, String::new()),
+        Scenario::S3u => (jwt("")?, String::new()),
+        Scenario::S4 => (
+            format!(
+                "{}\n{}",
+                jwt(&format!("{JWT_CACHE}{JWT_PAYLOAD}"))?,
+                r(EXT_AUTHZ)?
+            ),
+            r(EXT_AUTHZ_CLUSTER)?,
+        ),
+        Scenario::S5 | Scenario::S5p | Scenario::S5c | Scenario::S5d => {
+            (r(CERTBIND_FILTER)?, r(CERTBIND_CLUSTERS)?)
+        }
+    };
+    let mut all = vars;
+    all.insert("CHAIN_TRANSPORT".into(), chain);
+    all.insert("HTTP_FILTERS".into(), filters);
+    all.insert("EXTRA_CLUSTERS".into(), clusters);
+    let yaml = render(BASE, &all).map_err(|e| e.to_string())?;
+    // Empty filter lists leave blank lines; YAML does not mind, a reader does.
+    Ok(yaml
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> ConfigVars {
+        ConfigVars {
+            pki_dir: "/pki".into(),
+            admin_port: 10001,
+            listen_port: 10002,
+            upstream_port: 10003,
+            authz_port: 10004,
+            pdp_port: 10005,
+            ext_authz_port: 10006,
+            issuer: "https://127.0.0.1:10004".into(),
+            jwks_json: r#"{"keys":[]}"#.into(),
+            certbind_wasm: "/c.wasm".into(),
+            noop_wasm: "/n.wasm".into(),
+        }
+    }
+
+    #[test]
+    fn every_runnable_scenario_renders_a_config_and_s5d_refuses() {
+        for s in Scenario::ALL {
+            let out = envoy_config(s, &vars());
+            assert_eq!(out.is_ok(), s.runnable(), "{s:?}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn scenarios_differ_only_where_they_should() {
+        let c = |s| envoy_config(s, &vars()).unwrap();
+        assert!(!c(Scenario::S0).contains("transport_socket"));
+        assert!(c(Scenario::S1).contains("require_client_certificate: false"));
+        assert!(c(Scenario::S2).contains("require_client_certificate: true"));
+        assert!(c(Scenario::S2w).contains("/n.wasm"));
+        assert!(c(Scenario::S3).contains("jwt_cache_config"));
+        assert!(!c(Scenario::S3u).contains("jwt_cache_config"));
+        assert!(c(Scenario::S4).contains("ext_authz") && c(Scenario::S4).contains("x-jwt-payload"));
+        assert!(c(Scenario::S5).contains("\"decision_cache_size\": 1024"));
+        assert!(c(Scenario::S5p).contains("\"decision_cache_size\": 0"));
+        assert!(c(Scenario::S5c).contains("/c.wasm"));
+        for s in [Scenario::S0, Scenario::S2, Scenario::S5] {
+            assert!(!c(s).contains("${"), "{s:?} left a variable");
+        }
+    }
+
+    #[test]
+    fn ids_round_trip() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_id(s.id()), Some(s));
+        }
+        assert_eq!(Scenario::from_id("S9"), None);
+    }
+}

@@ -1,0 +1,402 @@
+//! The system under test on free ports: PKI, the echo upstream, authz-server, PDP and the
+//! `ext_authz` service pinned to the load core, and one Envoy per scenario (`--concurrency 1`)
+//! pinned to the Envoy core with `taskset`. Every process is a guard killed on drop.
+
+use crate::load::client_config;
+use crate::mint;
+use crate::scenarios::{ConfigVars, Scenario, envoy_config};
+use certbind_tests::envoy::Admin;
+use certbind_tests::ports::{free_port, loopback};
+use certbind_tests::proc::{Proc, Ready, write_file};
+use certbind_tests::{Error, prereq};
+use rustls::ClientConfig;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+const READY: Duration = Duration::from_secs(60);
+
+/// The no-op filter of S2w.
+pub fn noop_wasm() -> Result<PathBuf, String> {
+    let path = prereq::target_dir().join("wasm32-wasip1/release/certbind_noop_filter.wasm");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "the no-op filter {} is missing: run `cargo build --release --target wasm32-wasip1 -p certbind-noop-filter`",
+            path.display()
+        ))
+    }
+}
+
+fn taskset() -> Result<PathBuf, String> {
+    ["/usr/bin/taskset", "/bin/taskset"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| "taskset is missing: `apt-get install util-linux`".to_owned())
+}
+
+/// Everything the run needs, checked up front so one message lists every missing piece.
+pub struct Prerequisites {
+    pub authz: PathBuf,
+    pub pdp: PathBuf,
+    pub echo: PathBuf,
+    pub envoy: PathBuf,
+    pub certbind_wasm: PathBuf,
+    pub noop_wasm: PathBuf,
+    pub taskset: PathBuf,
+    pub policies: PathBuf,
+    pub clients: PathBuf,
+}
+
+impl Prerequisites {
+    pub fn check() -> Result<Self, String> {
+        let e = |r: Result<PathBuf, Error>| r.map_err(|e| e.to_string());
+        let parts = [
+            e(prereq::release_bin("certbind-authz")),
+            e(prereq::release_bin("certbind-pdp")),
+            e(prereq::release_bin("certbind-echo")),
+            e(prereq::envoy()),
+            e(prereq::wasm()),
+            noop_wasm(),
+            taskset(),
+            e(prereq::repo_file("pdp/policies/demo.yaml")),
+            e(prereq::repo_file("authz-server/clients.yaml")),
+        ];
+        let missing: Vec<String> = parts
+            .iter()
+            .filter_map(|p| p.as_ref().err().map(|e| format!("  - {e}")))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "the benchmark cannot run, missing:\n{}\n(`make bench` builds and installs all of them)",
+                missing.join("\n")
+            ));
+        }
+        let mut it = parts.into_iter().flatten();
+        let mut next = || it.next().ok_or("prerequisite list".to_owned());
+        Ok(Self {
+            authz: next()?,
+            pdp: next()?,
+            echo: next()?,
+            envoy: next()?,
+            certbind_wasm: next()?,
+            noop_wasm: next()?,
+            taskset: next()?,
+            policies: next()?,
+            clients: next()?,
+        })
+    }
+}
+
+/// Which core Envoy gets and which everything else gets.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Cores {
+    pub envoy: usize,
+    pub load: usize,
+}
+
+impl Cores {
+    /// Envoy on core 0, the rest on core 1; on a one-core machine both share core 0.
+    pub fn detect() -> Self {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            envoy: 0,
+            load: usize::from(n >= 2),
+        }
+    }
+}
+
+/// Pins this process (all its threads, and so every child spawned later) to `core`.
+pub fn pin_self(taskset: &Path, core: usize) -> Result<(), String> {
+    let out = Command::new(taskset)
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &core.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .output()
+        .map_err(|e| format!("taskset: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "taskset -p failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// One scenario's Envoy.
+pub struct ScenarioEnvoy {
+    pub proc: Proc,
+    pub listen: SocketAddr,
+    pub admin: Admin,
+    pub config: PathBuf,
+}
+
+impl ScenarioEnvoy {
+    pub fn pid(&self) -> Result<u32, String> {
+        self.proc
+            .pid()
+            .ok_or_else(|| "Envoy is not running".to_owned())
+    }
+}
+
+/// The running system.
+pub struct Bench {
+    pub cores: Cores,
+    pub pki: PathBuf,
+    pub authz_addr: SocketAddr,
+    pub mtls: Arc<ClientConfig>,
+    pub tls_only: Arc<ClientConfig>,
+    pub envoys: BTreeMap<Scenario, ScenarioEnvoy>,
+    // Drop order: Envoys (above) first, then the services, then the directory.
+    services: Vec<Proc>,
+    dir: tempfile::TempDir,
+}
+
+impl Bench {
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The last lines of every log, for an error message.
+    pub fn logs_tail(&self, lines: usize) -> String {
+        self.envoys
+            .values()
+            .map(|e| &e.proc)
+            .chain(self.services.iter())
+            .map(|p| format!("---- {} ----\n{}", p.name(), p.log_tail(lines)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Starts the services and an Envoy for each of `scenarios`. `self_exe` is this crate's
+    /// binary, which serves the `ext_authz` stand-in.
+    pub fn start(
+        bins: &Prerequisites,
+        scenarios: &[Scenario],
+        self_exe: &Path,
+    ) -> Result<Self, String> {
+        let cores = Cores::detect();
+        // Children inherit the affinity of the thread that spawns them: pin first.
+        pin_self(&bins.taskset, cores.load)?;
+        let dir = tempfile::Builder::new()
+            .prefix("certbind-bench.")
+            .tempdir()
+            .map_err(|e| format!("temporary directory: {e}"))?;
+        let root = dir.path().to_path_buf();
+        let logs = root.join("logs");
+        let pki = root.join("pki");
+        std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+        let out = Command::new(&bins.authz)
+            .args(["pki", "init", "--dir"])
+            .arg(&pki)
+            .output()
+            .map_err(|e| format!("certbind-authz pki init: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "certbind-authz pki init: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let port = || free_port().map_err(|e| e.to_string());
+        let (upstream_port, authz_port, pdp_port, ext_authz_port) =
+            (port()?, port()?, port()?, port()?);
+        let issuer = format!("https://127.0.0.1:{authz_port}");
+        let s = |p: &Path| p.display().to_string();
+        let e = |r: Result<Proc, Error>| r.map_err(|e| e.to_string());
+        let mut services = Vec::new();
+        services.push(e(Proc::spawn(
+            "upstream",
+            &bins.echo,
+            &["orders".into(), loopback(upstream_port).to_string()],
+            &logs,
+            Ready::LogLine("listening on".into()),
+            READY,
+        ))?);
+        services.push(e(Proc::spawn(
+            "authz",
+            &bins.authz,
+            &[
+                "serve".into(),
+                "--listen".into(),
+                loopback(authz_port).to_string(),
+                "--pki-dir".into(),
+                s(&pki),
+                "--state-dir".into(),
+                s(&root.join("authz-state")),
+                "--clients".into(),
+                s(&bins.clients),
+                "--issuer".into(),
+                issuer.clone(),
+            ],
+            &logs,
+            Ready::LogLine("certbind-authz listening on".into()),
+            READY,
+        ))?);
+        services.push(e(Proc::spawn(
+            "pdp",
+            &bins.pdp,
+            &[
+                "serve".into(),
+                "--listen".into(),
+                loopback(pdp_port).to_string(),
+                "--policies".into(),
+                s(&bins.policies),
+                "--cert".into(),
+                s(&pki.join("pdp.crt")),
+                "--key".into(),
+                s(&pki.join("pdp.key")),
+                "--ca".into(),
+                s(&pki.join("ca.crt")),
+                "--callers".into(),
+                certbind_tests::spiffe_id("envoy"),
+            ],
+            &logs,
+            Ready::LogLine("certbind-pdp listening on".into()),
+            READY,
+        ))?);
+        services.push(e(Proc::spawn(
+            "ext_authz",
+            self_exe,
+            &[
+                "ext-authz".into(),
+                "--listen".into(),
+                loopback(ext_authz_port).to_string(),
+                "--policies".into(),
+                s(&bins.policies),
+            ],
+            &logs,
+            Ready::LogLine("ext_authz listening on".into()),
+            READY,
+        ))?);
+        let authz_addr = loopback(authz_port);
+        let jwks_json = mint::jwks(authz_addr, &pki)?;
+        let mtls = client_config(
+            &pki.join("ca.crt"),
+            Some((
+                &pki.join(format!("{}.crt", mint::CLIENT)),
+                &pki.join(format!("{}.key", mint::CLIENT)),
+            )),
+        )?;
+        let tls_only = client_config(&pki.join("ca.crt"), None)?;
+
+        // Render every configuration first (a refused one fails before anything starts).
+        let mut pending = Vec::new();
+        for &scenario in scenarios.iter().filter(|s| s.runnable()) {
+            let (admin_port, listen_port) = (port()?, port()?);
+            let vars = ConfigVars {
+                pki_dir: pki.clone(),
+                admin_port,
+                listen_port,
+                upstream_port,
+                authz_port,
+                pdp_port,
+                ext_authz_port,
+                issuer: issuer.clone(),
+                jwks_json: jwks_json.clone(),
+                certbind_wasm: bins.certbind_wasm.clone(),
+                noop_wasm: bins.noop_wasm.clone(),
+            };
+            let config = root.join(format!("envoy-{}.yaml", scenario.id()));
+            write_file(&config, &envoy_config(scenario, &vars)?).map_err(|e| e.to_string())?;
+            let args: Vec<String> = [
+                "-c",
+                &cores.envoy.to_string(),
+                &s(&bins.envoy),
+                "-c",
+                &s(&config),
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+            let proc = Proc::new(
+                &format!("envoy-{}", scenario.id()),
+                &bins.taskset,
+                &args,
+                &logs,
+            );
+            pending.push((scenario, proc, admin_port, listen_port, config));
+        }
+        // Envoys start in parallel: each takes a second or more to load V8 and its modules.
+        let started: Vec<Result<(Scenario, ScenarioEnvoy), String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = pending
+                .into_iter()
+                .map(|(scenario, mut proc, admin_port, listen_port, config)| {
+                    scope.spawn(move || {
+                        let admin = Admin::new(loopback(admin_port));
+                        proc.start(Ready::Check(Box::new(move || admin.is_live())), READY)
+                            .map_err(|e| format!("Envoy for {}: {e}", scenario.id()))?;
+                        Ok((
+                            scenario,
+                            ScenarioEnvoy {
+                                proc,
+                                listen: loopback(listen_port),
+                                admin,
+                                config,
+                            },
+                        ))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("Envoy starter died".into()))
+                })
+                .collect()
+        });
+        let mut envoys = BTreeMap::new();
+        for s in started {
+            let (scenario, envoy) = s?;
+            envoys.insert(scenario, envoy);
+        }
+        Ok(Self {
+            cores,
+            pki,
+            authz_addr,
+            mtls,
+            tls_only,
+            envoys,
+            services,
+            dir,
+        })
+    }
+
+    /// Fresh tokens for the benchmark's one request (expire after the authz-server's lifetime).
+    pub fn tokens(&self, n: usize) -> Result<Vec<String>, String> {
+        mint::tokens(self.authz_addr, Arc::clone(&self.mtls), n)
+    }
+
+    /// One request through `scenario` with `token`, read fully; for checks and diagnostics.
+    pub fn probe(&self, scenario: Scenario, token: &str) -> Result<(u16, String), String> {
+        let envoy = self
+            .envoys
+            .get(&scenario)
+            .ok_or_else(|| format!("{} has no Envoy", scenario.id()))?;
+        let request = certbind_tests::Request::get(mint::PATH).bearer(token);
+        let response = if scenario.tls() {
+            let identity = scenario.mtls().then_some(mint::CLIENT);
+            certbind_tests::TlsClient::for_workload(&self.pki, identity)
+                .and_then(|c| c.send(envoy.listen, &request))
+        } else {
+            certbind_tests::client::http_plain(envoy.listen, &request)
+        }
+        .map_err(|e| format!("{}: {e}", scenario.id()))?;
+        Ok((response.status, response.text()))
+    }
+}
