@@ -4,6 +4,7 @@
 //! Everything here fails loudly: a missing prerequisite is an [`Error::Missing`] whose message
 //! says how to get it, never a skipped test.
 
+pub mod capture;
 pub mod client;
 pub mod envoy;
 pub mod error;

@@ -518,6 +518,15 @@ impl System {
         self.authz.start(authz_ready(), SERVICE_READY)
     }
 
+    /// Stops the echo upstream of `service` (`orders` or `billing`), e.g. to put a
+    /// [`crate::capture::CaptureUpstream`] on its port (`ports.orders_upstream`).
+    pub fn stop_upstream(&mut self, service: &str) {
+        match service {
+            "billing" => self.billing.stop(),
+            _ => self.orders.stop(),
+        }
+    }
+
     pub fn stop_pdp(&mut self) {
         self.pdp.stop();
     }

@@ -5,6 +5,7 @@
 //! rotate keys start their own.
 
 use certbind_core::config::Mode;
+use certbind_tests::capture::CaptureUpstream;
 use certbind_tests::system::signal;
 use certbind_tests::tokens::{
     EcKey, assemble, b64url, decode_header, header, jws_raw, now, sign_encoded,
@@ -558,6 +559,51 @@ fn counts_every_decision_in_envoy_stats() {
     let log = s.envoy_log();
     assert!(log.contains("certbind decision"), "no decision log line");
     assert!(!log.contains(&t), "the token was logged");
+}
+
+#[test]
+fn the_upstream_gets_neither_the_token_nor_a_forged_client_cert_header() {
+    let mut s = System::builder().start();
+    s.stop_upstream("orders");
+    let upstream = CaptureUpstream::bind(s.ports.orders_upstream).unwrap();
+    let t = token(&s, "consumer", "orders", "orders:read");
+    let forged_xfcc = format!(
+        "By={};Hash=00;URI={}",
+        spiffe_id("orders"),
+        spiffe_id("admin")
+    );
+    let request = Request::get("/orders/1")
+        .bearer(&t)
+        .header("x-forwarded-client-cert", &forged_xfcc)
+        .header("x-certbind-subject", &spiffe_id("admin"));
+    let r = call(&s, "consumer", "orders", &request);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = upstream.next(Duration::from_secs(5)).unwrap();
+    assert_eq!(seen.request_line, "GET /orders/1 HTTP/1.1");
+    assert_eq!(
+        seen.header("authorization"),
+        None,
+        "forward_token is false by default"
+    );
+    assert_eq!(
+        seen.header("x-forwarded-client-cert"),
+        None,
+        "XFCC must be sanitised"
+    );
+    assert_eq!(
+        seen.header("x-certbind-subject"),
+        Some(spiffe_id("consumer").as_str())
+    );
+    assert_eq!(
+        seen.headers
+            .iter()
+            .filter(|(n, _)| n == "x-certbind-subject")
+            .count(),
+        1,
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.header("x-request-id"), r.header("x-request-id"));
 }
 
 // ---------------------------------------------------------------- the weak baseline works
