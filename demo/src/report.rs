@@ -79,7 +79,7 @@ fn cell(text: &str, width: usize) -> String {
 }
 
 const W_ATTACK: usize = 56;
-const W_ANSWER: usize = 32;
+const W_ANSWER: usize = 34;
 
 /// The terminal table's header line.
 pub fn header_line() -> String {
@@ -88,7 +88,7 @@ pub fn header_line() -> String {
         "#",
         cell("attack", W_ATTACK),
         cell("baseline (TLS + jwt_authn)", W_ANSWER),
-        cell("certbind (mTLS + bound token + PDP)", W_ANSWER + 4),
+        cell("certbind (mTLS+bound token+PDP)", W_ANSWER),
     )
 }
 
@@ -103,7 +103,7 @@ pub fn line(n: usize, row: &Row) -> String {
         "{n:>2}  {} {} {} {}",
         cell(&title, W_ATTACK),
         cell(&row.baseline.summary(a.show), W_ANSWER),
-        cell(&row.certbind.summary(a.show), W_ANSWER + 4),
+        cell(&row.certbind.summary(a.show), W_ANSWER),
         row.verdict.as_str()
     )
 }

@@ -288,6 +288,33 @@ async fn consumer_flow_and_attack_table() {
     assert_torn_down(&ports, envoy_pid);
 }
 
+/// The pid of this test process's child running `program` with `needle` among its arguments.
+/// (The System keeps its children's pids to itself; the attacker binary needs them in pid files,
+/// as `make up` writes them, to SIGSTOP the PDP and the authz-server.)
+fn child_pid(program: &str, needle: &str) -> Option<u32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .to_owned();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let runs = args.first().is_some_and(|a| a.ends_with(program));
+            (ppid == me && runs && args.iter().any(|a| a.contains(needle))).then_some(pid)
+        })
+}
+
 /// Runs a release binary of the demo; its output is the error message when it fails.
 fn run_bin(name: &str, args: &[String]) -> std::process::Output {
     let bin = prereq::release_bin(name).unwrap_or_else(|e| panic!("{e}"));
@@ -338,32 +365,81 @@ fn consumer_and_attacker_binaries_run_against_a_system_on_free_ports() {
         "the least-privilege call is shown: {stdout}"
     );
 
+    // The full table, the outage rows by SIGSTOP/SIGCONT through pid files like `make up`'s.
+    let pids = system.dir().join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let dir = system.dir().display().to_string();
+    for (name, program) in [("pdp", "certbind-pdp"), ("authz", "certbind-authz")] {
+        let pid = child_pid(program, &dir)
+            .unwrap_or_else(|| panic!("no {program} child of this test under {dir}"));
+        std::fs::write(pids.join(format!("{name}.pid")), format!("{pid}\n")).unwrap();
+    }
+    let common: Vec<String> = vec![
+        "--authz".into(),
+        s(system.authz_addr()),
+        "--orders".into(),
+        s(system.sidecar("orders")),
+        "--billing".into(),
+        s(system.sidecar("billing")),
+        "--baseline-orders".into(),
+        s(system.baseline("orders")),
+        "--baseline-billing".into(),
+        s(system.baseline("billing")),
+        "--issuer".into(),
+        system.issuer().to_owned(),
+        "--pki-dir".into(),
+        pki.clone(),
+        "--state-dir".into(),
+        system.state_dir().display().to_string(),
+    ];
+    let full = run_bin(
+        "certbind-attacker",
+        &[
+            common.clone(),
+            vec![
+                "--pdp-pid-file".into(),
+                pids.join("pdp.pid").display().to_string(),
+                "--authz-pid-file".into(),
+                pids.join("authz.pid").display().to_string(),
+                "--json".into(),
+                json_path.display().to_string(),
+                "--markdown".into(),
+                md_path.display().to_string(),
+            ],
+        ]
+        .concat(),
+    );
+    let stdout = String::from_utf8_lossy(&full.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        full.status.success(),
+        "certbind-attacker failed:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&full.stderr),
+        system.logs_tail(20)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(json["ok"], true, "{json:#}");
+    assert_eq!(json["counts"]["not_run"], 0, "{json:#}");
+    assert_eq!(json["counts"]["certbind_admitted"], 0);
+    let markdown = std::fs::read_to_string(&md_path).unwrap();
+    assert!(markdown.starts_with("# The attack table"), "{markdown}");
+    assert!(markdown.contains("503 pdp_unavailable"), "{markdown}");
+
     // Without process control the outage rows are reported as not run, never as passed.
     let attacker = run_bin(
         "certbind-attacker",
         &[
-            "--authz".into(),
-            s(system.authz_addr()),
-            "--orders".into(),
-            s(system.sidecar("orders")),
-            "--billing".into(),
-            s(system.sidecar("billing")),
-            "--baseline-orders".into(),
-            s(system.baseline("orders")),
-            "--baseline-billing".into(),
-            s(system.baseline("billing")),
-            "--issuer".into(),
-            system.issuer().to_owned(),
-            "--pki-dir".into(),
-            pki,
-            "--state-dir".into(),
-            system.state_dir().display().to_string(),
-            "--no-process-control".into(),
-            "--json".into(),
-            json_path.display().to_string(),
-            "--markdown".into(),
-            md_path.display().to_string(),
-        ],
+            common,
+            vec![
+                "--no-process-control".into(),
+                "--json".into(),
+                json_path.display().to_string(),
+                "--markdown".into(),
+                md_path.display().to_string(),
+            ],
+        ]
+        .concat(),
     );
     let stdout = String::from_utf8_lossy(&attacker.stdout);
     assert!(
