@@ -254,6 +254,8 @@ pub struct Stream {
     /// The guest reset the stream (`proxy_close_stream`).
     pub reset: bool,
     pub deleted: bool,
+    /// The filter let the body go on while its decision was still pending.
+    pub body_released_early: bool,
     /// Counters incremented while this stream was the effective context (its decision).
     pub counted: Vec<String>,
 }

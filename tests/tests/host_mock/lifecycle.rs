@@ -52,7 +52,7 @@ fn refuses_configurations_with_values_the_filter_cannot_work_with() {
         |c| c["mode"] = json!("audit"),
         |c| c["clock_skew_s"] = json!(301),
         |c| c["jwks"]["refresh_interval_s"] = json!(0),
-        |c| c["jwks"]["min_refetch_interval_s"] = json!(400),
+        |c| c["jwks"]["min_refetch_interval_s"] = json!(0),
         |c| c["jwks"]["max_stale_s"] = json!(10),
         |c| c["pdp"]["timeout_ms"] = json!(0),
         |c| c["pdp"]["path"] = json!("v1/decision"),
@@ -216,4 +216,46 @@ fn an_authorization_value_that_is_not_utf8_is_refused_not_a_crash() {
         .send();
     sidecar.assert_healthy();
     sidecar.verdict(&mut ex).answers(401, "malformed_token");
+}
+
+#[test]
+fn holds_the_request_body_until_the_pdp_decides() {
+    let mut sidecar = Sidecar::builder().pdp(|_| Answer::Silent).start();
+    let pki = sidecar.pki.clone();
+    let token = sidecar.token(&pki.consumer).build();
+    let mut ex = sidecar
+        .request(&pki.consumer, &token)
+        .method("POST")
+        .path("/orders")
+        .body(br#"{"item":"book"}"#)
+        .send();
+    sidecar.verdict(&mut ex).stays_paused();
+    sidecar.answer_pending(PDP_CLUSTER, decision(true, "matched", 60));
+    sidecar.verdict(&mut ex).admitted();
+}
+
+#[test]
+fn holds_the_request_body_of_a_request_waiting_for_the_first_jwks() {
+    let mut sidecar = Sidecar::builder().cold().jwks(|_| Answer::Silent).start();
+    let pki = sidecar.pki.clone();
+    let token = sidecar.token(&pki.consumer).build();
+    let mut ex = sidecar
+        .request(&pki.consumer, &token)
+        .method("POST")
+        .body(b"payload")
+        .send();
+    sidecar.verdict(&mut ex).stays_paused();
+    sidecar.advance(Duration::from_millis(5_100));
+    sidecar.verdict(&mut ex).answers(503, "jwks_unavailable");
+}
+
+#[test]
+fn a_refused_request_with_a_body_sends_nothing_upstream() {
+    let mut sidecar = Sidecar::new();
+    let pki = sidecar.pki.clone();
+    sidecar
+        .request(&pki.consumer, "not-a-token")
+        .method("POST")
+        .body(b"payload")
+        .answers(401, "malformed_token");
 }

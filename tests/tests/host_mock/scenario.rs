@@ -573,18 +573,20 @@ impl Sidecar {
             properties: cert.properties(),
             token: None,
             vm: 0,
+            body: None,
             sidecar: self,
         }
     }
 
-    /// Starts a request with exactly these headers and properties on `vm`.
-    pub fn start_request(
-        &mut self,
-        vm: usize,
-        headers: Vec<(String, Vec<u8>)>,
-        properties: BTreeMap<String, Vec<u8>>,
-        token: Option<String>,
-    ) -> Exchange {
+    /// Starts a request with exactly these parts on `vm`: headers (end of stream unless a
+    /// body follows), then the body, as Envoy delivers them before any call is answered.
+    pub fn start_request(&mut self, vm: usize, parts: Parts) -> Exchange {
+        let Parts {
+            headers,
+            properties,
+            token,
+            body,
+        } = parts;
         let vmr = &mut self.vms[vm];
         let ctx = vmr.next_context;
         vmr.next_context += 1;
@@ -597,18 +599,31 @@ impl Sidecar {
             ctx,
             Stream {
                 request_headers: HeaderMap::from_pairs(&headers),
+                request_body: body.clone().unwrap_or_default(),
                 properties,
                 ..Stream::default()
             },
         );
         let r = vmr.context_create(&mut self.shared, ctx, ROOT);
         if self.note(vm, r).is_some() {
-            let r = self.vms[vm].request_headers(&mut self.shared, ctx, true);
+            let r = self.vms[vm].request_headers(&mut self.shared, ctx, body.is_none());
             if let Some(cont) = self.note(vm, r)
                 && let Some(s) = self.vms[vm].host_mut().streams.get_mut(&ctx)
                 && cont
             {
                 s.resumed += 1;
+            }
+            if let Some(body) = &body {
+                let r = self.vms[vm].request_body(&mut self.shared, ctx, body.len() as u32, true);
+                if let Some(cont) = self.note(vm, r)
+                    && let Some(s) = self.vms[vm].host_mut().streams.get_mut(&ctx)
+                    && cont
+                    && s.resumed == 0
+                    && s.local_response.is_none()
+                {
+                    // Envoy would let the body (and with it the stopped headers) go on.
+                    s.body_released_early = true;
+                }
             }
         }
         self.pump();
@@ -730,6 +745,17 @@ pub struct Request<'a> {
     pub properties: BTreeMap<String, Vec<u8>>,
     token: Option<String>,
     vm: usize,
+    body: Option<Vec<u8>>,
+}
+
+/// What a client sends: headers, the connection's properties, maybe a body.
+#[derive(Debug, Clone, Default)]
+pub struct Parts {
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub properties: BTreeMap<String, Vec<u8>>,
+    /// The token inside, if any (so no log line may show it).
+    pub token: Option<String>,
+    pub body: Option<Vec<u8>>,
 }
 
 impl<'a> Request<'a> {
@@ -768,9 +794,14 @@ impl<'a> Request<'a> {
         self
     }
 
+    /// The request carries a body (headers are then not the end of the stream).
+    pub fn body(mut self, body: impl AsRef<[u8]>) -> Self {
+        self.body = Some(body.as_ref().to_vec());
+        self
+    }
+
     pub fn send(self) -> Exchange {
-        self.sidecar
-            .start_request(self.vm, self.headers, self.properties, self.token)
+        self.send_keep().1
     }
 
     /// Sends, then asserts the contract answer `status`/`reason` (see [`Verdict::answers`]).
@@ -800,8 +831,15 @@ impl<'a> Request<'a> {
             properties,
             token,
             vm,
+            body,
         } = self;
-        let ex = sidecar.start_request(vm, headers, properties, token);
+        let parts = Parts {
+            headers,
+            properties,
+            token,
+            body,
+        };
+        let ex = sidecar.start_request(vm, parts);
         (sidecar, ex)
     }
 }
@@ -876,6 +914,10 @@ impl Verdict<'_> {
         );
         let s = &self.sidecar.vms[self.ex.vm].host().streams[&self.ex.ctx];
         assert_eq!(s.resumed, 0, "a refused request was resumed upstream");
+        assert!(
+            !s.body_released_early,
+            "the body went on before the decision"
+        );
         if status == 503 {
             assert!(
                 reply.headers.get(b"retry-after").is_some(),
@@ -906,6 +948,11 @@ impl Verdict<'_> {
             panic!("expected the request upstream, got\n{}", self.context());
         };
         assert_eq!(self.counted("certbind.allowed"), 1, "{}", self.context());
+        let s = &self.sidecar.vms[self.ex.vm].host().streams[&self.ex.ctx];
+        assert!(
+            !s.body_released_early,
+            "the body went on before the decision"
+        );
         if let Some(t) = &self.ex.token {
             self.sidecar.assert_not_logged(t);
         }

@@ -103,6 +103,7 @@ struct Exports {
     on_vm_start: TypedFunc<(u32, u32), u32>,
     on_configure: TypedFunc<(u32, u32), u32>,
     on_request_headers: TypedFunc<(u32, u32, u32), u32>,
+    on_request_body: TypedFunc<(u32, u32, u32), u32>,
     on_http_call_response: TypedFunc<(u32, u32, u32, u32, u32), ()>,
     on_tick: TypedFunc<u32, ()>,
     on_done: TypedFunc<u32, u32>,
@@ -224,6 +225,20 @@ impl Vm {
         .map(|action| action == 0)
     }
 
+    /// `proxy_on_request_body`; `Ok(true)` means Continue.
+    pub fn request_body(
+        &mut self,
+        sh: &mut Shared,
+        id: u32,
+        len: u32,
+        eos: bool,
+    ) -> Result<bool, Trap> {
+        self.call(sh, id, |e, s| {
+            e.on_request_body.call(s, (id, len, u32::from(eos)))
+        })
+        .map(|action| action == 0)
+    }
+
     /// Delivers a call's response (already placed in `call_response` by the caller).
     pub fn http_call_response(
         &mut self,
@@ -274,6 +289,7 @@ impl Exports {
             on_vm_start: f!("proxy_on_vm_start"),
             on_configure: f!("proxy_on_configure"),
             on_request_headers: f!("proxy_on_request_headers"),
+            on_request_body: f!("proxy_on_request_body"),
             on_http_call_response: f!("proxy_on_http_call_response"),
             on_tick: f!("proxy_on_tick"),
             on_done: f!("proxy_on_done"),
