@@ -59,7 +59,7 @@ fn bar_chart(path: &Path, title: &str, y_desc: &str, bars: &[Bar]) -> Result<(),
         .margin(15)
         .x_label_area_size(70)
         .y_label_area_size(80)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..top.max(1.0))
+        .build_cartesian_2d((0..(n - 1).max(0)).into_segmented(), 0.0..top.max(1.0))
         .map_err(err)?;
     let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
     chart
@@ -75,6 +75,7 @@ fn bar_chart(path: &Path, title: &str, y_desc: &str, bars: &[Bar]) -> Result<(),
         })
         .x_label_style((FONT, 15))
         .y_label_style((FONT, 15))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .y_desc(y_desc)
         .axis_desc_style((FONT, 17))
         .draw()
@@ -154,10 +155,10 @@ fn stage_cost(m: &Measurements, dir: &Path) -> Result<Option<PathBuf>, String> {
         (Scenario::S0, "HTTP"),
         (Scenario::S1, "+TLS"),
         (Scenario::S2, "+mTLS"),
-        (Scenario::S2w, "+Wasm floor"),
-        (Scenario::S3, "+JWT (jwt_authn)"),
-        (Scenario::S5, "+certbind JWT+binding+PDP"),
-        (Scenario::S4, "+JWT+ext_authz PDP"),
+        (Scenario::S2w, "+Wasm"),
+        (Scenario::S3, "+jwt_authn"),
+        (Scenario::S5, "certbind"),
+        (Scenario::S4, "+ext_authz"),
     ];
     let bars: Vec<Bar> = stages
         .iter()
@@ -176,7 +177,7 @@ fn stage_cost(m: &Measurements, dir: &Path) -> Result<Option<PathBuf>, String> {
     let path = dir.join("stage_cost.png");
     bar_chart(
         &path,
-        "Envoy CPU per request, stage by stage (median of rounds)",
+        "Envoy CPU per request: HTTP, TLS, mTLS, Wasm floor, JWT, certbind (JWT+binding+PDP), JWT+ext_authz",
         "µs of Envoy CPU per request",
         &bars,
     )?;
@@ -188,7 +189,7 @@ fn latency_cdf(m: &Measurements, dir: &Path) -> Result<Option<PathBuf>, String> 
         .data
         .iter()
         .filter_map(|(s, d)| {
-            let h = d.open_hist.as_ref().filter(|h| h.len() > 0)?;
+            let h = d.open_hist.as_ref().filter(|h| !h.is_empty())?;
             let mut qs: Vec<f64> = (0..=100).map(|i| f64::from(i) / 100.0).collect();
             qs.extend([0.995, 0.999, 0.9995, 0.9999]);
             qs.sort_by(f64::total_cmp);
@@ -229,6 +230,9 @@ fn latency_cdf(m: &Measurements, dir: &Path) -> Result<Option<PathBuf>, String> 
         .map_err(err)?;
     chart
         .configure_mesh()
+        .x_labels(8)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .x_desc("latency, µs (log)")
         .y_desc("percent of requests")
         .x_label_style((FONT, 15))

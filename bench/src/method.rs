@@ -294,24 +294,24 @@ pub fn run(
                 secs(plan.closed_s),
                 round,
             )?;
-            if s == Scenario::S5c {
-                if let (Some(a), Some(b)) = (hits_before, cache_hits(bench, s)) {
-                    let data = m.data.entry(s).or_default();
-                    data.notes.push(format!(
-                        "round {round}: {} token-cache hits in {} requests (settle included)",
-                        b.saturating_sub(a),
-                        sample.ok
-                    ));
-                }
+            if s == Scenario::S5c
+                && let (Some(a), Some(b)) = (hits_before, cache_hits(bench, s))
+            {
+                m.data.entry(s).or_default().notes.push(format!(
+                    "round {round}: {} token-cache hits in {} requests (settle included)",
+                    b.saturating_sub(a),
+                    sample.ok
+                ));
             }
             log(format!(
-                "round {}/{} closed {:>4}: {:>8.0} rps  p99 {:>6} µs  cpu {:>6.1} µs/req  rss {:>5.1} MB{}",
+                "round {}/{} closed {:>4}: {:>8.0} rps  p99 {:>6} µs  cpu {:>6.1} µs/req  Envoy core {:>3.0}%  rss {:>5.1} MB{}",
                 round + 1,
                 plan.rounds,
                 s.id(),
                 sample.rps,
                 sample.p99_us,
                 sample.cpu_us_per_req,
+                sample.envoy_core_util * 100.0,
                 sample.rss_mb,
                 bad(&sample)
             ));

@@ -268,6 +268,7 @@ pub fn write(dir: &Path, m: &Measurements, plan: &Plan, env: Value) -> Result<Va
                         "p99_us_open": med(&d.open, |x| x.p99_us as f64),
                         "cpu_us_per_req": med(&d.closed, |x| x.cpu_us_per_req),
                         "rss_mb": med(&d.closed, |x| x.rss_mb),
+                        "envoy_core_util": med(&d.closed, |x| x.envoy_core_util),
                         "new_conn_rps": med(&d.new_conn, |x| x.rps),
                     })
                 } else {
@@ -295,8 +296,8 @@ pub fn write(dir: &Path, m: &Measurements, plan: &Plan, env: Value) -> Result<Va
 pub fn table(summary: &Value) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<5} {:<36} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9}\n",
-        "", "scenario", "rps", "p99 µs", "open p99", "cpu µs/rq", "RSS MB", "newconn"
+        "{:<5} {:<36} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>7}\n",
+        "", "scenario", "rps", "p99 µs", "open p99", "cpu µs/rq", "RSS MB", "newconn", "Envoy%"
     ));
     let f = |v: &Value, k: &str, prec: usize| {
         v.get(k)
@@ -311,7 +312,7 @@ pub fn table(summary: &Value) -> String {
                 continue;
             }
             out.push_str(&format!(
-                "{:<5} {:<36} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9}\n",
+                "{:<5} {:<36} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>7}\n",
                 s.id(),
                 s.describe(),
                 f(v, "rps", 0),
@@ -320,6 +321,9 @@ pub fn table(summary: &Value) -> String {
                 f(v, "cpu_us_per_req", 1),
                 f(v, "rss_mb", 1),
                 f(v, "new_conn_rps", 0),
+                v.get("envoy_core_util")
+                    .and_then(Value::as_f64)
+                    .map_or("-".to_owned(), |u| format!("{:.0}", u * 100.0)),
             ));
         }
     }

@@ -213,71 +213,73 @@ impl Bench {
         let issuer = format!("https://127.0.0.1:{authz_port}");
         let s = |p: &Path| p.display().to_string();
         let e = |r: Result<Proc, Error>| r.map_err(|e| e.to_string());
-        let mut services = Vec::new();
-        services.push(e(Proc::spawn(
-            "upstream",
-            &bins.echo,
-            &["orders".into(), loopback(upstream_port).to_string()],
-            &logs,
-            Ready::LogLine("listening on".into()),
-            READY,
-        ))?);
-        services.push(e(Proc::spawn(
-            "authz",
-            &bins.authz,
-            &[
-                "serve".into(),
-                "--listen".into(),
-                loopback(authz_port).to_string(),
-                "--pki-dir".into(),
-                s(&pki),
-                "--state-dir".into(),
-                s(&root.join("authz-state")),
-                "--clients".into(),
-                s(&bins.clients),
-                "--issuer".into(),
-                issuer.clone(),
-            ],
-            &logs,
-            Ready::LogLine("certbind-authz listening on".into()),
-            READY,
-        ))?);
-        services.push(e(Proc::spawn(
-            "pdp",
-            &bins.pdp,
-            &[
-                "serve".into(),
-                "--listen".into(),
-                loopback(pdp_port).to_string(),
-                "--policies".into(),
-                s(&bins.policies),
-                "--cert".into(),
-                s(&pki.join("pdp.crt")),
-                "--key".into(),
-                s(&pki.join("pdp.key")),
-                "--ca".into(),
-                s(&pki.join("ca.crt")),
-                "--callers".into(),
-                certbind_tests::spiffe_id("envoy"),
-            ],
-            &logs,
-            Ready::LogLine("certbind-pdp listening on".into()),
-            READY,
-        ))?);
-        services.push(e(Proc::spawn(
-            "ext_authz",
-            self_exe,
-            &[
-                "ext-authz".into(),
-                "--listen".into(),
-                loopback(ext_authz_port).to_string(),
-                "--policies".into(),
-                s(&bins.policies),
-            ],
-            &logs,
-            Ready::LogLine("ext_authz listening on".into()),
-            READY,
-        ))?);
+        // In order; a failure drops (stops) the ones already started.
+        let services = vec![
+            e(Proc::spawn(
+                "upstream",
+                &bins.echo,
+                &["orders".into(), loopback(upstream_port).to_string()],
+                &logs,
+                Ready::LogLine("listening on".into()),
+                READY,
+            ))?,
+            e(Proc::spawn(
+                "authz",
+                &bins.authz,
+                &[
+                    "serve".into(),
+                    "--listen".into(),
+                    loopback(authz_port).to_string(),
+                    "--pki-dir".into(),
+                    s(&pki),
+                    "--state-dir".into(),
+                    s(&root.join("authz-state")),
+                    "--clients".into(),
+                    s(&bins.clients),
+                    "--issuer".into(),
+                    issuer.clone(),
+                ],
+                &logs,
+                Ready::LogLine("certbind-authz listening on".into()),
+                READY,
+            ))?,
+            e(Proc::spawn(
+                "pdp",
+                &bins.pdp,
+                &[
+                    "serve".into(),
+                    "--listen".into(),
+                    loopback(pdp_port).to_string(),
+                    "--policies".into(),
+                    s(&bins.policies),
+                    "--cert".into(),
+                    s(&pki.join("pdp.crt")),
+                    "--key".into(),
+                    s(&pki.join("pdp.key")),
+                    "--ca".into(),
+                    s(&pki.join("ca.crt")),
+                    "--callers".into(),
+                    certbind_tests::spiffe_id("envoy"),
+                ],
+                &logs,
+                Ready::LogLine("certbind-pdp listening on".into()),
+                READY,
+            ))?,
+            e(Proc::spawn(
+                "ext_authz",
+                self_exe,
+                &[
+                    "ext-authz".into(),
+                    "--listen".into(),
+                    loopback(ext_authz_port).to_string(),
+                    "--policies".into(),
+                    s(&bins.policies),
+                ],
+                &logs,
+                Ready::LogLine("ext_authz listening on".into()),
+                READY,
+            ))?,
+        ];
         let authz_addr = loopback(authz_port);
         let jwks_json = mint::jwks(authz_addr, &pki)?;
         let mtls = client_config(
