@@ -208,6 +208,13 @@ impl TokenCache {
         Ok((token, true))
     }
 
+    /// Uses `token` for `service`/`scope` until it needs a refresh (a token obtained elsewhere,
+    /// or a stale one in a test of the refresh paths).
+    pub fn insert(&mut self, service: &str, scope: &str, token: IssuedToken) {
+        self.tokens
+            .insert((service.to_owned(), scope.to_owned()), token);
+    }
+
     /// Forgets the token for `service`/`scope` (after the sidecar said 401).
     pub fn invalidate(&mut self, service: &str, scope: &str) {
         self.tokens.remove(&(service.to_owned(), scope.to_owned()));

@@ -147,6 +147,11 @@ impl Consumer {
         })
     }
 
+    /// The token cache (e.g. to hand the consumer a token it already holds).
+    pub fn tokens_mut(&mut self) -> &mut TokenCache {
+        &mut self.tokens
+    }
+
     /// How many tokens were fetched so far.
     pub fn tokens_fetched(&self) -> u32 {
         self.tokens.fetched

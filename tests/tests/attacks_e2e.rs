@@ -1,12 +1,14 @@
 //! The demo end to end: a whole system on free ports (the harness's `System`), the legitimate
-//! consumer's flow, and the full attack table from `certbind-demo` — every row asserted (each
+//! consumer's flow (with its refresh on a 401 and before expiry), and the full attack table from `certbind-demo` — every row asserted (each
 //! attack refused with its expected answer, every control admitted on both listeners, what the
 //! baseline admits recorded) — then the `certbind-consumer` and `certbind-attacker` binaries
 //! against a system of their own. Every process is gone when a test ends.
 
 use certbind_demo::attacks::{self, Context, Row, Target, Verdict};
-use certbind_demo::consumer::{Consumer, ConsumerConfig};
+use certbind_demo::authz::IssuedToken;
+use certbind_demo::consumer::{Consumer, ConsumerConfig, plan};
 use certbind_demo::control::{ControlError, Dependency, Switch};
+use certbind_demo::forge;
 use certbind_demo::report::{self, Counts};
 use certbind_tests::ports::{is_open, loopback};
 use certbind_tests::system::Ports;
@@ -211,6 +213,36 @@ async fn consumer_flow_and_attack_table() {
     assert_eq!(calls.len(), 10, "two rounds of five calls");
     // One token per (service, scope), reused in the second round: no refresh was due.
     assert_eq!(consumer.tokens_fetched(), 3);
+
+    // Refresh on a 401: a token the sidecar refuses is replaced once and the call retried.
+    let read_order = &plan(false)[0];
+    let stale = |access_token: &str, age: u64| IssuedToken {
+        access_token: access_token.to_owned(),
+        scope: "orders:read".into(),
+        issued_at: forge::now() - age,
+        expires_in: 300,
+    };
+    consumer
+        .tokens_mut()
+        .insert("orders", "orders:read", stale("not.a.jwt", 0));
+    let retried = consumer.call(3, read_order).await;
+    assert!(
+        retried.ok && retried.retried && retried.fresh_token,
+        "{}",
+        retried.line()
+    );
+    // Refresh before expiry: a token 90% through its lifetime is replaced before it is sent
+    // (had it been sent, the sidecar's 401 would have forced a retry).
+    consumer
+        .tokens_mut()
+        .insert("orders", "orders:read", stale("not.a.jwt", 270));
+    let refreshed = consumer.call(4, read_order).await;
+    assert!(
+        refreshed.ok && refreshed.fresh_token && !refreshed.retried,
+        "{}",
+        refreshed.line()
+    );
+    assert_eq!(consumer.tokens_fetched(), 5);
 
     let switch = Arc::new(SystemSwitch(Mutex::new(system)));
     let ctx = {

@@ -106,11 +106,19 @@ async fn main() -> ExitCode {
     };
     println!("{}", report::header_line());
     let mut n = 0;
-    let rows = attacks::run(&ctx, |row| {
+    let table = attacks::run(&ctx, |row| {
         n += 1;
         println!("{}", report::line(n, row));
-    })
-    .await;
+    });
+    // On Ctrl-C the table is dropped mid-row, and with it the guard that brings a frozen PDP or
+    // authz-server back: the attacker never leaves the system stopped.
+    let rows = tokio::select! {
+        rows = table => rows,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("certbind-attacker: interrupted; every frozen service was resumed");
+            return ExitCode::from(130);
+        }
+    };
     let counts = report::Counts::of(&rows);
     println!("\n{}", counts.sentence());
     let json = report::json(&rows, forge::now());
