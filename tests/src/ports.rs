@@ -8,26 +8,37 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// The fixed ports of CONTRACT §2: `make up` may be holding them.
-const CONTRACT_PORTS: [u16; 11] = [
-    9443, 9191, 8443, 8444, 8445, 8080, 8081, 9901, 7001, 7002, 0,
-];
+const CONTRACT_PORTS: [u16; 10] = [9443, 9191, 8443, 8444, 8445, 8080, 8081, 9901, 7001, 7002];
 
 fn handed_out() -> &'static Mutex<HashSet<u16>> {
     static PORTS: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     PORTS.get_or_init(|| Mutex::new(HashSet::new()))
 }
 
-/// A loopback port that was free a moment ago: the kernel picks it (bind to port 0), and this
-/// process never hands it out again.
+/// The lowest port the kernel hands out for outgoing connections (`ip_local_port_range`).
+fn ephemeral_floor() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// A loopback port that was free a moment ago, and that this process never hands out again.
+///
+/// Chosen at random below the ephemeral range: a port from `bind(0)` comes from the range the
+/// kernel also uses for outgoing connections, so between picking it and the service binding
+/// it, any client socket could take it. Ports below that range only go to whoever binds them.
 pub fn free_port() -> Result<u16, Error> {
-    for _ in 0..64 {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(Error::io("binding 127.0.0.1:0 to find a free port"))?;
-        let port = listener
-            .local_addr()
-            .map_err(Error::io("reading a bound port"))?
-            .port();
+    const LOW: u16 = 20_000;
+    let high = ephemeral_floor().max(LOW + 1_000);
+    for _ in 0..256 {
+        let mut r = [0u8; 2];
+        getrandom::fill(&mut r).map_err(|e| Error::Proc(format!("getrandom: {e}")))?;
+        let port = LOW + u16::from_le_bytes(r) % (high - LOW);
         if CONTRACT_PORTS.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
             continue;
         }
         let mut seen = handed_out()
@@ -37,7 +48,7 @@ pub fn free_port() -> Result<u16, Error> {
             return Ok(port);
         }
     }
-    Err(Error::Proc("no free port after 64 tries".into()))
+    Err(Error::Proc("no free port after 256 tries".into()))
 }
 
 /// `127.0.0.1:<port>`.
@@ -48,4 +59,24 @@ pub fn loopback(port: u16) -> SocketAddr {
 /// Whether something accepts TCP connections on `addr` right now.
 pub fn is_open(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let distinct: HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+        for port in ports {
+            assert!(
+                port < ephemeral_floor().max(21_000) && port >= 20_000,
+                "{port}"
+            );
+            assert!(!CONTRACT_PORTS.contains(&port));
+            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
+        }
+    }
 }
