@@ -306,7 +306,7 @@ impl Flow {
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(cached) = engine.tokens.get(&hash, now_ms).cloned() {
             match engine.jwks.lookup(cached.token.kid(), now_ms) {
-                Lookup::Found(key) if *key == cached.key => {
+                Lookup::Found(key) if *key.verifying_key() == cached.key => {
                     self.token_cache_hit = true;
                     return match cached.token.check_time(now_s, engine.expect.clock_skew_s) {
                         Ok(()) => Progress::Done(cached.token),
@@ -327,7 +327,7 @@ impl Flow {
             Err(reason) => return Progress::Failed(reason),
         };
         let key = match engine.jwks.lookup(kid, now_ms) {
-            Lookup::Found(key) => *key,
+            Lookup::Found(key) => key,
             Lookup::Stale => return Progress::Failed(Reason::JwksUnavailable),
             Lookup::NoKeys => {
                 let until = self
@@ -357,13 +357,13 @@ impl Flow {
                 });
             }
         };
-        match verify_access_token(jws, &key, &engine.expect, now_s) {
+        match verify_access_token(jws, key, &engine.expect, now_s) {
             Ok(verified) => {
                 let verified = Rc::new(verified);
                 let until = verified.exp().saturating_mul(1000);
                 let entry = CachedToken {
                     token: Rc::clone(&verified),
-                    key,
+                    key: *key.verifying_key(),
                 };
                 engine.tokens.insert(hash, entry, until, now_ms);
                 Progress::Done(verified)

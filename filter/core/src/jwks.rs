@@ -1,7 +1,9 @@
-//! The JWKS: parsing a bounded key set into ready verifying keys (EC P-256 signing keys only),
+//! The JWKS: parsing a bounded key set into ready verifying keys (EC P-256 signing keys only,
+//! each tabulated for fast ES256 on first use),
 //! and the pure refresh state machine — when to fetch, single-flight lease, unknown-`kid`
 //! rate limit, failure backoff and the staleness bound — shared by all worker VMs as a record.
 
+use crate::es256::PreparedKey;
 use crate::json::from_slice_strict;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -53,7 +55,7 @@ impl std::error::Error for JwksError {}
 /// The verifying keys of one JWKS, by `kid`, parsed once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeySet {
-    keys: Vec<(String, VerifyingKey)>,
+    keys: Vec<(String, PreparedKey)>,
 }
 
 #[derive(Deserialize)]
@@ -87,7 +89,7 @@ impl KeySet {
         if doc.keys.len() > MAX_KEYS {
             return Err(JwksError::TooManyKeys(doc.keys.len()));
         }
-        let mut keys: Vec<(String, VerifyingKey)> = Vec::new();
+        let mut keys: Vec<(String, PreparedKey)> = Vec::new();
         for entry in doc.keys {
             let Ok(jwk) = serde_json::from_value::<Jwk>(entry) else {
                 continue;
@@ -101,7 +103,7 @@ impl KeySet {
             if keys.iter().any(|(k, _)| *k == kid) {
                 return Err(JwksError::DuplicateKid);
             }
-            keys.push((kid, key));
+            keys.push((kid, PreparedKey::new(key)));
         }
         if keys.is_empty() {
             return Err(JwksError::NoUsableKey);
@@ -110,7 +112,7 @@ impl KeySet {
     }
 
     /// The key for `kid`, if the set has it.
-    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+    pub fn get(&self, kid: &str) -> Option<&PreparedKey> {
         self.keys.iter().find(|(k, _)| k == kid).map(|(_, key)| key)
     }
 
@@ -211,7 +213,7 @@ pub struct JwksCache {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Lookup<'a> {
     /// The key, from a set within the staleness bound.
-    Found(&'a VerifyingKey),
+    Found(&'a PreparedKey),
     /// The set is fresh enough but lacks this `kid`.
     UnknownKid,
     /// No set was ever installed.

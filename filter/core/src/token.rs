@@ -2,6 +2,7 @@
 //! `crit` refused, `typ` at+jwt, `kid` required) → signature → claims. A [`VerifiedToken`]
 //! exists only when every step passed; only this module can build one.
 
+use crate::es256::PreparedKey;
 use crate::json::from_slice_strict;
 use crate::reason::Reason;
 use base64::Engine;
@@ -127,8 +128,11 @@ impl<'a> UntrustedJws<'a> {
     }
 
     /// Checks the ES256 signature (raw `r‖s`, RFC 7518 §3.4) over `header.payload`.
-    pub fn verify_signature(self, key: &VerifyingKey) -> Result<VerifiedJws, Reason> {
-        es256_verify(key, self.signing_input.as_bytes(), &self.signature)?;
+    pub fn verify_signature<K: Es256Verifier + ?Sized>(
+        self,
+        key: &K,
+    ) -> Result<VerifiedJws, Reason> {
+        key.verify_es256(self.signing_input.as_bytes(), &self.signature)?;
         Ok(VerifiedJws {
             payload: self.payload,
         })
@@ -141,6 +145,27 @@ pub fn es256_verify(key: &VerifyingKey, message: &[u8], signature: &[u8]) -> Res
     let signature = Signature::from_slice(signature).map_err(|_| Reason::BadSignature)?;
     key.verify(message, &signature)
         .map_err(|_| Reason::BadSignature)
+}
+
+/// A public key that checks ES256 signatures: a plain key, or a JWKS key with its table.
+pub trait Es256Verifier {
+    fn verify_es256(&self, message: &[u8], signature: &[u8]) -> Result<(), Reason>;
+}
+
+impl Es256Verifier for VerifyingKey {
+    fn verify_es256(&self, message: &[u8], signature: &[u8]) -> Result<(), Reason> {
+        es256_verify(self, message, signature)
+    }
+}
+
+impl Es256Verifier for PreparedKey {
+    fn verify_es256(&self, message: &[u8], signature: &[u8]) -> Result<(), Reason> {
+        if self.verify(message, signature) {
+            Ok(())
+        } else {
+            Err(Reason::BadSignature)
+        }
+    }
 }
 
 /// A JWS whose ES256 signature verified: its payload is authentic, not yet validated.
@@ -337,9 +362,9 @@ pub fn validate_claims(
 
 /// The whole check of a token whose header was already decoded and whose `kid`'s key was
 /// found: signature, then claims.
-pub fn verify_access_token(
+pub fn verify_access_token<K: Es256Verifier + ?Sized>(
     jws: UntrustedJws<'_>,
-    key: &VerifyingKey,
+    key: &K,
     expect: &Expectations,
     now_s: u64,
 ) -> Result<VerifiedToken, Reason> {

@@ -5,6 +5,7 @@
 // Test helpers outside `#[test]` functions: a broken corpus must stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use certbind_core::es256::PreparedKey;
 use certbind_core::jwks::KeySet;
 use certbind_core::token::{decode_metadata, es256_verify};
 use p256::ecdsa::VerifyingKey;
@@ -45,6 +46,15 @@ fn all_262_ecdsa_p256_sha256_p1363_vectors() {
                 .as_ref()
                 .map_err(|_| ())
                 .and_then(|k| es256_verify(k, &msg, &sig).map_err(|_| ()));
+            // The tabulated verifier of JWKS keys must give the very same answer.
+            let prepared = key
+                .as_ref()
+                .map(|k| PreparedKey::new(*k).verify(&msg, &sig));
+            assert_eq!(
+                prepared.unwrap_or(false),
+                verdict.is_ok(),
+                "tcId {id}: tabulated verify differs"
+            );
             match t["result"].as_str().unwrap() {
                 "valid" => {
                     valid += 1;
