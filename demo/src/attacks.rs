@@ -158,7 +158,11 @@ impl Answer {
             status: response.status,
             reason: if admitted { None } else { reason },
             detail: if admitted { None } else { detail },
-            upstream: if admitted { json } else { None },
+            upstream: if admitted {
+                json.map(redact_echo)
+            } else {
+                None
+            },
         }
     }
 
@@ -255,6 +259,17 @@ impl Answer {
         value["admitted"] = Value::Bool(self.admitted());
         value
     }
+}
+
+/// The upstream's echo without what must never be recorded: a query string (the token-in-URL
+/// row puts a real token there) is cut to `?…`.
+fn redact_echo(mut echo: Value) -> Value {
+    if let Some(path) = echo.get("path").and_then(Value::as_str)
+        && let Some((before, _)) = path.split_once('?')
+    {
+        echo["path"] = Value::String(format!("{before}?…"));
+    }
+    echo
 }
 
 /// `spiffe://certbind.test/ns/demo/sa/inventory` → `inventory`.
@@ -1289,6 +1304,20 @@ mod tests {
         );
         assert_eq!(v, Verdict::NotRun);
         assert!(!v.is_failure());
+    }
+
+    #[test]
+    fn a_token_in_the_echoed_query_is_never_recorded() {
+        let answer = Answer::from_response(&Response {
+            status: 200,
+            headers: vec![],
+            body: json!({"path": "/orders/1?access_token=eyJsecret"})
+                .to_string()
+                .into_bytes(),
+        });
+        let recorded = answer.to_json(Show::Path).to_string();
+        assert!(!recorded.contains("eyJsecret"), "{recorded}");
+        assert_eq!(answer.summary(Show::Path), "200 admitted, path=/orders/1?…");
     }
 
     #[test]
