@@ -458,6 +458,14 @@ impl System {
         Ok(authz_active_key(&self.state)?.kid().to_owned())
     }
 
+    /// A second, unrelated PKI (`certbind-authz pki init` into `<dir>/<name>`): same SPIFFE
+    /// IDs, another CA, for impersonation attempts.
+    pub fn foreign_pki(&self, name: &str) -> Result<PathBuf, Error> {
+        let dir = self.dir.path().join(name);
+        pki_init(&self.authz_bin, &dir)?;
+        Ok(dir)
+    }
+
     pub fn admin(&self) -> Admin {
         Admin::new(loopback(self.ports.admin))
     }

@@ -497,6 +497,26 @@ fn refuses_a_tls_handshake_without_a_client_certificate() {
     );
 }
 
+#[test]
+fn refuses_a_tls_handshake_with_a_certificate_from_another_ca() {
+    let s = shared();
+    let t = token(s, "consumer", "orders", "orders:read");
+    // The attacker's own CA issued a certificate naming the consumer.
+    let foreign = s.foreign_pki("foreign-pki").unwrap();
+    let impostor = certbind_tests::TlsClient::new(
+        &s.pki_dir().join("ca.crt"),
+        Some((&foreign.join("consumer.crt"), &foreign.join("consumer.key"))),
+    )
+    .unwrap();
+    let err = impostor
+        .send(s.sidecar("orders"), &Request::get("/orders/1").bearer(&t))
+        .expect_err("a certificate from another CA must be refused");
+    assert!(
+        matches!(err, certbind_tests::Error::Tls(_)),
+        "expected a TLS refusal, got {err}"
+    );
+}
+
 // ------------------------------------------------------------------ headers and paths
 
 #[test]
