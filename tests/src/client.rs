@@ -158,6 +158,16 @@ impl TlsClient {
     /// Trusts `ca` (PEM); presents `identity` = (certificate chain PEM, private key PEM) if given.
     /// The server must prove the name `localhost` (every demo certificate carries it).
     pub fn new(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, Error> {
+        Self::with_versions(ca, identity, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// Like [`TlsClient::new`], offering only these TLS versions (e.g. `&[&rustls::version::TLS12]`
+    /// to prove a TLS-1.3-only listener refuses TLS 1.2).
+    pub fn with_versions(
+        ca: &Path,
+        identity: Option<(&Path, &Path)>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Result<Self, Error> {
         let mut roots = RootCertStore::empty();
         for cert in read_certs(ca)? {
             roots
@@ -166,7 +176,7 @@ impl TlsClient {
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|e| Error::Tls(e.to_string()))?
             .with_root_certificates(roots);
         let config = match identity {

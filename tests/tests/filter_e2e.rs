@@ -517,6 +517,28 @@ fn refuses_a_tls_handshake_with_a_certificate_from_another_ca() {
     );
 }
 
+#[test]
+fn refuses_tls_1_2_on_the_sidecar_but_not_on_the_baseline() {
+    let s = shared();
+    let pki = s.pki_dir();
+    let tls12 = certbind_tests::TlsClient::with_versions(
+        &pki.join("ca.crt"),
+        Some((&pki.join("consumer.crt"), &pki.join("consumer.key"))),
+        &[&rustls::version::TLS12],
+    )
+    .unwrap();
+    let err = tls12
+        .send(s.sidecar("orders"), &Request::get("/orders/1"))
+        .expect_err("the sidecar is TLS 1.3 only");
+    assert!(matches!(err, certbind_tests::Error::Tls(_)), "{err}");
+    // The same client reaches the baseline (which then wants a token): the refusal above was
+    // the version, not something else about this client.
+    let r = tls12
+        .send(s.baseline("orders"), &Request::get("/orders/1"))
+        .unwrap();
+    assert_eq!(r.status, 401, "{}", r.text());
+}
+
 // ------------------------------------------------------------------ headers and paths
 
 #[test]
