@@ -22,6 +22,14 @@ impl Dependency {
         }
     }
 
+    /// The program a pid for this dependency must be running.
+    pub fn program(self) -> &'static str {
+        match self {
+            Self::Pdp => "certbind-pdp",
+            Self::Authz => "certbind-authz",
+        }
+    }
+
     /// The attacker flag that supplies this service's pid.
     pub fn flag(self) -> &'static str {
         match self {
@@ -59,6 +67,15 @@ pub fn read_pid_file(path: &Path) -> Result<u32, ControlError> {
 
 fn parse_pid(text: &str) -> Option<u32> {
     text.trim().parse::<u32>().ok().filter(|pid| *pid > 1)
+}
+
+/// Whether `pid` runs `program` (its argv[0] names it).
+fn runs(pid: u32, program: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        let name = argv0.rsplit(|b| *b == b'/').next().unwrap_or_default();
+        name == program.as_bytes()
+    })
 }
 
 fn signal(pid: u32, signal: Signal) -> Result<(), ControlError> {
@@ -102,13 +119,23 @@ impl ProcessControl {
     }
 
     fn required_pid(&self, which: Dependency) -> Result<u32, ControlError> {
-        self.pid(which).ok_or_else(|| {
+        let pid = self.pid(which).ok_or_else(|| {
             ControlError(format!(
                 "no pid for {} (pass {})",
                 which.name(),
                 which.flag()
             ))
-        })
+        })?;
+        // A stale pid file may name a pid the kernel has since given to anything else: never
+        // stop a process that is not the service.
+        if runs(pid, which.program()) {
+            Ok(pid)
+        } else {
+            Err(ControlError(format!(
+                "pid {pid} is not {} (stale pid file?)",
+                which.program()
+            )))
+        }
     }
 }
 
@@ -173,8 +200,27 @@ mod tests {
     }
 
     #[test]
-    fn freezes_and_thaws_a_real_process() {
+    fn refuses_to_freeze_a_pid_that_is_not_the_service() {
         let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let control = ProcessControl {
+            pdp: Some(child.id()),
+            authz: Some(child.id()),
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let err = outage(&control, Dependency::Authz).unwrap_err();
+        assert!(err.0.contains("is not certbind-authz"), "{err}");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn freezes_and_thaws_a_real_process() {
+        use std::os::unix::process::CommandExt;
+        let mut child = std::process::Command::new("sleep")
+            .arg0("certbind-pdp")
             .arg("30")
             .spawn()
             .unwrap();
@@ -193,6 +239,13 @@ mod tests {
                 .unwrap()
                 .to_owned()
         };
+        // Until the child has exec'd, /proc shows the test binary's command line.
+        for _ in 0..100 {
+            if runs(child.id(), "certbind-pdp") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert!(control.available(Dependency::Pdp) && !control.available(Dependency::Authz));
         let thaw = outage(&control, Dependency::Pdp).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
