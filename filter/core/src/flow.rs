@@ -3,7 +3,7 @@
 //! CONTRACT §4's order. The [`Engine`] holds what outlives a request in one VM: configuration,
 //! keys and the caches.
 
-use crate::binding::{BoundToken, PeerIdentity, bind};
+use crate::binding::{BoundToken, CertThumbprint, PeerIdentity, bind};
 use crate::cache::ExpiringCache;
 use crate::config::{FilterConfig, Mode};
 use crate::decision::{
@@ -43,7 +43,7 @@ pub struct Engine {
     jwks: JwksCache,
     tokens: ExpiringCache<[u8; 32], CachedToken>,
     decisions: DecisionCache,
-    peers: ExpiringCache<String, PeerIdentity>,
+    peers: ExpiringCache<CertThumbprint, PeerIdentity>,
 }
 
 impl Engine {
@@ -86,14 +86,16 @@ impl Engine {
         let Some(digest) = digest_hex.filter(|_| mtls) else {
             return PeerIdentity::default();
         };
-        if let Some(known) = self.peers.get(&digest.to_owned(), 0) {
+        let Ok(thumbprint) = CertThumbprint::from_hex(digest) else {
+            return PeerIdentity::default();
+        };
+        if let Some(known) = self.peers.get(&thumbprint, 0) {
             return known.clone();
         }
         let (pem, uri_san) = rest();
         let identity =
             PeerIdentity::from_envoy(mtls, Some(digest), pem.as_deref(), uri_san.as_deref());
-        self.peers
-            .insert(digest.to_owned(), identity.clone(), u64::MAX, 0);
+        self.peers.insert(thumbprint, identity.clone(), u64::MAX, 0);
         identity
     }
 }
@@ -440,7 +442,6 @@ fn resource_of(path: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::binding::CertThumbprint;
     use crate::binding::bind_tests::{CONSUMER, cert};
     use crate::config::tests::MINIMAL;
     use crate::jwks::tests::{RFC7515_X, RFC7515_Y, jwk, jwks_body};

@@ -106,20 +106,22 @@ fn log_safe(s: &str) -> String {
 pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
     let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
     let mut facts = certbind_core::flow::RequestFacts::default();
-    for (name, value) in &headers {
-        let lower = name.to_ascii_lowercase();
-        if lower.starts_with(certbind_core::flow::HEADER_PREFIX) {
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
-            continue;
-        }
-        match lower.as_str() {
-            "authorization" if facts.authorization.is_none() => {
-                facts.authorization = Some(value.clone());
-            }
-            "x-request-id" => facts.request_id = value.clone(),
-            ":method" => facts.method = value.clone(),
-            ":path" => facts.path = value.clone(),
-            _ => {}
+    let prefix = certbind_core::flow::HEADER_PREFIX;
+    for (name, value) in headers {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if name
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, None);
+        } else if is("authorization") {
+            facts.authorization.get_or_insert(value);
+        } else if is("x-request-id") {
+            facts.request_id = value;
+        } else if is(":method") {
+            facts.method = value;
+        } else if is(":path") {
+            facts.path = value;
         }
     }
     let property = |path: &[&str]| -> Option<String> {
