@@ -84,13 +84,17 @@ fn bar_chart(path: &Path, title: &str, y_desc: &str, bars: &[Bar]) -> Result<(),
         let i = i as i32;
         let color = Palette99::pick(i as usize).to_rgba();
         chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [
-                    (SegmentValue::Exact(i), 0.0),
-                    (SegmentValue::Exact(i + 1), b.value),
-                ],
-                color.filled(),
-            )))
+            .draw_series(std::iter::once({
+                let mut bar = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), b.value),
+                    ],
+                    color.filled(),
+                );
+                bar.set_margin(0, 0, 10, 10);
+                bar
+            }))
             .map_err(err)?;
         if let Some((lo, hi)) = b.range {
             chart

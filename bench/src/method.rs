@@ -108,6 +108,8 @@ pub struct Sample {
     pub envoy_core_util: f64,
     /// Envoy's resident memory after the run, MB.
     pub rss_mb: f64,
+    /// The machine's 1-minute load average when the run ended (others' work adds noise).
+    pub loadavg_1m: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offered_rps: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,6 +177,7 @@ fn sample(round: usize, r: &LoadResult, cpu_us: u64, rss_kb: u64) -> Sample {
         cpu_us_per_req: round3(cpu_us as f64 / requests),
         envoy_core_util: round3(cpu_us as f64 / 1e6 / r.elapsed.as_secs_f64().max(1e-9)),
         rss_mb: round3(rss_kb as f64 / 1024.0),
+        loadavg_1m: procstat::loadavg_1m(),
         offered_rps: None,
         first_error: r.first_error.clone(),
     }

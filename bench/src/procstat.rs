@@ -39,6 +39,16 @@ pub fn rss_kb(pid: u32) -> Result<u64, String> {
     parse_status_rss_kb(&text).ok_or_else(|| format!("{path}: no VmRSS"))
 }
 
+/// The first field of `/proc/loadavg`.
+pub fn loadavg_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -386,6 +386,7 @@ mod tests {
             cpu_us_per_req: cpu,
             envoy_core_util: 1.0,
             rss_mb: rss,
+            loadavg_1m: None,
             offered_rps: None,
             first_error: None,
         }
