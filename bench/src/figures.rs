@@ -43,6 +43,8 @@ struct Bar {
     label: String,
     value: f64,
     range: Option<(f64, f64)>,
+    /// The value this bar adds to, shown as `+added` above it.
+    base: Option<f64>,
 }
 
 fn bar_chart(path: &Path, title: &str, y_desc: &str, bars: &[Bar]) -> Result<(), String> {
@@ -55,7 +57,7 @@ fn bar_chart(path: &Path, title: &str, y_desc: &str, bars: &[Bar]) -> Result<(),
         * 1.15;
     let n = bars.len() as i32;
     let mut chart = ChartBuilder::on(&root)
-        .caption(title, (FONT, 26))
+        .caption(title, (FONT, 21))
         .margin(15)
         .x_label_area_size(70)
         .y_label_area_size(80)
@@ -109,7 +111,10 @@ fn bar_chart(path: &Path, title: &str, y_desc: &str, bars: &[Bar]) -> Result<(),
         }
         chart
             .draw_series(std::iter::once(Text::new(
-                format!("{:.0}", b.value),
+                match b.base {
+                    Some(base) => format!("{:.0} ({:+.0})", b.value, b.value - base),
+                    None => format!("{:.0}", b.value),
+                },
                 (
                     SegmentValue::CenterOf(i),
                     b.range.map_or(b.value, |r| r.1.max(b.value)) + top * 0.02,
@@ -138,6 +143,7 @@ fn throughput(m: &Measurements, dir: &Path) -> Result<Option<PathBuf>, String> {
                     rps.iter().copied().fold(f64::INFINITY, f64::min),
                     rps.iter().copied().fold(0.0, f64::max),
                 )),
+                base: None,
             })
         })
         .collect();
@@ -155,23 +161,27 @@ fn throughput(m: &Measurements, dir: &Path) -> Result<Option<PathBuf>, String> {
 }
 
 fn stage_cost(m: &Measurements, dir: &Path) -> Result<Option<PathBuf>, String> {
+    // Each stage with the stage it adds to: the label shows the added µs.
     let stages = [
-        (Scenario::S0, "HTTP"),
-        (Scenario::S1, "+TLS"),
-        (Scenario::S2, "+mTLS"),
-        (Scenario::S2w, "+Wasm"),
-        (Scenario::S3, "+jwt_authn"),
-        (Scenario::S5, "certbind"),
-        (Scenario::S4, "+ext_authz"),
+        (Scenario::S0, "HTTP", None),
+        (Scenario::S1, "+TLS", Some(Scenario::S0)),
+        (Scenario::S2, "+mTLS", Some(Scenario::S1)),
+        (Scenario::S2w, "+Wasm", Some(Scenario::S2)),
+        (Scenario::S3, "+jwt_authn", Some(Scenario::S2)),
+        (Scenario::S5, "certbind", Some(Scenario::S2w)),
+        (Scenario::S4, "+ext_authz", Some(Scenario::S3)),
     ];
+    let cpu = |s: Scenario| {
+        measured(m, s).and_then(|d| ScenarioData::median_of(&d.closed, |x| x.cpu_us_per_req))
+    };
     let bars: Vec<Bar> = stages
         .iter()
-        .filter_map(|(s, label)| {
-            let d = measured(m, *s)?;
+        .filter_map(|(s, label, base)| {
             Some(Bar {
                 label: format!("{} {label}", s.id()),
-                value: ScenarioData::median_of(&d.closed, |x| x.cpu_us_per_req)?,
+                value: cpu(*s)?,
                 range: None,
+                base: base.and_then(cpu),
             })
         })
         .collect();
@@ -181,7 +191,7 @@ fn stage_cost(m: &Measurements, dir: &Path) -> Result<Option<PathBuf>, String> {
     let path = dir.join("stage_cost.png");
     bar_chart(
         &path,
-        "Envoy CPU per request: HTTP, TLS, mTLS, Wasm floor, JWT, certbind (JWT+binding+PDP), JWT+ext_authz",
+        "Envoy CPU µs per request; (+n) added over the previous stage (S3 over S2, S5 over S2w, S4 over S3)",
         "µs of Envoy CPU per request",
         &bars,
     )?;
