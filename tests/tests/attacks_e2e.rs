@@ -511,3 +511,44 @@ fn consumer_and_attacker_binaries_run_against_a_system_on_free_ports() {
     drop(system);
     assert_torn_down(&ports, envoy_pid);
 }
+
+/// `docker compose`'s init step (`demo/docker/init.sh`) outside Docker: it generates the PKI and
+/// renders a config that this Envoy accepts, with the filter copied beside it. (No Docker engine
+/// here: `docker-compose config -q` checks the compose file, this checks what it runs.)
+#[test]
+fn docker_init_script_renders_a_config_envoy_accepts() {
+    let authz = prereq::release_bin("certbind-authz").unwrap_or_else(|e| panic!("{e}"));
+    let wasm = prereq::wasm().unwrap_or_else(|e| panic!("{e}"));
+    let script = prereq::repo_file("demo/docker/init.sh").unwrap_or_else(|e| panic!("{e}"));
+    let template = prereq::repo_file("envoy/sidecar.yaml.tmpl").unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, out) = (dir.path().join("pki"), dir.path().join("envoy"));
+    std::fs::create_dir_all(&pki).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let bin_dir = authz.parent().unwrap().display().to_string();
+    let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
+    let run = Command::new("sh")
+        .arg(&script)
+        .env("PATH", path)
+        .env("CERTBIND_PKI", &pki)
+        .env("CERTBIND_ENVOY_OUT", &out)
+        .env("CERTBIND_TEMPLATE", &template)
+        .env("CERTBIND_WASM", &wasm)
+        .env("CERTBIND_ENVOY_PKI", &pki)
+        .env("CERTBIND_ENVOY_DIR", &out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "init.sh failed:\n{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(pki.join("ca.crt").is_file() && pki.join("envoy.key").is_file());
+    assert!(out.join("certbind_filter.wasm").is_file());
+    let config = out.join("envoy.yaml");
+    let rendered = std::fs::read_to_string(&config).unwrap();
+    assert!(!rendered.contains("${"), "a variable was left unrendered");
+    assert!(rendered.contains("port_value: 8443"), "CONTRACT §2 ports");
+    certbind_tests::envoy::validate(&config).unwrap_or_else(|e| panic!("{e}"));
+}
