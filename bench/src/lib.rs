@@ -59,7 +59,7 @@ pub fn run_all(
         bench.cores.load,
         bench.dir().join("logs").display()
     ));
-    let env_before = report::env_json(&bench.cores, &bins.envoy);
+    let env_before = report::env_json(&bench.cores, &bins.envoy, &bins.certbind_wasm);
     let measurements = method::run(&bench, &opts.plan, &opts.scenarios, log)
         .map_err(|e| format!("{e}\n{}", bench.logs_tail(10)))?;
     let mut env = env_before;

@@ -191,7 +191,7 @@ fn scenario_json(s: Scenario, d: &ScenarioData, m: &Measurements) -> Value {
 }
 
 /// Facts about where and what was measured.
-pub fn env_json(cores: &crate::setup::Cores, envoy: &Path) -> Value {
+pub fn env_json(cores: &crate::setup::Cores, envoy: &Path, wasm: &Path) -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -225,6 +225,7 @@ pub fn env_json(cores: &crate::setup::Cores, envoy: &Path) -> Value {
         "envoy": envoy_version,
         "git": git.map(|g| if dirty { format!("{g}-dirty") } else { g }),
         "date": date,
+        "certbind_wasm_bytes": std::fs::metadata(wasm).ok().map(|m| m.len()),
         "loadavg": std::fs::read_to_string("/proc/loadavg").ok().map(|s| s.trim().to_owned()),
     })
 }
