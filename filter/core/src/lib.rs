@@ -12,4 +12,5 @@ pub mod flow;
 pub mod json;
 pub mod jwks;
 pub mod reason;
+pub mod revocation;
 pub mod token;
