@@ -116,7 +116,8 @@ pub fn summary_figures(m: &Measurements) -> (Map<String, Value>, Map<String, Val
     metrics.insert("R9_wasm_es256_verify_us".into(), num(r9));
     notes.push(
         "R9_wasm_es256_verify_us: Envoy CPU per request of S5c (fresh token each request) minus S5 \
-         (same token): one ES256 verify in V8 plus parsing and caching one new token, so an upper bound"
+         (same token): one ES256 verify in V8 plus parsing and caching one new token, so an upper bound \
+         (null when either was not measured)"
             .into(),
     );
     metrics.insert("R11_added_rss_mb".into(), num(diff(S5, S2, closed, rss)));
@@ -219,7 +220,10 @@ pub fn env_json(cores: &crate::setup::Cores, envoy: &Path, wasm: &Path) -> Value
     let date = run("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]);
     json!({
         "cpu": cpu,
-        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // The machine's cores (this process is pinned to one by now, so not its affinity).
+        "cores": std::fs::read_to_string("/proc/cpuinfo")
+            .map(|t| t.lines().filter(|l| l.starts_with("processor")).count())
+            .unwrap_or(0),
         "envoy_core": cores.envoy,
         "load_core": cores.load,
         "envoy": envoy_version,
