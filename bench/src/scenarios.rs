@@ -262,7 +262,7 @@ const CERTBIND_FILTER: &str = r#"          - name: certbind
                       "audience": "${AUDIENCE}",
                       "trust_domain": "certbind.test",
                       "jwks": {"cluster": "certbind_authz", "authority": "127.0.0.1:${AUTHZ_PORT}"},
-                      "pdp": {"cluster": "certbind_pdp", "authority": "127.0.0.1:${PDP_PORT}"},
+                      "pdp": {"cluster": "certbind_pdp", "authority": "127.0.0.1:${PDP_PORT}", "timeout_ms": 1000},
                       "decision_cache_size": ${DECISION_CACHE_SIZE},
                       "token_cache_size": 1024,
                       "mode": "enforce"
