@@ -17,5 +17,6 @@ mod host_mock {
     mod lifecycle;
     mod pdp;
     mod refusals;
+    mod robust;
     mod smoke;
 }

@@ -1,10 +1,12 @@
-//! Test PKI: a P-256 CA and workload certificates (rcgen), and the connection properties
+//! Test PKI: a P-256 CA and workload certificates (rcgen, deterministic), and the properties
 //! Envoy 1.40 reports for a peer presenting one of them.
 
 use certbind_core::binding::CertThumbprint;
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-    PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, PKCS_ECDSA_P256_SHA256,
+    PublicKeyData, SanType, SignatureAlgorithm,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -96,34 +98,107 @@ pub struct Pki {
 }
 
 impl Pki {
+    /// The same certificates on every run (deterministic keys and signatures), so a seeded
+    /// randomized case replays byte for byte.
     pub fn generate() -> Self {
-        let ca = authority("certbind test CA");
+        Self::from_seed(0x5eed_ce27)
+    }
+
+    pub fn from_seed(seed: u64) -> Self {
+        let ca = authority("certbind test CA", seed);
+        let mut n = 0;
+        let mut leaf = |name: &str, uris: &[String]| {
+            n += 1;
+            leaf(&ca, name, uris, seed.wrapping_add(n))
+        };
         Self {
-            consumer: leaf(&ca, "consumer", &[spiffe("consumer")]),
-            inventory: leaf(&ca, "inventory", &[spiffe("inventory")]),
-            orders: leaf(&ca, "orders", &[spiffe("orders")]),
-            consumer_reissued: leaf(&ca, "consumer", &[spiffe("consumer")]),
+            consumer: leaf("consumer", &[spiffe("consumer")]),
+            inventory: leaf("inventory", &[spiffe("inventory")]),
+            orders: leaf("orders", &[spiffe("orders")]),
+            consumer_reissued: leaf("consumer", &[spiffe("consumer")]),
             foreign: leaf(
-                &ca,
                 "mallory",
                 &["spiffe://evil.test/ns/demo/sa/consumer".into()],
             ),
-            no_san: leaf(&ca, "nosan", &[]),
-            two_sans: leaf(&ca, "twosans", &[spiffe("consumer"), spiffe("inventory")]),
+            no_san: leaf("nosan", &[]),
+            two_sans: leaf("twosans", &[spiffe("consumer"), spiffe("inventory")]),
         }
     }
 }
 
-fn authority(cn: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("CA key");
+/// A P-256 key derived from a seed that signs deterministically (RFC 6979), for rcgen.
+pub struct SeededKey {
+    signing: SigningKey,
+    public: Vec<u8>,
+}
+
+impl SeededKey {
+    pub fn from_seed(seed: u64) -> Self {
+        let mut n = 0u64;
+        loop {
+            let bytes =
+                Sha256::digest([b"pki".as_slice(), &seed.to_le_bytes(), &n.to_le_bytes()].concat());
+            if let Ok(signing) = SigningKey::from_slice(&bytes) {
+                let public = signing
+                    .verifying_key()
+                    .to_sec1_point(false)
+                    .as_bytes()
+                    .to_vec();
+                return Self { signing, public };
+            }
+            n += 1;
+        }
+    }
+}
+
+impl PublicKeyData for SeededKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public
+    }
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &PKCS_ECDSA_P256_SHA256
+    }
+}
+
+impl rcgen::SigningKey for SeededKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        let sig: Signature = self.signing.sign(msg);
+        let raw = sig.to_bytes();
+        Ok(der_ecdsa_signature(&raw[..32], &raw[32..]))
+    }
+}
+
+/// `SEQUENCE { INTEGER r, INTEGER s }`, the X.509 form of an ECDSA signature.
+fn der_ecdsa_signature(r: &[u8], s: &[u8]) -> Vec<u8> {
+    fn integer(v: &[u8]) -> Vec<u8> {
+        let trimmed: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
+        let mut body = if trimmed.first().is_some_and(|b| b & 0x80 != 0) {
+            vec![0]
+        } else {
+            Vec::new()
+        };
+        body.extend_from_slice(if trimmed.is_empty() { &[0] } else { &trimmed });
+        let mut out = vec![0x02, body.len() as u8];
+        out.extend(body);
+        out
+    }
+    let mut seq = integer(r);
+    seq.extend(integer(s));
+    let mut out = vec![0x30, seq.len() as u8];
+    out.extend(seq);
+    out
+}
+
+fn authority(cn: &str, seed: u64) -> CertifiedIssuer<'static, SeededKey> {
+    let key = SeededKey::from_seed(seed);
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, cn);
     CertifiedIssuer::self_signed(params, key).expect("CA certificate")
 }
 
-fn leaf(ca: &CertifiedIssuer<'static, KeyPair>, name: &str, uris: &[String]) -> Cert {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("leaf key");
+fn leaf(ca: &CertifiedIssuer<'static, SeededKey>, name: &str, uris: &[String], seed: u64) -> Cert {
+    let key = SeededKey::from_seed(seed);
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
     params.distinguished_name.push(DnType::CommonName, name);
     params.subject_alt_names = uris

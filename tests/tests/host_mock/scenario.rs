@@ -88,6 +88,23 @@ impl Answer {
             Self::Silent => Self::Silent,
         }
     }
+    /// The same answer with another HTTP status.
+    pub fn with_status(self, new: u32) -> Self {
+        match self {
+            Self::Respond {
+                headers,
+                body,
+                after_ms,
+                ..
+            } => Self::Respond {
+                status: new,
+                headers,
+                body,
+                after_ms,
+            },
+            other => other,
+        }
+    }
     pub fn fail() -> Self {
         Self::Fail { after_ms: 0 }
     }
