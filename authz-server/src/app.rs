@@ -9,6 +9,8 @@ use crate::oauth::{
     ErrorCode, Form, LoggedDetail, LoggedError, MAX_BODY, OAuthError, is_form_content_type,
     no_store,
 };
+use crate::revocation::Revocations;
+use crate::revoke::{self, Recorded};
 use crate::token::{self, Claims};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -17,11 +19,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use certbind_core::binding::SpiffeId;
+use certbind_core::binding::{CertThumbprint, SpiffeId};
 use certbind_core::dpop::{self, ProofCheck, ProofWindow, ReplayCache};
+use certbind_core::revocation::Presented;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// DER of the client certificate the TLS layer verified against the CA.
 #[derive(Debug, Clone)]
@@ -46,6 +49,12 @@ pub const DPOP_MAX_AGE_S: u64 = 60;
 pub const DPOP_CLOCK_SKEW_S: u64 = 5;
 /// Most DPoP proof `jti`s remembered at once; when full of live ones, new proofs are refused.
 pub const DPOP_REPLAY_CAPACITY: usize = 65_536;
+/// How long a feed long-poll waits for news before answering an empty delta.
+pub const DEFAULT_FEED_WAIT: Duration = Duration::from_secs(25);
+/// Who may use the admin API unless `--operators` says otherwise.
+pub const DEFAULT_OPERATOR: &str = "spiffe://certbind.test/ns/demo/sa/operator";
+/// Who may follow the revocation feed unless `--feed-callers` says otherwise.
+pub const DEFAULT_FEED_CALLER: &str = "spiffe://certbind.test/ns/demo/sa/envoy";
 
 /// Everything the handlers need.
 #[derive(Clone)]
@@ -60,10 +69,28 @@ pub struct AppState {
     pub dpop_window: ProofWindow,
     /// `jti`s of the DPoP proofs accepted at `/token`, until they leave the window.
     pub dpop_replay: Arc<Mutex<ReplayCache>>,
+    /// The durable revocation store and its in-memory mirror.
+    pub revocations: Arc<Revocations>,
+    /// Identities allowed to use the admin API.
+    pub operators: Arc<Vec<SpiffeId>>,
+    /// Identities allowed to follow the revocation feed (sidecars).
+    pub feed_callers: Arc<Vec<SpiffeId>>,
+    /// How long a feed long-poll waits for news.
+    pub feed_wait: Duration,
+}
+
+fn default_ids(id: &str) -> Arc<Vec<SpiffeId>> {
+    Arc::new(SpiffeId::parse(id).into_iter().collect())
 }
 
 impl AppState {
-    pub fn new(registry: Registry, keys: KeyStore, issuer: &str, token_ttl: u64) -> Self {
+    pub fn new(
+        registry: Registry,
+        keys: KeyStore,
+        revocations: Arc<Revocations>,
+        issuer: &str,
+        token_ttl: u64,
+    ) -> Self {
         Self {
             registry: Arc::new(registry),
             keys: Arc::new(keys),
@@ -75,6 +102,10 @@ impl AppState {
                 clock_skew_s: DPOP_CLOCK_SKEW_S,
             },
             dpop_replay: Arc::new(Mutex::new(ReplayCache::new(DPOP_REPLAY_CAPACITY))),
+            revocations,
+            operators: default_ids(DEFAULT_OPERATOR),
+            feed_callers: default_ids(DEFAULT_FEED_CALLER),
+            feed_wait: DEFAULT_FEED_WAIT,
         }
     }
 
@@ -89,6 +120,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/token", post(token_endpoint))
         .route("/introspect", post(introspect_endpoint))
+        .route("/revoke", post(revoke::revoke_endpoint))
+        .route("/v1/admin/revocations", post(revoke::admin_endpoint))
+        .route("/v1/revocations", get(revoke::feed_endpoint))
         .route("/.well-known/jwks.json", get(jwks_endpoint))
         .route(
             "/.well-known/oauth-authorization-server",
@@ -98,12 +132,12 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(log_request))
 }
 
-fn internal(what: &str, err: &dyn std::fmt::Display) -> OAuthError {
+pub(crate) fn internal(what: &str, err: &dyn std::fmt::Display) -> OAuthError {
     tracing::error!(error = %err, "{what}");
     OAuthError::new(ErrorCode::ServerError, "internal error")
 }
 
-fn current_keys(state: &AppState) -> Result<KeySet, OAuthError> {
+pub(crate) fn current_keys(state: &AppState) -> Result<KeySet, OAuthError> {
     state
         .keys
         .current()
@@ -111,7 +145,7 @@ fn current_keys(state: &AppState) -> Result<KeySet, OAuthError> {
 }
 
 /// Reads a form body of at most [`MAX_BODY`] bytes.
-async fn read_form(headers: &HeaderMap, body: Body) -> Result<Form, OAuthError> {
+pub(crate) async fn read_form(headers: &HeaderMap, body: Body) -> Result<Form, OAuthError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -153,6 +187,23 @@ async fn token_endpoint(
     let dpop_jkt = dpop_proof_key(&state, &headers)?;
     let form = read_form(&headers, body).await?;
     let grant = grant::decide(&state.registry, cert, &form)?;
+    // A banned subject or a revoked certificate gets no new token (checked after the grant,
+    // so the answer for an unregistered client stays the same).
+    if let Some(kind) =
+        state
+            .revocations
+            .refuses_issuance(&grant.subject, &grant.thumbprint, (state.clock)())
+    {
+        let detail = match kind {
+            certbind_core::revocation::Kind::Cert => "revoked_cert",
+            _ => "revoked_subject",
+        };
+        return Err(OAuthError::new(
+            ErrorCode::InvalidClient,
+            "the client's credentials are revoked",
+        )
+        .with_detail(detail));
+    }
     let keys = current_keys(&state)?;
     let key = keys
         .active()
@@ -262,11 +313,30 @@ async fn introspect_endpoint(
         ));
     };
     let keys = current_keys(&state)?;
-    let answer = match token::verify(token, &keys, &state.issuer, (state.clock)()) {
-        Some(claims) => active_answer(&claims),
-        None => serde_json::json!({ "active": false }),
+    let now = (state.clock)();
+    let answer = match token::verify(token, &keys, &state.issuer, now) {
+        Some(claims) if !revoked(&state, &claims, now) => active_answer(&claims),
+        _ => serde_json::json!({ "active": false }),
     };
     Ok((no_store(), Json(answer)).into_response())
+}
+
+/// Whether a token we issued is revoked, by the same check the filter runs.
+fn revoked(state: &AppState, c: &Claims, now: u64) -> bool {
+    let Ok(subject) = SpiffeId::parse(&c.sub) else {
+        return true;
+    };
+    let cert = match &c.cnf {
+        token::Confirmation::Certificate(x) => CertThumbprint::from_cnf(&x.x5t_s256).ok(),
+        token::Confirmation::DpopKey(_) => None,
+    };
+    let presented = Presented {
+        jti: &c.jti,
+        subject: &subject,
+        iat: c.iat,
+        cert: cert.as_ref(),
+    };
+    state.revocations.is_revoked(&presented, now).is_some()
 }
 
 fn active_answer(c: &Claims) -> serde_json::Value {
@@ -358,6 +428,7 @@ async fn log_request(req: Request, next: Next) -> Response {
     let error = resp.extensions().get::<LoggedError>().map_or("-", |e| e.0);
     let detail = resp.extensions().get::<LoggedDetail>().map_or("-", |d| d.0);
     let issued = resp.extensions().get::<Issued>();
+    let recorded = resp.extensions().get::<Recorded>().map_or(0, |r| r.0);
     tracing::info!(
         request_id = %id,
         method = %method,
@@ -371,6 +442,7 @@ async fn log_request(req: Request, next: Next) -> Response {
         aud = issued.map_or("-", |i| i.aud.as_str()),
         jti = issued.map_or("-", |i| i.jti.as_str()),
         kid = issued.map_or("-", |i| i.kid.as_str()),
+        revocation_seq = recorded,
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );

@@ -24,7 +24,7 @@ use x509_cert::ext::pkix::BasicConstraints as BasicConstraintsExt;
 pub const TRUST_DOMAIN: &str = "certbind.test";
 /// Workloads `pki init` issues for: the demo workloads of CONTRACT §2 plus the two servers'
 /// own identities (`authz`, `pdp`) for their TLS certificates.
-pub const DEFAULT_WORKLOADS: [&str; 7] = [
+pub const DEFAULT_WORKLOADS: [&str; 8] = [
     "consumer",
     "inventory",
     "orders",
@@ -32,6 +32,8 @@ pub const DEFAULT_WORKLOADS: [&str; 7] = [
     "envoy",
     "authz",
     "pdp",
+    // The operator of the admin API (revocations).
+    "operator",
 ];
 /// A certificate expiring sooner than this is renewed by `pki init` rather than kept.
 const RENEW_MARGIN: Duration = Duration::from_secs(3600);

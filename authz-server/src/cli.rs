@@ -4,11 +4,16 @@ use crate::app::{AppState, app};
 use crate::ca;
 use crate::clients::Registry;
 use crate::keys::KeyStore;
+use crate::revocation::{Request, Revocations};
 use crate::{server, tls};
+use certbind_core::binding::SpiffeId;
+use certbind_core::revocation::Kind;
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +40,37 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Revoke a token (jti), a subject (SPIFFE ID) or a client certificate (thumbprint) in
+    /// the durable store; a running server publishes it within 100 ms.
+    Revoke(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["jti", "subject", "cert"])))]
+pub struct RevokeArgs {
+    /// A token's `jti`: revoked until any token could have expired.
+    #[arg(long)]
+    pub jti: Option<String>,
+    /// A SPIFFE ID: every token issued to it until now is revoked, and it gets no new token
+    /// until the ban is lifted (`--lift`) or `--expires-at`.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// A client certificate's `x5t#S256` (base64url) or SHA-256 in hex: every request and
+    /// token request with it is refused (until `--expires-at`, else until replaced).
+    #[arg(long)]
+    pub cert: Option<String>,
+    /// Why (stored and logged; printable ASCII, at most 200 characters).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// When a subject ban or certificate revocation ends (Unix seconds).
+    #[arg(long)]
+    pub expires_at: Option<u64>,
+    /// Lift the ban of `--subject` (tokens issued before it stay revoked until they expire).
+    #[arg(long, requires = "subject")]
+    pub lift: bool,
+    /// Holds revocations.db (shared with the running server).
+    #[arg(long, default_value = ".run/authz")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +124,15 @@ pub struct ServeArgs {
     /// Access token lifetime in seconds (1..=300).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub token_ttl: u64,
+    /// SPIFFE IDs allowed to use the admin API (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = crate::app::DEFAULT_OPERATOR)]
+    pub operators: Vec<String>,
+    /// SPIFFE IDs allowed to follow the revocation feed (comma separated).
+    #[arg(long, value_delimiter = ',', default_value = crate::app::DEFAULT_FEED_CALLER)]
+    pub feed_callers: Vec<String>,
+    /// Seconds a feed long-poll waits for news (keep well below the sidecars' staleness bound).
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub feed_wait: u64,
 }
 
 /// Runs a parsed command line; errors are printed, never panicked.
@@ -98,6 +143,7 @@ pub fn run(cli: Cli) -> ExitCode {
             command: KeysCommand::Rotate { state_dir },
         } => rotate_keys(&state_dir),
         Command::Serve(args) => run_serve(args),
+        Command::Revoke(args) => run_revoke(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,6 +196,41 @@ fn run_pki(command: PkiCommand) -> Result<(), String> {
     }
 }
 
+fn now_s() -> u64 {
+    (crate::app::system_clock())()
+}
+
+/// Writes one revocation to the store and prints the recorded row as JSON.
+fn run_revoke(args: RevokeArgs) -> Result<(), String> {
+    let (kind, value) = match (args.jti, args.subject, args.cert) {
+        (Some(v), None, None) => (Kind::Jti, v),
+        (None, Some(v), None) => (Kind::Subject, v),
+        (None, None, Some(v)) => (Kind::Cert, v),
+        _ => return Err("give exactly one of --jti, --subject, --cert".into()),
+    };
+    let now = now_s();
+    let revs = Revocations::open(&args.state_dir, now).map_err(|e| e.to_string())?;
+    let req = Request {
+        kind,
+        value,
+        reason: args.reason,
+        expires_at: args.expires_at,
+        lift: args.lift,
+    };
+    let row = revs
+        .apply_request(&req, now)
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    println!("{}", crate::revoke::row_json(&row));
+    Ok(())
+}
+
+fn parse_ids(flag: &str, ids: &[String]) -> Result<Vec<SpiffeId>, String> {
+    ids.iter()
+        .map(|s| SpiffeId::parse(s).map_err(|e| format!("{flag} {s:?}: {e}")))
+        .collect()
+}
+
 /// Checks the issuer is an https URL without query or fragment (RFC 8414 §2).
 pub fn valid_issuer(issuer: &str) -> bool {
     issuer
@@ -168,7 +249,21 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         Registry::load(&args.clients).map_err(|e| format!("{}: {e}", args.clients.display()))?;
     let keys = KeyStore::open(&args.state_dir).map_err(|e| e.to_string())?;
     let tls = tls::server_config(&args.pki_dir, "authz").map_err(|e| e.to_string())?;
-    let state = AppState::new(registry, keys, &args.issuer, args.token_ttl);
+    let operators = parse_ids("--operators", &args.operators)?;
+    let feed_callers = parse_ids("--feed-callers", &args.feed_callers)?;
+    let revocations =
+        Arc::new(Revocations::open(&args.state_dir, now_s()).map_err(|e| e.to_string())?);
+    let mut state = AppState::new(
+        registry,
+        keys,
+        Arc::clone(&revocations),
+        &args.issuer,
+        args.token_ttl,
+    );
+    state.operators = Arc::new(operators);
+    state.feed_callers = Arc::new(feed_callers);
+    state.feed_wait = Duration::from_secs(args.feed_wait);
+    let clock = state.clock.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -178,8 +273,11 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        // Rows written by `certbind-authz revoke` reach the mirror and the feed from here.
+        let watcher = revocations.spawn_watcher(clock);
         eprintln!("certbind-authz listening on https://{addr}");
         server::serve(listener, tls, app(state), shutdown_signal()).await;
+        watcher.abort();
         tracing::info!("stopped");
         Ok(())
     })

@@ -9,7 +9,10 @@ pub mod fsutil;
 pub mod grant;
 pub mod keys;
 pub mod oauth;
+pub mod revocation;
+pub mod revoke;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod token;
 

@@ -27,6 +27,8 @@ pub enum ErrorCode {
     InvalidTarget,
     /// RFC 9449 §5: the `DPoP` proof is missing a check, invalid, replayed, or sent twice.
     InvalidDpopProof,
+    /// The caller is authenticated but not allowed here (admin API, feed): 403.
+    AccessDenied,
     /// Something broke on our side; the detail is logged, never echoed.
     ServerError,
 }
@@ -41,6 +43,7 @@ impl ErrorCode {
             Self::InvalidScope => "invalid_scope",
             Self::InvalidTarget => "invalid_target",
             Self::InvalidDpopProof => "invalid_dpop_proof",
+            Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
         }
     }
@@ -60,6 +63,7 @@ impl OAuthError {
     pub fn new(code: ErrorCode, description: &'static str) -> Self {
         let status = match code {
             ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
+            ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
             ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };

@@ -19,7 +19,7 @@ use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAltName};
 
 const BIN: &str = env!("CARGO_BIN_EXE_certbind-authz");
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "consumer",
     "inventory",
     "orders",
@@ -27,6 +27,7 @@ const NAMES: [&str; 7] = [
     "envoy",
     "authz",
     "pdp",
+    "operator",
 ];
 
 fn run(args: &[&str]) -> (bool, String, String) {
@@ -77,7 +78,7 @@ fn pki_init_creates_a_ca_and_one_spiffe_leaf_per_workload() {
     let pki = dir.path().join("pki");
     let (ok, out, err) = run(&["pki", "init", "--dir", pki.to_str().unwrap()]);
     assert!(ok, "{err}");
-    assert_eq!(out.matches(": created").count(), 8, "{out}");
+    assert_eq!(out.matches(": created").count(), 9, "{out}");
 
     let ca = cert(&pki.join("ca.crt"));
     let (_, bc) = ca
@@ -164,7 +165,7 @@ fn pki_init_keeps_what_is_valid_and_force_regenerates_everything() {
 
     let (ok, out, _) = run(&["pki", "init", "--dir", pki]);
     assert!(ok);
-    assert_eq!(out.matches(": kept").count(), 8, "{out}");
+    assert_eq!(out.matches(": kept").count(), 9, "{out}");
     let again: Vec<Vec<u8>> = NAMES
         .iter()
         .chain(["ca"].iter())
@@ -175,13 +176,16 @@ fn pki_init_keeps_what_is_valid_and_force_regenerates_everything() {
     // A deleted leaf is re-created, the rest kept.
     std::fs::remove_file(dir.path().join("billing.key")).unwrap();
     let (_, out, _) = run(&["pki", "init", "--dir", pki]);
-    assert_eq!(out.matches(": kept").count(), 7, "{out}");
+    assert_eq!(out.matches(": kept").count(), 8, "{out}");
     assert!(out.contains("billing.crt: created"), "{out}");
 
     let (ok, out, _) = run(&["pki", "init", "--dir", pki, "--force"]);
     assert!(ok);
-    assert_eq!(out.matches(": created").count(), 8, "{out}");
-    assert_ne!(std::fs::read(dir.path().join("ca.crt")).unwrap(), before[7]);
+    assert_eq!(out.matches(": created").count(), 9, "{out}");
+    assert_ne!(
+        std::fs::read(dir.path().join("ca.crt")).unwrap(),
+        before[NAMES.len()]
+    );
     let ca = cert(&dir.path().join("ca.crt"));
     for name in NAMES {
         assert!(ca_signed(

@@ -8,6 +8,7 @@ use certbind_authz::app::AppState;
 use certbind_authz::ca;
 use certbind_authz::clients::Registry;
 use certbind_authz::keys::KeyStore;
+use certbind_authz::revocation::Revocations;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -66,7 +67,12 @@ pub fn state() -> (TempDir, AppState) {
     let registry =
         Registry::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("clients.yaml")).unwrap();
     let keys = KeyStore::open(state_dir.path()).unwrap();
-    (state_dir, AppState::new(registry, keys, ISSUER, 300))
+    let now = (certbind_authz::app::system_clock())();
+    let revocations = Arc::new(Revocations::open(state_dir.path(), now).unwrap());
+    (
+        state_dir,
+        AppState::new(registry, keys, revocations, ISSUER, 300),
+    )
 }
 
 /// A TLS 1.3 client trusting `ca_dir/ca.crt`, presenting `identity` (`<dir>/<name>.crt|key`).

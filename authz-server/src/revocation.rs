@@ -1,0 +1,539 @@
+//! The revocation service: turns a request to revoke into a row (validation, expiry rules),
+//! writes it durably through the [`Store`], keeps an in-memory mirror that answers the
+//! server's own checks (`/token`, `/introspect`, with `certbind_core::revocation`, the same
+//! code the filter runs) and the feed, and wakes long-polling subscribers through one
+//! `tokio::sync::watch` channel (no subscriber ever touches SQLite).
+//!
+//! Expiry rules (a row is kept until no token it covers can still be valid):
+//! - `jti`: the token's `exp` when known (`/revoke`), else revocation time + [`MAX_TOKEN_TTL`];
+//!   plus [`CLOCK_SKEW_MARGIN`] for sidecar clocks.
+//! - `subject`: a ban. Tokens with `iat` ≤ the revocation time are revoked and no new token is
+//!   issued to the subject while the ban holds. With no `expires_at` the ban has no end until
+//!   an operator lifts it; lifting keeps the row (old tokens stay revoked) until
+//!   revocation time + [`MAX_TOKEN_TTL`] + margin, and issuance resumes at once.
+//! - `cert`: every request with that certificate, and every `/token` request presenting it,
+//!   is refused until the given `expires_at` (ideally the certificate's `notAfter`), or
+//!   forever when none is given (a thumbprint alone does not tell us the certificate's end).
+//!
+//! A write made by this process is in the mirror before the `200`; a write made by another
+//! process (`certbind-authz revoke`) is picked up by [`Revocations::spawn_watcher`] within
+//! one poll interval.
+
+use crate::store::{Changes, NewRevocation, Row, Store, StoreError};
+use certbind_core::binding::{CertThumbprint, SpiffeId};
+use certbind_core::revocation::{FeedAnswer, Kind, Presented, RevocationSet};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The longest token lifetime the server can be configured with (`serve --token-ttl`).
+pub const MAX_TOKEN_TTL: u64 = 300;
+/// Kept beyond the last covered token's expiry: sidecars accept `exp` with some clock skew
+/// (30 s by default), so the row must outlive that.
+pub const CLOCK_SKEW_MARGIN: u64 = 60;
+/// Longest reason accepted.
+pub const MAX_REASON_LEN: usize = 200;
+/// How often the watcher checks the store for other writers and compacts.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// How often expired rows are deleted.
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
+/// What an operator (admin API or CLI) asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub kind: Kind,
+    pub value: String,
+    pub reason: Option<String>,
+    /// `subject`/`cert` only: when the revocation ends (Unix seconds).
+    pub expires_at: Option<u64>,
+    /// `subject` only: lift an existing ban instead of revoking.
+    pub lift: bool,
+}
+
+/// Why a request was refused (a fixed description, safe to send).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalid(pub &'static str);
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// The canonical value of `kind`: a SPIFFE ID as parsed, a thumbprint in its `cnf` form (from
+/// base64url or Envoy's 64 hex digits), a `jti` as given.
+pub fn canonical_value(kind: Kind, value: &str) -> Result<String, Invalid> {
+    match kind {
+        Kind::Jti if certbind_core::revocation::valid_value(Kind::Jti, value) => {
+            Ok(value.to_owned())
+        }
+        Kind::Jti => Err(Invalid("a jti is 1..=256 printable ASCII characters")),
+        Kind::Subject => SpiffeId::parse(value)
+            .map(|id| id.as_str().to_owned())
+            .map_err(|_| Invalid("the subject is not a valid SPIFFE ID")),
+        Kind::Cert => CertThumbprint::from_cnf(value)
+            .or_else(|_| CertThumbprint::from_hex(value))
+            .map(|t| t.to_cnf())
+            .map_err(|_| {
+                Invalid("the certificate thumbprint is not base64url x5t#S256 or 64 hex digits")
+            }),
+    }
+}
+
+fn check_reason(reason: Option<&str>) -> Result<String, Invalid> {
+    match reason {
+        None => Ok("unspecified".to_owned()),
+        Some(r)
+            if !r.is_empty()
+                && r.len() <= MAX_REASON_LEN
+                && r.bytes().all(|b| (0x20..=0x7e).contains(&b)) =>
+        {
+            Ok(r.to_owned())
+        }
+        Some(_) => Err(Invalid("reason is 1..=200 printable ASCII characters")),
+    }
+}
+
+/// Plans the row for `req` at `now`; `existing` is the current row of the same key.
+pub fn plan(req: &Request, now: u64, existing: Option<&Row>) -> Result<NewRevocation, Invalid> {
+    let value = canonical_value(req.kind, &req.value)?;
+    let reason = check_reason(req.reason.as_deref())?;
+    let after_last_token = |from: u64| {
+        from.saturating_add(MAX_TOKEN_TTL)
+            .saturating_add(CLOCK_SKEW_MARGIN)
+    };
+    if req.expires_at.is_some_and(|e| e <= now) {
+        return Err(Invalid("expires_at must be in the future"));
+    }
+    if req.lift {
+        if req.kind != Kind::Subject {
+            return Err(Invalid("only a subject ban can be lifted"));
+        }
+        let Some(row) = existing.filter(|r| r.entry.banned && r.live(now)) else {
+            return Err(Invalid("the subject is not banned"));
+        };
+        let since = row.entry.not_before_iat.unwrap_or(row.entry.revoked_at);
+        return Ok(NewRevocation {
+            kind: Kind::Subject,
+            value,
+            reason,
+            revoked_at: row.entry.revoked_at,
+            not_before_iat: Some(since),
+            expires_at: Some(after_last_token(since)),
+            banned: false,
+        });
+    }
+    let (not_before_iat, expires_at, banned) = match req.kind {
+        Kind::Jti if req.expires_at.is_some() => {
+            return Err(Invalid("a jti revocation lasts as long as a token can"));
+        }
+        Kind::Jti => (None, Some(after_last_token(now)), false),
+        Kind::Subject => (
+            Some(now),
+            req.expires_at.map(|e| e.max(after_last_token(now))),
+            true,
+        ),
+        Kind::Cert => (None, req.expires_at, true),
+    };
+    Ok(NewRevocation {
+        kind: req.kind,
+        value,
+        reason,
+        revoked_at: now,
+        not_before_iat,
+        expires_at,
+        banned,
+    })
+}
+
+/// The in-memory copy of the store.
+#[derive(Debug, Default)]
+struct Mirror {
+    by_seq: BTreeMap<u64, Row>,
+    seq_of: HashMap<(Kind, String), u64>,
+    latest: u64,
+    compacted_through: u64,
+    /// The same checks the filter runs, for `/introspect`.
+    set: RevocationSet,
+}
+
+impl Mirror {
+    fn apply(&mut self, changes: Changes, now: u64) {
+        for row in &changes.rows {
+            let key = (row.entry.kind, row.entry.value.clone());
+            if let Some(old) = self.seq_of.insert(key, row.seq) {
+                self.by_seq.remove(&old);
+            }
+            self.by_seq.insert(row.seq, row.clone());
+        }
+        let delta = FeedAnswer {
+            seq: changes.latest.max(self.set.since()),
+            snapshot: false,
+            revocations: changes
+                .rows
+                .iter()
+                .filter(|r| r.seq > self.set.since())
+                .map(Row::to_feed)
+                .collect(),
+        };
+        if let Err(e) = self.set.apply(delta, now) {
+            // Cannot happen for rows read in order; rebuild from the mirror to stay exact.
+            tracing::warn!(error = %e, "rebuilding the revocation set");
+            self.rebuild(now);
+        }
+        self.latest = self.latest.max(changes.latest);
+        self.compacted_through = self.compacted_through.max(changes.compacted_through);
+    }
+
+    fn rebuild(&mut self, now: u64) {
+        let mut set = RevocationSet::new();
+        let snapshot = FeedAnswer {
+            seq: self.latest,
+            snapshot: true,
+            revocations: self.by_seq.values().map(Row::to_feed).collect(),
+        };
+        if set.apply(snapshot, now).is_ok() {
+            self.set = set;
+        }
+    }
+
+    fn prune(&mut self, now: u64) {
+        let expired: Vec<u64> = self
+            .by_seq
+            .values()
+            .filter(|r| !r.live(now))
+            .map(|r| r.seq)
+            .collect();
+        for seq in expired {
+            if let Some(row) = self.by_seq.remove(&seq) {
+                self.seq_of.remove(&(row.entry.kind, row.entry.value));
+            }
+        }
+        self.set.prune(now);
+    }
+
+    fn live_row(&self, kind: Kind, value: &str, now: u64) -> Option<&Row> {
+        self.seq_of
+            .get(&(kind, value.to_owned()))
+            .and_then(|seq| self.by_seq.get(seq))
+            .filter(|r| r.live(now))
+    }
+}
+
+/// The revocation service shared by every handler.
+#[derive(Debug)]
+pub struct Revocations {
+    store: Mutex<Store>,
+    mirror: RwLock<Mirror>,
+    latest: watch::Sender<u64>,
+}
+
+impl Revocations {
+    /// Opens `<state_dir>/revocations.db` and loads it.
+    pub fn open(state_dir: &Path, now: u64) -> Result<Self, StoreError> {
+        let store = Store::open(state_dir)?;
+        let (latest, _) = watch::channel(0);
+        let this = Self {
+            store: Mutex::new(store),
+            mirror: RwLock::new(Mirror::default()),
+            latest,
+        };
+        this.refresh(now)?;
+        Ok(this)
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions).
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn mirror(&self) -> std::sync::RwLockReadGuard<'_, Mirror> {
+        self.mirror.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Loads what other writers added; wakes subscribers if the latest `seq` moved.
+    /// Blocking (SQLite): call from `spawn_blocking` in async code.
+    pub fn refresh(&self, now: u64) -> Result<u64, StoreError> {
+        let store = self.store();
+        let since = self.mirror().latest;
+        let changes = store.changes_since(since)?;
+        let latest = {
+            let mut m = self.mirror.write().unwrap_or_else(PoisonError::into_inner);
+            m.apply(changes, now);
+            m.latest
+        };
+        drop(store);
+        self.latest.send_if_modified(|seen| {
+            let moved = *seen != latest;
+            *seen = latest;
+            moved
+        });
+        Ok(latest)
+    }
+
+    /// Records a row durably (fsynced) and publishes it before returning. Blocking.
+    pub fn record(&self, new: &NewRevocation, now: u64) -> Result<Row, StoreError> {
+        let row = self.store().record(new)?;
+        self.refresh(now)?;
+        Ok(row)
+    }
+
+    /// Plans and records an operator request. Blocking.
+    pub fn apply_request(
+        &self,
+        req: &Request,
+        now: u64,
+    ) -> Result<Result<Row, Invalid>, StoreError> {
+        let value = match canonical_value(req.kind, &req.value) {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
+        };
+        let existing = self.store().get(req.kind, &value)?;
+        match plan(req, now, existing.as_ref()) {
+            Ok(new) => self.record(&new, now).map(Ok),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    /// Deletes expired rows from the store and the mirror. Blocking.
+    pub fn compact(&self, now: u64) -> Result<usize, StoreError> {
+        let deleted = self.store().compact(now)?;
+        self.refresh(now)?;
+        self.mirror
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .prune(now);
+        Ok(deleted)
+    }
+
+    /// Follows the store: every [`WATCH_INTERVAL`] reads rows written by other processes,
+    /// every minute compacts. Runs until the returned task is aborted.
+    pub fn spawn_watcher(self: Arc<Self>, clock: crate::app::Clock) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_compaction = tokio::time::Instant::now();
+            loop {
+                tick.tick().await;
+                let compact = last_compaction.elapsed() >= COMPACT_EVERY;
+                if compact {
+                    last_compaction = tokio::time::Instant::now();
+                }
+                let this = Arc::clone(&self);
+                let now = clock();
+                let done = tokio::task::spawn_blocking(move || {
+                    if compact {
+                        this.compact(now).map(|_| ())
+                    } else {
+                        this.refresh(now).map(|_| ())
+                    }
+                })
+                .await;
+                match done {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "revocation store poll failed"),
+                    Err(e) => tracing::error!(error = %e, "revocation store poll panicked"),
+                }
+            }
+        })
+    }
+
+    /// A receiver of the latest `seq`, for long-polls.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    /// The latest `seq` known.
+    pub fn latest(&self) -> u64 {
+        self.mirror().latest
+    }
+
+    /// The feed answer for a subscriber at `since`, or `None` when there is nothing new yet.
+    /// A snapshot when `since` is 0, behind the compaction point, or ahead of us (our store
+    /// was replaced); a delta of the live rows above `since` otherwise.
+    pub fn answer(&self, since: u64, now: u64) -> Option<FeedAnswer> {
+        let m = self.mirror();
+        let snapshot = since == 0 || since < m.compacted_through || since > m.latest;
+        if !snapshot && since == m.latest {
+            return None;
+        }
+        let from = if snapshot { 0 } else { since };
+        let revocations = m
+            .by_seq
+            .range(from.saturating_add(1)..)
+            .map(|(_, row)| row)
+            .filter(|row| row.live(now))
+            .map(Row::to_feed)
+            .collect();
+        Some(FeedAnswer {
+            seq: m.latest,
+            snapshot,
+            revocations,
+        })
+    }
+
+    /// An empty delta at the latest `seq` (the long-poll timed out with no news).
+    pub fn nothing_new(&self) -> FeedAnswer {
+        FeedAnswer {
+            seq: self.latest(),
+            snapshot: false,
+            revocations: Vec::new(),
+        }
+    }
+
+    /// Whether a token with these facts is revoked (the filter's check).
+    pub fn is_revoked(&self, p: &Presented<'_>, now: u64) -> Option<Kind> {
+        self.mirror().set.is_revoked(p, now)
+    }
+
+    /// Whether `/token` must refuse this client: its subject is banned or the certificate it
+    /// presents is revoked.
+    pub fn refuses_issuance(
+        &self,
+        subject: &SpiffeId,
+        cert: &CertThumbprint,
+        now: u64,
+    ) -> Option<Kind> {
+        let m = self.mirror();
+        if m.live_row(Kind::Cert, &cert.to_cnf(), now).is_some() {
+            return Some(Kind::Cert);
+        }
+        if m.live_row(Kind::Subject, subject.as_str(), now)
+            .is_some_and(|r| r.entry.banned)
+        {
+            return Some(Kind::Subject);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INV: &str = "spiffe://certbind.test/ns/demo/sa/inventory";
+
+    fn req(kind: Kind, value: &str) -> Request {
+        Request {
+            kind,
+            value: value.into(),
+            reason: None,
+            expires_at: None,
+            lift: false,
+        }
+    }
+
+    #[test]
+    fn plans_each_kind_with_its_expiry_rule() {
+        let j = plan(&req(Kind::Jti, "abc"), 1000, None).unwrap();
+        assert_eq!(j.expires_at, Some(1000 + MAX_TOKEN_TTL + CLOCK_SKEW_MARGIN));
+        assert_eq!(j.reason, "unspecified");
+        let s = plan(&req(Kind::Subject, INV), 1000, None).unwrap();
+        assert_eq!(
+            (s.not_before_iat, s.expires_at, s.banned),
+            (Some(1000), None, true)
+        );
+        let hex = "AB".repeat(32);
+        let c = plan(&req(Kind::Cert, &hex), 1000, None).unwrap();
+        assert_eq!(c.value, CertThumbprint::from_hex(&hex).unwrap().to_cnf());
+        assert_eq!(c.expires_at, None);
+        let mut until = req(Kind::Cert, &c.value);
+        until.expires_at = Some(5000);
+        assert_eq!(plan(&until, 1000, None).unwrap().expires_at, Some(5000));
+    }
+
+    #[test]
+    fn refuses_invalid_requests() {
+        let mut bad_reason = req(Kind::Jti, "abc");
+        bad_reason.reason = Some("line\nbreak".into());
+        let mut past = req(Kind::Cert, &"ab".repeat(32));
+        past.expires_at = Some(999);
+        let mut jti_until = req(Kind::Jti, "abc");
+        jti_until.expires_at = Some(5000);
+        let mut lift_jti = req(Kind::Jti, "abc");
+        lift_jti.lift = true;
+        let mut lift_unbanned = req(Kind::Subject, INV);
+        lift_unbanned.lift = true;
+        for r in [
+            req(Kind::Jti, ""),
+            req(Kind::Jti, "a b"),
+            req(Kind::Subject, "https://x/y"),
+            req(Kind::Cert, "abcd"),
+            bad_reason,
+            past,
+            jti_until,
+            lift_jti,
+            lift_unbanned,
+        ] {
+            assert!(plan(&r, 1000, None).is_err(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn lifting_a_ban_keeps_old_tokens_revoked_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let revs = Revocations::open(dir.path(), 1000).unwrap();
+        let inv = SpiffeId::parse(INV).unwrap();
+        let cert = CertThumbprint::from_der(b"c");
+        revs.apply_request(&req(Kind::Subject, INV), 1000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            revs.refuses_issuance(&inv, &cert, 1001),
+            Some(Kind::Subject)
+        );
+        let mut lift = req(Kind::Subject, INV);
+        lift.lift = true;
+        let row = revs.apply_request(&lift, 1100).unwrap().unwrap();
+        assert_eq!(row.seq, 2);
+        assert_eq!(revs.refuses_issuance(&inv, &cert, 1101), None);
+        let old = Presented {
+            jti: "j",
+            subject: &inv,
+            iat: 999,
+            cert: None,
+        };
+        assert_eq!(revs.is_revoked(&old, 1101), Some(Kind::Subject));
+        assert_eq!(
+            revs.is_revoked(&old, 1000 + MAX_TOKEN_TTL + CLOCK_SKEW_MARGIN),
+            None
+        );
+        // Lifting twice is refused.
+        assert!(revs.apply_request(&lift, 1200).unwrap().is_err());
+    }
+
+    #[test]
+    fn answers_snapshots_deltas_and_nothing_new() {
+        let dir = tempfile::tempdir().unwrap();
+        let revs = Revocations::open(dir.path(), 1000).unwrap();
+        let empty = revs.answer(0, 1000).unwrap();
+        assert!(empty.snapshot && empty.revocations.is_empty() && empty.seq == 0);
+        assert_eq!(revs.answer(0, 1000).map(|a| a.seq), Some(0));
+        revs.apply_request(&req(Kind::Jti, "a"), 1000)
+            .unwrap()
+            .unwrap();
+        revs.apply_request(&req(Kind::Jti, "b"), 1000)
+            .unwrap()
+            .unwrap();
+        let delta = revs.answer(1, 1000).unwrap();
+        assert!(!delta.snapshot);
+        assert_eq!(delta.seq, 2);
+        assert_eq!(delta.revocations.len(), 1);
+        assert_eq!(delta.revocations[0].value, "b");
+        assert!(revs.answer(2, 1000).is_none());
+        let ahead = revs.answer(7, 1000).unwrap();
+        assert!(ahead.snapshot && ahead.revocations.len() == 2);
+        // After compaction, a subscriber behind the compaction point gets a snapshot.
+        revs.apply_request(&req(Kind::Subject, INV), 2000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(revs.compact(2000).unwrap(), 2);
+        let behind = revs.answer(1, 2000).unwrap();
+        assert!(behind.snapshot);
+        assert_eq!(behind.revocations.len(), 1);
+        assert_eq!(behind.revocations[0].kind, Kind::Subject);
+        assert!(!revs.answer(2, 2000).unwrap().snapshot);
+    }
+}

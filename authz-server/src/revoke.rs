@@ -1,0 +1,295 @@
+//! The revocation endpoints: `POST /revoke` (RFC 7009, a client revokes its own token),
+//! `POST /v1/admin/revocations` (operators revoke a jti, subject or certificate) and the
+//! sidecars' long-poll feed `GET /v1/revocations?since=<seq>`.
+//!
+//! Feed answer (`certbind_core::revocation::FeedAnswer`):
+//! `{"seq": <latest>, "snapshot": bool, "revocations": [{"seq", "kind", "value",
+//! "not_before_iat"?, "expires_at"}]}` — at once when there is news above `since` (or a
+//! snapshot is due: `since` 0, behind the compaction point, or ahead of the server), else
+//! after the long-poll wait with an empty delta.
+
+use crate::app::{AppState, PeerCertificate, internal, read_form};
+use crate::oauth::{ErrorCode, LoggedDetail, MAX_BODY, OAuthError, no_store};
+use crate::revocation::Request;
+use crate::store::{NewRevocation, Row};
+use crate::token;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use certbind_core::binding::SpiffeId;
+use certbind_core::revocation::Kind;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+
+/// The caller's SPIFFE ID from its (CA-verified) certificate, or `invalid_client`.
+fn caller(peer: Option<&Extension<PeerCertificate>>) -> Result<SpiffeId, OAuthError> {
+    peer.and_then(|Extension(p)| SpiffeId::from_cert_der(&p.0).ok())
+        .ok_or_else(|| {
+            OAuthError::new(
+                ErrorCode::InvalidClient,
+                "a client certificate with a SPIFFE ID is required",
+            )
+        })
+}
+
+/// Runs a blocking store operation off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, OAuthError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(internal("revocation store failed", &e)),
+        Err(e) => Err(internal("revocation store task failed", &e)),
+    }
+}
+
+fn with_detail(mut resp: Response, detail: &'static str) -> Response {
+    resp.extensions_mut().insert(LoggedDetail(detail));
+    resp
+}
+
+/// RFC 7009 §2: the client authenticates with its certificate and names a token. A token we
+/// issued to this client is revoked by `jti` until its `exp` (+ margin). Anything else —
+/// unknown, invalid, expired, or another client's token — is answered `200` with no effect:
+/// RFC 7009 §2.2 for invalid tokens, and for another client's token a refusal would tell a
+/// thief that the stolen token is live (the outcome goes to the log as `detail`).
+pub async fn revoke_endpoint(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OAuthError> {
+    let cert = peer.as_ref().map(|Extension(p)| p.0.as_slice());
+    let client = crate::grant::authenticate(&state.registry, cert)?;
+    let form = read_form(&headers, body).await?;
+    let Some(presented) = form.get("token") else {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "token is required",
+        ));
+    };
+    let ok = || (no_store(), Json(serde_json::json!({}))).into_response();
+    let keys = crate::app::current_keys(&state)?;
+    let now = (state.clock)();
+    let Some(claims) = token::verify(presented, &keys, &state.issuer, now) else {
+        return Ok(with_detail(ok(), "unknown_token"));
+    };
+    if claims.client_id != client.client_id {
+        return Ok(with_detail(ok(), "not_owner"));
+    }
+    let new = NewRevocation {
+        kind: Kind::Jti,
+        value: claims.jti,
+        reason: "client_request".to_owned(),
+        revoked_at: now,
+        not_before_iat: None,
+        expires_at: Some(
+            claims
+                .exp
+                .saturating_add(crate::revocation::CLOCK_SKEW_MARGIN),
+        ),
+        banned: false,
+    };
+    let revs = state.revocations.clone();
+    let row = blocking(move || revs.record(&new, now)).await?;
+    let mut resp = with_detail(ok(), "revoked");
+    resp.extensions_mut().insert(Recorded(row.seq));
+    Ok(resp)
+}
+
+/// The `seq` a request recorded, for the request log.
+#[derive(Debug, Clone, Copy)]
+pub struct Recorded(pub u64);
+
+/// The admin API body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminBody {
+    kind: String,
+    value: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    expires_at: Option<u64>,
+    #[serde(default)]
+    lift: bool,
+}
+
+/// How a recorded row is shown to operators (admin API and CLI).
+pub fn row_json(row: &Row) -> serde_json::Value {
+    serde_json::json!({
+        "seq": row.seq,
+        "kind": row.entry.kind.as_str(),
+        "value": row.entry.value,
+        "reason": row.entry.reason,
+        "revoked_at": row.entry.revoked_at,
+        "not_before_iat": row.entry.not_before_iat,
+        "expires_at": row.entry.expires_at,
+        "banned": row.entry.banned,
+    })
+}
+
+async fn read_json(headers: &HeaderMap, body: Body) -> Result<AdminBody, OAuthError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "body must be application/json",
+        ));
+    }
+    let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Err(OAuthError::too_large());
+        }
+        Err(_) => {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidRequest,
+                "body could not be read",
+            ));
+        }
+    };
+    certbind_core::json::from_slice_strict(&bytes).map_err(|_| {
+        OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "body must be {\"kind\",\"value\",\"reason\"?,\"expires_at\"?,\"lift\"?}",
+        )
+    })
+}
+
+/// `POST /v1/admin/revocations`: only an operator identity (`--operators`).
+pub async fn admin_endpoint(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OAuthError> {
+    let who = caller(peer.as_ref())?;
+    if !state.operators.contains(&who) {
+        return Err(OAuthError::new(
+            ErrorCode::AccessDenied,
+            "only an operator identity may revoke",
+        ));
+    }
+    let b = read_json(&headers, body).await?;
+    let Some(kind) = Kind::parse(&b.kind) else {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "kind must be jti, subject or cert",
+        ));
+    };
+    let req = Request {
+        kind,
+        value: b.value,
+        reason: b.reason,
+        expires_at: b.expires_at,
+        lift: b.lift,
+    };
+    let now = (state.clock)();
+    let revs = state.revocations.clone();
+    let row = blocking(move || revs.apply_request(&req, now))
+        .await?
+        .map_err(|e| OAuthError::new(ErrorCode::InvalidRequest, e.0))?;
+    tracing::info!(
+        operator = %who,
+        seq = row.seq,
+        kind = row.entry.kind.as_str(),
+        value = %row.entry.value,
+        reason = %row.entry.reason,
+        banned = row.entry.banned,
+        "revocation recorded"
+    );
+    let mut resp = (no_store(), Json(row_json(&row))).into_response();
+    resp.extensions_mut().insert(Recorded(row.seq));
+    Ok(resp)
+}
+
+/// The `since` of a feed query: exactly one parameter, `since`, a decimal `u64`.
+fn parse_since(uri: &Uri) -> Option<u64> {
+    let query = uri.query()?;
+    let mut pairs = form_urlencoded::parse(query.as_bytes());
+    let (name, value) = pairs.next()?;
+    if name != "since" || pairs.next().is_some() {
+        return None;
+    }
+    if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
+
+/// `GET /v1/revocations?since=<seq>`: the long-poll feed for sidecar identities.
+pub async fn feed_endpoint(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCertificate>>,
+    uri: Uri,
+) -> Result<Response, OAuthError> {
+    let who = caller(peer.as_ref())?;
+    if !state.feed_callers.contains(&who) {
+        return Err(OAuthError::new(
+            ErrorCode::AccessDenied,
+            "only a sidecar identity may follow the revocation feed",
+        ));
+    }
+    let since = parse_since(&uri).ok_or_else(|| {
+        OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "the query must be exactly since=<decimal sequence number>",
+        )
+    })?;
+    let revs = &state.revocations;
+    // Subscribe before looking, so a revocation between the look and the wait still wakes us.
+    let mut rx = revs.subscribe();
+    let deadline = tokio::time::Instant::now() + state.feed_wait;
+    let answer = loop {
+        if let Some(a) = revs.answer(since, (state.clock)()) {
+            break a;
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            // Timed out, or the service is shutting down: nothing new.
+            Ok(Err(_)) | Err(_) => break revs.nothing_new(),
+        }
+    };
+    let detail = if answer.snapshot {
+        "snapshot"
+    } else if answer.revocations.is_empty() {
+        "nothing_new"
+    } else {
+        "delta"
+    };
+    Ok(with_detail(
+        (no_store(), Json(answer)).into_response(),
+        detail,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feed_query_is_exactly_one_decimal_since() {
+        let since = |q: &str| parse_since(&q.parse::<Uri>().unwrap());
+        assert_eq!(since("/v1/revocations?since=0"), Some(0));
+        assert_eq!(since("/v1/revocations?since=42"), Some(42));
+        for bad in [
+            "/v1/revocations",
+            "/v1/revocations?since=",
+            "/v1/revocations?since=-1",
+            "/v1/revocations?since=1e3",
+            "/v1/revocations?since=1&since=2",
+            "/v1/revocations?since=1&x=2",
+            "/v1/revocations?from=1",
+            "/v1/revocations?since=99999999999999999999999",
+        ] {
+            assert_eq!(since(bad), None, "{bad}");
+        }
+    }
+}

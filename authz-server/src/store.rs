@@ -1,0 +1,405 @@
+//! The durable revocation store: one SQLite file `<state-dir>/revocations.db` in WAL mode with
+//! `synchronous=FULL`, so a revocation is on disk before any `200` says so, and a second
+//! writer (the `revoke` command) can add rows while the server runs.
+//!
+//! One row per `(kind, value)`; recording the same key again replaces the row under a new,
+//! higher `seq` (SQLite `AUTOINCREMENT`: sequence numbers are never reused, and because SQLite
+//! has one writer at a time they become visible in order). Expired rows are deleted by
+//! [`Store::compact`], which remembers the highest `seq` it deleted (the compaction point).
+
+use crate::fsutil::ensure_private_dir;
+use certbind_core::revocation::{Kind, Revocation};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The database file inside the state directory.
+pub const DB_FILE: &str = "revocations.db";
+/// How long a writer waits for the other writer's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the store failed. Logged, never sent to a client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("revocation store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("revocation store holds an invalid row (seq {0})")]
+    BadRow(i64),
+    #[error("a number does not fit the store: {0}")]
+    Range(u64),
+}
+
+/// A revocation to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRevocation {
+    pub kind: Kind,
+    /// Canonical value: the `jti`, the SPIFFE ID, or the `cnf` form of the thumbprint.
+    pub value: String,
+    pub reason: String,
+    /// When it was revoked (Unix seconds).
+    pub revoked_at: u64,
+    /// `subject`: tokens with `iat` ≤ this are revoked.
+    pub not_before_iat: Option<u64>,
+    /// When the row may be deleted; `None` keeps it until replaced.
+    pub expires_at: Option<u64>,
+    /// `subject`: new tokens are refused while the row is live and banned.
+    pub banned: bool,
+}
+
+/// A recorded revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub seq: u64,
+    pub entry: NewRevocation,
+}
+
+impl Row {
+    /// The feed form (what sidecars receive).
+    pub fn to_feed(&self) -> Revocation {
+        Revocation {
+            seq: self.seq,
+            kind: self.entry.kind,
+            value: self.entry.value.clone(),
+            not_before_iat: self.entry.not_before_iat,
+            expires_at: self.entry.expires_at,
+        }
+    }
+
+    /// Whether the row still matters at `now`.
+    pub fn live(&self, now: u64) -> bool {
+        self.entry.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// What the store holds beyond a given `seq`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Rows with `seq` above the one asked, in `seq` order.
+    pub rows: Vec<Row>,
+    /// The highest `seq` ever assigned (0 when nothing was ever recorded).
+    pub latest: u64,
+    /// The highest `seq` deleted by compaction.
+    pub compacted_through: u64,
+}
+
+/// The open database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Range(v))
+}
+
+fn opt_i64(v: Option<u64>) -> Result<Option<i64>, StoreError> {
+    v.map(to_i64).transpose()
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS revocations (
+    seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind           TEXT    NOT NULL CHECK (kind IN ('jti', 'subject', 'cert')),
+    value          TEXT    NOT NULL,
+    reason         TEXT    NOT NULL,
+    revoked_at     INTEGER NOT NULL,
+    not_before_iat INTEGER,
+    expires_at     INTEGER,
+    banned         INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (kind, value)
+);
+CREATE INDEX IF NOT EXISTS revocations_expiry ON revocations (expires_at);
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+const COLUMNS: &str = "seq, kind, value, reason, revoked_at, not_before_iat, expires_at, banned";
+
+impl Store {
+    /// Opens (creating if needed) `<state_dir>/revocations.db`.
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        ensure_private_dir(state_dir).map_err(|source| StoreError::Io {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join(DB_FILE);
+        let conn = Connection::open(&path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: readers never block the writer, and two processes can write in turn.
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(mode = %mode, "revocation store is not in WAL mode");
+        }
+        // FULL: the WAL is fsynced at every commit, so a committed revocation survives a
+        // crash or power loss (NORMAL would only survive a process crash).
+        conn.execute_batch("PRAGMA synchronous=FULL;")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records `new`, replacing any row of the same `(kind, value)`; durable on return.
+    pub fn record(&mut self, new: &NewRevocation) -> Result<Row, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "DELETE FROM revocations WHERE kind = ?1 AND value = ?2",
+            params![new.kind.as_str(), new.value],
+        )?;
+        tx.execute(
+            "INSERT INTO revocations (kind, value, reason, revoked_at, not_before_iat, expires_at, banned)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                new.kind.as_str(),
+                new.value,
+                new.reason,
+                to_i64(new.revoked_at)?,
+                opt_i64(new.not_before_iat)?,
+                opt_i64(new.expires_at)?,
+                new.banned,
+            ],
+        )?;
+        let seq = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Row {
+            seq: u64::try_from(seq).map_err(|_| StoreError::BadRow(seq))?,
+            entry: new.clone(),
+        })
+    }
+
+    /// The live row of `(kind, value)`, if any.
+    pub fn get(&self, kind: Kind, value: &str) -> Result<Option<Row>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM revocations WHERE kind = ?1 AND value = ?2"),
+                params![kind.as_str(), value],
+                raw_row,
+            )
+            .optional()?;
+        row.map(decode).transpose()
+    }
+
+    /// Everything recorded after `since`, with the latest `seq` and the compaction point.
+    pub fn changes_since(&self, since: u64) -> Result<Changes, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM revocations WHERE seq > ?1 ORDER BY seq"
+        ))?;
+        let rows = stmt
+            .query_map(params![to_i64(since)?], raw_row)?
+            .map(|r| r.map_err(StoreError::from).and_then(decode))
+            .collect::<Result<Vec<_>, _>>()?;
+        let latest: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'revocations'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let compacted: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'compacted_through'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(Changes {
+            rows,
+            latest: latest.map_or(0, |v| u64::try_from(v).unwrap_or(0)),
+            compacted_through: compacted.map_or(0, |v| u64::try_from(v).unwrap_or(0)),
+        })
+    }
+
+    /// Deletes rows expired at `now`; returns how many. Raises the compaction point to the
+    /// highest deleted `seq`, so a subscriber behind it gets a snapshot.
+    pub fn compact(&mut self, now: u64) -> Result<usize, StoreError> {
+        let now = to_i64(now)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let highest: Option<i64> = tx.query_row(
+            "SELECT MAX(seq) FROM revocations WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+            params![now],
+            |r| r.get(0),
+        )?;
+        let deleted = tx.execute(
+            "DELETE FROM revocations WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+            params![now],
+        )?;
+        if let Some(h) = highest {
+            tx.execute(
+                "INSERT INTO meta (name, value) VALUES ('compacted_through', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+                params![h],
+            )?;
+        }
+        tx.commit()?;
+        Ok(deleted)
+    }
+}
+
+type RawRow = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    bool,
+);
+
+fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+/// Checks a row read back: a row another writer left invalid is an error, never trusted.
+fn decode(raw: RawRow) -> Result<Row, StoreError> {
+    let (seq, kind, value, reason, revoked_at, not_before_iat, expires_at, banned) = raw;
+    let bad = || StoreError::BadRow(seq);
+    let kind = Kind::parse(&kind).ok_or_else(bad)?;
+    if !certbind_core::revocation::valid_value(kind, &value) {
+        return Err(bad());
+    }
+    let u = |v: i64| u64::try_from(v).map_err(|_| bad());
+    Ok(Row {
+        seq: u(seq)?,
+        entry: NewRevocation {
+            kind,
+            value,
+            reason,
+            revoked_at: u(revoked_at)?,
+            not_before_iat: not_before_iat.map(u).transpose()?,
+            expires_at: expires_at.map(u).transpose()?,
+            banned,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jti(v: &str, exp: u64) -> NewRevocation {
+        NewRevocation {
+            kind: Kind::Jti,
+            value: v.into(),
+            reason: "test".into(),
+            revoked_at: 100,
+            not_before_iat: None,
+            expires_at: Some(exp),
+            banned: false,
+        }
+    }
+
+    #[test]
+    fn records_in_sequence_and_replaces_the_same_key_under_a_new_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.changes_since(0).unwrap(), Changes::default());
+        assert_eq!(s.record(&jti("a", 500)).unwrap().seq, 1);
+        assert_eq!(s.record(&jti("b", 500)).unwrap().seq, 2);
+        assert_eq!(s.record(&jti("a", 600)).unwrap().seq, 3);
+        let c = s.changes_since(0).unwrap();
+        assert_eq!(c.latest, 3);
+        let seqs: Vec<u64> = c.rows.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [2, 3]);
+        assert_eq!(s.changes_since(2).unwrap().rows.len(), 1);
+        assert_eq!(
+            s.get(Kind::Jti, "a").unwrap().unwrap().entry.expires_at,
+            Some(600)
+        );
+        assert!(s.get(Kind::Subject, "a").unwrap().is_none());
+    }
+
+    #[test]
+    fn survives_reopening_and_uses_wal_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Store::open(dir.path()).unwrap();
+            s.record(&jti("a", 500)).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.changes_since(0).unwrap().rows.len(), 1);
+        let mode: String = s
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = s
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "FULL");
+    }
+
+    #[test]
+    fn compaction_deletes_only_expired_rows_and_raises_the_compaction_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path()).unwrap();
+        s.record(&jti("a", 200)).unwrap();
+        s.record(&jti("b", 300)).unwrap();
+        let mut forever = jti("c", 0);
+        forever.expires_at = None;
+        s.record(&forever).unwrap();
+        assert_eq!(s.compact(199).unwrap(), 0);
+        assert_eq!(s.compact(250).unwrap(), 1);
+        let c = s.changes_since(0).unwrap();
+        assert_eq!(c.compacted_through, 1);
+        assert_eq!(c.latest, 3);
+        assert_eq!(s.compact(10_000).unwrap(), 1);
+        let c = s.changes_since(0).unwrap();
+        assert_eq!(c.compacted_through, 2);
+        assert_eq!(c.rows.len(), 1);
+        // Sequence numbers are never reused after deletes.
+        assert_eq!(s.record(&jti("d", 20_000)).unwrap().seq, 4);
+    }
+
+    #[test]
+    fn a_second_connection_sees_the_first_ones_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Store::open(dir.path()).unwrap();
+        let mut b = Store::open(dir.path()).unwrap();
+        a.record(&jti("a", 500)).unwrap();
+        b.record(&jti("b", 500)).unwrap();
+        assert_eq!(a.changes_since(0).unwrap().latest, 2);
+        assert_eq!(b.changes_since(1).unwrap().rows[0].entry.value, "b");
+    }
+
+    #[test]
+    fn refuses_rows_another_writer_left_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.conn
+            .execute(
+                "INSERT INTO revocations (kind, value, reason, revoked_at) VALUES ('subject', 'not-spiffe', '', 1)",
+                [],
+            )
+            .unwrap();
+        assert!(matches!(s.changes_since(0), Err(StoreError::BadRow(1))));
+    }
+}
