@@ -379,3 +379,28 @@ fn two_worker_vms_share_the_unknown_kid_rate_limit_and_the_learned_key() {
         "the window is shared by both VMs"
     );
 }
+
+#[test]
+fn losing_every_shared_data_race_still_ends_each_request() {
+    let mut sidecar = Sidecar::builder()
+        .cold()
+        .vms(2)
+        .jwks(|_| Answer::Silent)
+        .start();
+    sidecar.shared.cas_always_fails = true;
+    let pki = sidecar.pki.clone();
+    let token = sidecar.token(&pki.consumer).build();
+    let mut waiting: Vec<_> = (0..4)
+        .map(|i| sidecar.request(&pki.consumer, &token).on_vm(i % 2).send())
+        .collect();
+    sidecar.advance(ms(6_000));
+    for ex in &mut waiting {
+        let outcome = sidecar.outcome(ex);
+        assert!(
+            !matches!(outcome, Outcome::Paused),
+            "a request still waits: {outcome:?}"
+        );
+        sidecar.finish(ex);
+    }
+    sidecar.assert_healthy();
+}
