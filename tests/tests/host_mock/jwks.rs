@@ -19,7 +19,7 @@ fn good_jwks(sidecar: &Sidecar) -> String {
 #[test]
 fn fetches_the_jwks_as_the_readme_says() {
     let sidecar = Sidecar::new();
-    let fetches = sidecar.calls_to(JWKS_CLUSTER);
+    let fetches = sidecar.calls_for(Endpoint::Jwks);
     assert_eq!(fetches.len(), 1);
     let f = fetches[0];
     assert_eq!(f.header(":method").as_deref(), Some("GET"));
@@ -40,10 +40,14 @@ fn requests_wait_for_the_first_jwks_then_resume_with_one_fetch() {
     for ex in &mut waiting {
         sidecar.verdict(ex).stays_paused();
     }
-    assert_eq!(sidecar.pending_calls(JWKS_CLUSTER), 1, "one fetch for all");
+    assert_eq!(
+        sidecar.pending_calls(Endpoint::Jwks),
+        1,
+        "one fetch for all"
+    );
     let body = good_jwks(&sidecar);
     sidecar.advance(ms(300));
-    sidecar.answer_pending(JWKS_CLUSTER, Answer::json(200, body));
+    sidecar.answer_pending(Endpoint::Jwks, Answer::json(200, body));
     sidecar.advance(ms(200));
     for ex in &mut waiting {
         sidecar.verdict(ex).admitted();
@@ -215,7 +219,7 @@ fn an_unknown_kid_causes_exactly_one_refetch_within_the_rate_limit_window() {
         .collect();
     assert_eq!(sidecar.jwks_fetches(), fetches_at_start + 1);
     let body = good_jwks(&sidecar);
-    sidecar.answer_pending(JWKS_CLUSTER, Answer::json(200, body));
+    sidecar.answer_pending(Endpoint::Jwks, Answer::json(200, body));
     sidecar.advance(ms(200));
     for ex in &mut waiting {
         sidecar.verdict(ex).answers(401, "unknown_kid");

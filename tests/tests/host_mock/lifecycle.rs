@@ -230,7 +230,7 @@ fn holds_the_request_body_until_the_pdp_decides() {
         .body(br#"{"item":"book"}"#)
         .send();
     sidecar.verdict(&mut ex).stays_paused();
-    sidecar.answer_pending(PDP_CLUSTER, decision(true, "matched", 60));
+    sidecar.answer_pending(Endpoint::Pdp, decision(true, "matched", 60));
     sidecar.verdict(&mut ex).admitted();
 }
 

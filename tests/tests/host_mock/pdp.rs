@@ -17,7 +17,7 @@ fn asks_the_pdp_the_contract_question_about_a_verified_request() {
         .method("POST")
         .path("/orders?limit=5")
         .admitted();
-    let calls = sidecar.calls_to(PDP_CLUSTER);
+    let calls = sidecar.calls_for(Endpoint::Pdp);
     assert_eq!(calls.len(), 1);
     let call = calls[0];
     assert_eq!(call.header(":method").as_deref(), Some("POST"));

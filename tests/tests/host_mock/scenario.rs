@@ -118,10 +118,21 @@ pub fn decision(allow: bool, reason: &str, ttl_s: u64) -> Answer {
     )
 }
 
+/// Which upstream endpoint a call is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Jwks,
+    Pdp,
+    /// The authz-server's revocation feed (`/v1/revocations`).
+    Revocations,
+    Other,
+}
+
 /// A call the filter made, as the upstream sees it.
 #[derive(Debug, Clone)]
 pub struct Dispatched {
     pub vm: usize,
+    pub endpoint: Endpoint,
     pub call: HttpCall,
 }
 
@@ -139,7 +150,7 @@ pub type Responder = Box<dyn FnMut(&Dispatched) -> Answer>;
 struct Pending {
     vm: usize,
     token: u32,
-    cluster: String,
+    endpoint: Endpoint,
     seq: u64,
     /// When Envoy gives up on the call (its timeout).
     deadline_ms: u64,
@@ -270,6 +281,7 @@ impl Builder {
             published: Rc::new(std::cell::RefCell::new(published)),
             jwks: None,
             pdp: None,
+            revocations: None,
             pending: Vec::new(),
             dispatched: Vec::new(),
             seq: 0,
@@ -340,6 +352,7 @@ pub struct Sidecar {
     pub published: Rc<std::cell::RefCell<Vec<Key>>>,
     jwks: Option<Responder>,
     pdp: Option<Responder>,
+    revocations: Option<Responder>,
     pending: Vec<Pending>,
     /// Every call the filter made, in order.
     pub dispatched: Vec<Dispatched>,
@@ -387,6 +400,11 @@ impl Sidecar {
         self.jwks = Some(Box::new(f));
     }
 
+    /// Replaces what the revocation feed answers from now on (default: silence).
+    pub fn set_revocations(&mut self, f: impl FnMut(&Dispatched) -> Answer + 'static) {
+        self.revocations = Some(Box::new(f));
+    }
+
     /// Replaces what the PDP answers from now on.
     pub fn set_pdp(&mut self, f: impl FnMut(&Dispatched) -> Answer + 'static) {
         self.pdp = Some(Box::new(f));
@@ -398,14 +416,41 @@ impl Sidecar {
             .filter(|d| d.call.cluster == cluster)
             .collect()
     }
+    pub fn calls_for(&self, endpoint: Endpoint) -> Vec<&Dispatched> {
+        self.dispatched
+            .iter()
+            .filter(|d| d.endpoint == endpoint)
+            .collect()
+    }
     pub fn jwks_fetches(&self) -> usize {
-        self.calls_to(JWKS_CLUSTER).len()
+        self.calls_for(Endpoint::Jwks).len()
     }
     pub fn pdp_calls(&self) -> usize {
-        self.calls_to(PDP_CLUSTER).len()
+        self.calls_for(Endpoint::Pdp).len()
     }
-    pub fn pending_calls(&self, cluster: &str) -> usize {
-        self.pending.iter().filter(|p| p.cluster == cluster).count()
+    pub fn pending_calls(&self, endpoint: Endpoint) -> usize {
+        self.pending
+            .iter()
+            .filter(|p| p.endpoint == endpoint)
+            .count()
+    }
+
+    /// Which endpoint a call goes to (by cluster and path, as the configuration says).
+    pub fn endpoint_of(&self, call: &HttpCall) -> Endpoint {
+        let path = call.headers.get_str(":path").unwrap_or_default();
+        let path = path.split('?').next().unwrap_or_default();
+        let jwks = &self.config["jwks"];
+        if Some(call.cluster.as_str()) == self.config["pdp"]["cluster"].as_str() {
+            Endpoint::Pdp
+        } else if path.starts_with("/v1/revocations") {
+            Endpoint::Revocations
+        } else if Some(call.cluster.as_str()) == jwks["cluster"].as_str()
+            && path == jwks["path"].as_str().unwrap_or("/.well-known/jwks.json")
+        {
+            Endpoint::Jwks
+        } else {
+            Endpoint::Other
+        }
     }
 
     /// A stat's value (0 if the filter never defined it).
@@ -435,10 +480,10 @@ impl Sidecar {
             .collect()
     }
 
-    /// Answers every pending call to `cluster` now with `answer` (then delivers it).
-    pub fn answer_pending(&mut self, cluster: &str, answer: Answer) {
+    /// Answers every pending call to `endpoint` now with `answer` (then delivers it).
+    pub fn answer_pending(&mut self, endpoint: Endpoint, answer: Answer) {
         let now = self.clock.now_ms();
-        for p in self.pending.iter_mut().filter(|p| p.cluster == cluster) {
+        for p in self.pending.iter_mut().filter(|p| p.endpoint == endpoint) {
             p.answer = response_of(&answer).map(|(after, r)| (now + after, r));
         }
         self.pump();
@@ -538,20 +583,24 @@ impl Sidecar {
             }
             let calls = std::mem::take(&mut self.vms[i].host_mut().outbox);
             for call in calls {
-                let d = Dispatched { vm: i, call };
-                let responder = if d.call.cluster == PDP_CLUSTER
-                    || Some(d.call.cluster.as_str()) == self.config["pdp"]["cluster"].as_str()
-                {
-                    self.pdp.as_mut()
-                } else {
-                    self.jwks.as_mut()
+                let endpoint = self.endpoint_of(&call);
+                let d = Dispatched {
+                    vm: i,
+                    endpoint,
+                    call,
+                };
+                let responder = match endpoint {
+                    Endpoint::Pdp => self.pdp.as_mut(),
+                    Endpoint::Jwks => self.jwks.as_mut(),
+                    Endpoint::Revocations => self.revocations.as_mut(),
+                    Endpoint::Other => None,
                 };
                 let answer = responder.map_or(Answer::Silent, |f| f(&d));
                 self.seq += 1;
                 self.pending.push(Pending {
                     vm: i,
                     token: d.call.token,
-                    cluster: d.call.cluster.clone(),
+                    endpoint,
                     seq: self.seq,
                     deadline_ms: d.call.at_ms + u64::from(d.call.timeout_ms),
                     answer: response_of(&answer).map(|(after, r)| (now + after, r)),
