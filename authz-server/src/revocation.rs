@@ -168,13 +168,19 @@ impl Mirror {
             }
             self.by_seq.insert(row.seq, row.clone());
         }
+        self.latest = self.latest.max(changes.latest);
+        self.compacted_through = self.compacted_through.max(changes.compacted_through);
+        let Some(held) = self.set.since() else {
+            self.rebuild(now);
+            return;
+        };
         let delta = FeedAnswer {
-            seq: changes.latest.max(self.set.since()),
+            seq: self.latest.max(held),
             snapshot: false,
             revocations: changes
                 .rows
                 .iter()
-                .filter(|r| r.seq > self.set.since())
+                .filter(|r| r.seq > held)
                 .map(Row::to_feed)
                 .collect(),
         };
@@ -183,12 +189,11 @@ impl Mirror {
             tracing::warn!(error = %e, "rebuilding the revocation set");
             self.rebuild(now);
         }
-        self.latest = self.latest.max(changes.latest);
-        self.compacted_through = self.compacted_through.max(changes.compacted_through);
     }
 
     fn rebuild(&mut self, now: u64) {
         let mut set = RevocationSet::new();
+        self.prune_rows(now);
         let snapshot = FeedAnswer {
             seq: self.latest,
             snapshot: true,
@@ -200,6 +205,11 @@ impl Mirror {
     }
 
     fn prune(&mut self, now: u64) {
+        self.prune_rows(now);
+        self.set.prune(now);
+    }
+
+    fn prune_rows(&mut self, now: u64) {
         let expired: Vec<u64> = self
             .by_seq
             .values()
@@ -211,7 +221,6 @@ impl Mirror {
                 self.seq_of.remove(&(row.entry.kind, row.entry.value));
             }
         }
-        self.set.prune(now);
     }
 
     fn live_row(&self, kind: Kind, value: &str, now: u64) -> Option<&Row> {
@@ -351,15 +360,20 @@ impl Revocations {
     }
 
     /// The feed answer for a subscriber at `since`, or `None` when there is nothing new yet.
-    /// A snapshot when `since` is 0, behind the compaction point, or ahead of us (our store
-    /// was replaced); a delta of the live rows above `since` otherwise.
-    pub fn answer(&self, since: u64, now: u64) -> Option<FeedAnswer> {
+    /// A snapshot when there is no `since` (a sidecar's first poll), when `since` is 0 and
+    /// there are entries, behind the compaction point, or ahead of us (our store was
+    /// replaced); a delta of the live rows above `since` when there is news.
+    pub fn answer(&self, since: Option<u64>, now: u64) -> Option<FeedAnswer> {
         let m = self.mirror();
-        let snapshot = since == 0 || since < m.compacted_through || since > m.latest;
-        if !snapshot && since == m.latest {
-            return None;
-        }
-        let from = if snapshot { 0 } else { since };
+        let snapshot = match since {
+            None => true,
+            Some(s) => (s == 0 && m.latest > 0) || s < m.compacted_through || s > m.latest,
+        };
+        let from = match since {
+            _ if snapshot => 0,
+            Some(s) if s < m.latest => s,
+            _ => return None,
+        };
         let revocations = m
             .by_seq
             .range(from.saturating_add(1)..)
@@ -508,32 +522,34 @@ mod tests {
     fn answers_snapshots_deltas_and_nothing_new() {
         let dir = tempfile::tempdir().unwrap();
         let revs = Revocations::open(dir.path(), 1000).unwrap();
-        let empty = revs.answer(0, 1000).unwrap();
+        let empty = revs.answer(None, 1000).unwrap();
         assert!(empty.snapshot && empty.revocations.is_empty() && empty.seq == 0);
-        assert_eq!(revs.answer(0, 1000).map(|a| a.seq), Some(0));
+        // An empty store has nothing for a sidecar already at 0: it waits.
+        assert!(revs.answer(Some(0), 1000).is_none());
         revs.apply_request(&req(Kind::Jti, "a"), 1000)
             .unwrap()
             .unwrap();
         revs.apply_request(&req(Kind::Jti, "b"), 1000)
             .unwrap()
             .unwrap();
-        let delta = revs.answer(1, 1000).unwrap();
+        let delta = revs.answer(Some(1), 1000).unwrap();
         assert!(!delta.snapshot);
         assert_eq!(delta.seq, 2);
         assert_eq!(delta.revocations.len(), 1);
         assert_eq!(delta.revocations[0].value, "b");
-        assert!(revs.answer(2, 1000).is_none());
-        let ahead = revs.answer(7, 1000).unwrap();
+        assert!(revs.answer(Some(2), 1000).is_none());
+        assert!(revs.answer(Some(0), 1000).unwrap().snapshot);
+        let ahead = revs.answer(Some(7), 1000).unwrap();
         assert!(ahead.snapshot && ahead.revocations.len() == 2);
         // After compaction, a subscriber behind the compaction point gets a snapshot.
         revs.apply_request(&req(Kind::Subject, INV), 2000)
             .unwrap()
             .unwrap();
         assert_eq!(revs.compact(2000).unwrap(), 2);
-        let behind = revs.answer(1, 2000).unwrap();
+        let behind = revs.answer(Some(1), 2000).unwrap();
         assert!(behind.snapshot);
         assert_eq!(behind.revocations.len(), 1);
         assert_eq!(behind.revocations[0].kind, Kind::Subject);
-        assert!(!revs.answer(2, 2000).unwrap().snapshot);
+        assert!(!revs.answer(Some(2), 2000).unwrap().snapshot);
     }
 }

@@ -210,18 +210,21 @@ pub async fn admin_endpoint(
     Ok(resp)
 }
 
-/// The `since` of a feed query: exactly one parameter, `since`, a decimal `u64`.
-fn parse_since(uri: &Uri) -> Option<u64> {
-    let query = uri.query()?;
+/// The `since` of a feed query: no query at all (`None`, a first poll), or exactly one
+/// parameter `since`, a decimal `u64`. Anything else is `Err`.
+fn parse_since(uri: &Uri) -> Result<Option<u64>, ()> {
+    let Some(query) = uri.query() else {
+        return Ok(None);
+    };
     let mut pairs = form_urlencoded::parse(query.as_bytes());
-    let (name, value) = pairs.next()?;
+    let (name, value) = pairs.next().ok_or(())?;
     if name != "since" || pairs.next().is_some() {
-        return None;
+        return Err(());
     }
     if value.is_empty() || value.len() > 20 || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+        return Err(());
     }
-    value.parse().ok()
+    value.parse().map(Some).map_err(|_| ())
 }
 
 /// `GET /v1/revocations?since=<seq>`: the long-poll feed for sidecar identities.
@@ -237,10 +240,10 @@ pub async fn feed_endpoint(
             "only a sidecar identity may follow the revocation feed",
         ));
     }
-    let since = parse_since(&uri).ok_or_else(|| {
+    let since = parse_since(&uri).map_err(|()| {
         OAuthError::new(
             ErrorCode::InvalidRequest,
-            "the query must be exactly since=<decimal sequence number>",
+            "the query must be empty or exactly since=<decimal sequence number>",
         )
     })?;
     let revs = &state.revocations;
@@ -277,10 +280,11 @@ mod tests {
     #[test]
     fn the_feed_query_is_exactly_one_decimal_since() {
         let since = |q: &str| parse_since(&q.parse::<Uri>().unwrap());
-        assert_eq!(since("/v1/revocations?since=0"), Some(0));
-        assert_eq!(since("/v1/revocations?since=42"), Some(42));
+        assert_eq!(since("/v1/revocations"), Ok(None));
+        assert_eq!(since("/v1/revocations?since=0"), Ok(Some(0)));
+        assert_eq!(since("/v1/revocations?since=42"), Ok(Some(42)));
         for bad in [
-            "/v1/revocations",
+            "/v1/revocations?",
             "/v1/revocations?since=",
             "/v1/revocations?since=-1",
             "/v1/revocations?since=1e3",
@@ -289,7 +293,7 @@ mod tests {
             "/v1/revocations?from=1",
             "/v1/revocations?since=99999999999999999999999",
         ] {
-            assert_eq!(since(bad), None, "{bad}");
+            assert_eq!(since(bad), Err(()), "{bad}");
         }
     }
 }

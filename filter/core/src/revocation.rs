@@ -13,6 +13,10 @@
 //! ```
 //!
 //! - `seq` is the newest sequence number the server has; the next poll asks `since=<seq>`.
+//!   The first poll has no `since` and is answered at once with a snapshot; `since=<n>` is
+//!   answered at once when the server has news above `n` (a snapshot when `n` is 0 and the
+//!   server has entries, or `n` is behind its compaction point or ahead of it), else after
+//!   the long-poll wait with an empty delta.
 //! - `snapshot: true` means the list is the whole set and replaces what the sidecar holds;
 //!   `false` means the entries are news (every entry's `seq` is above the `since` asked).
 //! - An entry is keyed by `(kind, value)`; a later `seq` for the same key replaces the earlier
@@ -33,6 +37,8 @@ use std::fmt;
 pub const MAX_FEED_BYTES: usize = 8 * 1024 * 1024;
 /// Most entries one answer, or the set, may hold; more is refused as garbage.
 pub const MAX_REVOCATIONS: usize = 50_000;
+/// The feed's path on the authz-server.
+pub const FEED_PATH: &str = "/v1/revocations";
 /// Longest `jti` accepted (ours are 22 characters).
 pub const MAX_JTI_LEN: usize = 256;
 
@@ -124,8 +130,10 @@ pub enum FeedError {
     /// subject / present on another kind.
     BadEntry(Kind),
     /// A delta whose `seq` is below what the set already holds: the server went backwards,
-    /// so ask again from 0 for a snapshot.
+    /// so ask again without `since` for a snapshot.
     WentBackwards,
+    /// A delta arrived before any snapshot.
+    NoSnapshot,
 }
 
 impl fmt::Display for FeedError {
@@ -140,6 +148,7 @@ impl fmt::Display for FeedError {
             Self::Sequence => f.write_str("feed entries are out of sequence"),
             Self::BadEntry(k) => write!(f, "invalid {k} revocation entry"),
             Self::WentBackwards => f.write_str("feed delta is older than the set held"),
+            Self::NoSnapshot => f.write_str("feed delta before any snapshot"),
         }
     }
 }
@@ -218,8 +227,8 @@ pub struct Presented<'a> {
 /// The revocations a sidecar knows, by kind and key. Built empty, then fed feed answers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevocationSet {
-    /// The newest `seq` applied: the `since` of the next poll.
-    seq: u64,
+    /// The newest `seq` applied: the `since` of the next poll; `None` until a snapshot.
+    seq: Option<u64>,
     jtis: HashMap<String, Held>,
     subjects: HashMap<String, Held>,
     certs: HashMap<[u8; 32], Held>,
@@ -230,9 +239,19 @@ impl RevocationSet {
         Self::default()
     }
 
-    /// The `since` for the next poll (0 until the first answer: asks for a snapshot).
-    pub fn since(&self) -> u64 {
+    /// The `since` for the next poll, or `None` until a snapshot was applied: then the
+    /// plugin asks without `since` and gets a snapshot at once.
+    pub fn since(&self) -> Option<u64> {
         self.seq
+    }
+
+    /// The path and query of the next poll: `/v1/revocations` for the first (a snapshot at
+    /// once), `/v1/revocations?since=<seq>` after (a long-poll).
+    pub fn poll_path(&self) -> String {
+        match self.seq {
+            None => FEED_PATH.to_owned(),
+            Some(seq) => format!("{FEED_PATH}?since={seq}"),
+        }
     }
 
     /// Entries held (live or not yet pruned).
@@ -245,24 +264,28 @@ impl RevocationSet {
     }
 
     /// Applies a parsed answer: a snapshot replaces the set, a delta merges (a later `seq` for
-    /// the same key replaces the earlier entry). Entries expired at `now` are dropped. On error
+    /// the same key replaces the earlier entry). A delta before any snapshot is refused (the
+    /// set would claim a sync it never had). Entries expired at `now` are dropped. On error
     /// the set is unchanged.
     pub fn apply(&mut self, answer: FeedAnswer, now: u64) -> Result<(), FeedError> {
         if answer.snapshot {
             let mut fresh = Self::default();
             fresh.merge(answer.revocations)?;
-            fresh.seq = answer.seq;
+            fresh.seq = Some(answer.seq);
             *self = fresh;
         } else {
-            if answer.seq < self.seq {
+            let Some(held) = self.seq else {
+                return Err(FeedError::NoSnapshot);
+            };
+            if answer.seq < held {
                 return Err(FeedError::WentBackwards);
             }
-            if answer.revocations.iter().any(|r| r.seq <= self.seq) {
+            if answer.revocations.iter().any(|r| r.seq <= held) {
                 return Err(FeedError::Sequence);
             }
             let mut next = self.clone();
             next.merge(answer.revocations)?;
-            next.seq = answer.seq;
+            next.seq = Some(answer.seq);
             *self = next;
         }
         self.prune(now);
@@ -432,14 +455,14 @@ mod tests {
             Some(Kind::Jti)
         );
         assert_eq!(set.is_revoked(&req("abd", &sub, 900, None), 1000), None);
-        assert_eq!(set.since(), 1);
+        assert_eq!(set.since(), Some(1));
     }
 
     #[test]
     fn revokes_a_subject_only_for_tokens_issued_up_to_the_revocation() {
         let mut set = RevocationSet::new();
         let e = entry(3, Kind::Subject, INVENTORY, Some(1000), None);
-        set.apply_body(&body(3, false, &[e]), 1000).unwrap();
+        set.apply_body(&body(3, true, &[e]), 1000).unwrap();
         let inv = id(INVENTORY);
         let con = id(CONSUMER);
         assert_eq!(
@@ -507,7 +530,7 @@ mod tests {
     fn an_entry_stops_revoking_at_its_expiry_and_is_pruned() {
         let mut set = RevocationSet::new();
         set.apply_body(
-            &body(1, false, &[entry(1, Kind::Jti, "abc", None, Some(2000))]),
+            &body(1, true, &[entry(1, Kind::Jti, "abc", None, Some(2000))]),
             1000,
         )
         .unwrap();
@@ -526,7 +549,7 @@ mod tests {
         )
         .unwrap();
         assert!(set.is_empty());
-        assert_eq!(set.since(), 2);
+        assert_eq!(set.since(), Some(2));
     }
 
     #[test]
@@ -553,10 +576,10 @@ mod tests {
         assert_eq!(set.len(), 1);
         assert_eq!(set.is_revoked(&req("a", &sub, 0, None), 0), None);
         assert_eq!(set.is_revoked(&req("z", &sub, 0, None), 0), Some(Kind::Jti));
-        assert_eq!(set.since(), 9);
+        assert_eq!(set.since(), Some(9));
         // An empty delta moves nothing but is accepted.
         set.apply_body(&body(9, false, &[]), 0).unwrap();
-        assert_eq!(set.since(), 9);
+        assert_eq!(set.since(), Some(9));
         // An empty snapshot clears.
         set.apply_body(&body(10, true, &[]), 0).unwrap();
         assert!(set.is_empty());
@@ -569,7 +592,7 @@ mod tests {
         set.apply_body(
             &body(
                 1,
-                false,
+                true,
                 &[entry(1, Kind::Subject, INVENTORY, Some(100), None)],
             ),
             150,
@@ -610,7 +633,7 @@ mod tests {
         assert_eq!(set, before);
         // A snapshot from a reset server (lower seq) is accepted: it is the whole truth.
         set.apply_body(&body(1, true, &[]), 0).unwrap();
-        assert_eq!(set.since(), 1);
+        assert_eq!(set.since(), Some(1));
     }
 
     #[test]
@@ -696,6 +719,22 @@ mod tests {
         // A clock stepping back never makes the record older.
         s.last_ok(900);
         assert_eq!(s.last_ok_at(), Some(1025));
+    }
+
+    #[test]
+    fn refuses_a_delta_before_any_snapshot_and_asks_for_one_first() {
+        let mut set = RevocationSet::new();
+        assert_eq!(set.since(), None);
+        assert_eq!(set.poll_path(), "/v1/revocations");
+        assert_eq!(
+            set.apply_body(&body(1, false, &[entry(1, Kind::Jti, "a", None, None)]), 0),
+            Err(FeedError::NoSnapshot)
+        );
+        assert_eq!(set, RevocationSet::new());
+        // An empty snapshot at seq 0 is a real sync: the next poll long-polls from 0.
+        set.apply_body(&body(0, true, &[]), 0).unwrap();
+        assert_eq!(set.since(), Some(0));
+        assert_eq!(set.poll_path(), "/v1/revocations?since=0");
     }
 
     #[test]
