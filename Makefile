@@ -10,7 +10,7 @@ RUN    := .run
 BIN    := target/release
 CARGO  := cargo
 
-.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit bench
+.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm
 
 help:
 	@echo "make demo   build, start the whole system, show the happy path and the attack table"
@@ -53,7 +53,7 @@ attacks:
 
 ## make test: lint (fmt, clippy native + wasm32), then every test of the workspace. The end-to-end
 ## tests need the .wasm and Envoy, so both are built first; they use free ports, never the fixed ones.
-test: deps wasm lint unit
+test: deps wasm lint unit compose-check
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -63,6 +63,16 @@ lint:
 unit:
 	$(CARGO) build --release --locked --bins
 	$(CARGO) test --locked --workspace
+
+## The compose file cannot run here (no Docker engine), but it is validated.
+compose-check:
+	@command -v docker-compose >/dev/null || apt-get install -y -qq docker-compose >/dev/null || \
+	  { echo "docker-compose is missing: apt-get install docker-compose" >&2; exit 1; }
+	docker-compose -f docker-compose.yml config -q
+
+## The host mock's randomized robustness test at full count (make test runs 3,000 requests).
+fuzz-wasm: wasm
+	CERTBIND_FUZZ_CASES=100000 $(CARGO) test --locked -p certbind-tests --test host_mock -- --nocapture random_and_mutated_inputs
 
 bench: deps build wasm
 	$(CARGO) run --release --locked -p certbind-bench -- all
