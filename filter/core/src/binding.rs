@@ -2,6 +2,7 @@
 //! thumbprint and the workload's SPIFFE ID. The authz-server (issuing) and the filter
 //! (verifying) both call these; nothing here is computed anywhere else.
 
+use crate::dpop::VerifiedProof;
 use crate::reason::Reason;
 use crate::token::VerifiedToken;
 use base64::Engine;
@@ -388,6 +389,35 @@ pub fn bind(
         return Err(Reason::SubjectMismatch);
     }
     let subject = id.clone();
+    Ok(BoundToken { token, subject })
+}
+
+/// The `cnf.jkt` a token must carry on a DPoP listener (RFC 9449 §6): `binding_missing`
+/// without any `cnf` binding, `binding_mismatch` for a token bound to a client certificate
+/// instead (it belongs on an mTLS listener).
+pub fn dpop_jkt(token: &VerifiedToken) -> Result<&str, Reason> {
+    match (token.cnf_jkt(), token.cnf_x5t_s256()) {
+        (Some(jkt), _) => Ok(jkt),
+        (None, Some(_)) => Err(Reason::BindingMismatch),
+        (None, None) => Err(Reason::BindingMissing),
+    }
+}
+
+/// RFC 9449 §7.1: the token's `cnf.jkt` must be the thumbprint of the key that signed this
+/// request's verified proof, and its `sub` must be a SPIFFE ID of our trust domain (no
+/// certificate vouches for it here: the authz-server did when it issued the token).
+pub fn bind_dpop(
+    token: Rc<VerifiedToken>,
+    proof: &VerifiedProof,
+    trust_domain: &str,
+) -> Result<BoundToken, Reason> {
+    if dpop_jkt(&token)? != proof.jkt() {
+        return Err(Reason::DpopInvalid);
+    }
+    let subject = SpiffeId::parse(token.subject())
+        .ok()
+        .filter(|id| id.trust_domain() == trust_domain)
+        .ok_or(Reason::SubjectMismatch)?;
     Ok(BoundToken { token, subject })
 }
 

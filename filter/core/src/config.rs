@@ -29,11 +29,28 @@
 //!   "token_cache_size": 1024,
 //!   "clock_skew_s": 30,
 //!   "mode": "enforce",
-//!   "forward_token": false
+//!   "forward_token": false,
+//!   "binding": "mtls"
+//! }
+//! ```
+//!
+//! `binding` is `mtls` (RFC 8705: the token's `cnf."x5t#S256"` must be the connection's client
+//! certificate) or `dpop` (RFC 9449: `Authorization: DPoP <token>` plus one `DPoP` proof
+//! whose key is the token's `cnf.jkt`, for listeners behind a TLS-terminating hop). A `dpop`
+//! listener needs a `dpop` object (only `public_origin` is required):
+//!
+//! ```text
+//! "dpop": {
+//!   "public_origin": "https://127.0.0.1:8445",
+//!   "max_age_s": 60,
+//!   "clock_skew_s": 5,
+//!   "replay_cache_size": 16384,
+//!   "nonce": false
 //! }
 //! ```
 
 use crate::binding::SpiffeId;
+use crate::dpop::{ProofWindow, normalize_htu};
 use serde::Deserialize;
 use std::fmt;
 
@@ -67,6 +84,44 @@ pub struct FilterConfig {
     /// Whether the `Authorization` header reaches the upstream (default false).
     #[serde(default)]
     pub forward_token: bool,
+    /// What the token must be bound to on this listener (default `mtls`).
+    #[serde(default)]
+    pub binding: Binding,
+    /// DPoP proof settings; required when `binding` is `dpop`, refused otherwise.
+    #[serde(default)]
+    pub dpop: Option<DpopConfig>,
+}
+
+/// What a token must be bound to (CONTRACT §3): the client certificate of the connection, or
+/// a key the caller proves it holds with a DPoP proof in every request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Binding {
+    #[default]
+    Mtls,
+    Dpop,
+}
+
+/// How DPoP proofs are checked on a `binding: dpop` listener (RFC 9449 §4.3, §11.1).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpopConfig {
+    /// `https://host[:port]` as the callers reach this listener (in front of any
+    /// TLS-terminating hop): the proof's `htu` must be this origin plus the request path.
+    pub public_origin: String,
+    /// How old a proof's `iat` may be, seconds (default 60).
+    #[serde(default = "default_dpop_max_age_s")]
+    pub max_age_s: u64,
+    /// Clock difference tolerated on `iat` in both directions, seconds (default 5).
+    #[serde(default = "default_dpop_clock_skew_s")]
+    pub clock_skew_s: u64,
+    /// How many proof `jti`s are remembered across all worker VMs (default 16384). Size it
+    /// for requests per second × (max age + 2 × skew); when full, new proofs are refused.
+    #[serde(default = "default_replay_cache_size")]
+    pub replay_cache_size: usize,
+    /// Server-provided nonces (RFC 9449 §9). Not implemented yet: only `false` is accepted.
+    #[serde(default)]
+    pub nonce: bool,
 }
 
 /// Where and how often the JWKS is fetched, and how long a good one may be served.
@@ -131,6 +186,15 @@ impl Mode {
     }
 }
 
+fn default_dpop_max_age_s() -> u64 {
+    60
+}
+fn default_dpop_clock_skew_s() -> u64 {
+    5
+}
+fn default_replay_cache_size() -> usize {
+    16_384
+}
 fn default_realm() -> String {
     "certbind".to_owned()
 }
@@ -171,6 +235,10 @@ pub const MAX_CONFIG_BYTES: usize = 16 * 1024;
 pub const MAX_CACHE_SIZE: usize = 100_000;
 /// Upper bound of the clock skew: more would make `exp` meaningless.
 pub const MAX_CLOCK_SKEW_S: u64 = 300;
+/// Upper bound of a DPoP proof's age: a proof is a one-request credential.
+pub const MAX_DPOP_AGE_S: u64 = 300;
+/// Upper bound of the DPoP `iat` skew.
+pub const MAX_DPOP_SKEW_S: u64 = 60;
 
 /// Why a configuration was refused. `Display` is the one log line Envoy shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,7 +350,49 @@ impl FilterConfig {
         if self.clock_skew_s > MAX_CLOCK_SKEW_S {
             return bad("clock_skew_s", "must be at most 300");
         }
+        match (self.binding, &self.dpop) {
+            (Binding::Mtls, None) => Ok(()),
+            (Binding::Mtls, Some(_)) => bad("dpop", "is only for `binding: dpop`"),
+            (Binding::Dpop, None) => bad("dpop", "is required with `binding: dpop`"),
+            (Binding::Dpop, Some(d)) => d.validate(),
+        }
+    }
+}
+
+impl DpopConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, why| Err(ConfigError::Invalid { field, why });
+        let origin_ok = is_header_safe(&self.public_origin)
+            && !self.public_origin.ends_with('/')
+            && normalize_htu(&format!("{}/", self.public_origin))
+                .is_some_and(|u| u.starts_with("https://") && u.matches('/').count() == 3);
+        if !origin_ok {
+            return bad(
+                "dpop.public_origin",
+                "must be an https origin (https://host[:port], no path)",
+            );
+        }
+        if self.max_age_s == 0 || self.max_age_s > MAX_DPOP_AGE_S {
+            return bad("dpop.max_age_s", "must be in 1..=300");
+        }
+        if self.clock_skew_s > MAX_DPOP_SKEW_S {
+            return bad("dpop.clock_skew_s", "must be at most 60");
+        }
+        if self.replay_cache_size == 0 || self.replay_cache_size > MAX_CACHE_SIZE {
+            return bad("dpop.replay_cache_size", "must be in 1..=100000");
+        }
+        if self.nonce {
+            return bad("dpop.nonce", "is not supported yet (only false)");
+        }
         Ok(())
+    }
+
+    /// The proof window of [`crate::dpop::verify_proof`].
+    pub fn window(&self) -> ProofWindow {
+        ProofWindow {
+            max_age_s: self.max_age_s,
+            clock_skew_s: self.clock_skew_s,
+        }
     }
 }
 
@@ -440,6 +550,77 @@ pub(crate) mod tests {
             assert!(
                 matches!(err, ConfigError::Invalid { .. }),
                 "{field}={value}: {err}"
+            );
+        }
+    }
+
+    fn dpop_listener(dpop: &str) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+        v["binding"] = "dpop".into();
+        v["dpop"] = serde_json::from_str(dpop).unwrap();
+        v.to_string()
+    }
+
+    #[test]
+    fn binding_defaults_to_mtls_without_dpop_settings() {
+        let c = FilterConfig::from_json(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(c.binding, Binding::Mtls);
+        assert_eq!(c.dpop, None);
+    }
+
+    #[test]
+    fn admits_a_dpop_listener_and_fills_its_defaults() {
+        let c = FilterConfig::from_json(
+            dpop_listener(r#"{"public_origin": "https://127.0.0.1:8445"}"#).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.binding, Binding::Dpop);
+        let d = c.dpop.unwrap();
+        assert_eq!(d.public_origin, "https://127.0.0.1:8445");
+        assert_eq!((d.max_age_s, d.clock_skew_s), (60, 5));
+        assert_eq!(d.replay_cache_size, 16_384);
+        assert!(!d.nonce);
+    }
+
+    #[test]
+    fn refuses_dpop_settings_that_do_not_fit_the_binding() {
+        let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+        v["binding"] = "dpop".into();
+        let err = FilterConfig::from_json(v.to_string().as_bytes()).unwrap_err();
+        assert!(err.to_string().contains("`dpop` is required"), "{err}");
+        let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+        v["dpop"] = serde_json::json!({"public_origin": "https://a.example"});
+        let err = FilterConfig::from_json(v.to_string().as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("only for `binding: dpop`"),
+            "{err}"
+        );
+        assert!(matches!(
+            FilterConfig::from_json(with("binding", "\"bearer\"").as_bytes()),
+            Err(ConfigError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn refuses_unusable_dpop_values() {
+        for dpop in [
+            r#"{}"#,
+            r#"{"public_origin": "http://127.0.0.1:8445"}"#,
+            r#"{"public_origin": "https://127.0.0.1:8445/"}"#,
+            r#"{"public_origin": "https://127.0.0.1:8445/orders"}"#,
+            r#"{"public_origin": "https://u@127.0.0.1"}"#,
+            r#"{"public_origin": "127.0.0.1:8445"}"#,
+            r#"{"public_origin": "https://a.example", "max_age_s": 0}"#,
+            r#"{"public_origin": "https://a.example", "max_age_s": 301}"#,
+            r#"{"public_origin": "https://a.example", "clock_skew_s": 61}"#,
+            r#"{"public_origin": "https://a.example", "replay_cache_size": 0}"#,
+            r#"{"public_origin": "https://a.example", "replay_cache_size": 100001}"#,
+            r#"{"public_origin": "https://a.example", "nonce": true}"#,
+            r#"{"public_origin": "https://a.example", "extra": 1}"#,
+        ] {
+            assert!(
+                FilterConfig::from_json(dpop_listener(dpop).as_bytes()).is_err(),
+                "{dpop}"
             );
         }
     }

@@ -2,16 +2,26 @@
 //! headers), deny (with the exact reply), or wait for the JWKS or the PDP — checking in
 //! CONTRACT §4's order. The [`Engine`] holds what outlives a request in one VM: configuration,
 //! keys and the caches.
+//!
+//! A listener binds tokens either to the client certificate (`binding: mtls`, RFC 8705) or to
+//! a DPoP key (`binding: dpop`, RFC 9449): there `Authorization: DPoP <token>`, one `DPoP`
+//! proof signed by the token's `cnf.jkt` key for this method and URL, and a `jti` never seen
+//! by any worker VM within the proof's window (the shared replay cache).
 
-use crate::binding::{BoundToken, CertThumbprint, PeerIdentity, bind};
+use crate::binding::{BoundToken, CertThumbprint, PeerIdentity, bind, bind_dpop, dpop_jkt};
 use crate::cache::ExpiringCache;
-use crate::config::{FilterConfig, Mode};
+use crate::config::{Binding, FilterConfig, Mode};
 use crate::decision::{
     DecisionCache, DecisionContext, DecisionRequest, EncodedRequest, read_decision,
 };
+use crate::dpop::{DpopError, ProofCheck, request_htu, verify_proof};
+use crate::dpop_replay::{MemoryStore, SharedReplayCache, SharedStore};
 use crate::jwks::{FetchKind, JwksCache, JwksError, JwksPolicy, Lookup};
 use crate::reason::Reason;
-use crate::token::{Expectations, VerifiedToken, bearer, decode_metadata, verify_access_token};
+use crate::token::{
+    AuthScheme, Expectations, VerifiedToken, authorization_token, bearer, decode_metadata,
+    verify_access_token,
+};
 use p256::ecdsa::VerifyingKey;
 use sha2::{Digest, Sha256};
 use std::rc::Rc;
@@ -44,6 +54,10 @@ pub struct Engine {
     tokens: ExpiringCache<[u8; 32], CachedToken>,
     decisions: DecisionCache,
     peers: ExpiringCache<CertThumbprint, PeerIdentity>,
+    /// DPoP listeners: the replay cache's shape and the store it lives in (the host's shared
+    /// data once the glue installs it; until then this VM's memory).
+    replay: Option<SharedReplayCache>,
+    replay_store: Box<dyn SharedStore>,
 }
 
 impl Engine {
@@ -58,8 +72,23 @@ impl Engine {
             tokens: ExpiringCache::new(config.token_cache_size),
             decisions: DecisionCache::new(config.decision_cache_size),
             peers: ExpiringCache::new(PEER_CACHE_SIZE),
+            replay: config
+                .dpop
+                .as_ref()
+                .filter(|_| config.binding == Binding::Dpop)
+                .map(|d| SharedReplayCache::new(d.replay_cache_size)),
+            replay_store: Box::new(MemoryStore::default()),
             config,
         }
+    }
+
+    /// Keeps DPoP proof `jti`s in `store` (the host's shared data, so every worker VM sees
+    /// them) and creates its slots; call once, before the first request.
+    pub fn use_replay_store(&mut self, mut store: Box<dyn SharedStore>) {
+        if let Some(replay) = &self.replay {
+            replay.prepare(store.as_mut());
+        }
+        self.replay_store = store;
     }
 
     pub fn config(&self) -> &FilterConfig {
@@ -115,6 +144,8 @@ pub struct RequestFacts {
     pub source_ip: Option<String>,
     /// `connection.tls_version`, e.g. `TLSv1.3`.
     pub tls_version: Option<String>,
+    /// The value of every `DPoP` header, in order (exactly one is valid on a DPoP listener).
+    pub dpop: Vec<String>,
 }
 
 /// The IP of Envoy's `source.address` (`1.2.3.4:5678` or `[::1]:5678`).
@@ -151,7 +182,8 @@ pub enum Step {
 pub struct Allow {
     /// Verified identity headers to set; empty unless every check passed.
     pub headers: Vec<(&'static str, String)>,
-    /// Remove `authorization` before the upstream (unless `forward_token`).
+    /// Remove `authorization` and any `dpop` proof before the upstream (unless
+    /// `forward_token`).
     pub remove_authorization: bool,
     /// Shadow mode: the reason the request would have been denied.
     pub shadowed: Option<Reason>,
@@ -169,10 +201,17 @@ pub struct Deny {
 impl Deny {
     /// The exact CONTRACT §4 answer for `reason`.
     pub fn new(reason: Reason, realm: &str, request_id: &str) -> Self {
+        Self::on_listener(reason, realm, request_id, Binding::Mtls)
+    }
+
+    /// The answer on a listener of this `binding`: on a DPoP listener every challenge uses
+    /// the `DPoP` scheme with `algs="ES256"` (RFC 9449 §7.1).
+    pub fn on_listener(reason: Reason, realm: &str, request_id: &str, binding: Binding) -> Self {
+        let challenge = reason.www_authenticate_on(realm, binding == Binding::Dpop);
         let mut headers = vec![
             ("content-type", "application/json".to_owned()),
             ("cache-control", "no-store".to_owned()),
-            ("www-authenticate", reason.www_authenticate(realm)),
+            ("www-authenticate", challenge),
         ];
         if let Some(seconds) = reason.retry_after_s() {
             headers.push(("retry-after", seconds.to_string()));
@@ -215,6 +254,10 @@ pub struct Flow {
     subject: Option<String>,
     token_cache_hit: bool,
     decision_cache_hit: bool,
+    /// The scheme the token came with (`Bearer` or `DPoP`).
+    scheme: Option<AuthScheme>,
+    /// Which DPoP check failed, for the log line.
+    dpop_detail: Option<&'static str>,
 }
 
 impl Flow {
@@ -229,6 +272,8 @@ impl Flow {
             subject: None,
             token_cache_hit: false,
             decision_cache_hit: false,
+            scheme: None,
+            dpop_detail: None,
         };
         let step = flow.run(engine, now_ms);
         (flow, step)
@@ -278,6 +323,11 @@ impl Flow {
         self.decision_cache_hit
     }
 
+    /// Which DPoP check refused the request (e.g. `ath_mismatch`, `replayed`), for the log.
+    pub fn dpop_detail(&self) -> Option<&'static str> {
+        self.dpop_detail
+    }
+
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
@@ -289,7 +339,18 @@ impl Flow {
             Progress::Wait(step) => return step,
         };
         self.subject = Some(token.subject().to_owned());
-        match bind(token, &self.facts.peer, &engine.config.trust_domain) {
+        let bound = match engine.config.binding {
+            Binding::Mtls => bind(token, &self.facts.peer, &engine.config.trust_domain),
+            Binding::Dpop => match self.scheme {
+                Some(scheme) => check_dpop(engine, &self.facts, scheme, token, now_ms / 1000)
+                    .map_err(|(reason, detail)| {
+                        self.dpop_detail = detail;
+                        reason
+                    }),
+                None => Err(Reason::MissingToken),
+            },
+        };
+        match bound {
             Ok(bound) => self.decide(engine, bound, now_ms),
             Err(reason) => self.finish(engine, Err(reason)),
         }
@@ -300,8 +361,15 @@ impl Flow {
         let Some(authorization) = self.facts.authorization.as_deref() else {
             return Progress::Failed(Reason::MissingToken);
         };
-        let token = match bearer(authorization) {
-            Ok(token) => token,
+        let presented = match engine.config.binding {
+            Binding::Mtls => bearer(authorization).map(|token| (AuthScheme::Bearer, token)),
+            Binding::Dpop => authorization_token(authorization),
+        };
+        let token = match presented {
+            Ok((scheme, token)) => {
+                self.scheme = Some(scheme);
+                token
+            }
             Err(reason) => return Progress::Failed(reason),
         };
         let now_s = now_ms / 1000;
@@ -425,13 +493,68 @@ impl Flow {
                 remove_authorization,
                 shadowed: Some(reason),
             }),
-            Err(reason) => Step::Deny(Deny::new(
+            Err(reason) => Step::Deny(Deny::on_listener(
                 reason,
                 &engine.config.realm,
                 &self.facts.request_id,
+                engine.config.binding,
             )),
         }
     }
+}
+
+/// The DPoP half of a DPoP listener's checks, after the token verified (CONTRACT §4 order):
+/// the token's `cnf` (`binding_*`), then the `DPoP` scheme and exactly one proof, the proof
+/// itself against this request and the token (`verify_proof`: method, URL, `iat`, `ath`,
+/// `jkt`), the subject, and last the shared replay cache, so only a proof that passed every
+/// other check uses up its `jti`. Errors carry the failed check's name for the log.
+fn check_dpop(
+    engine: &mut Engine,
+    facts: &RequestFacts,
+    scheme: AuthScheme,
+    token: Rc<VerifiedToken>,
+    now_s: u64,
+) -> Result<BoundToken, (Reason, Option<&'static str>)> {
+    let invalid = |detail: &'static str| (Reason::DpopInvalid, Some(detail));
+    let jkt = dpop_jkt(&token).map_err(|reason| (reason, None))?;
+    // A DPoP-bound token sent as `Bearer`: RFC 9449 §7.1 wants the `DPoP` scheme, so a
+    // stolen DPoP token cannot pass a check that skips the proof.
+    if scheme != AuthScheme::Dpop {
+        return Err(invalid("bearer_scheme"));
+    }
+    let [proof] = facts.dpop.as_slice() else {
+        return Err(invalid(if facts.dpop.is_empty() {
+            "no_proof"
+        } else {
+            "many_proofs"
+        }));
+    };
+    let (Some(dpop), Some(replay)) = (engine.config.dpop.as_ref(), engine.replay.as_ref()) else {
+        return Err(invalid("not_configured"));
+    };
+    let htu = request_htu(&dpop.public_origin, &facts.path).ok_or(invalid("bad_request_uri"))?;
+    let access_token = facts
+        .authorization
+        .as_deref()
+        .and_then(|a| authorization_token(a).ok())
+        .map(|(_, t)| t);
+    let check = ProofCheck {
+        method: &facts.method,
+        htu: &htu,
+        now_s,
+        window: dpop.window(),
+        access_token: Some(access_token.unwrap_or_default()),
+        jkt: Some(jkt),
+        nonces: &[],
+    };
+    let failed = |e: DpopError| (e.reason(), Some(e.as_str()));
+    let proof = verify_proof(proof, &check).map_err(failed)?;
+    let bound =
+        bind_dpop(token, &proof, &engine.config.trust_domain).map_err(|reason| (reason, None))?;
+    replay
+        .check_and_record(engine.replay_store.as_mut(), &proof, now_s)
+        .map_err(failed)?;
+    Ok(bound)
 }
 
 /// The PDP's resource: the normalised path without query or fragment.
@@ -493,6 +616,7 @@ mod tests {
             peer: PeerIdentity::from_cert_der(&cert.0),
             source_ip: Some("127.0.0.1".into()),
             tls_version: Some("TLSv1.3".into()),
+            dpop: Vec::new(),
         }
     }
 
@@ -889,5 +1013,326 @@ mod tests {
         assert_eq!(source_ip("[::1]:5678"), "::1");
         assert_eq!(source_ip("10.0.0.1"), "10.0.0.1");
         assert_eq!(source_ip("::1"), "::1");
+    }
+
+    // --- DPoP listener ------------------------------------------------------------------
+
+    mod dpop {
+        use super::*;
+        use crate::dpop::access_token_hash;
+        use crate::dpop_replay::tests::{jkt_of, proof_header, proof_key, sign_proof};
+        use crate::dpop_replay::{MemoryStore, SharedStore, StoreError};
+        use p256::ecdsa::SigningKey;
+        use serde_json::{Value, json};
+        use std::cell::RefCell;
+
+        const ORIGIN: &str = "https://orders.example:8445";
+
+        /// One host's shared data, seen by several engines (worker VMs).
+        #[derive(Debug, Clone, Default)]
+        struct Shared(Rc<RefCell<MemoryStore>>);
+
+        impl SharedStore for Shared {
+            fn get(&mut self, key: &str) -> Option<(Vec<u8>, u32)> {
+                self.0.borrow_mut().get(key)
+            }
+            fn set(&mut self, key: &str, v: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+                self.0.borrow_mut().set(key, v, cas)
+            }
+        }
+
+        fn dpop_config(c: &mut Value) {
+            c["binding"] = "dpop".into();
+            c["dpop"] = json!({"public_origin": ORIGIN});
+        }
+
+        fn vm(shared: &Shared) -> Engine {
+            let mut w = world_with(dpop_config);
+            w.engine.use_replay_store(Box::new(shared.clone()));
+            w.engine
+        }
+
+        fn key() -> SigningKey {
+            proof_key(0x11)
+        }
+
+        fn token_with_cnf(cnf: Value) -> String {
+            let mut c = claims();
+            c["cnf"] = cnf;
+            sign(&header(), &c)
+        }
+
+        fn dpop_token() -> String {
+            token_with_cnf(json!({"jkt": jkt_of(&key())}))
+        }
+
+        fn proof_claims(jti: &str, token: &str) -> Value {
+            json!({
+                "jti": jti, "htm": "GET", "htu": format!("{ORIGIN}/orders/1"),
+                "iat": NOW, "ath": access_token_hash(token),
+            })
+        }
+
+        fn proof(jti: &str, token: &str) -> String {
+            sign_proof(&key(), &proof_header(&key()), &proof_claims(jti, token))
+        }
+
+        fn request(authorization: String, proofs: Vec<String>) -> RequestFacts {
+            RequestFacts {
+                authorization: Some(authorization),
+                request_id: "req-1".into(),
+                method: "GET".into(),
+                path: "/orders/1?x=1".into(),
+                peer: PeerIdentity::default(),
+                source_ip: Some("127.0.0.1".into()),
+                tls_version: Some("TLSv1.3".into()),
+                dpop: proofs,
+            }
+        }
+
+        fn start(engine: &mut Engine, facts: RequestFacts) -> (Flow, Step) {
+            Flow::start(engine, facts, NOW_MS)
+        }
+
+        /// The answer to a request with `token` (as `DPoP`) and one proof with these claims.
+        fn with_claims(edit: impl FnOnce(&mut Value)) -> (Flow, Step) {
+            let token = dpop_token();
+            let mut c = proof_claims("j-edit", &token);
+            edit(&mut c);
+            let p = sign_proof(&key(), &proof_header(&key()), &c);
+            start(
+                &mut vm(&Shared::default()),
+                request(format!("DPoP {token}"), vec![p]),
+            )
+        }
+
+        fn refused(step: Step) -> Deny {
+            match step {
+                Step::Deny(d) => d,
+                other => panic!("expected a denial, got {other:?}"),
+            }
+        }
+
+        #[test]
+        fn admits_a_dpop_bound_token_with_a_fresh_proof() {
+            let mut engine = vm(&Shared::default());
+            let token = dpop_token();
+            let f = request(format!("DPoP {token}"), vec![proof("p-1", &token)]);
+            let (mut flow, step) = start(&mut engine, f);
+            assert!(matches!(step, Step::AskPdp { .. }), "{step:?}");
+            let allow = allowed(
+                flow.pdp_answered(&mut engine, Some(200), PDP_ALLOW, NOW_MS)
+                    .unwrap(),
+            );
+            assert_eq!(allow.headers[0], (HEADER_SUBJECT, CONSUMER.to_owned()));
+            assert!(allow.remove_authorization);
+            assert_eq!(flow.dpop_detail(), None);
+        }
+
+        #[test]
+        fn admits_every_fresh_proof_with_a_cached_token_and_decision() {
+            let mut engine = vm(&Shared::default());
+            let token = dpop_token();
+            let f = request(format!("DPoP {token}"), vec![proof("p-1", &token)]);
+            let (mut flow, _) = start(&mut engine, f);
+            flow.pdp_answered(&mut engine, Some(200), PDP_ALLOW, NOW_MS);
+            let f = request(format!("DPoP {token}"), vec![proof("p-2", &token)]);
+            let (flow, step) = start(&mut engine, f);
+            assert!(flow.token_cache_hit() && flow.decision_cache_hit());
+            allowed(step);
+        }
+
+        #[test]
+        fn refuses_a_proof_replayed_on_the_same_or_another_vm() {
+            let shared = Shared::default();
+            let (mut vm1, mut vm2) = (vm(&shared), vm(&shared));
+            let token = dpop_token();
+            let f = request(format!("DPoP {token}"), vec![proof("p-1", &token)]);
+            assert!(matches!(start(&mut vm1, f.clone()).1, Step::AskPdp { .. }));
+            for engine in [&mut vm2, &mut vm1] {
+                let (flow, step) = start(engine, f.clone());
+                let d = refused(step);
+                assert_eq!((d.reason, d.status), (Reason::DpopReplay, 401));
+                assert_eq!(flow.dpop_detail(), Some("replayed"));
+            }
+        }
+
+        #[test]
+        fn a_proof_refused_for_another_reason_does_not_use_up_its_jti() {
+            let mut engine = vm(&Shared::default());
+            let token = dpop_token();
+            let mut f = request(format!("DPoP {token}"), vec![proof("p-1", &token)]);
+            f.method = "POST".into();
+            assert_eq!(
+                refused(start(&mut engine, f.clone()).1).reason,
+                Reason::DpopInvalid
+            );
+            f.method = "GET".into();
+            assert!(matches!(start(&mut engine, f).1, Step::AskPdp { .. }));
+        }
+
+        #[test]
+        fn answers_with_the_dpop_challenge() {
+            let (_, step) = with_claims(|c| c["htm"] = "POST".into());
+            let d = refused(step);
+            assert_eq!(d.status, 401);
+            assert!(d.headers.contains(&(
+                "www-authenticate",
+                "DPoP realm=\"certbind\", error=\"invalid_dpop_proof\", error_description=\"dpop_invalid\", algs=\"ES256\"".into()
+            )));
+            assert!(d.body.contains("\"error\":\"invalid_dpop_proof\""));
+            let f = RequestFacts {
+                authorization: None,
+                ..request(String::new(), Vec::new())
+            };
+            let d = refused(start(&mut vm(&Shared::default()), f).1);
+            assert_eq!(d.reason, Reason::MissingToken);
+            assert!(d.headers.contains(&(
+                "www-authenticate",
+                "DPoP realm=\"certbind\", algs=\"ES256\"".into()
+            )));
+        }
+
+        #[test]
+        fn refuses_proofs_that_do_not_match_the_request_or_token() {
+            let mut other = claims();
+            other["cnf"] = json!({"jkt": jkt_of(&key())});
+            other["jti"] = "j-other".into();
+            let other_token = sign(&header(), &other);
+            type Edit = Box<dyn FnOnce(&mut Value)>;
+            let cases: Vec<(&str, Edit)> = vec![
+                ("wrong_method", Box::new(|c| c["htm"] = "DELETE".into())),
+                (
+                    "wrong_uri",
+                    Box::new(|c| c["htu"] = format!("{ORIGIN}/orders/2").into()),
+                ),
+                (
+                    "wrong_uri",
+                    Box::new(|c| c["htu"] = "https://other.example:8445/orders/1".into()),
+                ),
+                (
+                    "missing_ath",
+                    Box::new(|c| {
+                        c.as_object_mut().unwrap().remove("ath");
+                    }),
+                ),
+                (
+                    "ath_mismatch",
+                    Box::new(move |c| c["ath"] = access_token_hash(&other_token).into()),
+                ),
+                ("too_old", Box::new(|c| c["iat"] = (NOW - 66).into())),
+                (
+                    "issued_in_future",
+                    Box::new(|c| c["iat"] = (NOW + 6).into()),
+                ),
+            ];
+            for (detail, edit) in cases {
+                let (flow, step) = with_claims(edit);
+                assert_eq!(refused(step).reason, Reason::DpopInvalid, "{detail}");
+                assert_eq!(flow.dpop_detail(), Some(detail));
+            }
+        }
+
+        #[test]
+        fn refuses_a_proof_signed_by_a_key_other_than_cnf_jkt() {
+            let token = dpop_token();
+            let thief = proof_key(0x22);
+            let p = sign_proof(&thief, &proof_header(&thief), &proof_claims("p", &token));
+            let (flow, step) = start(
+                &mut vm(&Shared::default()),
+                request(format!("DPoP {token}"), vec![p]),
+            );
+            assert_eq!(refused(step).reason, Reason::DpopInvalid);
+            assert_eq!(flow.dpop_detail(), Some("jkt_mismatch"));
+        }
+
+        #[test]
+        fn refuses_a_proof_carrying_a_private_key() {
+            let token = dpop_token();
+            let mut h = proof_header(&key());
+            h["jwk"]["d"] = URL_SAFE_NO_PAD_D.into();
+            let p = sign_proof(&key(), &h, &proof_claims("p", &token));
+            let (flow, step) = start(
+                &mut vm(&Shared::default()),
+                request(format!("DPoP {token}"), vec![p]),
+            );
+            assert_eq!(refused(step).reason, Reason::DpopInvalid);
+            assert_eq!(flow.dpop_detail(), Some("private_key"));
+        }
+
+        const URL_SAFE_NO_PAD_D: &str = "EREREREREREREREREREREREREREREREREREREREREREE";
+
+        #[test]
+        fn refuses_no_proof_or_two_proofs() {
+            let token = dpop_token();
+            for (proofs, detail) in [
+                (Vec::new(), "no_proof"),
+                (vec![proof("a", &token), proof("b", &token)], "many_proofs"),
+            ] {
+                let (flow, step) = start(
+                    &mut vm(&Shared::default()),
+                    request(format!("DPoP {token}"), proofs),
+                );
+                assert_eq!(refused(step).reason, Reason::DpopInvalid);
+                assert_eq!(flow.dpop_detail(), Some(detail));
+            }
+        }
+
+        #[test]
+        fn refuses_a_dpop_bound_token_sent_as_bearer() {
+            let token = dpop_token();
+            let (flow, step) = start(
+                &mut vm(&Shared::default()),
+                request(format!("Bearer {token}"), vec![proof("p", &token)]),
+            );
+            assert_eq!(refused(step).reason, Reason::DpopInvalid);
+            assert_eq!(flow.dpop_detail(), Some("bearer_scheme"));
+        }
+
+        #[test]
+        fn refuses_a_certificate_bound_or_unbound_token() {
+            let x5t = token_with_cnf(json!({"x5t#S256": CertThumbprint::from_der(b"c").to_cnf()}));
+            let mut unbound = claims();
+            unbound.as_object_mut().unwrap().remove("cnf");
+            let unbound = sign(&header(), &unbound);
+            for (token, reason) in [
+                (x5t, Reason::BindingMismatch),
+                (unbound, Reason::BindingMissing),
+            ] {
+                for scheme in ["DPoP", "Bearer"] {
+                    let f = request(format!("{scheme} {token}"), vec![proof("p", &token)]);
+                    let d = refused(start(&mut vm(&Shared::default()), f).1);
+                    assert_eq!(d.reason, reason, "{scheme}");
+                }
+            }
+        }
+
+        #[test]
+        fn refuses_a_subject_outside_the_trust_domain() {
+            let mut c = claims();
+            c["cnf"] = json!({"jkt": jkt_of(&key())});
+            c["sub"] = "spiffe://other.test/ns/demo/sa/consumer".into();
+            let token = sign(&header(), &c);
+            let f = request(format!("DPoP {token}"), vec![proof("p", &token)]);
+            let d = refused(start(&mut vm(&Shared::default()), f).1);
+            assert_eq!(d.reason, Reason::SubjectMismatch);
+        }
+
+        #[test]
+        fn the_mtls_listener_refuses_a_dpop_bound_token() {
+            let mut w = world();
+            let token = dpop_token();
+            let mut f = facts(&w.consumer, bearer_of(&token));
+            f.dpop = vec![proof("p", &token)];
+            assert_eq!(
+                denied(Flow::start(&mut w.engine, f.clone(), NOW_MS).1),
+                Reason::BindingMissing
+            );
+            f.authorization = Some(format!("DPoP {token}"));
+            assert_eq!(
+                denied(Flow::start(&mut w.engine, f, NOW_MS).1),
+                Reason::MissingToken
+            );
+        }
     }
 }

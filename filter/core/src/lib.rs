@@ -7,6 +7,7 @@ pub mod cache;
 pub mod config;
 pub mod decision;
 pub mod dpop;
+pub mod dpop_replay;
 pub mod es256;
 pub mod flow;
 pub mod json;

@@ -134,19 +134,30 @@ impl Reason {
     }
 
     /// The `WWW-Authenticate` value. The realm must be header-safe without quotes
-    /// (`FilterConfig` guarantees it).
+    /// (`FilterConfig` guarantees it). The DPoP reasons answer with the `DPoP` scheme and
+    /// `algs="ES256"` (RFC 9449 §7.1), every other with `Bearer`.
     pub fn www_authenticate(self, realm: &str) -> String {
-        let scheme = match self {
-            Self::DpopInvalid | Self::DpopReplay => "DPoP",
-            _ => "Bearer",
-        };
-        match self.error() {
+        let dpop = matches!(self, Self::DpopInvalid | Self::DpopReplay);
+        self.www_authenticate_on(realm, dpop)
+    }
+
+    /// The `WWW-Authenticate` value on a listener that accepts only DPoP-bound tokens
+    /// (`dpop_listener`): every answer there challenges with the `DPoP` scheme and
+    /// `algs="ES256"` (RFC 9449 §7.1), so a client learns which scheme to use.
+    pub fn www_authenticate_on(self, realm: &str, dpop_listener: bool) -> String {
+        let dpop = dpop_listener || matches!(self, Self::DpopInvalid | Self::DpopReplay);
+        let scheme = if dpop { "DPoP" } else { "Bearer" };
+        let mut value = match self.error() {
             None => format!("{scheme} realm=\"{realm}\""),
             Some(error) => format!(
                 "{scheme} realm=\"{realm}\", error=\"{error}\", error_description=\"{}\"",
                 self.as_str()
             ),
+        };
+        if dpop {
+            value.push_str(", algs=\"ES256\"");
         }
+        value
     }
 
     /// Seconds for `Retry-After` on a 503, `None` otherwise.
@@ -269,6 +280,26 @@ mod tests {
             Reason::DpopReplay
                 .www_authenticate("r")
                 .starts_with("DPoP realm=\"r\", error=\"invalid_dpop_proof\"")
+        );
+    }
+
+    #[test]
+    fn dpop_challenges_name_the_algorithm() {
+        assert_eq!(
+            Reason::DpopInvalid.www_authenticate("certbind"),
+            "DPoP realm=\"certbind\", error=\"invalid_dpop_proof\", error_description=\"dpop_invalid\", algs=\"ES256\""
+        );
+        assert_eq!(
+            Reason::MissingToken.www_authenticate_on("certbind", true),
+            "DPoP realm=\"certbind\", algs=\"ES256\""
+        );
+        assert_eq!(
+            Reason::Expired.www_authenticate_on("certbind", true),
+            "DPoP realm=\"certbind\", error=\"invalid_token\", error_description=\"expired\", algs=\"ES256\""
+        );
+        assert_eq!(
+            Reason::Expired.www_authenticate_on("certbind", false),
+            Reason::Expired.www_authenticate("certbind")
         );
     }
 

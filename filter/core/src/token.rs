@@ -27,15 +27,39 @@ pub const MAX_SCOPES: usize = 64;
 /// Another scheme, or none, counts as no bearer token at all (RFC 6750 §3.1).
 pub fn bearer(authorization: &str) -> Result<&str, Reason> {
     let value = authorization.trim_matches(|c| c == ' ' || c == '\t');
-    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
+    let scheme = value.split([' ', '\t']).next().unwrap_or_default();
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(Reason::MissingToken);
     }
+    authorization_token(authorization).map(|(_, token)| token)
+}
+
+/// The scheme an access token was presented with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// `Bearer` (RFC 6750).
+    Bearer,
+    /// `DPoP` (RFC 9449 §7.1).
+    Dpop,
+}
+
+/// The scheme and token of an `Authorization` value: `Bearer <token>` or `DPoP <token>`
+/// (schemes case-insensitive). Another scheme, or none, counts as no token at all.
+pub fn authorization_token(authorization: &str) -> Result<(AuthScheme, &str), Reason> {
+    let value = authorization.trim_matches(|c| c == ' ' || c == '\t');
+    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        AuthScheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        AuthScheme::Dpop
+    } else {
+        return Err(Reason::MissingToken);
+    };
     let token = rest.trim_start_matches([' ', '\t']);
     if token.is_empty() || token.contains([' ', '\t']) {
         return Err(Reason::MalformedToken);
     }
-    Ok(token)
+    Ok((scheme, token))
 }
 
 /// The JOSE header members we read. Others (`jku`, `x5u`, `jwk`, ...) are never used.
@@ -521,6 +545,25 @@ pub(crate) mod tests {
         assert_eq!(bearer("Bearerabc"), Err(Reason::MissingToken));
         assert_eq!(bearer("Bearer"), Err(Reason::MalformedToken));
         assert_eq!(bearer("Bearer a b"), Err(Reason::MalformedToken));
+    }
+
+    #[test]
+    fn authorization_token_reads_the_bearer_and_dpop_schemes() {
+        assert_eq!(
+            authorization_token("DPoP abc.def.ghi"),
+            Ok((AuthScheme::Dpop, "abc.def.ghi"))
+        );
+        assert_eq!(
+            authorization_token("dpop  abc"),
+            Ok((AuthScheme::Dpop, "abc"))
+        );
+        assert_eq!(
+            authorization_token("Bearer abc"),
+            Ok((AuthScheme::Bearer, "abc"))
+        );
+        assert_eq!(authorization_token("Basic x"), Err(Reason::MissingToken));
+        assert_eq!(authorization_token("DPoP"), Err(Reason::MalformedToken));
+        assert_eq!(authorization_token("DPoP a b"), Err(Reason::MalformedToken));
     }
 
     #[test]

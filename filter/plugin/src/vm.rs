@@ -9,6 +9,7 @@
 use crate::metrics::{Counter, Metrics};
 use certbind_core::config::FilterConfig;
 use certbind_core::decision::MAX_DECISION_BYTES;
+use certbind_core::dpop_replay::{SharedStore, StoreError};
 use certbind_core::flow::{Allow, Deny, Engine, Flow, Step};
 use certbind_core::jwks::{
     FetchKind, FetchRecord, FetchStart, MAX_JWKS_BYTES, decode_shared_set, encode_shared_set,
@@ -64,8 +65,10 @@ pub struct Vm {
 impl Vm {
     pub fn new(config: FilterConfig, root_id: u32) -> Self {
         let scope = format!("{}{}", config.jwks.cluster, config.jwks.path);
+        let mut engine = Engine::new(config);
+        engine.use_replay_store(Box::new(EnvoySharedData));
         Self {
-            engine: Engine::new(config),
+            engine,
             root_id,
             metrics: Metrics::define(),
             parked: HashMap::new(),
@@ -80,6 +83,28 @@ impl Vm {
 
     pub fn config(&self) -> &FilterConfig {
         self.engine.config()
+    }
+}
+
+/// Envoy's shared data (one copy for every worker VM of this `vm_id`): where the DPoP replay
+/// cache lives, so a proof replayed to another worker is caught.
+#[derive(Debug)]
+struct EnvoySharedData;
+
+impl SharedStore for EnvoySharedData {
+    fn get(&mut self, key: &str) -> Option<(Vec<u8>, u32)> {
+        match hostcalls::get_shared_data(key) {
+            Ok((value, Some(cas))) => Some((value.unwrap_or_default(), cas)),
+            _ => None,
+        }
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Failed),
+        }
     }
 }
 
@@ -122,6 +147,8 @@ pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
             facts.method = value;
         } else if is(":path") {
             facts.path = value;
+        } else if is("dpop") {
+            facts.dpop.push(value);
         }
     }
     let property = |path: &[&str]| -> Option<String> {
@@ -270,6 +297,7 @@ fn allow_request(vm: &VmRef, ctx: u32, flow: &Flow, allow: &Allow) {
     }
     if allow.remove_authorization {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "dpop", None);
     }
     let outcome = match allow.shadowed {
         Some(reason) => Outcome::Shadow(reason),
@@ -320,7 +348,7 @@ fn record(vm: &VmRef, ctx: u32, flow: &Flow, outcome: Outcome) {
         v.metrics.bump(Counter::DecisionCacheHit);
     }
     log::info!(
-        "certbind decision ctx={ctx} request_id={} outcome={word} reason={reason} subject={} mode={} token_cache={} decision_cache={}",
+        "certbind decision ctx={ctx} request_id={} outcome={word} reason={reason} subject={} mode={} token_cache={} decision_cache={}{}",
         log_safe(&flow.facts().request_id),
         flow.subject().map_or_else(|| "-".to_owned(), log_safe),
         v.config().mode.as_str(),
@@ -334,6 +362,8 @@ fn record(vm: &VmRef, ctx: u32, flow: &Flow, outcome: Outcome) {
         } else {
             "miss"
         },
+        flow.dpop_detail()
+            .map_or_else(String::new, |d| format!(" dpop={d}")),
     );
 }
 
