@@ -77,6 +77,10 @@ pub struct AppState {
     pub feed_callers: Arc<Vec<SpiffeId>>,
     /// How long a feed long-poll waits for news.
     pub feed_wait: Duration,
+    /// Posture rules (`serve --posture`); `None` answers `/v1/posture` with 404.
+    pub posture: Option<Arc<crate::posture::Policy>>,
+    /// When each subject last reported its posture.
+    pub posture_reports: Arc<crate::posture::Reports>,
 }
 
 fn default_ids(id: &str) -> Arc<Vec<SpiffeId>> {
@@ -106,6 +110,8 @@ impl AppState {
             operators: default_ids(DEFAULT_OPERATOR),
             feed_callers: default_ids(DEFAULT_FEED_CALLER),
             feed_wait: DEFAULT_FEED_WAIT,
+            posture: None,
+            posture_reports: Arc::new(crate::posture::Reports::new(system_clock()())),
         }
     }
 
@@ -123,6 +129,7 @@ pub fn app(state: AppState) -> Router {
         .route("/revoke", post(revoke::revoke_endpoint))
         .route("/v1/admin/revocations", post(revoke::admin_endpoint))
         .route("/v1/revocations", get(revoke::feed_endpoint))
+        .route("/v1/posture", post(revoke::posture_endpoint))
         .route("/.well-known/jwks.json", get(jwks_endpoint))
         .route(
             "/.well-known/oauth-authorization-server",

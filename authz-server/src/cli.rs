@@ -133,6 +133,9 @@ pub struct ServeArgs {
     /// Seconds a feed long-poll waits for news (keep well below the sidecars' staleness bound).
     #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub feed_wait: u64,
+    /// Posture rules (YAML, e.g. authz-server/posture.yaml); without it `/v1/posture` is 404.
+    #[arg(long)]
+    pub posture: Option<PathBuf>,
 }
 
 /// Runs a parsed command line; errors are printed, never panicked.
@@ -263,6 +266,11 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     state.operators = Arc::new(operators);
     state.feed_callers = Arc::new(feed_callers);
     state.feed_wait = Duration::from_secs(args.feed_wait);
+    if let Some(path) = &args.posture {
+        let policy =
+            crate::posture::Policy::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        state.posture = Some(Arc::new(policy));
+    }
     let clock = state.clock.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -275,9 +283,15 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         // Rows written by `certbind-authz revoke` reach the mirror and the feed from here.
         let watcher = revocations.spawn_watcher(clock);
+        // Reports are counted from now: a required subject has one interval to report.
+        state.posture_reports = Arc::new(crate::posture::Reports::new(now_s()));
+        let watchdog = crate::revoke::spawn_posture_watchdog(state.clone());
         eprintln!("certbind-authz listening on https://{addr}");
         server::serve(listener, tls, app(state), shutdown_signal()).await;
         watcher.abort();
+        if let Some(w) = watchdog {
+            w.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     })

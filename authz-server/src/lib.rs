@@ -9,6 +9,7 @@ pub mod fsutil;
 pub mod grant;
 pub mod keys;
 pub mod oauth;
+pub mod posture;
 pub mod revocation;
 pub mod revoke;
 pub mod server;

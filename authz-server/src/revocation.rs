@@ -306,6 +306,51 @@ impl Revocations {
         }
     }
 
+    /// The live row of `(kind, value)` in the store. Blocking.
+    pub fn get(&self, kind: Kind, value: &str, now: u64) -> Result<Option<Row>, StoreError> {
+        Ok(self.store().get(kind, value)?.filter(|r| r.live(now)))
+    }
+
+    /// Applies a posture verdict for `subject`: violations ban it (unless already banned);
+    /// a clean report lifts a ban that posture imposed, never an operator's. Returns whether
+    /// the subject is banned afterwards. Blocking.
+    pub fn posture_verdict(
+        &self,
+        subject: &SpiffeId,
+        violations: &[&str],
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let existing = self.get(Kind::Subject, subject.as_str(), now)?;
+        let banned = existing.as_ref().is_some_and(|r| r.entry.banned);
+        let by_posture = existing
+            .as_ref()
+            .is_some_and(|r| r.entry.reason.starts_with(crate::posture::POSTURE_REASON));
+        let req = |lift: bool, reason: String| Request {
+            kind: Kind::Subject,
+            value: subject.as_str().to_owned(),
+            reason: Some(reason),
+            expires_at: None,
+            lift,
+        };
+        if !violations.is_empty() {
+            if !banned {
+                let reason = crate::posture::ban_reason(violations);
+                if let Err(e) = self.apply_request(&req(false, reason), now)? {
+                    tracing::error!(error = %e, "posture ban refused");
+                }
+            }
+            return Ok(true);
+        }
+        if banned && by_posture {
+            let reason = format!("{}: compliant", crate::posture::POSTURE_REASON);
+            if let Err(e) = self.apply_request(&req(true, reason), now)? {
+                tracing::error!(error = %e, "posture lift refused");
+            }
+            return Ok(false);
+        }
+        Ok(banned)
+    }
+
     /// Deletes expired rows from the store and the mirror. Blocking.
     pub fn compact(&self, now: u64) -> Result<usize, StoreError> {
         let deleted = self.store().compact(now)?;

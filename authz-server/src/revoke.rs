@@ -2,11 +2,13 @@
 //! `POST /v1/admin/revocations` (operators revoke a jti, subject or certificate) and the
 //! sidecars' long-poll feed `GET /v1/revocations?since=<seq>`.
 //!
-//! Feed answer (`certbind_core::revocation::FeedAnswer`):
+//! Feed answer (`certbind_core::revocation::FeedAnswer`, the filter parses the same type):
 //! `{"seq": <latest>, "snapshot": bool, "revocations": [{"seq", "kind", "value",
-//! "not_before_iat"?, "expires_at"}]}` — at once when there is news above `since` (or a
-//! snapshot is due: `since` 0, behind the compaction point, or ahead of the server), else
-//! after the long-poll wait with an empty delta.
+//! "not_before_iat"?, "expires_at"}]}`. Without a query (a sidecar's first poll): a snapshot
+//! at once. With `since=<n>`: at once when there is news above `n` — a snapshot when `n` is
+//! 0 and there are entries, `n` is behind the compaction point, or ahead of the server — else
+//! after the long-poll wait (`--feed-wait`, 25 s) an empty delta `{"seq": n, "snapshot":
+//! false, "revocations": []}`.
 
 use crate::app::{AppState, PeerCertificate, internal, read_form};
 use crate::oauth::{ErrorCode, LoggedDetail, MAX_BODY, OAuthError, no_store};
@@ -132,6 +134,17 @@ pub fn row_json(row: &Row) -> serde_json::Value {
 }
 
 async fn read_json(headers: &HeaderMap, body: Body) -> Result<AdminBody, OAuthError> {
+    let bytes = read_json_bytes(headers, body).await?;
+    certbind_core::json::from_slice_strict(&bytes).map_err(|_| {
+        OAuthError::new(
+            ErrorCode::InvalidRequest,
+            "body must be {\"kind\",\"value\",\"reason\"?,\"expires_at\"?,\"lift\"?}",
+        )
+    })
+}
+
+/// An `application/json` body of at most [`MAX_BODY`] bytes.
+async fn read_json_bytes(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, OAuthError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -155,12 +168,7 @@ async fn read_json(headers: &HeaderMap, body: Body) -> Result<AdminBody, OAuthEr
             ));
         }
     };
-    certbind_core::json::from_slice_strict(&bytes).map_err(|_| {
-        OAuthError::new(
-            ErrorCode::InvalidRequest,
-            "body must be {\"kind\",\"value\",\"reason\"?,\"expires_at\"?,\"lift\"?}",
-        )
-    })
+    Ok(bytes)
 }
 
 /// `POST /v1/admin/revocations`: only an operator identity (`--operators`).
@@ -208,6 +216,81 @@ pub async fn admin_endpoint(
     let mut resp = (no_store(), Json(row_json(&row))).into_response();
     resp.extensions_mut().insert(Recorded(row.seq));
     Ok(resp)
+}
+
+/// `POST /v1/posture`: a host agent reports, with its workload's certificate, facts about its
+/// host; the posture rules decide. Violations ban the subject; a clean report lifts a ban that
+/// posture imposed. Answer: `{"compliant": bool, "violations": [...], "banned": bool}`.
+pub async fn posture_endpoint(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OAuthError> {
+    let cert = peer.as_ref().map(|Extension(p)| p.0.as_slice());
+    let client = crate::grant::authenticate(&state.registry, cert)?;
+    let subject = client.spiffe_id.clone();
+    let Some(policy) = state.posture.clone() else {
+        let mut resp =
+            OAuthError::new(ErrorCode::InvalidRequest, "posture is not configured").into_response();
+        *resp.status_mut() = axum::http::StatusCode::NOT_FOUND;
+        return Ok(resp);
+    };
+    let bytes = read_json_bytes(&headers, body).await?;
+    let report: crate::posture::Report = certbind_core::json::from_slice_strict(&bytes)
+        .ok()
+        .filter(|r: &crate::posture::Report| {
+            r.blocked_processes.len() <= crate::posture::MAX_PROCESSES
+                && r.blocked_processes.iter().all(|p| p.len() <= 256)
+        })
+        .ok_or_else(|| {
+            OAuthError::new(
+                ErrorCode::InvalidRequest,
+                "body must be {\"firewall\",\"blocked_processes\",\"os_patch_age_days\"}",
+            )
+        })?;
+    let now = (state.clock)();
+    state.posture_reports.record(&subject, now);
+    let violations = crate::posture::violations(&policy.rules, &report);
+    let revs = state.revocations.clone();
+    let (who, found) = (subject.clone(), violations.clone());
+    let banned = blocking(move || revs.posture_verdict(&who, &found, now)).await?;
+    tracing::info!(
+        subject = %subject,
+        compliant = violations.is_empty(),
+        violations = %violations.join(","),
+        banned,
+        "posture report"
+    );
+    let answer = serde_json::json!({
+        "compliant": violations.is_empty(),
+        "violations": violations,
+        "banned": banned,
+    });
+    Ok((no_store(), Json(answer)).into_response())
+}
+
+/// Bans required subjects whose posture reports stopped; runs until aborted.
+pub fn spawn_posture_watchdog(state: AppState) -> Option<tokio::task::JoinHandle<()>> {
+    let policy = state.posture.clone()?;
+    policy.report_interval_s?;
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let now = (state.clock)();
+            for subject in state.posture_reports.overdue(&policy, now) {
+                let revs = state.revocations.clone();
+                let who = subject.clone();
+                match blocking(move || revs.posture_verdict(&who, &["no_report"], now)).await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(subject = %subject, error = ?e.description, "posture watchdog failed")
+                    }
+                }
+            }
+        }
+    }))
 }
 
 /// The `since` of a feed query: no query at all (`None`, a first poll), or exactly one
