@@ -231,12 +231,25 @@ impl Mirror {
     }
 }
 
+/// A serialized feed answer, shared by every subscriber that asks the same question.
+#[derive(Debug, Clone)]
+pub struct FeedBody {
+    pub json: axum::body::Bytes,
+    pub snapshot: bool,
+    pub entries: usize,
+}
+
+/// The last answer built: (since, latest, compaction point, now) → body. When a revocation
+/// wakes 1,000 subscribers at the same `since`, one serializes and the rest share it.
+type Memo = Option<((Option<u64>, u64, u64, u64), FeedBody)>;
+
 /// The revocation service shared by every handler.
 #[derive(Debug)]
 pub struct Revocations {
     store: Mutex<Store>,
     mirror: RwLock<Mirror>,
     latest: watch::Sender<u64>,
+    memo: Mutex<Memo>,
 }
 
 impl Revocations {
@@ -248,6 +261,7 @@ impl Revocations {
             store: Mutex::new(store),
             mirror: RwLock::new(Mirror::default()),
             latest,
+            memo: Mutex::new(None),
         };
         this.refresh(now)?;
         Ok(this)
@@ -409,7 +423,29 @@ impl Revocations {
     /// there are entries, behind the compaction point, or ahead of us (our store was
     /// replaced); a delta of the live rows above `since` when there is news.
     pub fn answer(&self, since: Option<u64>, now: u64) -> Option<FeedAnswer> {
+        Self::answer_from(&self.mirror(), since, now)
+    }
+
+    /// [`Self::answer`] serialized, shared with every subscriber asking the same at the same
+    /// second.
+    pub fn answer_body(&self, since: Option<u64>, now: u64) -> Option<FeedBody> {
         let m = self.mirror();
+        let key = (since, m.latest, m.compacted_through, now);
+        let mut memo = self.memo.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, body)) = memo.as_ref().filter(|(k, _)| *k == key) {
+            return Some(body.clone());
+        }
+        let answer = Self::answer_from(&m, since, now)?;
+        let body = FeedBody {
+            json: serde_json::to_vec(&answer).ok()?.into(),
+            snapshot: answer.snapshot,
+            entries: answer.revocations.len(),
+        };
+        *memo = Some((key, body.clone()));
+        Some(body)
+    }
+
+    fn answer_from(m: &Mirror, since: Option<u64>, now: u64) -> Option<FeedAnswer> {
         let snapshot = match since {
             None => true,
             Some(s) => (s == 0 && m.latest > 0) || s < m.compacted_through || s > m.latest,
@@ -596,5 +632,35 @@ mod tests {
         assert_eq!(behind.revocations.len(), 1);
         assert_eq!(behind.revocations[0].kind, Kind::Subject);
         assert!(!revs.answer(Some(2), 2000).unwrap().snapshot);
+    }
+
+    #[test]
+    fn the_shared_body_is_the_answer_and_follows_every_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let revs = Revocations::open(dir.path(), 1000).unwrap();
+        let body = |since| revs.answer_body(since, 1000).map(|b| b.json.to_vec());
+        let json = |since| {
+            revs.answer(since, 1000)
+                .map(|a| serde_json::to_vec(&a).unwrap())
+        };
+        assert_eq!(body(None), json(None));
+        revs.apply_request(&req(Kind::Jti, "a"), 1000)
+            .unwrap()
+            .unwrap();
+        assert_eq!(body(Some(0)), json(Some(0)));
+        assert_eq!(body(Some(0)), json(Some(0)));
+        revs.apply_request(&req(Kind::Jti, "b"), 1000)
+            .unwrap()
+            .unwrap();
+        let after = body(Some(0)).unwrap();
+        assert_eq!(Some(after.clone()), json(Some(0)));
+        assert_eq!(
+            certbind_core::revocation::parse_feed(&after)
+                .unwrap()
+                .revocations
+                .len(),
+            2
+        );
+        assert_eq!(body(Some(2)), None);
     }
 }

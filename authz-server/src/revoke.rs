@@ -333,27 +333,35 @@ pub async fn feed_endpoint(
     // Subscribe before looking, so a revocation between the look and the wait still wakes us.
     let mut rx = revs.subscribe();
     let deadline = tokio::time::Instant::now() + state.feed_wait;
-    let answer = loop {
-        if let Some(a) = revs.answer(since, (state.clock)()) {
-            break a;
+    let body = loop {
+        if let Some(body) = revs.answer_body(since, (state.clock)()) {
+            break body;
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => {}
             // Timed out, or the service is shutting down: nothing new.
-            Ok(Err(_)) | Err(_) => break revs.nothing_new(),
+            Ok(Err(_)) | Err(_) => {
+                let json = serde_json::to_vec(&revs.nothing_new())
+                    .map_err(|e| internal("cannot serialize the feed answer", &e))?;
+                break crate::revocation::FeedBody {
+                    json: json.into(),
+                    snapshot: false,
+                    entries: 0,
+                };
+            }
         }
     };
-    let detail = if answer.snapshot {
-        "snapshot"
-    } else if answer.revocations.is_empty() {
-        "nothing_new"
-    } else {
-        "delta"
+    let detail = match (body.snapshot, body.entries) {
+        (true, _) => "snapshot",
+        (false, 0) => "nothing_new",
+        (false, _) => "delta",
     };
-    Ok(with_detail(
-        (no_store(), Json(answer)).into_response(),
-        detail,
-    ))
+    let mut headers = no_store();
+    headers.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Ok(with_detail((headers, body.json).into_response(), detail))
 }
 
 #[cfg(test)]
