@@ -4,6 +4,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=target/release
 
+P=.run/pki
+echo
+echo "== 0. a certificate-bound token (RFC 8705), fetched with curl and the consumer's certificate =="
+token=$(curl -sS --fail-with-body --cacert $P/ca.crt --cert $P/consumer.crt --key $P/consumer.key \
+  -d grant_type=client_credentials -d audience=spiffe://certbind.test/ns/demo/sa/orders \
+  -d scope=orders:read https://127.0.0.1:9443/token \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+claims=$(python3 - "$token" <<'PY'
+import base64, json, sys
+part = sys.argv[1].split(".")[1]
+print(json.dumps(json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))), indent=2))
+PY
+)
+echo "$claims"
+bound=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["cnf"]["x5t#S256"])' "$claims")
+# The same thumbprint computed independently: SHA-256 over the certificate's DER, base64url.
+openssl_x5t=$(openssl x509 -in $P/consumer.crt -outform DER | openssl dgst -sha256 -binary \
+  | base64 | tr '+/' '-_' | tr -d '=\n')
+echo "cnf.x5t#S256 in the token:          $bound"
+echo "openssl thumbprint of consumer.crt: $openssl_x5t"
+if [[ $bound == "$openssl_x5t" ]]; then echo "-> the token is bound to the consumer's certificate"; else
+  echo "-> MISMATCH: the token is not bound to consumer.crt" >&2; exit 1; fi
+
 echo
 echo "== 1. the legitimate consumer (mTLS + bound token + policy) =="
 $BIN/certbind-consumer --pki-dir .run/pki
@@ -18,6 +41,6 @@ The system is still running (make down stops it). Try it yourself:
   curl --cacert .run/pki/ca.crt --cert .run/pki/consumer.crt --key .run/pki/consumer.key \
        -d grant_type=client_credentials -d audience=spiffe://certbind.test/ns/demo/sa/orders \
        -d scope=orders:read https://127.0.0.1:9443/token
-  curl -s http://127.0.0.1:9901/stats | grep certbind
+  curl -s http://127.0.0.1:9901/stats | grep wasmcustom.certbind
 More in README.md ("Try it yourself").
 TXT
