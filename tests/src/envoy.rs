@@ -22,6 +22,8 @@ pub struct EnvoyVars {
     pub admin_port: u16,
     pub orders_port: u16,
     pub billing_port: u16,
+    /// The orders edge listener (DPoP, no client certificate).
+    pub edge_port: u16,
     pub baseline_orders_port: u16,
     pub baseline_billing_port: u16,
     pub authz_port: u16,
@@ -102,6 +104,7 @@ impl EnvoyVars {
             admin_port: 9901,
             orders_port: 8443,
             billing_port: 8444,
+            edge_port: 8445,
             baseline_orders_port: 8080,
             baseline_billing_port: 8081,
             authz_port: 9443,
@@ -122,6 +125,7 @@ impl EnvoyVars {
             ("CB_ADMIN_PORT", self.admin_port.to_string()),
             ("CB_ORDERS_PORT", self.orders_port.to_string()),
             ("CB_BILLING_PORT", self.billing_port.to_string()),
+            ("CB_EDGE_PORT", self.edge_port.to_string()),
             (
                 "CB_BASELINE_ORDERS_PORT",
                 self.baseline_orders_port.to_string(),

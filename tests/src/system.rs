@@ -25,6 +25,8 @@ pub struct Ports {
     pub admin: u16,
     pub orders: u16,
     pub billing: u16,
+    /// The orders edge listener (DPoP).
+    pub edge: u16,
     pub baseline_orders: u16,
     pub baseline_billing: u16,
 }
@@ -39,6 +41,7 @@ impl Ports {
             admin: free_port()?,
             orders: free_port()?,
             billing: free_port()?,
+            edge: free_port()?,
             baseline_orders: free_port()?,
             baseline_billing: free_port()?,
         })
@@ -304,6 +307,7 @@ impl System {
             admin_port: ports.admin,
             orders_port: ports.orders,
             billing_port: ports.billing,
+            edge_port: ports.edge,
             baseline_orders_port: ports.baseline_orders,
             baseline_billing_port: ports.baseline_billing,
             authz_port: ports.authz,
@@ -363,6 +367,52 @@ impl System {
             "billing" => self.ports.billing,
             _ => self.ports.orders,
         })
+    }
+
+    /// The orders edge listener (TLS without client certificates, DPoP-bound tokens only).
+    pub fn edge(&self) -> SocketAddr {
+        loopback(self.ports.edge)
+    }
+
+    /// The edge listener's public origin: a proof's `htu` is this plus the path.
+    pub fn edge_origin(&self) -> String {
+        format!("https://127.0.0.1:{}", self.ports.edge)
+    }
+
+    /// A DPoP-bound token (`cnf.jkt` of `key`) from the authz-server: `POST /token` as
+    /// `client` (mTLS) with a proof signed by `key` for the token endpoint.
+    pub fn dpop_token(
+        &self,
+        client: &str,
+        service: &str,
+        scope: &str,
+        key: &EcKey,
+    ) -> Result<String, Error> {
+        let audience = spiffe_id(service);
+        let htu = format!("{}/token", self.issuer);
+        let proof = crate::tokens::dpop_proof(key, "POST", &htu, None)?;
+        let request = Request::post("/token").header("dpop", &proof).form(&[
+            ("grant_type", "client_credentials"),
+            ("audience", &audience),
+            ("scope", scope),
+        ]);
+        let response = self
+            .client(Some(client))?
+            .send(self.authz_addr(), &request)?;
+        let body = response.json().ok();
+        let token_type = body.as_ref().and_then(|b| b.get("token_type")?.as_str());
+        match (response.status, token_type) {
+            (200, Some("DPoP")) => body
+                .as_ref()
+                .and_then(|b| b.get("access_token")?.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| Error::Http("token response without access_token".into())),
+            _ => Err(Error::Http(format!(
+                "authz-server refused a DPoP token for {client} → {service} ({scope}): {} {}",
+                response.status,
+                response.text()
+            ))),
+        }
     }
 
     /// The baseline (bearer-only) listener of `service`.

@@ -37,6 +37,7 @@ fn test_vars(dir: &Path, mode: Mode) -> EnvoyVars {
         &mut v.admin_port,
         &mut v.orders_port,
         &mut v.billing_port,
+        &mut v.edge_port,
         &mut v.baseline_orders_port,
         &mut v.baseline_billing_port,
         &mut v.authz_port,
