@@ -266,6 +266,38 @@ impl Forge {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// DPoP (RFC 9449)
+
+/// The `DPoP` proof header for `key` (`typ` dpop+jwt, ES256, its public `jwk`).
+pub fn dpop_header(key: &EcKey) -> Result<Value, Error> {
+    Ok(json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk()?}))
+}
+
+/// Fresh proof claims for `method` and `htu` (a random `jti`, `iat` now) and, for a
+/// resource request, the `ath` of `access_token`.
+pub fn dpop_claims(method: &str, htu: &str, access_token: Option<&str>) -> Result<Value, Error> {
+    let mut claims = json!({"jti": random_jti()?, "htm": method, "htu": htu, "iat": now()});
+    if let Some(token) = access_token {
+        claims["ath"] = certbind_core::dpop::access_token_hash(token).into();
+    }
+    Ok(claims)
+}
+
+/// A fresh, valid proof signed by `key`.
+pub fn dpop_proof(
+    key: &EcKey,
+    method: &str,
+    htu: &str,
+    access_token: Option<&str>,
+) -> Result<String, Error> {
+    Ok(jws(
+        &dpop_header(key)?,
+        &dpop_claims(method, htu, access_token)?,
+        key,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,36 +345,4 @@ mod tests {
             )
         );
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// DPoP (RFC 9449)
-
-/// The `DPoP` proof header for `key` (`typ` dpop+jwt, ES256, its public `jwk`).
-pub fn dpop_header(key: &EcKey) -> Result<Value, Error> {
-    Ok(json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": key.public_jwk()?}))
-}
-
-/// Fresh proof claims for `method` and `htu` (a random `jti`, `iat` now) and, for a
-/// resource request, the `ath` of `access_token`.
-pub fn dpop_claims(method: &str, htu: &str, access_token: Option<&str>) -> Result<Value, Error> {
-    let mut claims = json!({"jti": random_jti()?, "htm": method, "htu": htu, "iat": now()});
-    if let Some(token) = access_token {
-        claims["ath"] = certbind_core::dpop::access_token_hash(token).into();
-    }
-    Ok(claims)
-}
-
-/// A fresh, valid proof signed by `key`.
-pub fn dpop_proof(
-    key: &EcKey,
-    method: &str,
-    htu: &str,
-    access_token: Option<&str>,
-) -> Result<String, Error> {
-    Ok(jws(
-        &dpop_header(key)?,
-        &dpop_claims(method, htu, access_token)?,
-        key,
-    ))
 }
