@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 const DEFAULT_CASES: usize = 3_000;
 const DEFAULT_SEED: u64 = 0xce27_b1d0_2026_0001;
+const DPOP_ORIGIN: &str = "https://127.0.0.1:8445";
 /// Requests per episode (one sidecar, one configuration, one upstream behaviour).
 const REQUESTS_PER_EPISODE: usize = 40;
 
@@ -76,7 +77,8 @@ impl Tally {
 fn random_and_mutated_inputs_never_trap_and_only_get_contract_answers() {
     let cases = env_u64("CERTBIND_FUZZ_CASES").map_or(DEFAULT_CASES, |n| n as usize);
     let seed = env_u64("CERTBIND_FUZZ_SEED").unwrap_or(DEFAULT_SEED);
-    let episodes: Vec<u64> = match env_u64("CERTBIND_FUZZ_EPISODE") {
+    let replay = env_u64("CERTBIND_FUZZ_EPISODE");
+    let episodes: Vec<u64> = match replay {
         Some(e) => vec![e],
         None => (0..cases.div_ceil(REQUESTS_PER_EPISODE) as u64).collect(),
     };
@@ -156,7 +158,11 @@ fn random_and_mutated_inputs_never_trap_and_only_get_contract_answers() {
         show("host panics", &total.host_panics),
         show("contract violations", &total.violations)
     );
-    assert!(total.requests >= cases, "ran {} of {cases}", total.requests);
+    assert!(
+        replay.is_some() || total.requests >= cases,
+        "ran {} of {cases}",
+        total.requests
+    );
 }
 
 /// What every episode of a run shares (deterministic from the seed; built once per thread
@@ -275,6 +281,10 @@ struct Episode {
     skew: u64,
     shadow: bool,
     forward_token: bool,
+    /// An edge listener: DPoP-bound tokens and proofs, no expectation about passing.
+    dpop: bool,
+    /// Proofs sent before (for replays).
+    proofs: Vec<String>,
     /// Tokens built earlier (for cache hits and expiry): (token, cert index, exp, sound).
     pool: Vec<(String, usize, u64, bool)>,
     in_flight: Vec<Sent>,
@@ -303,6 +313,8 @@ impl Episode {
         let stranger = fx.stranger.clone();
         let shadow = rng.random_bool(0.15);
         let forward_token = rng.random_bool(0.2);
+        // Some episodes play the edge listener (RFC 9449 DPoP instead of mTLS).
+        let dpop = rng.random_bool(0.15);
         let skew: u64 = *[0u64, 5, 30, 60].choose(&mut rng).unwrap_or(&30);
         let timeout_jwks: u64 = rng.random_range(100..3000);
         let timeout_pdp: u64 = rng.random_range(50..500);
@@ -323,6 +335,12 @@ impl Episode {
             c["jwks"]["min_refetch_interval_s"] = json!(rng.random_range(1..60u64));
             c["jwks"]["max_stale_s"] = json!(max_stale);
             c["pdp"]["timeout_ms"] = json!(timeout_pdp);
+            if dpop {
+                c["binding"] = json!("dpop");
+                c["dpop"] = json!({"public_origin": DPOP_ORIGIN,
+                                   "max_age_s": rng.random_range(1..120u64),
+                                   "replay_cache_size": *[1usize, 4, 16_384].choose(&mut rng).unwrap_or(&16)});
+            }
         }
         let vms = rng.random_range(1..=3usize);
         let cold = rng.random_bool(0.3);
@@ -346,6 +364,8 @@ impl Episode {
             skew,
             shadow,
             forward_token,
+            dpop,
+            proofs: Vec::new(),
             pool: Vec::new(),
             in_flight: Vec::new(),
             tally: Tally {
@@ -562,6 +582,9 @@ impl Episode {
     // --- building one request -------------------------------------------------------------
 
     fn send(&mut self) {
+        if self.dpop {
+            return self.send_dpop();
+        }
         let all = certs(&self.pki);
         let conn = match self.rng.random_range(0..10) {
             0..5 => 0,
@@ -629,6 +652,143 @@ impl Episode {
             subject: subject.unwrap_or_default(),
             token,
         });
+    }
+
+    /// An edge-listener request: a DPoP-bound token and zero, one or two proofs, each maybe
+    /// bent (method, URL, `ath`, age, key, replay). Answers are judged; passing is not expected.
+    fn send_dpop(&mut self) {
+        let client = self.keys[1].clone();
+        let jkt = certbind_core::binding::ec_p256_jwk_thumbprint(&client.x, &client.y);
+        let cert = self.pki.consumer.clone();
+        let mut t = self.sidecar.token(&cert);
+        if self.rng.random_bool(0.9) {
+            t = t.claim("cnf", json!({"jkt": jkt}));
+        }
+        let now = self.sidecar.now_s();
+        let mut signature_ok = true;
+        for _ in 0..self.rng.random_range(0..2) {
+            t = self.mutate_token(t, now, &mut signature_ok).0;
+        }
+        let token = if signature_ok {
+            t.build()
+        } else {
+            t.build_with_bad_signature()
+        };
+        let path = self.path();
+        let method = self.pick(&["GET", "POST"]);
+        let mut headers: Vec<(String, Vec<u8>)> = vec![
+            (":method".into(), method.into()),
+            (":path".into(), path.clone().into_bytes()),
+            (":authority".into(), b"127.0.0.1:8445".to_vec()),
+            (
+                "x-request-id".into(),
+                self.request_id(self.tally.requests).into_bytes(),
+            ),
+        ];
+        let scheme = if self.rng.random_bool(0.85) {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
+        headers.push((
+            "authorization".into(),
+            format!("{scheme} {token}").into_bytes(),
+        ));
+        let proofs = match self.rng.random_range(0..10) {
+            0 => 0,
+            1 => 2,
+            _ => 1,
+        };
+        for _ in 0..proofs {
+            let p = self.dpop_proof(&client, method, &path, &token, now);
+            self.proofs.push(p.clone());
+            if self.proofs.len() > 16 {
+                self.proofs.remove(0);
+            }
+            headers.push(("dpop".into(), p.into_bytes()));
+        }
+        if self.rng.random_bool(0.1) {
+            headers.push((
+                "x-certbind-subject".into(),
+                b"spiffe://certbind.test/ns/demo/sa/admin".to_vec(),
+            ));
+        }
+        let properties = if self.rng.random_bool(0.7) {
+            super::certs::no_client_cert_properties()
+        } else {
+            cert.properties()
+        };
+        let vm = self.rng.random_range(0..self.sidecar.vms.len());
+        let sent_s = self.sidecar.now_s();
+        let exp = t.claims["exp"].as_u64();
+        let parts = Parts {
+            headers,
+            properties,
+            token: Some(token.clone()),
+            body: None,
+        };
+        let ex = self.sidecar.start_request(vm, parts);
+        self.tally.requests += 1;
+        self.pool.push((token.clone(), 0, exp.unwrap_or(0), false));
+        if self.pool.len() > 32 {
+            self.pool.remove(0);
+        }
+        self.in_flight.push(Sent {
+            ex,
+            sound: None,
+            trace: std::mem::take(&mut self.trace).join(" "),
+            sent_s,
+            exp,
+            // No certificate to compare: the identity is the verified token's `sub`.
+            subject: token_sub(&token).unwrap_or_default(),
+            token: Some(token),
+        });
+    }
+
+    fn dpop_proof(&mut self, key: &Key, method: &str, path: &str, token: &str, now: u64) -> String {
+        use sha2::{Digest, Sha256};
+        if !self.proofs.is_empty() && self.rng.random_bool(0.1) {
+            let i = self.rng.random_range(0..self.proofs.len());
+            return self.proofs[i].clone();
+        }
+        if self.rng.random_bool(0.05) {
+            return String::from_utf8_lossy(&self.random_bytes(0..120, true)).into_owned();
+        }
+        let mut signer = key.clone();
+        let mut jwk = json!({"kty": "EC", "crv": "P-256", "x": key.x, "y": key.y});
+        let mut claims = json!({
+            "jti": format!("{}", self.rng.random::<u64>()),
+            "htm": method,
+            "htu": format!("{DPOP_ORIGIN}{}", path.split('?').next().unwrap_or_default()),
+            "iat": now,
+            "ath": b64(&Sha256::digest(token.as_bytes())),
+        });
+        let n = self.rng.random_range(0..16);
+        self.trace.push(format!("proof{n}"));
+        match n {
+            0 => claims["htm"] = json!("DELETE"),
+            1 => claims["htu"] = json!("https://evil.example/orders/1"),
+            2 => claims["ath"] = json!(b64(b"other")),
+            3 => claims["iat"] = json!(now.saturating_sub(self.rng.random_range(0..400))),
+            4 => claims["iat"] = json!(now + self.rng.random_range(0..120)),
+            5 => signer = self.forger.clone(),
+            6 => jwk = json!({"kty": "EC", "crv": "P-256", "x": self.forger.x, "y": self.forger.y}),
+            7 => {
+                if let Some(o) = claims.as_object_mut() {
+                    o.remove("ath");
+                }
+            }
+            8 => jwk["d"] = json!("AAAA"),
+            9 => claims["htu"] = json!(format!("{DPOP_ORIGIN}:443{path}")),
+            _ => {}
+        }
+        let typ = if n == 10 { "JWT" } else { "dpop+jwt" };
+        TokenBuilder {
+            header: json!({"typ": typ, "alg": "ES256", "jwk": jwk}),
+            claims,
+            key: signer,
+        }
+        .build()
     }
 
     fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
