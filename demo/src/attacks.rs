@@ -1,6 +1,9 @@
 //! The attack catalogue: each row is what an attacker does, how it is sent, and what certbind
 //! must answer (CONTRACT §4); [`run`] sends it to the bearer-token baseline and to the certbind
 //! sidecar and judges the certbind answer. Positive controls prove the system still works.
+//! The DPoP rows go to the orders edge listener (no client certificate, DPoP-bound tokens
+//! only); their baseline call carries the same token as a plain bearer token, which is what a
+//! bearer-only check does with a stolen DPoP token.
 
 use crate::authz::{AuthzClient, AuthzError, IssuedToken};
 use crate::client::{ClientError, HttpsClient, Request, Response};
@@ -20,6 +23,9 @@ pub struct Target {
     pub billing: SocketAddr,
     pub baseline_orders: SocketAddr,
     pub baseline_billing: SocketAddr,
+    /// certbind's orders edge listener (DPoP) and its public origin (`https://host:port`).
+    pub edge: SocketAddr,
+    pub edge_origin: String,
     /// `ca.crt` and `<workload>.crt/.key` (CONTRACT §2).
     pub pki_dir: PathBuf,
     /// The authz-server's state directory (`keys/<kid>.pem`), for the insider rows.
@@ -35,12 +41,14 @@ pub struct Target {
 pub enum Service {
     Orders,
     Billing,
+    /// Orders through the DPoP edge listener.
+    OrdersEdge,
 }
 
 impl Service {
     pub fn name(self) -> &'static str {
         match self {
-            Self::Orders => "orders",
+            Self::Orders | Self::OrdersEdge => "orders",
             Self::Billing => "billing",
         }
     }
@@ -104,6 +112,8 @@ pub struct Probe {
     pub service: Service,
     pub caller: Caller,
     pub request: Request,
+    /// What the baseline gets instead of `request` (the DPoP rows: the token as `Bearer`).
+    pub baseline_request: Option<Request>,
     /// Down while both calls of the row are sent.
     pub outage: Option<Dependency>,
 }
@@ -401,6 +411,13 @@ pub struct Context {
     insider: Result<EcKey, String>,
     consumer_cnf: String,
     inventory_cnf: String,
+    /// DPoP: the consumer's proof key, two DPoP-bound tokens for it, and one legitimate edge
+    /// request (token + proof) already sent once, as an attacker behind the TLS-terminating
+    /// hop would capture it.
+    dpop_key: EcKey,
+    dpop_read: Result<IssuedToken, String>,
+    dpop_write: Result<IssuedToken, String>,
+    dpop_captured: Result<Request, String>,
 }
 
 impl fmt::Debug for Context {
@@ -486,7 +503,30 @@ impl Context {
             forge::cert_thumbprint(&pki.join("consumer.crt")).map_err(setup("consumer cert"))?;
         let inventory_cnf =
             forge::cert_thumbprint(&pki.join("inventory.crt")).map_err(setup("inventory cert"))?;
+        let dpop_key = EcKey::generate().map_err(setup("DPoP key"))?;
+        let as_dpop_consumer = as_consumer
+            .clone()
+            .with_dpop(dpop_key.clone(), &target.issuer);
+        let dpop_token = |scope: &'static str| {
+            let authz = as_dpop_consumer.clone();
+            async move {
+                authz
+                    .token("orders", scope)
+                    .await
+                    .map_err(|e| format!("no DPoP-bound {scope} token: {e}"))
+            }
+        };
+        let dpop_read = dpop_token("orders:read").await;
+        let dpop_write = dpop_token("orders:write").await;
+        let dpop_captured = match &dpop_read {
+            Ok(token) => capture_edge_request(&anonymous, &target, &dpop_key, token).await,
+            Err(e) => Err(e.clone()),
+        };
         Ok(Self {
+            dpop_key,
+            dpop_read,
+            dpop_write,
+            dpop_captured,
             consumer,
             inventory,
             anonymous,
@@ -538,12 +578,13 @@ impl Context {
         match service {
             Service::Orders => self.target.orders,
             Service::Billing => self.target.billing,
+            Service::OrdersEdge => self.target.edge,
         }
     }
 
     fn baseline(&self, service: Service) -> SocketAddr {
         match service {
-            Service::Orders => self.target.baseline_orders,
+            Service::Orders | Service::OrdersEdge => self.target.baseline_orders,
             Service::Billing => self.target.baseline_billing,
         }
     }
@@ -554,7 +595,41 @@ fn probe(service: Service, caller: Caller, request: Request) -> Probe {
         service,
         caller,
         request,
+        baseline_request: None,
         outage: None,
+    }
+}
+
+/// `GET path` at the edge with `Authorization: DPoP <token>` and these `DPoP` headers.
+fn dpop_request(path: &str, token: &str, proofs: &[String]) -> Request {
+    let mut request = Request::get(path).header("authorization", &format!("DPoP {token}"));
+    for proof in proofs {
+        request = request.header("dpop", proof);
+    }
+    request
+}
+
+/// The consumer's legitimate edge call, sent once: what an attacker behind the TLS-terminating
+/// hop captures (token and proof) to replay.
+async fn capture_edge_request(
+    client: &HttpsClient,
+    target: &Target,
+    key: &EcKey,
+    token: &IssuedToken,
+) -> Result<Request, String> {
+    let path = "/orders/1";
+    let htu = crate::dpop::htu(&target.edge_origin, path);
+    let proof = crate::dpop::proof(key, "GET", &htu, Some(&token.access_token))
+        .map_err(|e| e.to_string())?;
+    let request = dpop_request(path, &token.access_token, &[proof]);
+    match client.send(target.edge, &request).await {
+        Ok(response) if response.status == 200 => Ok(request),
+        Ok(response) => Err(format!(
+            "the consumer's own DPoP call got {} {}",
+            response.status,
+            response.json_str("reason").unwrap_or_default()
+        )),
+        Err(e) => Err(format!("the edge listener did not answer: {e}")),
     }
 }
 
@@ -620,6 +695,26 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
     let insider_row = |id, title: &str, how: &str, expect, probe| Attack {
         insider: true,
         ..row(id, title, how, expect, probe)
+    };
+    // DPoP rows: `make(token, other_token)` builds the edge request with the consumer's
+    // DPoP-bound orders:read token (and its orders:write one, for the `ath` row).
+    let edge = |make: &dyn Fn(&str, &str) -> Result<Request, String>| -> Result<Probe, String> {
+        let token = &ctx.dpop_read.as_ref().map_err(Clone::clone)?.access_token;
+        let other = &ctx.dpop_write.as_ref().map_err(Clone::clone)?.access_token;
+        Ok(edge_probe(make(token, other)?, token))
+    };
+    // A proof by the consumer's key for `method` `path` with `token`'s `ath`, then `edit`ed.
+    let proof_for = |token: &str,
+                     method: &str,
+                     path: &str,
+                     edit: &dyn Fn(&mut Value)|
+     -> Result<String, String> {
+        let htu = crate::dpop::htu(&ctx.target.edge_origin, path);
+        let mut claims =
+            crate::dpop::claims(method, &htu, Some(token)).map_err(|e| e.to_string())?;
+        edit(&mut claims);
+        let header = crate::dpop::header(&ctx.dpop_key).map_err(|e| e.to_string())?;
+        Ok(forge::es256(&header, &claims, &ctx.dpop_key))
     };
     let down = |which: Dependency, mut p: Probe| -> Result<Probe, String> {
         if ctx.target.control.available(which) {
@@ -1041,6 +1136,144 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
                 )),
             )
         },
+        // ------------------------------------------------ DPoP edge listener (RFC 9449)
+        control(
+            "control-dpop-consumer-reads-order",
+            "Control: consumer reads an order at the DPoP edge",
+            "no client cert + its DPoP-bound orders:read token + a fresh proof, GET /orders/1",
+            &consumer,
+            edge(&|token, _| {
+                let proof = proof_for(token, "GET", "/orders/1", &|_| {})?;
+                Ok(dpop_request("/orders/1", token, &[proof]))
+            }),
+        ),
+        row(
+            "dpop-replayed-proof",
+            "DPoP: captured request (token + proof) replayed",
+            "the consumer's edge request, already served once, sent again as is",
+            deny(401, "dpop_replay"),
+            ctx.dpop_captured.clone().and_then(|request| {
+                let token = &ctx.dpop_read.as_ref().map_err(Clone::clone)?.access_token;
+                Ok(edge_probe(request, token))
+            }),
+        ),
+        row(
+            "dpop-proof-other-method",
+            "DPoP: proof made for another method",
+            "DPoP token + a proof with htm POST, GET /orders/1",
+            deny(401, "dpop_invalid"),
+            edge(&|token, _| {
+                let proof = proof_for(token, "POST", "/orders/1", &|_| {})?;
+                Ok(dpop_request("/orders/1", token, &[proof]))
+            }),
+        ),
+        row(
+            "dpop-proof-other-url",
+            "DPoP: proof made for another URL",
+            "DPoP token + a proof with htu …/orders/2, GET /orders/1",
+            deny(401, "dpop_invalid"),
+            edge(&|token, _| {
+                let proof = proof_for(token, "GET", "/orders/2", &|_| {})?;
+                Ok(dpop_request("/orders/1", token, &[proof]))
+            }),
+        ),
+        row(
+            "dpop-proof-without-ath",
+            "DPoP: proof without ath (not tied to the token)",
+            "DPoP token + a proof with no ath claim, GET /orders/1",
+            deny(401, "dpop_invalid"),
+            edge(&|token, _| {
+                let proof = proof_for(token, "GET", "/orders/1", &|c| {
+                    if let Some(map) = c.as_object_mut() {
+                        map.remove("ath");
+                    }
+                })?;
+                Ok(dpop_request("/orders/1", token, &[proof]))
+            }),
+        ),
+        row(
+            "dpop-proof-ath-of-other-token",
+            "DPoP: proof whose ath is another token's",
+            "DPoP orders:read token + a proof with the ath of the consumer's orders:write token",
+            deny(401, "dpop_invalid"),
+            edge(&|token, other| {
+                let other_ath = certbind_core::dpop::access_token_hash(other);
+                let proof = proof_for(token, "GET", "/orders/1", &|c| {
+                    c["ath"] = other_ath.clone().into();
+                })?;
+                Ok(dpop_request("/orders/1", token, &[proof]))
+            }),
+        ),
+        row(
+            "dpop-proof-other-key",
+            "DPoP: stolen token, proof signed by the thief's key",
+            "DPoP token + a valid-looking proof signed by the attacker's key (not cnf.jkt)",
+            deny(401, "dpop_invalid"),
+            edge(&|token, _| {
+                let htu = crate::dpop::htu(&ctx.target.edge_origin, "/orders/1");
+                let proof = crate::dpop::proof(&ctx.attacker, "GET", &htu, Some(token))
+                    .map_err(|e| e.to_string())?;
+                Ok(dpop_request("/orders/1", token, &[proof]))
+            }),
+        ),
+        row(
+            "dpop-proof-stale-iat",
+            "DPoP: stale proof (iat 5 min ago)",
+            "DPoP token + a proof with iat 300 s in the past, GET /orders/1",
+            deny(401, "dpop_invalid"),
+            edge(&|token, _| {
+                let proof = proof_for(token, "GET", "/orders/1", &|c| {
+                    c["iat"] = (forge::now() - 300).into();
+                })?;
+                Ok(dpop_request("/orders/1", token, &[proof]))
+            }),
+        ),
+        row(
+            "dpop-token-as-bearer",
+            "DPoP: DPoP-bound token sent as a bearer token",
+            "Authorization: Bearer <DPoP token>, no proof, GET /orders/1",
+            deny(401, "dpop_invalid"),
+            edge(&|token, _| Ok(Request::get("/orders/1").bearer(token))),
+        ),
+        row(
+            "dpop-two-proofs",
+            "DPoP: two DPoP headers",
+            "DPoP token + two valid proofs in two DPoP headers, GET /orders/1",
+            deny(401, "dpop_invalid"),
+            edge(&|token, _| {
+                let a = proof_for(token, "GET", "/orders/1", &|_| {})?;
+                let b = proof_for(token, "GET", "/orders/1", &|_| {})?;
+                Ok(dpop_request("/orders/1", token, &[a, b]))
+            }),
+        ),
+        row(
+            "dpop-proof-private-key",
+            "DPoP: proof whose jwk carries the private key",
+            "DPoP token + a proof whose header jwk includes d, GET /orders/1",
+            deny(401, "dpop_invalid"),
+            edge(&|token, _| {
+                let key = &ctx.dpop_key;
+                let mut header = crate::dpop::header(key).map_err(|e| e.to_string())?;
+                header["jwk"]["d"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAE".into();
+                let htu = crate::dpop::htu(&ctx.target.edge_origin, "/orders/1");
+                let claims =
+                    crate::dpop::claims("GET", &htu, Some(token)).map_err(|e| e.to_string())?;
+                let proof = forge::es256(&header, &claims, key);
+                Ok(dpop_request("/orders/1", token, &[proof]))
+            }),
+        ),
+        row(
+            "dpop-mtls-token-at-edge",
+            "Stolen certificate-bound token at the DPoP edge",
+            "no client cert + consumer's mTLS-bound token + a proof by the thief's key",
+            deny(401, "binding_mismatch"),
+            (|| {
+                let htu = crate::dpop::htu(&ctx.target.edge_origin, "/orders/1");
+                let proof = crate::dpop::proof(&ctx.attacker, "GET", &htu, Some(read))
+                    .map_err(|e| e.to_string())?;
+                Ok(edge_probe(dpop_request("/orders/1", read, &[proof]), read))
+            })(),
+        ),
         // ------------------------------------------------------- failures of dependencies
         row(
             "pdp-down",
@@ -1086,6 +1319,17 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
     ]
 }
 
+/// An edge probe: `request` to the DPoP listener without a client certificate; the baseline
+/// gets the same method and path with `token` as a plain bearer token.
+fn edge_probe(request: Request, token: &str) -> Probe {
+    let mut bearer = Request::new(&request.method, &request.path).bearer(token);
+    bearer.body.clone_from(&request.body);
+    Probe {
+        baseline_request: Some(bearer),
+        ..probe(Service::OrdersEdge, Caller::NoCert, request)
+    }
+}
+
 /// Sends one probe to one address with one client.
 async fn send(client: &HttpsClient, addr: SocketAddr, request: &Request) -> Answer {
     match client.send(addr, request).await {
@@ -1111,7 +1355,8 @@ pub async fn run_one(ctx: &Context, attack: Attack) -> Row {
                 Some(Ok(guard)) => Some(guard),
                 None => None,
             };
-            let baseline = send(&ctx.anonymous, ctx.baseline(p.service), &p.request).await;
+            let baseline_request = p.baseline_request.as_ref().unwrap_or(&p.request);
+            let baseline = send(&ctx.anonymous, ctx.baseline(p.service), baseline_request).await;
             let certbind = send(ctx.client(p.caller), ctx.sidecar(p.service), &p.request).await;
             drop(guard);
             (baseline, certbind)

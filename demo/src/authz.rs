@@ -3,7 +3,7 @@
 //! before it expires or after a 401 (the refresh rule is pure and tested without a socket).
 
 use crate::client::{ClientError, HttpsClient, Request};
-use crate::forge::{self, spiffe_id};
+use crate::forge::{self, EcKey, spiffe_id};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
@@ -86,22 +86,40 @@ impl IssuedToken {
 pub struct AuthzClient {
     client: HttpsClient,
     addr: SocketAddr,
+    /// DPoP-bound tokens: the proof key and the token endpoint's URL (`<issuer>/token`).
+    dpop: Option<(EcKey, String)>,
 }
 
 impl AuthzClient {
     /// `client` presents the workload's certificate; `addr` is the authz-server.
     pub fn new(client: HttpsClient, addr: SocketAddr) -> Self {
-        Self { client, addr }
+        Self {
+            client,
+            addr,
+            dpop: None,
+        }
+    }
+
+    /// Asks for DPoP-bound tokens (RFC 9449 §5): every token request carries a proof signed
+    /// by `key` for `<issuer>/token`, and only a `token_type: DPoP` answer is accepted.
+    pub fn with_dpop(mut self, key: EcKey, issuer: &str) -> Self {
+        self.dpop = Some((key, format!("{}/token", issuer.trim_end_matches('/'))));
+        self
     }
 
     /// `grant_type=client_credentials` for `service`'s SPIFFE ID with `scope`.
     pub async fn token(&self, service: &str, scope: &str) -> Result<IssuedToken, AuthzError> {
         let audience = spiffe_id(service);
-        let request = Request::post("/token").form(&[
+        let mut request = Request::post("/token").form(&[
             ("grant_type", "client_credentials"),
             ("audience", &audience),
             ("scope", scope),
         ]);
+        if let Some((key, token_endpoint)) = &self.dpop {
+            let proof = crate::dpop::proof(key, "POST", token_endpoint, None)
+                .map_err(|e| AuthzError::BadAnswer(format!("cannot sign a DPoP proof: {e}")))?;
+            request = request.header("dpop", &proof);
+        }
         let issued_at = forge::now();
         let response = self.client.send(self.addr, &request).await?;
         if response.status != 200 {
@@ -116,6 +134,12 @@ impl AuthzClient {
         let body = response
             .json()
             .ok_or_else(|| AuthzError::BadAnswer("token response is not JSON".into()))?;
+        let token_type = body.get("token_type").and_then(Value::as_str);
+        if self.dpop.is_some() && token_type != Some("DPoP") {
+            return Err(AuthzError::BadAnswer(format!(
+                "asked for a DPoP-bound token, got token_type {token_type:?}"
+            )));
+        }
         parse_token_response(&body, scope, issued_at)
     }
 

@@ -1,11 +1,14 @@
 //! The legitimate consumer's flow: a least-privilege token per (service, scope) from the
 //! authz-server over mTLS, calls through the sidecar with its certificate, a token refresh
 //! before expiry and one retry after a 401, and a check of every answer against the policy.
+//! In DPoP mode (RFC 9449) the tokens are bound to a proof key instead of the certificate, and
+//! every call goes to the orders edge listener without a client certificate, each with a fresh
+//! proof signed by that key.
 
 use crate::attacks::short_id;
 use crate::authz::{AuthzClient, AuthzError, TokenCache};
 use crate::client::{HttpsClient, Request, Response};
-use crate::forge::spiffe_id;
+use crate::forge::{EcKey, spiffe_id};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +29,19 @@ pub struct ConsumerConfig {
     pub interval: Duration,
     /// Also make a call the policy forbids and expect 403.
     pub least_privilege: bool,
+    /// DPoP mode: DPoP-bound tokens, calls to the orders edge listener.
+    pub dpop: Option<DpopTarget>,
+}
+
+/// Where DPoP mode sends its calls and asks for its tokens.
+#[derive(Debug, Clone)]
+pub struct DpopTarget {
+    /// The orders edge listener.
+    pub edge: SocketAddr,
+    /// Its public origin (`https://host:port`): proofs name `<origin><path>`.
+    pub origin: String,
+    /// The authz-server's issuer URL: token proofs name `<issuer>/token`.
+    pub issuer: String,
 }
 
 /// One planned call.
@@ -38,6 +54,25 @@ pub struct Call {
     pub scope: &'static str,
     /// 200, or 403 for the least-privilege call.
     pub expect: u16,
+}
+
+/// The consumer's calls in DPoP mode: orders only (the edge listener fronts orders).
+pub fn dpop_plan(least_privilege: bool) -> Vec<Call> {
+    let mut calls: Vec<Call> = plan(false)
+        .into_iter()
+        .filter(|c| c.service == "orders")
+        .collect();
+    if least_privilege {
+        // The consumer may read and create orders, never delete one: the PDP says no.
+        calls.push(Call {
+            service: "orders",
+            method: "DELETE",
+            path: "/orders/1",
+            scope: "orders:write",
+            expect: 403,
+        });
+    }
+    calls
 }
 
 /// The consumer's calls (CONTRACT §2 demo policy).
@@ -132,18 +167,32 @@ pub struct Consumer {
     client: HttpsClient,
     tokens: TokenCache,
     subject: String,
+    /// DPoP mode: the proof key every token is bound to (one per run, never leaves memory).
+    dpop_key: Option<EcKey>,
 }
 
 impl Consumer {
     pub fn new(config: ConsumerConfig) -> Result<Self, crate::client::ClientError> {
-        let client = HttpsClient::for_workload(&config.pki_dir, Some(&config.name))?;
-        let tokens = TokenCache::new(AuthzClient::new(client.clone(), config.authz));
+        let mtls = HttpsClient::for_workload(&config.pki_dir, Some(&config.name))?;
+        let mut authz = AuthzClient::new(mtls.clone(), config.authz);
+        let (client, dpop_key) = match &config.dpop {
+            None => (mtls, None),
+            Some(target) => {
+                let key = EcKey::generate()
+                    .map_err(|e| crate::client::ClientError::Config(e.to_string()))?;
+                authz = authz.with_dpop(key.clone(), &target.issuer);
+                // Behind a TLS-terminating hop no client certificate reaches the edge.
+                (HttpsClient::for_workload(&config.pki_dir, None)?, Some(key))
+            }
+        };
+        let tokens = TokenCache::new(authz);
         let subject = spiffe_id(&config.name);
         Ok(Self {
             config,
             client,
             tokens,
             subject,
+            dpop_key,
         })
     }
 
@@ -158,15 +207,32 @@ impl Consumer {
     }
 
     fn addr(&self, service: &str) -> SocketAddr {
-        if service == "billing" {
+        if let Some(target) = &self.config.dpop {
+            target.edge
+        } else if service == "billing" {
             self.config.billing
         } else {
             self.config.orders
         }
     }
 
-    fn request(call: &Call, token: &str) -> Request {
-        let request = Request::new(call.method, call.path).bearer(token);
+    /// The request of `call` with `token`: `Bearer`, or in DPoP mode `DPoP` with a fresh proof.
+    fn request(&self, call: &Call, token: &str) -> Result<Request, String> {
+        let request = match (&self.config.dpop, &self.dpop_key) {
+            (Some(target), Some(key)) => {
+                let htu = crate::dpop::htu(&target.origin, call.path);
+                let proof = crate::dpop::proof(key, call.method, &htu, Some(token))
+                    .map_err(|e| format!("cannot sign a proof: {e}"))?;
+                Request::new(call.method, call.path)
+                    .header("authorization", &format!("DPoP {token}"))
+                    .header("dpop", &proof)
+            }
+            _ => Request::new(call.method, call.path).bearer(token),
+        };
+        Ok(Self::with_body(call, request))
+    }
+
+    fn with_body(call: &Call, request: Request) -> Request {
         if call.method == "POST" {
             request.json(&json!({"item": "demo"}))
         } else {
@@ -198,11 +264,14 @@ impl Consumer {
                 }
             };
             let addr = self.addr(call.service);
-            let response = match self
-                .client
-                .send(addr, &Self::request(call, &token.access_token))
-                .await
-            {
+            let request = match self.request(call, &token.access_token) {
+                Ok(request) => request,
+                Err(e) => {
+                    result.detail = e;
+                    return result;
+                }
+            };
+            let response = match self.client.send(addr, &request).await {
                 Ok(response) => response,
                 Err(e) => {
                     result.detail = e.to_string();
@@ -232,7 +301,11 @@ impl Consumer {
 
     /// Every round of the plan, calling `each` after each call.
     pub async fn run(&mut self, mut each: impl FnMut(&CallResult)) -> Vec<CallResult> {
-        let calls = plan(self.config.least_privilege);
+        let calls = if self.config.dpop.is_some() {
+            dpop_plan(self.config.least_privilege)
+        } else {
+            plan(self.config.least_privilege)
+        };
         let mut results = Vec::new();
         for round in 1..=self.config.rounds.max(1) {
             if round > 1 {

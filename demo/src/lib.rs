@@ -7,6 +7,7 @@ pub mod authz;
 pub mod client;
 pub mod consumer;
 pub mod control;
+pub mod dpop;
 pub mod forge;
 pub mod report;
 
@@ -15,6 +16,9 @@ pub mod defaults {
     pub const AUTHZ: &str = "127.0.0.1:9443";
     pub const ORDERS: &str = "127.0.0.1:8443";
     pub const BILLING: &str = "127.0.0.1:8444";
+    pub const EDGE: &str = "127.0.0.1:8445";
+    /// The edge listener's public origin (the `htu` of proofs sent to it).
+    pub const EDGE_ORIGIN: &str = "https://127.0.0.1:8445";
     pub const BASELINE_ORDERS: &str = "127.0.0.1:8080";
     pub const BASELINE_BILLING: &str = "127.0.0.1:8081";
     pub const ISSUER: &str = "https://127.0.0.1:9443";

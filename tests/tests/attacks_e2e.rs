@@ -120,6 +120,8 @@ fn target(system: &System, control: Arc<dyn Switch>) -> Target {
         billing: system.sidecar("billing"),
         baseline_orders: system.baseline("orders"),
         baseline_billing: system.baseline("billing"),
+        edge: system.edge(),
+        edge_origin: system.edge_origin(),
         pki_dir: system.pki_dir().to_path_buf(),
         state_dir: Some(system.state_dir().to_path_buf()),
         issuer: system.issuer().to_owned(),
@@ -137,6 +139,7 @@ fn consumer_config(system: &System) -> ConsumerConfig {
         rounds: 2,
         interval: Duration::from_millis(100),
         least_privilege: true,
+        dpop: None,
     }
 }
 
@@ -397,6 +400,39 @@ fn consumer_and_attacker_binaries_run_against_a_system_on_free_ports() {
         "the least-privilege call is shown: {stdout}"
     );
 
+    // DPoP mode: DPoP-bound tokens, every call at the edge listener with a fresh proof.
+    let dpop = run_bin(
+        "certbind-consumer",
+        &[
+            "--dpop".into(),
+            "--authz".into(),
+            s(system.authz_addr()),
+            "--edge".into(),
+            s(system.edge()),
+            "--edge-origin".into(),
+            system.edge_origin(),
+            "--issuer".into(),
+            system.issuer().to_owned(),
+            "--pki-dir".into(),
+            pki.clone(),
+            "--rounds".into(),
+            "2".into(),
+            "--interval-s".into(),
+            "0".into(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&dpop.stdout);
+    assert!(
+        dpop.status.success(),
+        "certbind-consumer --dpop failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&dpop.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("round 2")).count(),
+        4,
+        "{stdout}"
+    );
+
     // The full table, the outage rows by SIGSTOP/SIGCONT through pid files like `make up`'s.
     let pids = system.dir().join("pids");
     std::fs::create_dir_all(&pids).unwrap();
@@ -417,6 +453,10 @@ fn consumer_and_attacker_binaries_run_against_a_system_on_free_ports() {
         s(system.baseline("orders")),
         "--baseline-billing".into(),
         s(system.baseline("billing")),
+        "--edge".into(),
+        s(system.edge()),
+        "--edge-origin".into(),
+        system.edge_origin(),
         "--issuer".into(),
         system.issuer().to_owned(),
         "--pki-dir".into(),

@@ -151,7 +151,7 @@ fn the_make_up_rendering_with_only_the_required_variables_passes_validate() {
         .iter()
         .filter(|(k, _)| !k.ends_with("_EXTRA"))
         .collect();
-    assert_eq!(required.len(), 13);
+    assert_eq!(required.len(), 14);
     let mut child = Command::new("envsubst")
         .env_clear()
         .envs(required)

@@ -33,6 +33,12 @@ struct Cli {
     /// The baseline billing listener.
     #[arg(long, default_value = defaults::BASELINE_BILLING)]
     baseline_billing: SocketAddr,
+    /// certbind's orders edge listener (DPoP, no client certificate).
+    #[arg(long, default_value = defaults::EDGE)]
+    edge: SocketAddr,
+    /// The edge listener's public origin, as proofs name it.
+    #[arg(long, default_value = defaults::EDGE_ORIGIN)]
+    edge_origin: String,
     /// The authz-server's issuer URL.
     #[arg(long, default_value = defaults::ISSUER)]
     issuer: String,
@@ -89,6 +95,8 @@ async fn main() -> ExitCode {
         billing: cli.billing,
         baseline_orders: cli.baseline_orders,
         baseline_billing: cli.baseline_billing,
+        edge: cli.edge,
+        edge_origin: cli.edge_origin,
         pki_dir: cli.pki_dir,
         state_dir: Some(cli.state_dir),
         issuer: cli.issuer,

@@ -1,8 +1,9 @@
 //! certbind-consumer: the legitimate workload. Gets tokens over mTLS with its certificate,
 //! calls orders and billing through the sidecar, prints one line per call, and exits non-zero
-//! when any answer differs from what the demo policy promises.
+//! when any answer differs from what the demo policy promises. With `--dpop` the tokens are
+//! DPoP-bound (RFC 9449) and the calls go to the orders edge listener, a fresh proof each.
 
-use certbind_demo::consumer::{Consumer, ConsumerConfig};
+use certbind_demo::consumer::{Consumer, ConsumerConfig, DpopTarget};
 use certbind_demo::defaults;
 use clap::Parser;
 use std::net::SocketAddr;
@@ -38,9 +39,22 @@ struct Cli {
     /// Seconds between rounds.
     #[arg(long, default_value_t = 5)]
     interval_s: u64,
-    /// Skip the least-privilege call (POST /billing/1, which must be 403).
+    /// Skip the least-privilege call (POST /billing/1, or DELETE /orders/1 with --dpop; 403).
     #[arg(long)]
     no_least_privilege: bool,
+    /// DPoP mode: DPoP-bound tokens (proof to the authz-server over mTLS), calls to the orders
+    /// edge listener without a client certificate, a fresh proof per request.
+    #[arg(long)]
+    dpop: bool,
+    /// The orders edge listener (DPoP mode).
+    #[arg(long, default_value = defaults::EDGE)]
+    edge: SocketAddr,
+    /// The edge listener's public origin, as proofs name it (DPoP mode).
+    #[arg(long, default_value = defaults::EDGE_ORIGIN)]
+    edge_origin: String,
+    /// The authz-server's issuer URL: token proofs are for `<issuer>/token` (DPoP mode).
+    #[arg(long, default_value = defaults::ISSUER)]
+    issuer: String,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -55,6 +69,11 @@ async fn main() -> ExitCode {
         rounds: cli.rounds,
         interval: Duration::from_secs(cli.interval_s),
         least_privilege: !cli.no_least_privilege,
+        dpop: cli.dpop.then_some(DpopTarget {
+            edge: cli.edge,
+            origin: cli.edge_origin,
+            issuer: cli.issuer,
+        }),
     };
     let mut consumer = match Consumer::new(config) {
         Ok(consumer) => consumer,
