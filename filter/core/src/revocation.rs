@@ -29,6 +29,8 @@
 
 use crate::binding::{CertThumbprint, SpiffeId};
 use crate::json::from_slice_strict;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -318,6 +320,41 @@ impl RevocationSet {
             return Err(FeedError::TooMany(self.len()));
         }
         Ok(())
+    }
+
+    /// The whole set as a feed snapshot (entries in `seq` order), e.g. for the root VM to put
+    /// in shared data and the worker VMs to load with [`Self::apply_body`]. `None` before the
+    /// first snapshot.
+    pub fn to_snapshot(&self) -> Option<FeedAnswer> {
+        let seq = self.seq?;
+        let held = |kind: Kind, value: String, h: &Held| Revocation {
+            seq: h.seq,
+            kind,
+            value,
+            not_before_iat: h.not_before_iat,
+            expires_at: h.expires_at,
+        };
+        let mut revocations: Vec<Revocation> = self
+            .jtis
+            .iter()
+            .map(|(v, h)| held(Kind::Jti, v.clone(), h))
+            .chain(
+                self.subjects
+                    .iter()
+                    .map(|(v, h)| held(Kind::Subject, v.clone(), h)),
+            )
+            .chain(
+                self.certs
+                    .iter()
+                    .map(|(t, h)| held(Kind::Cert, URL_SAFE_NO_PAD.encode(t), h)),
+            )
+            .collect();
+        revocations.sort_by_key(|r| r.seq);
+        Some(FeedAnswer {
+            seq,
+            snapshot: true,
+            revocations,
+        })
     }
 
     /// Drops entries whose `expires_at` has passed.
@@ -735,6 +772,24 @@ mod tests {
         set.apply_body(&body(0, true, &[]), 0).unwrap();
         assert_eq!(set.since(), Some(0));
         assert_eq!(set.poll_path(), "/v1/revocations?since=0");
+    }
+
+    #[test]
+    fn a_set_round_trips_through_its_snapshot_for_other_worker_vms() {
+        let mut set = RevocationSet::new();
+        assert_eq!(set.to_snapshot(), None);
+        let t = thumb(3).to_cnf();
+        let entries = [
+            entry(4, Kind::Cert, &t, None, None),
+            entry(5, Kind::Subject, INVENTORY, Some(100), None),
+            entry(7, Kind::Jti, "j", None, Some(900)),
+        ];
+        set.apply_body(&body(7, true, &entries), 10).unwrap();
+        let bytes = serde_json::to_vec(&set.to_snapshot().unwrap()).unwrap();
+        let mut worker = RevocationSet::new();
+        worker.apply_body(&bytes, 10).unwrap();
+        assert_eq!(worker, set);
+        assert_eq!(parse_feed(&bytes).unwrap().revocations, entries);
     }
 
     #[test]
