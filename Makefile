@@ -33,7 +33,7 @@ build: toolchain
 	$(CARGO) build --release --locked --bins
 
 wasm: toolchain
-	$(CARGO) build --release --locked --target wasm32-wasip1 -p certbind-filter
+	$(CARGO) build --release --locked --target wasm32-wasip1 -p certbind-filter -p certbind-noop-filter
 	@ls -l $(WASM) | awk '{print "wasm: " $$9 " (" $$5 " bytes)"}'
 
 pki: build
@@ -60,9 +60,11 @@ lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --locked --target wasm32-wasip1 -p certbind-core -p certbind-filter -- -D warnings
 
+## The services run from debug builds here: they share the test build's dependencies, which
+## saves a second (LTO) build of everything; `make up` and `make bench` use release builds.
 unit:
-	$(CARGO) build --release --locked --bins
-	$(CARGO) test --locked --workspace
+	$(CARGO) build --locked --bins
+	CERTBIND_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test --locked --workspace
 
 ## The compose file cannot run here (no Docker engine), but it is validated.
 compose-check:

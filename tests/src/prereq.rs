@@ -24,15 +24,21 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
-/// `target/release/<name>`, built by `make test` before the tests run.
+/// A service binary: `target/release/<name>`, or `$CERTBIND_BIN_DIR/<name>` when set.
+/// `make test` builds the services in the debug profile and points `CERTBIND_BIN_DIR` at
+/// `target/debug`, so they share their dependencies with the test build instead of paying for a
+/// second, LTO-optimised build.
 pub fn release_bin(name: &str) -> Result<PathBuf, Error> {
-    let path = target_dir().join("release").join(name);
+    let dir = std::env::var_os("CERTBIND_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("release"));
+    let path = dir.join(name);
     if path.is_file() {
         Ok(path)
     } else {
         Err(Error::Missing {
             what: format!("{}", path.display()),
-            how: "run `cargo build --release --bins` (make test does this)".into(),
+            how: "run `cargo build --release --bins` (or `cargo build --bins` with CERTBIND_BIN_DIR=target/debug, as make test does)".into(),
         })
     }
 }
