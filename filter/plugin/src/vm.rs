@@ -129,10 +129,15 @@ fn log_safe(s: &str) -> String {
 /// The facts of the current request, read from Envoy. Caller-sent `x-certbind-*` headers are
 /// removed here, before anything else can happen to the request.
 pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
-    let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+    // Values as bytes: Envoy passes obs-text (0x80-0xff) through, and the SDK's `get_map`
+    // would abort the VM on it. A value that is not UTF-8 becomes lossy text (U+FFFD), which
+    // no token, proof or path check accepts. (Names are HTTP tokens: ASCII.)
+    let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
     let mut facts = certbind_core::flow::RequestFacts::default();
     let prefix = certbind_core::flow::HEADER_PREFIX;
     for (name, value) in headers {
+        let value = String::from_utf8(value)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if name
             .get(..prefix.len())
