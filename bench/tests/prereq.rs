@@ -8,6 +8,8 @@ fn missing_wasm_and_binaries_fail_with_how_to_build_them() {
     let out = Command::new(env!("CARGO_BIN_EXE_certbind-bench"))
         .args(["all", "--smoke"])
         .env("CARGO_TARGET_DIR", empty.path())
+        // make test points this at target/debug; here every artifact must be missing.
+        .env_remove("CERTBIND_BIN_DIR")
         .output()
         .unwrap();
     assert!(!out.status.success());
