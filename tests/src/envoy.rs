@@ -50,6 +50,10 @@ pub struct FilterTuning {
     pub token_cache_size: Option<usize>,
     pub clock_skew_s: Option<u64>,
     pub forward_token: Option<bool>,
+    /// Revocation feed: staleness bound (s), fail open, first-snapshot wait (ms).
+    pub revocation_max_staleness_s: Option<u64>,
+    pub revocation_fail_open: Option<bool>,
+    pub revocation_first_sync_wait_ms: Option<u64>,
 }
 
 /// `, "name": value` for every member that is set.
@@ -82,6 +86,18 @@ impl FilterTuning {
     /// `CB_PDP_EXTRA`: members appended to the `pdp` object.
     pub fn pdp_extra(&self) -> String {
         members(&[("timeout_ms", text(self.pdp_timeout_ms))])
+    }
+
+    /// `CB_REVOCATION_EXTRA`: members appended to the `revocation` object.
+    pub fn revocation_extra(&self) -> String {
+        members(&[
+            ("max_staleness_s", text(self.revocation_max_staleness_s)),
+            ("fail_open", text(self.revocation_fail_open)),
+            (
+                "first_sync_wait_ms",
+                text(self.revocation_first_sync_wait_ms),
+            ),
+        ])
     }
 
     /// `CB_FILTER_EXTRA`: members appended at the top level.
@@ -149,6 +165,7 @@ impl EnvoyVars {
             ("CB_JWKS_EXTRA", self.tuning.jwks_extra()),
             ("CB_PDP_EXTRA", self.tuning.pdp_extra()),
             ("CB_FILTER_EXTRA", self.tuning.filter_extra()),
+            ("CB_REVOCATION_EXTRA", self.tuning.revocation_extra()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

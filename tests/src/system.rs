@@ -59,6 +59,7 @@ pub struct SystemBuilder {
     start_authz: bool,
     start_pdp: bool,
     tuning: FilterTuning,
+    authz_args: Vec<String>,
 }
 
 impl Default for SystemBuilder {
@@ -73,6 +74,7 @@ impl Default for SystemBuilder {
                 jwks_first_fetch_wait_ms: Some(2000),
                 ..FilterTuning::default()
             },
+            authz_args: Vec::new(),
         }
     }
 }
@@ -128,6 +130,12 @@ impl SystemBuilder {
     pub fn caches(mut self, token_cache_size: usize, decision_cache_size: usize) -> Self {
         self.tuning.token_cache_size = Some(token_cache_size);
         self.tuning.decision_cache_size = Some(decision_cache_size);
+        self
+    }
+
+    /// Extra `certbind-authz serve` arguments (e.g. `--feed-wait 1`).
+    pub fn authz_args(mut self, args: &[&str]) -> Self {
+        self.authz_args.extend(args.iter().map(|a| (*a).to_owned()));
         self
     }
 
@@ -260,18 +268,22 @@ impl System {
             "authz",
             &bins.authz,
             &[
-                "serve".into(),
-                "--listen".into(),
-                loopback(ports.authz).to_string(),
-                "--pki-dir".into(),
-                s(&pki),
-                "--state-dir".into(),
-                s(&state),
-                "--clients".into(),
-                s(&bins.clients),
-                "--issuer".into(),
-                issuer.clone(),
-            ],
+                &[
+                    "serve".into(),
+                    "--listen".into(),
+                    loopback(ports.authz).to_string(),
+                    "--pki-dir".into(),
+                    s(&pki),
+                    "--state-dir".into(),
+                    s(&state),
+                    "--clients".into(),
+                    s(&bins.clients),
+                    "--issuer".into(),
+                    issuer.clone(),
+                ],
+                b.authz_args.as_slice(),
+            ]
+            .concat(),
             &logs,
         );
         if b.start_authz {
@@ -476,6 +488,42 @@ impl System {
             .and_then(|t| t.as_str())
             .map(str::to_owned)
             .ok_or_else(|| Error::Http("token response without access_token".into()))
+    }
+
+    /// `POST /v1/admin/revocations` as the `operator` identity: revokes `value` of `kind`
+    /// (`jti`, `subject`, `cert`); returns the answer (200 with the recorded row).
+    pub fn revoke(&self, kind: &str, value: &str) -> Result<Response, Error> {
+        let body = serde_json::json!({"kind": kind, "value": value, "reason": "test"});
+        self.client(Some("operator"))?.send(
+            self.authz_addr(),
+            &Request::post("/v1/admin/revocations").json(&body),
+        )
+    }
+
+    /// `POST /revoke` (RFC 7009) as `client` for its own `token`.
+    pub fn revoke_token(&self, client: &str, token: &str) -> Result<Response, Error> {
+        self.client(Some(client))?.send(
+            self.authz_addr(),
+            &Request::post("/revoke").form(&[("token", token)]),
+        )
+    }
+
+    /// `certbind-authz revoke <args> --state-dir S` (the operator's command line).
+    pub fn revoke_cli(&self, args: &[&str]) -> Result<String, Error> {
+        let out = Command::new(&self.authz_bin)
+            .arg("revoke")
+            .args(args)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .output()
+            .map_err(Error::io("running certbind-authz revoke"))?;
+        if !out.status.success() {
+            return Err(Error::Proc(format!(
+                "certbind-authz revoke failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// A forge signing with the authz-server's active key (tokens only the claim checks refuse).

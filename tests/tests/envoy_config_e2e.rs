@@ -119,6 +119,9 @@ fn rendered_configs_pass_envoy_validate_in_both_modes_and_on_contract_ports() {
         token_cache_size: Some(0),
         clock_skew_s: Some(0),
         forward_token: Some(true),
+        revocation_max_staleness_s: Some(1),
+        revocation_fail_open: Some(true),
+        revocation_first_sync_wait_ms: Some(500),
     };
     configs.push(("tight", tight));
     for (name, vars) in configs {

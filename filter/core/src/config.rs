@@ -90,6 +90,110 @@ pub struct FilterConfig {
     /// DPoP proof settings; required when `binding` is `dpop`, refused otherwise.
     #[serde(default)]
     pub dpop: Option<DpopConfig>,
+    /// Following the authz-server's revocation feed (issue 8); absent: no revocation check
+    /// (the Envoy template always sets it). See [`RevocationConfig`].
+    #[serde(default)]
+    pub revocation: Option<RevocationConfig>,
+}
+
+/// How the filter follows the authz-server's revocation feed (`GET /v1/revocations?since=N`,
+/// a long-poll) and what it does when the feed goes quiet. Every field has a default, so
+/// `"revocation": {}` follows the feed on the JWKS cluster:
+///
+/// ```text
+/// "revocation": {
+///   "cluster": "<jwks.cluster>",
+///   "authority": "<jwks.authority>",
+///   "path": "/v1/revocations",
+///   "timeout_ms": 35000,
+///   "max_staleness_s": 30,
+///   "first_sync_wait_ms": 5000,
+///   "fail_open": false
+/// }
+/// ```
+///
+/// `timeout_ms` bounds one long-poll and must stay above the feed's wait (25 s by default);
+/// `max_staleness_s` must exceed that wait too, since a healthy idle feed answers only once
+/// per wait. After `max_staleness_s` without a good answer every request is refused with 503
+/// `revocation_unavailable` — or, with `fail_open`, admitted, logged and counted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// The Envoy cluster of the authz-server (default: `jwks.cluster`).
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// The `:authority` of the poll (default: `jwks.authority`).
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// The feed's path (default `/v1/revocations`); `?since=<seq>` is appended.
+    #[serde(default = "default_revocation_path")]
+    pub path: String,
+    /// Timeout of one long-poll, milliseconds (default 35000).
+    #[serde(default = "default_revocation_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How long the filter trusts its set without a good feed answer, seconds (default 30).
+    #[serde(default = "default_revocation_max_staleness_s")]
+    pub max_staleness_s: u64,
+    /// A request arriving before the first snapshot waits this long, then 503 (default 5000).
+    #[serde(default = "default_first_fetch_wait_ms")]
+    pub first_sync_wait_ms: u64,
+    /// Admit (log and count) instead of refusing when the feed is stale (default false).
+    #[serde(default)]
+    pub fail_open: bool,
+}
+
+fn default_revocation_path() -> String {
+    "/v1/revocations".to_owned()
+}
+fn default_revocation_timeout_ms() -> u64 {
+    35_000
+}
+fn default_revocation_max_staleness_s() -> u64 {
+    30
+}
+
+impl FilterConfig {
+    /// The revocation feed's cluster and authority (defaulting to the JWKS ones).
+    pub fn revocation_target(&self) -> Option<(&str, &str)> {
+        let r = self.revocation.as_ref()?;
+        Some((
+            r.cluster.as_deref().unwrap_or(&self.jwks.cluster),
+            r.authority.as_deref().unwrap_or(&self.jwks.authority),
+        ))
+    }
+}
+
+impl RevocationConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, why| Err(ConfigError::Invalid { field, why });
+        for (field, value) in [
+            ("revocation.cluster", &self.cluster),
+            ("revocation.authority", &self.authority),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| v.is_empty() || !is_header_safe(v))
+            {
+                return bad(field, "must be non-empty printable ASCII");
+            }
+        }
+        if !self.path.starts_with('/') || self.path.contains('?') || !is_header_safe(&self.path) {
+            return bad(
+                "revocation.path",
+                "must be an absolute path of printable ASCII without a query",
+            );
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 300_000 {
+            return bad("revocation.timeout_ms", "must be in 1..=300000");
+        }
+        if self.max_staleness_s == 0 || self.max_staleness_s > 3600 {
+            return bad("revocation.max_staleness_s", "must be in 1..=3600");
+        }
+        if self.first_sync_wait_ms == 0 || self.first_sync_wait_ms > 60_000 {
+            return bad("revocation.first_sync_wait_ms", "must be in 1..=60000");
+        }
+        Ok(())
+    }
 }
 
 /// What a token must be bound to (CONTRACT §3): the client certificate of the connection, or
@@ -349,6 +453,9 @@ impl FilterConfig {
         }
         if self.clock_skew_s > MAX_CLOCK_SKEW_S {
             return bad("clock_skew_s", "must be at most 300");
+        }
+        if let Some(r) = &self.revocation {
+            r.validate()?;
         }
         match (self.binding, &self.dpop) {
             (Binding::Mtls, None) => Ok(()),
@@ -621,6 +728,53 @@ pub(crate) mod tests {
             assert!(
                 FilterConfig::from_json(dpop_listener(dpop).as_bytes()).is_err(),
                 "{dpop}"
+            );
+        }
+    }
+
+    #[test]
+    fn revocation_is_off_when_absent_and_defaults_to_the_jwks_cluster() {
+        let c = FilterConfig::from_json(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(c.revocation, None);
+        assert_eq!(c.revocation_target(), None);
+        let c = FilterConfig::from_json(with("revocation", "{}").as_bytes()).unwrap();
+        let r = c.revocation.clone().unwrap();
+        assert_eq!(r.path, "/v1/revocations");
+        assert_eq!((r.timeout_ms, r.max_staleness_s), (35_000, 30));
+        assert_eq!(r.first_sync_wait_ms, 5000);
+        assert!(!r.fail_open);
+        assert_eq!(
+            c.revocation_target(),
+            Some(("authz_server", "127.0.0.1:9443"))
+        );
+        let c = FilterConfig::from_json(
+            with(
+                "revocation",
+                r#"{"cluster": "feed", "authority": "a:1", "max_staleness_s": 2, "fail_open": true}"#,
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.revocation_target(), Some(("feed", "a:1")));
+        assert!(c.revocation.unwrap().fail_open);
+    }
+
+    #[test]
+    fn refuses_unusable_revocation_settings() {
+        for value in [
+            r#"{"cluster": ""}"#,
+            r#"{"authority": "a\nb"}"#,
+            r#"{"path": "v1/revocations"}"#,
+            r#"{"path": "/v1/revocations?since=1"}"#,
+            r#"{"timeout_ms": 0}"#,
+            r#"{"max_staleness_s": 0}"#,
+            r#"{"max_staleness_s": 3601}"#,
+            r#"{"first_sync_wait_ms": 0}"#,
+            r#"{"extra": 1}"#,
+        ] {
+            assert!(
+                FilterConfig::from_json(with("revocation", value).as_bytes()).is_err(),
+                "{value}"
             );
         }
     }

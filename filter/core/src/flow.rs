@@ -18,6 +18,8 @@ use crate::dpop::{DpopError, ProofCheck, request_htu, verify_proof};
 use crate::dpop_replay::{MemoryStore, SharedReplayCache, SharedStore};
 use crate::jwks::{FetchKind, JwksCache, JwksError, JwksPolicy, Lookup};
 use crate::reason::Reason;
+use crate::revocation::{Kind, Presented};
+use crate::revocation_guard::{RevocationGuard, Verdict};
 use crate::token::{
     AuthScheme, Expectations, VerifiedToken, authorization_token, bearer, decode_metadata,
     verify_access_token,
@@ -58,6 +60,8 @@ pub struct Engine {
     /// data once the glue installs it; until then this VM's memory).
     replay: Option<SharedReplayCache>,
     replay_store: Box<dyn SharedStore>,
+    /// The revocation feed this VM follows, when configured.
+    revocations: Option<RevocationGuard>,
 }
 
 impl Engine {
@@ -78,8 +82,19 @@ impl Engine {
                 .filter(|_| config.binding == Binding::Dpop)
                 .map(|d| SharedReplayCache::new(d.replay_cache_size)),
             replay_store: Box::new(MemoryStore::default()),
+            revocations: config.revocation.clone().map(RevocationGuard::new),
             config,
         }
+    }
+
+    /// The revocation state, when `revocation` is configured.
+    pub fn revocations(&self) -> Option<&RevocationGuard> {
+        self.revocations.as_ref()
+    }
+
+    /// The revocation state, to install feed answers into.
+    pub fn revocations_mut(&mut self) -> Option<&mut RevocationGuard> {
+        self.revocations.as_mut()
     }
 
     /// Keeps DPoP proof `jti`s in `store` (the host's shared data, so every worker VM sees
@@ -175,6 +190,9 @@ pub enum Step {
     /// Ask the PDP (POST `body` to `pdp.path`, timeout `timeout_ms`), then call
     /// [`Flow::pdp_answered`].
     AskPdp { body: String, timeout_ms: u64 },
+    /// No revocation snapshot yet: pause the request, then call [`Flow::resume_jwks`] when
+    /// the first snapshot arrives or `wait_until_ms` passes (the same re-run as for keys).
+    AwaitRevocations { wait_until_ms: u64 },
 }
 
 /// An allowed request (or, in shadow mode, one that passes despite `shadowed`).
@@ -258,6 +276,10 @@ pub struct Flow {
     scheme: Option<AuthScheme>,
     /// Which DPoP check failed, for the log line.
     dpop_detail: Option<&'static str>,
+    /// What revoked the token, for the log line.
+    revoked: Option<Kind>,
+    /// `fail_open`: admitted although the revocation feed was stale.
+    revocation_unchecked: bool,
 }
 
 impl Flow {
@@ -274,6 +296,8 @@ impl Flow {
             decision_cache_hit: false,
             scheme: None,
             dpop_detail: None,
+            revoked: None,
+            revocation_unchecked: false,
         };
         let step = flow.run(engine, now_ms);
         (flow, step)
@@ -328,6 +352,16 @@ impl Flow {
         self.dpop_detail
     }
 
+    /// What revoked the token (`cert`, `subject`, `jti`), for the log line.
+    pub fn revoked(&self) -> Option<Kind> {
+        self.revoked
+    }
+
+    /// Admitted under `revocation.fail_open` while the feed was stale (log and count it).
+    pub fn revocation_unchecked(&self) -> bool {
+        self.revocation_unchecked
+    }
+
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
@@ -351,8 +385,53 @@ impl Flow {
             },
         };
         match bound {
-            Ok(bound) => self.decide(engine, bound, now_ms),
+            Ok(bound) => match self.check_revocation(engine, &bound, now_ms) {
+                Some(step) => step,
+                None => self.decide(engine, bound, now_ms),
+            },
             Err(reason) => self.finish(engine, Err(reason)),
+        }
+    }
+
+    /// After binding, before the decision (cache or PDP), so a cached token or decision never
+    /// outlives its revocation: refuses a revoked token, subject or certificate (keyed on the
+    /// verified `jti`, never on the token's bytes), waits for the first snapshot, and fails
+    /// closed on a stale feed unless `fail_open`. `None`: go on.
+    fn check_revocation(
+        &mut self,
+        engine: &mut Engine,
+        bound: &BoundToken,
+        now_ms: u64,
+    ) -> Option<Step> {
+        let guard = engine.revocations.as_ref()?;
+        let token = bound.token();
+        let presented = Presented {
+            jti: token.jti(),
+            subject: bound.subject(),
+            iat: token.iat(),
+            cert: self.facts.peer.thumbprint(),
+        };
+        let verdict = guard.check(&presented, now_ms);
+        let wait_until_ms = self
+            .started_ms
+            .saturating_add(guard.config().first_sync_wait_ms);
+        let fail_open = guard.config().fail_open;
+        match verdict {
+            Verdict::Admit => None,
+            Verdict::Revoked(kind) => {
+                self.revoked = Some(kind);
+                Some(self.finish(engine, Err(Reason::Revoked)))
+            }
+            Verdict::NotSynced if now_ms < wait_until_ms => {
+                Some(Step::AwaitRevocations { wait_until_ms })
+            }
+            Verdict::NotSynced | Verdict::Stale if fail_open => {
+                self.revocation_unchecked = true;
+                None
+            }
+            Verdict::NotSynced | Verdict::Stale => {
+                Some(self.finish(engine, Err(Reason::RevocationUnavailable)))
+            }
         }
     }
 
@@ -1013,6 +1092,158 @@ mod tests {
         assert_eq!(source_ip("[::1]:5678"), "::1");
         assert_eq!(source_ip("10.0.0.1"), "10.0.0.1");
         assert_eq!(source_ip("::1"), "::1");
+    }
+
+    // --- revocation ----------------------------------------------------------------------
+
+    mod revocation {
+        use super::*;
+
+        fn revoking(max_staleness_s: u64, fail_open: bool) -> World {
+            world_with(|c| {
+                c["revocation"] = serde_json::json!({
+                    "max_staleness_s": max_staleness_s, "fail_open": fail_open,
+                    "first_sync_wait_ms": 1000
+                })
+            })
+        }
+
+        fn feed(w: &mut World, body: &str, now_ms: u64) {
+            w.engine
+                .revocations_mut()
+                .unwrap()
+                .install(body.as_bytes(), now_ms)
+                .unwrap();
+        }
+
+        fn empty_snapshot(w: &mut World, now_ms: u64) {
+            feed(w, r#"{"seq":1,"snapshot":true,"revocations":[]}"#, now_ms);
+        }
+
+        fn revoke_jti(w: &mut World, jti: &str, now_ms: u64) {
+            let body = format!(
+                r#"{{"seq":2,"snapshot":false,"revocations":[{{"seq":2,"kind":"jti","value":"{jti}","expires_at":null}}]}}"#
+            );
+            feed(w, &body, now_ms);
+        }
+
+        #[test]
+        fn refuses_a_revoked_token_even_with_its_token_and_decision_cached() {
+            let mut w = revoking(30, false);
+            empty_snapshot(&mut w, NOW_MS);
+            full_allow(&mut w, NOW_MS);
+            revoke_jti(&mut w, "j-1", NOW_MS);
+            let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+            let (flow, step) = Flow::start(&mut w.engine, f, NOW_MS);
+            assert!(flow.token_cache_hit());
+            let Step::Deny(d) = step else {
+                panic!("{step:?}")
+            };
+            assert_eq!((d.reason, d.status), (Reason::Revoked, 401));
+            assert_eq!(flow.revoked(), Some(Kind::Jti));
+        }
+
+        #[test]
+        fn refuses_a_revoked_subject_and_admits_another_subject() {
+            let mut w = revoking(30, false);
+            let body = format!(
+                r#"{{"seq":1,"snapshot":true,"revocations":[{{"seq":1,"kind":"subject","value":"{INVENTORY}","not_before_iat":{NOW},"expires_at":null}}]}}"#
+            );
+            feed(&mut w, &body, NOW_MS);
+            full_allow(&mut w, NOW_MS);
+            let mut c = claims();
+            c["sub"] = INVENTORY.into();
+            c["cnf"] =
+                serde_json::json!({"x5t#S256": CertThumbprint::from_der(&w.inventory.0).to_cnf()});
+            let f = facts(&w.inventory, bearer_of(&sign(&header(), &c)));
+            let (flow, step) = Flow::start(&mut w.engine, f, NOW_MS);
+            assert_eq!(denied(step), Reason::Revoked);
+            assert_eq!(flow.revoked(), Some(Kind::Subject));
+        }
+
+        #[test]
+        fn refuses_a_revoked_certificate() {
+            let mut w = revoking(30, false);
+            let t = CertThumbprint::from_der(&w.consumer.0).to_cnf();
+            let body = format!(
+                r#"{{"seq":1,"snapshot":true,"revocations":[{{"seq":1,"kind":"cert","value":"{t}","expires_at":null}}]}}"#
+            );
+            feed(&mut w, &body, NOW_MS);
+            let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+            assert_eq!(
+                denied(Flow::start(&mut w.engine, f, NOW_MS).1),
+                Reason::Revoked
+            );
+        }
+
+        #[test]
+        fn waits_for_the_first_snapshot_then_answers() {
+            let mut w = revoking(30, false);
+            let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+            let (mut flow, step) = Flow::start(&mut w.engine, f.clone(), NOW_MS);
+            assert_eq!(
+                step,
+                Step::AwaitRevocations {
+                    wait_until_ms: NOW_MS + 1000
+                }
+            );
+            empty_snapshot(&mut w, NOW_MS + 10);
+            let step = flow.resume_jwks(&mut w.engine, NOW_MS + 10).unwrap();
+            assert!(matches!(step, Step::AskPdp { .. }), "{step:?}");
+            // Without a snapshot in time: 503.
+            let mut w = revoking(30, false);
+            let (mut flow, _) = Flow::start(&mut w.engine, f, NOW_MS);
+            let step = flow.resume_jwks(&mut w.engine, NOW_MS + 1000).unwrap();
+            let Step::Deny(d) = step else {
+                panic!("{step:?}")
+            };
+            assert_eq!((d.reason, d.status), (Reason::RevocationUnavailable, 503));
+            assert!(d.body.contains("\"error\":\"temporarily_unavailable\""));
+        }
+
+        #[test]
+        fn fails_closed_when_the_feed_is_stale_and_recovers() {
+            let mut w = revoking(2, false);
+            empty_snapshot(&mut w, NOW_MS - 2000);
+            full_allow(&mut w, NOW_MS);
+            let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+            let late = NOW_MS + 1;
+            assert_eq!(
+                denied(Flow::start(&mut w.engine, f.clone(), late).1),
+                Reason::RevocationUnavailable
+            );
+            feed(
+                &mut w,
+                r#"{"seq":1,"snapshot":false,"revocations":[]}"#,
+                late,
+            );
+            assert!(matches!(
+                Flow::start(&mut w.engine, f, late).1,
+                Step::Allow(_)
+            ));
+        }
+
+        #[test]
+        fn fail_open_admits_a_stale_feed_but_still_refuses_known_revocations() {
+            let mut w = revoking(2, true);
+            empty_snapshot(&mut w, NOW_MS - 10_000);
+            let (flow, allow) = full_allow(&mut w, NOW_MS);
+            assert!(flow.revocation_unchecked());
+            assert_eq!(allow.headers.len(), 4);
+            revoke_jti(&mut w, "j-1", NOW_MS - 10_000);
+            let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+            assert_eq!(
+                denied(Flow::start(&mut w.engine, f, NOW_MS).1),
+                Reason::Revoked
+            );
+        }
+
+        #[test]
+        fn without_revocation_configured_nothing_waits() {
+            let mut w = world();
+            assert!(w.engine.revocations().is_none());
+            full_allow(&mut w, NOW_MS);
+        }
     }
 
     // --- DPoP listener ------------------------------------------------------------------

@@ -14,4 +14,5 @@ pub mod json;
 pub mod jwks;
 pub mod reason;
 pub mod revocation;
+pub mod revocation_guard;
 pub mod token;

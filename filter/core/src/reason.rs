@@ -47,11 +47,15 @@ pub enum Reason {
     JwksUnavailable,
     /// The PDP timed out, failed or answered garbage.
     PdpUnavailable,
+    /// The revocation feed has not answered within `revocation.max_staleness_s` (or never):
+    /// the filter cannot tell a revoked token from a good one, so it refuses (unless
+    /// `revocation.fail_open`).
+    RevocationUnavailable,
 }
 
 impl Reason {
     /// Every reason, for defining one counter each up front.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Self::MissingToken,
         Self::MalformedToken,
         Self::UnsupportedAlg,
@@ -72,6 +76,7 @@ impl Reason {
         Self::InsufficientScope,
         Self::JwksUnavailable,
         Self::PdpUnavailable,
+        Self::RevocationUnavailable,
     ];
 
     /// The stable `reason` string of the body, the stat name and the log line.
@@ -97,6 +102,7 @@ impl Reason {
             Self::PolicyDenied | Self::InsufficientScope => "policy_denied",
             Self::JwksUnavailable => "jwks_unavailable",
             Self::PdpUnavailable => "pdp_unavailable",
+            Self::RevocationUnavailable => "revocation_unavailable",
         }
     }
 
@@ -116,7 +122,7 @@ impl Reason {
     pub fn status(self) -> u32 {
         match self {
             Self::PolicyDenied | Self::InsufficientScope => 403,
-            Self::JwksUnavailable | Self::PdpUnavailable => 503,
+            Self::JwksUnavailable | Self::PdpUnavailable | Self::RevocationUnavailable => 503,
             _ => 401,
         }
     }
@@ -128,7 +134,9 @@ impl Reason {
             Self::DpopInvalid | Self::DpopReplay => Some("invalid_dpop_proof"),
             Self::InsufficientScope => Some("insufficient_scope"),
             Self::PolicyDenied => Some("access_denied"),
-            Self::JwksUnavailable | Self::PdpUnavailable => Some("temporarily_unavailable"),
+            Self::JwksUnavailable | Self::PdpUnavailable | Self::RevocationUnavailable => {
+                Some("temporarily_unavailable")
+            }
             _ => Some("invalid_token"),
         }
     }
@@ -180,7 +188,7 @@ impl Reason {
 /// How long a client should wait after a 503 before retrying.
 pub const RETRY_AFTER_S: u32 = 5;
 
-const STAT_NAMES: [(Reason, &str); 19] = [
+const STAT_NAMES: [(Reason, &str); 20] = [
     (Reason::MissingToken, "certbind.denied.missing_token"),
     (Reason::MalformedToken, "certbind.denied.malformed_token"),
     (Reason::UnsupportedAlg, "certbind.denied.unsupported_alg"),
@@ -200,6 +208,10 @@ const STAT_NAMES: [(Reason, &str); 19] = [
     (Reason::PolicyDenied, "certbind.denied.policy_denied"),
     (Reason::JwksUnavailable, "certbind.denied.jwks_unavailable"),
     (Reason::PdpUnavailable, "certbind.denied.pdp_unavailable"),
+    (
+        Reason::RevocationUnavailable,
+        "certbind.denied.revocation_unavailable",
+    ),
 ];
 
 impl fmt::Display for Reason {
@@ -239,6 +251,11 @@ mod tests {
                 Some("temporarily_unavailable"),
             ),
             (Reason::PdpUnavailable, 503, Some("temporarily_unavailable")),
+            (
+                Reason::RevocationUnavailable,
+                503,
+                Some("temporarily_unavailable"),
+            ),
         ];
         assert_eq!(table.len(), Reason::ALL.len());
         for ((reason, status, error), listed) in table.iter().zip(Reason::ALL) {

@@ -5,6 +5,7 @@
 
 mod http;
 mod metrics;
+mod revocation;
 mod root;
 mod vm;
 

@@ -10,6 +10,9 @@ pub const JWKS_FETCH_OK: &str = "certbind.jwks.fetch_ok";
 pub const JWKS_FETCH_FAILED: &str = "certbind.jwks.fetch_failed";
 pub const TOKEN_CACHE_HIT: &str = "certbind.token_cache.hit";
 pub const DECISION_CACHE_HIT: &str = "certbind.decision_cache.hit";
+pub const REVOCATION_FEED_OK: &str = "certbind.revocation.feed_ok";
+pub const REVOCATION_FEED_FAILED: &str = "certbind.revocation.feed_failed";
+pub const REVOCATION_FAIL_OPEN: &str = "certbind.revocation.fail_open";
 
 /// Which counter to bump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +24,9 @@ pub enum Counter {
     JwksFetchFailed,
     TokenCacheHit,
     DecisionCacheHit,
+    RevocationFeedOk,
+    RevocationFeedFailed,
+    RevocationFailOpen,
 }
 
 /// Metric ids by counter; a counter the host refused to define is skipped silently.
@@ -38,6 +44,9 @@ impl Metrics {
             (Counter::JwksFetchFailed, JWKS_FETCH_FAILED),
             (Counter::TokenCacheHit, TOKEN_CACHE_HIT),
             (Counter::DecisionCacheHit, DECISION_CACHE_HIT),
+            (Counter::RevocationFeedOk, REVOCATION_FEED_OK),
+            (Counter::RevocationFeedFailed, REVOCATION_FEED_FAILED),
+            (Counter::RevocationFailOpen, REVOCATION_FAIL_OPEN),
         ];
         named.extend(
             Reason::ALL

@@ -31,8 +31,16 @@ const SLOW_TICK: Duration = Duration::from_secs(1);
 /// What a paused request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
-    Jwks { until_ms: u64 },
-    Pdp { token: u32 },
+    Jwks {
+        until_ms: u64,
+    },
+    Pdp {
+        token: u32,
+    },
+    /// The first revocation snapshot (`crate::revocation`); resumed like a keys wait.
+    Revocations {
+        until_ms: u64,
+    },
 }
 
 struct Parked {
@@ -60,6 +68,8 @@ pub struct Vm {
     tick: Option<Duration>,
     set_key: String,
     fetch_key: String,
+    /// The revocation feed follower's state (`crate::revocation`).
+    pub(crate) feed: crate::revocation::Feed,
 }
 
 impl Vm {
@@ -78,11 +88,24 @@ impl Vm {
             tick: None,
             set_key: format!("certbind.jwks.v1:{scope}"),
             fetch_key: format!("certbind.jwks.fetch.v1:{scope}"),
+            feed: crate::revocation::Feed::default(),
         }
     }
 
     pub fn config(&self) -> &FilterConfig {
         self.engine.config()
+    }
+
+    pub(crate) fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 }
 
@@ -260,6 +283,17 @@ fn act(vm: &VmRef, ctx: u32, mut flow: Flow, mut step: Step, now: u64, resuming:
                     return false;
                 }
             }
+            Step::AwaitRevocations { wait_until_ms } => {
+                park(
+                    vm,
+                    ctx,
+                    flow,
+                    Wait::Revocations {
+                        until_ms: wait_until_ms,
+                    },
+                );
+                return false;
+            }
             Step::AskPdp { body, timeout_ms } => match dispatch_pdp(vm, &body, timeout_ms) {
                 Some(token) => {
                     let receiver = active_context(vm);
@@ -290,7 +324,7 @@ fn resume_jwks(vm: &VmRef, flow: &mut Flow, now: u64) -> Option<Step> {
 fn park(vm: &VmRef, ctx: u32, flow: Flow, wait: Wait) {
     if let Ok(mut v) = vm.try_borrow_mut() {
         v.parked.insert(ctx, Parked { flow, wait });
-        if matches!(wait, Wait::Jwks { .. }) {
+        if matches!(wait, Wait::Jwks { .. } | Wait::Revocations { .. }) {
             set_tick(&mut v, FAST_TICK);
         }
     }
@@ -352,8 +386,15 @@ fn record(vm: &VmRef, ctx: u32, flow: &Flow, outcome: Outcome) {
     if flow.decision_cache_hit() {
         v.metrics.bump(Counter::DecisionCacheHit);
     }
+    if flow.revocation_unchecked() {
+        v.metrics.bump(Counter::RevocationFailOpen);
+        log::warn!(
+            "certbind revocation feed stale: request_id={} admitted unchecked (fail_open)",
+            log_safe(&flow.facts().request_id)
+        );
+    }
     log::info!(
-        "certbind decision ctx={ctx} request_id={} outcome={word} reason={reason} subject={} mode={} token_cache={} decision_cache={}{}",
+        "certbind decision ctx={ctx} request_id={} outcome={word} reason={reason} subject={} mode={} token_cache={} decision_cache={}{}{}",
         log_safe(&flow.facts().request_id),
         flow.subject().map_or_else(|| "-".to_owned(), log_safe),
         v.config().mode.as_str(),
@@ -369,6 +410,8 @@ fn record(vm: &VmRef, ctx: u32, flow: &Flow, outcome: Outcome) {
         },
         flow.dpop_detail()
             .map_or_else(String::new, |d| format!(" dpop={d}")),
+        flow.revoked()
+            .map_or_else(String::new, |k| format!(" revoked={k}")),
     );
 }
 
@@ -550,7 +593,7 @@ fn dispatch_pdp(vm: &VmRef, body: &str, timeout_ms: u64) -> Option<u32> {
 
 /// The status and body of the call response being delivered; the body only if it is at most
 /// `max` bytes (a larger one is treated as no answer).
-fn call_response(body_size: usize, max: usize) -> (Option<u32>, Vec<u8>) {
+pub(crate) fn call_response(body_size: usize, max: usize) -> (Option<u32>, Vec<u8>) {
     let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
         .ok()
         .flatten()
@@ -571,6 +614,10 @@ pub fn on_call_response(vm: &VmRef, receiver: u32, token: u32, body_size: usize)
         Ok(mut v) => v.calls.remove(&token),
         Err(_) => None,
     };
+    if call.is_none() && crate::revocation::owns(vm, token) {
+        crate::revocation::on_response(vm, token, body_size);
+        return;
+    }
     match call {
         Some(Call::Jwks { .. }) => on_jwks_response(vm, receiver, body_size),
         Some(Call::Pdp { ctx, .. }) => on_pdp_response(vm, receiver, ctx, token, body_size),
@@ -635,9 +682,31 @@ fn resume_jwks_waiters(vm: &VmRef, now: u64, all: bool) {
             .parked
             .iter()
             .filter_map(|(ctx, p)| match p.wait {
-                Wait::Jwks { until_ms } if all || now >= until_ms => Some(*ctx),
+                Wait::Jwks { until_ms } | Wait::Revocations { until_ms }
+                    if all || now >= until_ms =>
+                {
+                    Some(*ctx)
+                }
                 _ => None,
             })
+            .collect(),
+        Err(_) => return,
+    };
+    for ctx in waiting {
+        resume_one_jwks_waiter(vm, ctx, now, true);
+    }
+    if let Ok(root) = vm.try_borrow().map(|v| v.root_id) {
+        let _ = hostcalls::set_effective_context(root);
+    }
+}
+
+/// Re-runs the requests waiting for the first revocation snapshot (root context).
+pub(crate) fn resume_revocation_waiters(vm: &VmRef, now: u64) {
+    let waiting: Vec<u32> = match vm.try_borrow() {
+        Ok(v) => v
+            .parked
+            .iter()
+            .filter_map(|(ctx, p)| matches!(p.wait, Wait::Revocations { .. }).then_some(*ctx))
             .collect(),
         Err(_) => return,
     };
@@ -652,7 +721,7 @@ fn resume_jwks_waiters(vm: &VmRef, now: u64, all: bool) {
 fn resume_one_jwks_waiter(vm: &VmRef, ctx: u32, now: u64, switch_context: bool) {
     let parked = match vm.try_borrow_mut() {
         Ok(mut v) => match v.parked.get(&ctx).map(|p| p.wait) {
-            Some(Wait::Jwks { .. }) => v.parked.remove(&ctx),
+            Some(Wait::Jwks { .. } | Wait::Revocations { .. }) => v.parked.remove(&ctx),
             _ => None,
         },
         Err(_) => None,
@@ -706,6 +775,7 @@ fn on_pdp_response(vm: &VmRef, receiver: u32, ctx: u32, token: u32, body_size: u
 pub fn on_tick(vm: &VmRef) {
     let now = now_ms();
     let changed = sync_jwks(vm);
+    crate::revocation::on_tick(vm, now);
     let due = vm
         .try_borrow()
         .is_ok_and(|v| v.engine.jwks().needs_refresh(now));
@@ -721,8 +791,11 @@ pub fn on_tick(vm: &VmRef) {
         let waiting = v
             .parked
             .values()
-            .any(|p| matches!(p.wait, Wait::Jwks { .. }));
-        let period = if waiting || v.engine.jwks().keys().is_none() {
+            .any(|p| matches!(p.wait, Wait::Jwks { .. } | Wait::Revocations { .. }));
+        let period = if waiting
+            || v.engine.jwks().keys().is_none()
+            || crate::revocation::wants_fast_tick(&v, now)
+        {
             FAST_TICK
         } else {
             SLOW_TICK

@@ -1,0 +1,191 @@
+//! One VM's view of the revocation feed and the per-request verdict: the set it follows, when
+//! the feed last answered well, and whether a bound token may pass (admit, revoked, or the
+//! feed is not trustworthy yet / any more). Pure: the plugin performs the long-poll and passes
+//! bodies and the time in.
+
+use crate::config::RevocationConfig;
+use crate::revocation::{FeedError, Kind, Presented, RevocationSet, Staleness};
+
+/// What the revocation check says about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not revoked, and the set is fresh.
+    Admit,
+    /// Revoked, by the broadest cause.
+    Revoked(Kind),
+    /// No snapshot yet: the request may wait for the first one.
+    NotSynced,
+    /// The feed has not answered well within `max_staleness_s`.
+    Stale,
+}
+
+/// The revocation state of one VM.
+#[derive(Debug, Clone)]
+pub struct RevocationGuard {
+    config: RevocationConfig,
+    set: RevocationSet,
+    staleness: Staleness,
+    /// The next poll asks for a snapshot (the feed went backwards or out of sequence).
+    want_snapshot: bool,
+}
+
+impl RevocationGuard {
+    pub fn new(config: RevocationConfig) -> Self {
+        Self {
+            config,
+            set: RevocationSet::new(),
+            staleness: Staleness::new(),
+            want_snapshot: false,
+        }
+    }
+
+    pub fn config(&self) -> &RevocationConfig {
+        &self.config
+    }
+
+    pub fn set(&self) -> &RevocationSet {
+        &self.set
+    }
+
+    /// The `:path` of the next poll: the configured path for the first (a snapshot at once),
+    /// `<path>?since=<seq>` after (a long-poll).
+    pub fn poll_path(&self) -> String {
+        match self.set.since().filter(|_| !self.want_snapshot) {
+            None => self.config.path.clone(),
+            Some(seq) => format!("{}?since={seq}", self.config.path),
+        }
+    }
+
+    /// Applies one feed answer received at `now_ms`; a good one (an empty delta included)
+    /// also counts as the feed being alive. A refused answer changes nothing.
+    pub fn install(&mut self, body: &[u8], now_ms: u64) -> Result<(), FeedError> {
+        self.set.apply_body(body, now_ms / 1000)?;
+        self.want_snapshot = false;
+        self.staleness.last_ok(now_ms);
+        Ok(())
+    }
+
+    /// The next poll asks for a whole snapshot (after an answer that went backwards or out
+    /// of sequence). The set held stays in force until the snapshot replaces it.
+    pub fn resync(&mut self) {
+        self.want_snapshot = true;
+    }
+
+    /// Whether a first snapshot has been applied.
+    pub fn is_synced(&self) -> bool {
+        self.staleness.last_ok_at().is_some()
+    }
+
+    /// When the feed last answered well (ms), if ever.
+    pub fn last_ok_ms(&self) -> Option<u64> {
+        self.staleness.last_ok_at()
+    }
+
+    /// Whether the set is fresh at `now_ms`.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        !self
+            .staleness
+            .is_stale(now_ms, self.config.max_staleness_s.saturating_mul(1000))
+    }
+
+    /// The verdict for a request that passed every token and binding check. A revocation the
+    /// VM knows of refuses even when the feed is stale; a stale or missing set never admits.
+    pub fn check(&self, presented: &Presented<'_>, now_ms: u64) -> Verdict {
+        if self.staleness.last_ok_at().is_none() {
+            return Verdict::NotSynced;
+        }
+        if let Some(kind) = self.set.is_revoked(presented, now_ms / 1000) {
+            return Verdict::Revoked(kind);
+        }
+        if self.is_fresh(now_ms) {
+            Verdict::Admit
+        } else {
+            Verdict::Stale
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::{CertThumbprint, SpiffeId};
+
+    const INVENTORY: &str = "spiffe://certbind.test/ns/demo/sa/inventory";
+
+    fn guard(max_staleness_s: u64) -> RevocationGuard {
+        let config: RevocationConfig =
+            serde_json::from_value(serde_json::json!({ "max_staleness_s": max_staleness_s }))
+                .unwrap();
+        RevocationGuard::new(config)
+    }
+
+    fn presented<'a>(jti: &'a str, sub: &'a SpiffeId, iat: u64) -> Presented<'a> {
+        Presented {
+            jti,
+            subject: sub,
+            iat,
+            cert: None,
+        }
+    }
+
+    #[test]
+    fn waits_for_the_first_snapshot_then_long_polls_from_its_seq() {
+        let mut g = guard(30);
+        let sub = SpiffeId::parse(INVENTORY).unwrap();
+        assert_eq!(g.poll_path(), "/v1/revocations");
+        assert_eq!(g.check(&presented("j", &sub, 1), 1_000), Verdict::NotSynced);
+        g.install(br#"{"seq":4,"snapshot":true,"revocations":[]}"#, 1_000)
+            .unwrap();
+        assert_eq!(g.poll_path(), "/v1/revocations?since=4");
+        assert_eq!(g.check(&presented("j", &sub, 1), 1_000), Verdict::Admit);
+    }
+
+    #[test]
+    fn refuses_a_revoked_jti_and_admits_another() {
+        let mut g = guard(30);
+        let sub = SpiffeId::parse(INVENTORY).unwrap();
+        let body = br#"{"seq":1,"snapshot":true,"revocations":[{"seq":1,"kind":"jti","value":"bad","expires_at":null}]}"#;
+        g.install(body, 5_000).unwrap();
+        assert_eq!(
+            g.check(&presented("bad", &sub, 1), 5_000),
+            Verdict::Revoked(Kind::Jti)
+        );
+        assert_eq!(g.check(&presented("good", &sub, 1), 5_000), Verdict::Admit);
+    }
+
+    #[test]
+    fn goes_stale_after_the_bound_but_still_refuses_what_it_knows() {
+        let mut g = guard(2);
+        let sub = SpiffeId::parse(INVENTORY).unwrap();
+        let t = CertThumbprint::from_der(b"c").to_cnf();
+        let body = format!(
+            r#"{{"seq":1,"snapshot":true,"revocations":[{{"seq":1,"kind":"subject","value":"{INVENTORY}","not_before_iat":100,"expires_at":null}}]}}"#
+        );
+        g.install(body.as_bytes(), 10_000).unwrap();
+        assert_eq!(g.check(&presented("j", &sub, 200), 12_000), Verdict::Admit);
+        assert_eq!(g.check(&presented("j", &sub, 200), 12_001), Verdict::Stale);
+        assert_eq!(
+            g.check(&presented("j", &sub, 50), 60_000),
+            Verdict::Revoked(Kind::Subject)
+        );
+        // An empty delta is a sign of life.
+        g.install(br#"{"seq":1,"snapshot":false,"revocations":[]}"#, 60_000)
+            .unwrap();
+        assert_eq!(g.check(&presented("j", &sub, 200), 60_000), Verdict::Admit);
+        // A refused answer is not.
+        assert!(g.install(t.as_bytes(), 61_000).is_err());
+        assert_eq!(g.last_ok_ms(), Some(60_000));
+    }
+
+    #[test]
+    fn resync_asks_for_a_snapshot_again() {
+        let mut g = guard(30);
+        g.install(br#"{"seq":9,"snapshot":true,"revocations":[]}"#, 0)
+            .unwrap();
+        g.resync();
+        assert_eq!(g.poll_path(), "/v1/revocations");
+        g.install(br#"{"seq":3,"snapshot":true,"revocations":[]}"#, 0)
+            .unwrap();
+        assert_eq!(g.poll_path(), "/v1/revocations?since=3");
+    }
+}

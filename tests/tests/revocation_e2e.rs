@@ -1,0 +1,281 @@
+//! Revocation end to end on a real Envoy (issue 8): the filter follows the authz-server's
+//! feed and refuses revoked tokens, subjects and certificates within a second — cached tokens
+//! and decisions included — fails closed when the feed goes quiet, and keeps enforcing across a
+//! kill -9 of the authz-server.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use certbind_tests::tokens::{cert_thumbprint, decode_claims};
+use certbind_tests::{Request, Response, System, spiffe_id};
+use std::time::{Duration, Instant};
+
+const ORDER: &str = "/orders/1";
+
+fn get(system: &System, who: &str, token: &str) -> Response {
+    system
+        .call(Some(who), "orders", &Request::get(ORDER).bearer(token))
+        .unwrap()
+}
+
+fn reason(r: &Response) -> String {
+    r.json_str("reason").unwrap_or_default()
+}
+
+/// Calls until the answer is `status` (with `reason`, when given) or `within` passes;
+/// returns how long it took.
+fn until_answer(
+    system: &System,
+    who: &str,
+    token: &str,
+    status: u16,
+    want: Option<&str>,
+    within: Duration,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = get(system, who, token);
+        if r.status == status && want.is_none_or(|w| reason(&r) == w) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{who}: still {} {} after {within:?}\n{}",
+            r.status,
+            r.text(),
+            system.logs_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn jti_of(token: &str) -> String {
+    decode_claims(token).unwrap()["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The same token with its ECDSA signature's `s` replaced by `n - s`: a second valid
+/// signature over the same bytes (ECDSA malleability), so a different token string.
+fn high_s_twin(token: &str) -> String {
+    const N: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
+    let (signed, sig) = token.rsplit_once('.').unwrap();
+    let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
+    assert_eq!(sig.len(), 64);
+    let mut borrow = 0i16;
+    for i in (0..32).rev() {
+        let d = i16::from(N[i]) - i16::from(sig[32 + i]) - borrow;
+        borrow = i16::from(d < 0);
+        sig[32 + i] = (d + 256 * borrow) as u8;
+    }
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+fn ok(r: Response) -> Response {
+    assert_eq!(r.status, 200, "{}", r.text());
+    r
+}
+
+#[test]
+fn revokes_by_jti_subject_and_certificate_within_a_second_and_spares_the_others() {
+    let system = System::builder().concurrency(2).start();
+    let consumer = system.token("consumer", "orders", "orders:read").unwrap();
+    let inventory = system.token("inventory", "orders", "orders:read").unwrap();
+    // Both admitted, so both tokens and decisions are in the filter's caches.
+    for _ in 0..3 {
+        ok(get(&system, "consumer", &consumer));
+        ok(get(&system, "inventory", &inventory));
+    }
+
+    // 1. The client revokes its own token (RFC 7009): refused by jti, cached or not.
+    ok(system.revoke_token("consumer", &consumer).unwrap());
+    let took = until_answer(
+        &system,
+        "consumer",
+        &consumer,
+        401,
+        Some("revoked"),
+        Duration::from_secs(1),
+    );
+    println!("jti revocation refused after {took:?}");
+    let twin = high_s_twin(&consumer);
+    assert_ne!(twin, consumer);
+    let r = get(&system, "consumer", &twin);
+    assert_eq!(r.status, 401, "high-S twin: {}", r.text());
+    assert!(
+        ["revoked", "bad_signature"].contains(&reason(&r).as_str()),
+        "high-S twin: {}",
+        r.text()
+    );
+    println!("high-S twin of the revoked token: 401 {}", reason(&r));
+    // A new token of the same client is not affected; nor is the other subject.
+    let fresh = system.token("consumer", "orders", "orders:read").unwrap();
+    assert_ne!(jti_of(&fresh), jti_of(&consumer));
+    ok(get(&system, "consumer", &fresh));
+    ok(get(&system, "inventory", &inventory));
+
+    // 2. The operator revokes a subject (admin API): its earlier token is refused, the
+    //    consumer is not; the subject cannot get a new token either.
+    let row = ok(system.revoke("subject", &spiffe_id("inventory")).unwrap())
+        .json()
+        .unwrap();
+    assert_eq!(row["kind"], "subject");
+    let took = until_answer(
+        &system,
+        "inventory",
+        &inventory,
+        401,
+        Some("revoked"),
+        Duration::from_secs(1),
+    );
+    println!("subject revocation refused after {took:?}");
+    ok(get(&system, "consumer", &fresh));
+    assert_eq!(
+        system
+            .token_request(
+                "inventory",
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("audience", &spiffe_id("orders")),
+                    ("scope", "orders:read"),
+                ],
+            )
+            .unwrap()
+            .status,
+        401
+    );
+
+    // 3. The operator revokes the consumer's certificate from the command line: every
+    //    token presented with it is refused.
+    let x5t = cert_thumbprint(&system.pki_dir().join("consumer.crt")).unwrap();
+    let printed = system.revoke_cli(&["--cert", &x5t]).unwrap();
+    assert!(printed.contains("\"cert\""), "{printed}");
+    let took = until_answer(
+        &system,
+        "consumer",
+        &fresh,
+        401,
+        Some("revoked"),
+        Duration::from_secs(1),
+    );
+    println!("certificate revocation (CLI) refused after {took:?}");
+    assert!(system.counter("certbind.denied.revoked").unwrap() >= 3);
+    let log = system.envoy_log();
+    for kind in ["revoked=jti", "revoked=subject", "revoked=cert"] {
+        assert!(log.contains(kind), "no decision line with {kind}");
+    }
+    assert!(!log.contains(&consumer), "a token was logged");
+}
+
+#[test]
+fn fails_closed_when_the_feed_is_down_beyond_the_staleness_bound_and_recovers() {
+    let mut system = System::builder()
+        .authz_args(&["--feed-wait", "1"])
+        .tuning(|t| t.revocation_max_staleness_s = Some(3))
+        .start();
+    let token = system.token("consumer", "orders", "orders:read").unwrap();
+    ok(get(&system, "consumer", &token));
+    system.stop_authz();
+    let down = Instant::now();
+    // Within the bound the cached token still passes.
+    ok(get(&system, "consumer", &token));
+    let r = {
+        let took = until_answer(
+            &system,
+            "consumer",
+            &token,
+            503,
+            Some("revocation_unavailable"),
+            Duration::from_secs(8),
+        );
+        println!("fail closed {took:?} after the feed went down");
+        get(&system, "consumer", &token)
+    };
+    assert!(down.elapsed() >= Duration::from_secs(3));
+    assert_eq!(
+        r.json_str("error").as_deref(),
+        Some("temporarily_unavailable")
+    );
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert!(
+        system
+            .counter("certbind.denied.revocation_unavailable")
+            .unwrap()
+            >= 1
+    );
+    system.start_authz().unwrap();
+    let took = until_answer(
+        &system,
+        "consumer",
+        &token,
+        200,
+        None,
+        Duration::from_secs(5),
+    );
+    println!("recovered {took:?} after the authz-server restarted");
+}
+
+#[test]
+fn fail_open_admits_a_stale_feed_and_counts_it() {
+    let mut system = System::builder()
+        .authz_args(&["--feed-wait", "1"])
+        .tuning(|t| {
+            t.revocation_max_staleness_s = Some(2);
+            t.revocation_fail_open = Some(true);
+        })
+        .start();
+    let token = system.token("consumer", "orders", "orders:read").unwrap();
+    ok(get(&system, "consumer", &token));
+    system.stop_authz();
+    std::thread::sleep(Duration::from_secs(4));
+    ok(get(&system, "consumer", &token));
+    assert!(system.counter("certbind.revocation.fail_open").unwrap() >= 1);
+    assert_eq!(
+        system
+            .counter("certbind.denied.revocation_unavailable")
+            .unwrap(),
+        0
+    );
+}
+
+#[test]
+fn keeps_enforcing_a_revocation_after_kill_9_of_the_authz_server() {
+    let mut system = System::builder().start();
+    let token = system.token("consumer", "orders", "orders:read").unwrap();
+    ok(get(&system, "consumer", &token));
+    let jti = jti_of(&token);
+    // Revoked by the operator, then SIGKILL right after the 200.
+    ok(system.revoke("jti", &jti).unwrap());
+    system.stop_authz();
+    system.start_authz().unwrap();
+    // The restarted server still publishes it: a fresh feed snapshot lists the jti.
+    let feed = system
+        .client(Some("envoy"))
+        .unwrap()
+        .send(system.authz_addr(), &Request::get("/v1/revocations"))
+        .unwrap();
+    assert_eq!(feed.status, 200, "{}", feed.text());
+    let listed = feed.json().unwrap()["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["kind"] == "jti" && r["value"] == jti.as_str());
+    assert!(listed, "the restarted authz-server lost the revocation");
+    // And the sidecar, following the restarted feed, refuses the token.
+    until_answer(
+        &system,
+        "consumer",
+        &token,
+        401,
+        Some("revoked"),
+        Duration::from_secs(3),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(reason(&get(&system, "consumer", &token)), "revoked");
+    let other = system.token("consumer", "orders", "orders:read").unwrap();
+    ok(get(&system, "consumer", &other));
+}
