@@ -64,7 +64,7 @@ lint:
 ## saves a second (LTO) build of everything; `make up` and `make bench` use release builds.
 unit:
 	$(CARGO) build --locked --bins
-	CERTBIND_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test --locked --workspace
+	CERTBIND_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test --locked --workspace --no-fail-fast
 
 ## The compose file cannot run here (no Docker engine), but it is validated.
 compose-check:
