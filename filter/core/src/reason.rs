@@ -106,11 +106,11 @@ impl Reason {
         }
     }
 
-    /// The stat this reason is counted under: `certbind.denied.<reason>`. A missing scope
-    /// is counted apart so operators can tell it from other policy denials.
+    /// The stat this reason is counted under: `certbind.denied.<reason>` (CONTRACT §4), so a
+    /// missing scope counts as `policy_denied` like every other policy denial.
     pub fn stat_name(self) -> &'static str {
         match self {
-            Self::InsufficientScope => "certbind.denied.policy_denied.insufficient_scope",
+            Self::InsufficientScope => "certbind.denied.policy_denied",
             other => STAT_NAMES
                 .iter()
                 .find(|(r, _)| *r == other)
@@ -266,16 +266,15 @@ mod tests {
     }
 
     #[test]
-    fn reason_strings_and_stat_names_are_stable_and_distinct() {
+    fn reason_strings_and_stat_names_follow_the_contract() {
         let mut stats: Vec<&str> = Reason::ALL.iter().map(|r| r.stat_name()).collect();
         for r in Reason::ALL {
-            if r != Reason::InsufficientScope {
-                assert_eq!(r.stat_name(), format!("certbind.denied.{}", r.as_str()));
-            }
+            assert_eq!(r.stat_name(), format!("certbind.denied.{}", r.as_str()));
         }
         stats.sort_unstable();
         stats.dedup();
-        assert_eq!(stats.len(), Reason::ALL.len());
+        // Only a missing scope shares its stat (and its reason) with `policy_denied`.
+        assert_eq!(stats.len(), Reason::ALL.len() - 1);
         assert_eq!(Reason::InsufficientScope.as_str(), "policy_denied");
     }
 

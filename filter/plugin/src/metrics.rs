@@ -53,14 +53,20 @@ impl Metrics {
                 .iter()
                 .map(|r| (Counter::Denied(*r), r.stat_name())),
         );
-        let ids = named
-            .into_iter()
-            .filter_map(|(counter, name)| {
-                hostcalls::define_metric(MetricType::Counter, name)
-                    .ok()
-                    .map(|id| (counter, id))
-            })
-            .collect();
+        // Two reasons may share one stat (a missing scope is a `policy_denied`): define each
+        // name once and let both counters point at it.
+        let mut defined: Vec<(&'static str, u32)> = Vec::new();
+        let mut ids = Vec::new();
+        for (counter, name) in named {
+            let id = match defined.iter().find(|(n, _)| *n == name) {
+                Some((_, id)) => Some(*id),
+                None => hostcalls::define_metric(MetricType::Counter, name).ok(),
+            };
+            if let Some(id) = id {
+                defined.push((name, id));
+                ids.push((counter, id));
+            }
+        }
         Self { ids }
     }
 
