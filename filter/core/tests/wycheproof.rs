@@ -1,4 +1,4 @@
-//! Third-party vectors (C2SP/wycheproof, see `shared/corpora/README.md`) against the one ES256
+//! Third-party vectors (C2SP/wycheproof, see `tests/corpora/README.md`) against the one ES256
 //! verify of certbind-core, and the Wycheproof JWS file against the whole header → key →
 //! signature path: ES256 cases right, every other algorithm refused.
 
@@ -14,13 +14,12 @@ use std::path::PathBuf;
 
 fn corpus(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/corpora/wycheproof")
+        .join("tests/corpora/wycheproof")
         .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "cannot read the Wycheproof corpus {} ({e}): the project expects the shared corpora \
-             (C2SP/wycheproof commit dac1dd47) in `shared/corpora/wycheproof/` beside the \
-             checkout; copy them there",
+            "cannot read the Wycheproof corpus {} ({e}): it is part of the repository \
+             (C2SP/wycheproof commit dac1dd47); restore it with git",
             path.display()
         )
     });
