@@ -276,6 +276,9 @@ pub struct Flow {
     scheme: Option<AuthScheme>,
     /// Which DPoP check failed, for the log line.
     dpop_detail: Option<&'static str>,
+    /// The token bound by a DPoP proof that passed every check, its `jti` now spent: a flow
+    /// resumed after a wait (revocations) reuses it instead of replaying its own proof.
+    dpop_bound: Option<BoundToken>,
     /// What revoked the token, for the log line.
     revoked: Option<Kind>,
     /// `fail_open`: admitted although the revocation feed was stale.
@@ -296,6 +299,7 @@ impl Flow {
             decision_cache_hit: false,
             scheme: None,
             dpop_detail: None,
+            dpop_bound: None,
             revoked: None,
             revocation_unchecked: false,
         };
@@ -375,13 +379,17 @@ impl Flow {
         self.subject = Some(token.subject().to_owned());
         let bound = match engine.config.binding {
             Binding::Mtls => bind(token, &self.facts.peer, &engine.config.trust_domain),
-            Binding::Dpop => match self.scheme {
-                Some(scheme) => check_dpop(engine, &self.facts, scheme, token, now_ms / 1000)
-                    .map_err(|(reason, detail)| {
-                        self.dpop_detail = detail;
-                        reason
-                    }),
-                None => Err(Reason::MissingToken),
+            Binding::Dpop => match (&self.dpop_bound, self.scheme) {
+                (Some(bound), _) => Ok(bound.clone()),
+                (None, Some(scheme)) => {
+                    check_dpop(engine, &self.facts, scheme, token, now_ms / 1000)
+                        .inspect(|bound| self.dpop_bound = Some(bound.clone()))
+                        .map_err(|(reason, detail)| {
+                            self.dpop_detail = detail;
+                            reason
+                        })
+                }
+                (None, None) => Err(Reason::MissingToken),
             },
         };
         match bound {
@@ -1371,6 +1379,32 @@ mod tests {
             let (flow, step) = start(&mut engine, f);
             assert!(flow.token_cache_hit() && flow.decision_cache_hit());
             allowed(step);
+        }
+
+        #[test]
+        fn a_flow_resumed_after_waiting_for_revocations_does_not_replay_its_own_proof() {
+            let mut w = world_with(|c| {
+                dpop_config(c);
+                c["revocation"] = json!({"first_sync_wait_ms": 1000});
+            });
+            w.engine.use_replay_store(Box::new(Shared::default()));
+            let token = dpop_token();
+            let f = request(format!("DPoP {token}"), vec![proof("p-1", &token)]);
+            let (mut flow, step) = start(&mut w.engine, f.clone());
+            assert!(matches!(step, Step::AwaitRevocations { .. }), "{step:?}");
+            w.engine
+                .revocations_mut()
+                .unwrap()
+                .install(
+                    br#"{"seq":1,"snapshot":true,"revocations":[]}"#,
+                    NOW_MS + 10,
+                )
+                .unwrap();
+            let step = flow.resume_jwks(&mut w.engine, NOW_MS + 10).unwrap();
+            assert!(matches!(step, Step::AskPdp { .. }), "{step:?}");
+            // The proof is still spent for any other request.
+            let d = refused(start(&mut w.engine, f).1);
+            assert_eq!(d.reason, Reason::DpopReplay);
         }
 
         #[test]
