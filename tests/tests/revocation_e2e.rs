@@ -284,3 +284,45 @@ fn keeps_enforcing_a_revocation_after_kill_9_of_the_authz_server() {
     let other = system.token("consumer", "orders", "orders:read").unwrap();
     ok(get(&system, "consumer", &other));
 }
+
+#[test]
+fn rotating_the_signing_key_under_load_fails_no_request() {
+    let system = System::builder().concurrency(2).start();
+    let old = system.token("consumer", "orders", "orders:read").unwrap();
+    ok(get(&system, "consumer", &old));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (calls, failures) = std::thread::scope(|s| {
+        let load = s.spawn(|| {
+            let (mut calls, mut failures) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // A fresh token each round (signed by whatever key is active now) and the
+                // token from before every rotation.
+                let fresh = system.token("consumer", "orders", "orders:read").unwrap();
+                for token in [&fresh, &old] {
+                    let r = get(&system, "consumer", token);
+                    calls += 1;
+                    if r.status != 200 {
+                        failures.push(format!("{} {}", r.status, reason(&r)));
+                    }
+                }
+            }
+            (calls, failures)
+        });
+        let mut kids = Vec::new();
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(1500));
+            kids.push(system.rotate_keys().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_ne!(kids[0], kids[1]);
+        load.join().unwrap()
+    });
+    println!(
+        "{calls} calls during two key rotations, {} failed",
+        failures.len()
+    );
+    assert!(calls >= 20, "too little load: {calls} calls");
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(system.counter("certbind.jwks.fetch_ok").unwrap() >= 2);
+}
