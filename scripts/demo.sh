@@ -32,6 +32,10 @@ echo "== 1. the legitimate consumer (mTLS + bound token + policy) =="
 $BIN/certbind-consumer --pki-dir .run/pki
 
 echo
+echo "== 1b. the same consumer behind a TLS-terminating hop: DPoP-bound tokens (RFC 9449) at the edge listener 8445 =="
+$BIN/certbind-consumer --pki-dir .run/pki --dpop
+
+echo
 echo "== 2. the attack table: bearer-token baseline vs certbind =="
 scripts/attacks.sh
 
