@@ -326,3 +326,27 @@ fn rotating_the_signing_key_under_load_fails_no_request() {
     assert!(failures.is_empty(), "failed requests: {failures:?}");
     assert!(system.counter("certbind.jwks.fetch_ok").unwrap() >= 2);
 }
+
+#[test]
+fn the_revocation_demo_step_runs_against_a_system_on_free_ports() {
+    let system = System::builder().start();
+    let bin = certbind_tests::prereq::release_bin("certbind-revoke-demo")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(bin)
+        .args(["--authz", &system.authz_addr().to_string()])
+        .args(["--orders", &system.sidecar("orders").to_string()])
+        .arg("--pki-dir")
+        .arg(system.pki_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "certbind-revoke-demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
+    assert!(stdout.contains("401 revoked"), "{stdout}");
+    // The ban was lifted at the end: inventory can get a new token again.
+    system.token("inventory", "orders", "orders:read").unwrap();
+}
