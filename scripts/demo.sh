@@ -39,6 +39,10 @@ echo
 echo "== 2. the attack table: bearer-token baseline vs certbind =="
 scripts/attacks.sh
 
+echo
+echo "== 3. the inventory host is compromised: revoke its subject; every sidecar refuses within a second =="
+$BIN/certbind-revoke-demo --pki-dir .run/pki
+
 cat <<'TXT'
 
 The system is still running (make down stops it). Try it yourself:
