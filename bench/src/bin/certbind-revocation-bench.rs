@@ -50,7 +50,10 @@ fn run(n: usize) -> Result<(), String> {
         };
         let first = call()?;
         if first.status != 200 {
-            return Err(format!("token {i} refused before revocation: {}", first.text()));
+            return Err(format!(
+                "token {i} refused before revocation: {}",
+                first.text()
+            ));
         }
         let revoked = system
             .revoke_token("consumer", &token)
@@ -70,7 +73,9 @@ fn run(n: usize) -> Result<(), String> {
                 return Err(format!("unexpected answer {} {}", r.status, r.text()));
             }
             if t0.elapsed() > GIVE_UP {
-                return Err(format!("token {i} still admitted {GIVE_UP:?} after /revoke"));
+                return Err(format!(
+                    "token {i} still admitted {GIVE_UP:?} after /revoke"
+                ));
             }
         }
     }
