@@ -16,89 +16,25 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// The largest response this client reads.
 const MAX_RESPONSE: usize = 4 << 20;
 
-/// An HTTP request; the client adds `Host`, `Content-Length` and `Connection: close`.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+/// The request builder is the demo client's (one type for the attack table and the tests); this
+/// client adds `Host`, `Content-Length` and `Connection: close` when it writes one.
+pub use certbind_demo::client::Request;
 
-impl Request {
-    pub fn new(method: &str, path: &str) -> Self {
-        Self {
-            method: method.to_owned(),
-            path: path.to_owned(),
-            headers: Vec::new(),
-            body: Vec::new(),
-        }
+fn request_bytes(request: &Request) -> Vec<u8> {
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nhost: localhost\r\n",
+        request.method, request.path
+    );
+    for (name, value) in &request.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
-
-    pub fn get(path: &str) -> Self {
-        Self::new("GET", path)
+    if !request.body.is_empty() || request.method != "GET" {
+        head.push_str(&format!("content-length: {}\r\n", request.body.len()));
     }
-
-    pub fn post(path: &str) -> Self {
-        Self::new("POST", path)
-    }
-
-    /// Adds a header (repeatable: the same name twice sends it twice).
-    pub fn header(mut self, name: &str, value: &str) -> Self {
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    /// `Authorization: Bearer <token>`.
-    pub fn bearer(self, token: &str) -> Self {
-        self.header("authorization", &format!("Bearer {token}"))
-    }
-
-    /// An `application/x-www-form-urlencoded` body.
-    pub fn form(mut self, pairs: &[(&str, &str)]) -> Self {
-        let body = pairs
-            .iter()
-            .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        self.body = body.into_bytes();
-        self.header("content-type", "application/x-www-form-urlencoded")
-    }
-
-    /// A JSON body.
-    pub fn json(mut self, value: &serde_json::Value) -> Self {
-        self.body = value.to_string().into_bytes();
-        self.header("content-type", "application/json")
-    }
-
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut head = format!(
-            "{} {} HTTP/1.1\r\nhost: localhost\r\n",
-            self.method, self.path
-        );
-        for (name, value) in &self.headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        if !self.body.is_empty() || self.method != "GET" {
-            head.push_str(&format!("content-length: {}\r\n", self.body.len()));
-        }
-        head.push_str("connection: close\r\n\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body);
-        bytes
-    }
-}
-
-fn form_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".to_owned(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    head.push_str("connection: close\r\n\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(&request.body);
+    bytes
 }
 
 /// An HTTP response.
@@ -221,7 +157,7 @@ impl TlsClient {
                 .complete_io(&mut tls.sock)
                 .map_err(|e| classify(e, "TLS handshake"))?;
         }
-        tls.write_all(&request.to_bytes())
+        tls.write_all(&request_bytes(request))
             .and_then(|()| tls.flush())
             .map_err(|e| classify(e, "sending the request"))?;
         read_response(&mut tls)
@@ -231,7 +167,7 @@ impl TlsClient {
 /// One plain-HTTP request on a new connection (Envoy's admin port, the upstreams).
 pub fn http_plain(addr: SocketAddr, request: &Request) -> Result<Response, Error> {
     let mut tcp = connect(addr)?;
-    tcp.write_all(&request.to_bytes())
+    tcp.write_all(&request_bytes(request))
         .map_err(|e| classify(e, "sending the request"))?;
     read_response(&mut tcp)
 }
@@ -419,7 +355,8 @@ mod tests {
 
     #[test]
     fn encodes_forms_like_a_browser() {
-        assert_eq!(form_encode("spiffe://a/b c"), "spiffe%3A%2F%2Fa%2Fb+c");
+        let request = Request::post("/").form(&[("a", "spiffe://a/b c")]);
+        assert_eq!(request.body, b"a=spiffe%3A%2F%2Fa%2Fb+c");
     }
 
     #[test]
