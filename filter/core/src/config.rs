@@ -28,6 +28,7 @@
 //!   "decision_cache_size": 1024,
 //!   "token_cache_size": 1024,
 //!   "clock_skew_s": 30,
+//!   "max_token_lifetime_s": 600,
 //!   "mode": "enforce",
 //!   "forward_token": false,
 //!   "binding": "mtls"
@@ -78,6 +79,12 @@ pub struct FilterConfig {
     /// Tolerance for `exp`/`nbf` against this host's clock, seconds (default 30).
     #[serde(default = "default_clock_skew_s")]
     pub clock_skew_s: u64,
+    /// The longest access-token lifetime accepted, seconds (default 600, twice the longest the
+    /// authz-server issues): a token whose `exp - iat`, or whose `exp` from now (beyond the
+    /// clock skew), exceeds it is refused as `expired`, so a leaked signing key or a
+    /// misconfigured issuer cannot mint tokens that outlive revocation and key rotation.
+    #[serde(default = "default_max_token_lifetime_s")]
+    pub max_token_lifetime_s: u64,
     /// `enforce` (default) or `shadow` (every check runs and is counted, nothing is denied).
     #[serde(default)]
     pub mode: Mode,
@@ -308,6 +315,9 @@ fn default_cache_size() -> usize {
 fn default_clock_skew_s() -> u64 {
     30
 }
+fn default_max_token_lifetime_s() -> u64 {
+    600
+}
 fn default_jwks_path() -> String {
     "/.well-known/jwks.json".to_owned()
 }
@@ -337,6 +347,8 @@ fn default_pdp_timeout_ms() -> u64 {
 pub const MAX_CONFIG_BYTES: usize = 16 * 1024;
 /// Upper bound of each cache size: the caches live in every worker VM's memory.
 pub const MAX_CACHE_SIZE: usize = 100_000;
+/// Upper bound of `max_token_lifetime_s` (a day).
+pub const MAX_TOKEN_LIFETIME_S: u64 = 86_400;
 /// Upper bound of the clock skew: more would make `exp` meaningless.
 pub const MAX_CLOCK_SKEW_S: u64 = 300;
 /// Upper bound of a DPoP proof's age: a proof is a one-request credential.
@@ -454,6 +466,9 @@ impl FilterConfig {
         if self.clock_skew_s > MAX_CLOCK_SKEW_S {
             return bad("clock_skew_s", "must be at most 300");
         }
+        if self.max_token_lifetime_s == 0 || self.max_token_lifetime_s > MAX_TOKEN_LIFETIME_S {
+            return bad("max_token_lifetime_s", "must be in 1..=86400");
+        }
         if let Some(r) = &self.revocation {
             r.validate()?;
         }
@@ -569,6 +584,7 @@ pub(crate) mod tests {
         assert_eq!(c.decision_cache_size, 1024);
         assert_eq!(c.token_cache_size, 1024);
         assert_eq!(c.clock_skew_s, 30);
+        assert_eq!(c.max_token_lifetime_s, 600);
         assert_eq!(c.mode, Mode::Enforce);
         assert!(!c.forward_token);
         assert_eq!(
@@ -584,6 +600,17 @@ pub(crate) mod tests {
         v["jwks"]["max_stale_s"] = 3.into();
         let c = FilterConfig::from_json(v.to_string().as_bytes()).unwrap();
         assert_eq!(c.jwks.min_refetch_interval_s, 30);
+    }
+
+    #[test]
+    fn refuses_a_max_token_lifetime_of_zero_or_above_a_day() {
+        for value in ["0", "86401"] {
+            let err = FilterConfig::from_json(with("max_token_lifetime_s", value).as_bytes())
+                .unwrap_err();
+            assert!(err.to_string().contains("max_token_lifetime_s"), "{err}");
+        }
+        let c = FilterConfig::from_json(with("max_token_lifetime_s", "3600").as_bytes()).unwrap();
+        assert_eq!(c.max_token_lifetime_s, 3600);
     }
 
     #[test]

@@ -71,6 +71,7 @@ impl Engine {
                 issuer: config.issuer.clone(),
                 audience: config.audience.clone(),
                 clock_skew_s: config.clock_skew_s,
+                max_lifetime_s: config.max_token_lifetime_s,
             },
             jwks: JwksCache::new(JwksPolicy::from_config(&config.jwks)),
             tokens: ExpiringCache::new(config.token_cache_size),

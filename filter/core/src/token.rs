@@ -210,6 +210,8 @@ pub struct Expectations {
     pub issuer: String,
     pub audience: String,
     pub clock_skew_s: u64,
+    /// The longest lifetime accepted (`exp - iat`, and `exp` from now beyond the skew).
+    pub max_lifetime_s: u64,
 }
 
 #[derive(Deserialize)]
@@ -349,6 +351,13 @@ pub fn validate_claims(
     let iat = numeric_date(&iat)?;
     let nbf = claims.nbf.as_ref().map(numeric_date).transpose()?;
     check_time(exp, nbf, now_s, expect.clock_skew_s)?;
+    // A lifetime longer than the issuer ever grants: `exp` is out of range, so `expired`.
+    // Both spans count, so a future `iat` cannot stretch the token's remaining life.
+    if exp.saturating_sub(iat) > expect.max_lifetime_s
+        || exp.saturating_sub(now_s) > expect.max_lifetime_s.saturating_add(expect.clock_skew_s)
+    {
+        return Err(Reason::Expired);
+    }
     if iss != expect.issuer {
         return Err(Reason::WrongIssuer);
     }
@@ -436,6 +445,7 @@ pub(crate) mod tests {
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
             clock_skew_s: 30,
+            max_lifetime_s: 600,
         }
     }
 
@@ -765,6 +775,34 @@ pub(crate) mod tests {
         let token = with_claim("exp", (NOW - 30).into());
         assert_eq!(check(&token).unwrap_err(), Reason::Expired);
         assert!(check(&with_claim("exp", (NOW - 29).into())).is_ok());
+    }
+
+    #[test]
+    fn refuses_a_token_living_longer_than_the_maximum() {
+        // exp - iat = 601 > 600.
+        let mut c = claims();
+        c["iat"] = (NOW - 10).into();
+        c["exp"] = (NOW + 591).into();
+        assert_eq!(check(&sign(&header(), &c)).unwrap_err(), Reason::Expired);
+        // A future `iat` does not stretch it: exp is 631 s from now (> 600 + 30 skew).
+        c["iat"] = (NOW + 100).into();
+        c["exp"] = (NOW + 631).into();
+        assert_eq!(check(&sign(&header(), &c)).unwrap_err(), Reason::Expired);
+        assert_eq!(
+            check(&with_claim("exp", serde_json::json!(u64::MAX))).unwrap_err(),
+            Reason::Expired
+        );
+    }
+
+    #[test]
+    fn admits_a_token_living_exactly_the_maximum() {
+        let mut c = claims();
+        c["iat"] = (NOW - 10).into();
+        c["exp"] = (NOW + 590).into();
+        assert!(check(&sign(&header(), &c)).is_ok());
+        c["iat"] = (NOW + 30).into();
+        c["exp"] = (NOW + 630).into();
+        assert!(check(&sign(&header(), &c)).is_ok());
     }
 
     #[test]
