@@ -2,6 +2,7 @@
 //! When full, the oldest insertion is evicted (FIFO, a cheap stand-in for LRU); an expired
 //! entry is never returned.
 
+use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
@@ -31,7 +32,12 @@ impl<K: Eq + Hash + Clone, V> ExpiringCache<K, V> {
     }
 
     /// The entry for `key` if it has not expired at `now` (entries expire at their instant).
-    pub fn get(&mut self, key: &K, now: u64) -> Option<&V> {
+    /// `key` may be a borrowed form (`&str` for `Rc<str>` keys), so a lookup allocates nothing.
+    pub fn get<Q>(&mut self, key: &Q, now: u64) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let expired = self
             .entries
             .get(key)
@@ -69,7 +75,11 @@ impl<K: Eq + Hash + Clone, V> ExpiringCache<K, V> {
         }
     }
 
-    pub fn remove(&mut self, key: &K) {
+    pub fn remove<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.entries.remove(key);
     }
 }

@@ -3,8 +3,9 @@
 use crate::cache::ExpiringCache;
 use crate::json::from_slice_strict;
 use crate::reason::Reason;
+use crate::token::split_scopes;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use std::rc::Rc;
 
 /// What the filter asks the PDP: who (subject, client), does what (action = HTTP method)
 /// to what (resource = normalised path) at which service (audience), holding which scopes.
@@ -84,28 +85,107 @@ pub fn read_decision(status: Option<u32>, body: &[u8]) -> Result<Decision, Reaso
     }
 }
 
-/// A PDP request in its wire form, with the cache key derived from exactly those bytes:
-/// the key covers everything the decision depended on.
+/// One PDP question, borrowed from the verified token and the request: both the decision
+/// cache's key and the wire body are built from it, so the key covers every field the PDP
+/// sees, and a cache hit serialises nothing and hashes no JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Question<'a> {
+    pub subject: &'a str,
+    pub client_id: &'a str,
+    pub action: &'a str,
+    pub resource: &'a str,
+    pub audience: &'a str,
+    /// The token's `scope` claim as issued (space separated); the body lists its first
+    /// [`MAX_SCOPES`] scopes, the key the whole claim.
+    pub scope: &'a str,
+    pub source_ip: Option<&'a str>,
+    pub iat: Option<u64>,
+    pub jti: Option<&'a str>,
+    pub tls_version: Option<&'a str>,
+}
+
+impl Question<'_> {
+    /// The cache key: every field, length-prefixed (so no two questions share a key).
+    pub fn key(&self) -> DecisionKey {
+        let texts = [
+            Some(self.subject),
+            Some(self.client_id),
+            Some(self.action),
+            Some(self.resource),
+            Some(self.audience),
+            Some(self.scope),
+            self.source_ip,
+            self.jti,
+            self.tls_version,
+        ];
+        let len: usize = texts.iter().flatten().map(|t| t.len() + 9).sum::<usize>() + 16;
+        let mut key = Vec::with_capacity(len);
+        for text in texts {
+            match text {
+                Some(t) => {
+                    key.push(1);
+                    key.extend_from_slice(&(t.len() as u64).to_le_bytes());
+                    key.extend_from_slice(t.as_bytes());
+                }
+                None => key.push(0),
+            }
+        }
+        match self.iat {
+            Some(iat) => {
+                key.push(1);
+                key.extend_from_slice(&iat.to_le_bytes());
+            }
+            None => key.push(0),
+        }
+        DecisionKey(key)
+    }
+
+    /// The question as the PDP's wire type.
+    pub fn request(&self) -> DecisionRequest {
+        DecisionRequest {
+            subject: self.subject.to_owned(),
+            client_id: self.client_id.to_owned(),
+            action: self.action.to_owned(),
+            resource: self.resource.to_owned(),
+            audience: self.audience.to_owned(),
+            scopes: split_scopes(self.scope).map(str::to_owned).collect(),
+            context: DecisionContext {
+                source_ip: self.source_ip.map(str::to_owned),
+                iat: self.iat,
+                jti: self.jti.map(str::to_owned),
+                tls_version: self.tls_version.map(str::to_owned),
+            },
+        }
+    }
+}
+
+/// A decision cache key ([`Question::key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DecisionKey(Vec<u8>);
+
+/// A PDP request in its wire form, with its cache key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedRequest {
     pub body: String,
-    pub key: [u8; 32],
+    pub key: DecisionKey,
 }
 
 impl EncodedRequest {
-    pub fn new(request: &DecisionRequest) -> Self {
+    pub fn new(question: &Question<'_>) -> Self {
         // Serializing plain strings and numbers cannot fail; an empty body would be refused
         // by the PDP, never mistaken for an allow.
-        let body = serde_json::to_string(request).unwrap_or_default();
-        let key = Sha256::digest(body.as_bytes()).into();
-        Self { body, key }
+        let body = serde_json::to_string(&question.request()).unwrap_or_default();
+        Self {
+            body,
+            key: question.key(),
+        }
     }
 }
 
 /// Allows of the PDP, cached until min(`ttl_s`, the token's `exp`). Denials are never cached.
 #[derive(Debug, Clone)]
 pub struct DecisionCache {
-    allows: ExpiringCache<[u8; 32], String>,
+    allows: ExpiringCache<Rc<[u8]>, String>,
 }
 
 impl DecisionCache {
@@ -115,9 +195,11 @@ impl DecisionCache {
         }
     }
 
-    /// The policy id of a cached allow for exactly this request, if still valid at `now_ms`.
-    pub fn get(&mut self, request: &EncodedRequest, now_ms: u64) -> Option<&str> {
-        self.allows.get(&request.key, now_ms).map(String::as_str)
+    /// The policy id of a cached allow for exactly this question, if still valid at `now_ms`.
+    pub fn get(&mut self, key: &DecisionKey, now_ms: u64) -> Option<&str> {
+        self.allows
+            .get(key.0.as_slice(), now_ms)
+            .map(String::as_str)
     }
 
     /// Remembers an allow for `ttl_s`, never past `token_exp_s`.
@@ -134,8 +216,12 @@ impl DecisionCache {
         let until = now_ms
             .saturating_add(decision.ttl_s.saturating_mul(1000))
             .min(token_exp_s.saturating_mul(1000));
-        self.allows
-            .insert(request.key, decision.policy_id.clone(), until, now_ms);
+        self.allows.insert(
+            Rc::from(request.key.0.as_slice()),
+            decision.policy_id.clone(),
+            until,
+            now_ms,
+        );
     }
 }
 
@@ -172,6 +258,34 @@ mod tests {
                 tls_version: Some("TLSv1.3".into()),
             },
         }
+    }
+
+    fn question() -> Question<'static> {
+        Question {
+            subject: "spiffe://certbind.test/ns/demo/sa/consumer",
+            client_id: "consumer",
+            action: "GET",
+            resource: "/orders/1",
+            audience: "spiffe://certbind.test/ns/demo/sa/orders",
+            scope: "orders:read",
+            source_ip: Some("127.0.0.1"),
+            iat: Some(1),
+            jti: Some("j"),
+            tls_version: Some("TLSv1.3"),
+        }
+    }
+
+    #[test]
+    fn a_question_becomes_the_wire_request() {
+        assert_eq!(question().request(), request());
+        let q = Question {
+            scope: " a  b ",
+            ..question()
+        };
+        assert_eq!(q.request().scopes, ["a", "b"]);
+        let body = EncodedRequest::new(&question()).body;
+        let again: DecisionRequest = serde_json::from_str(&body).unwrap();
+        assert_eq!(again, request());
     }
 
     fn allow(ttl_s: u64) -> Decision {
@@ -242,69 +356,92 @@ mod tests {
     #[test]
     fn caches_an_allow_until_its_ttl() {
         let mut cache = DecisionCache::new(8);
-        let req = EncodedRequest::new(&request());
+        let req = EncodedRequest::new(&question());
         cache.remember(&req, &allow(10), 1_000_000, 0);
-        assert_eq!(cache.get(&req, 9_999), Some("p"));
-        assert_eq!(cache.get(&req, 10_000), None);
+        assert_eq!(cache.get(&req.key, 9_999), Some("p"));
+        assert_eq!(cache.get(&req.key, 10_000), None);
     }
 
     #[test]
     fn a_cached_allow_never_outlives_the_token() {
         let mut cache = DecisionCache::new(8);
-        let req = EncodedRequest::new(&request());
+        let req = EncodedRequest::new(&question());
         cache.remember(&req, &allow(600), 5, 0);
-        assert_eq!(cache.get(&req, 4_999), Some("p"));
-        assert_eq!(cache.get(&req, 5_000), None);
+        assert_eq!(cache.get(&req.key, 4_999), Some("p"));
+        assert_eq!(cache.get(&req.key, 5_000), None);
     }
 
     #[test]
     fn never_caches_a_denial_or_a_zero_ttl() {
         let mut cache = DecisionCache::new(8);
-        let req = EncodedRequest::new(&request());
+        let req = EncodedRequest::new(&question());
         let mut deny = allow(60);
         deny.allow = false;
         cache.remember(&req, &deny, 1_000, 0);
         cache.remember(&req, &allow(0), 1_000, 0);
-        assert_eq!(cache.get(&req, 0), None);
+        assert_eq!(cache.get(&req.key, 0), None);
     }
 
     #[test]
     fn the_cache_key_covers_every_field_of_the_request() {
-        let base = request();
-        let key = EncodedRequest::new(&base).key;
-        let mut variants = Vec::new();
-        let mut r = base.clone();
-        r.subject.push('x');
-        variants.push(r);
-        let mut r = base.clone();
-        r.client_id.push('x');
-        variants.push(r);
-        let mut r = base.clone();
-        r.action = "POST".into();
-        variants.push(r);
-        let mut r = base.clone();
-        r.resource.push('x');
-        variants.push(r);
-        let mut r = base.clone();
-        r.audience.push('x');
-        variants.push(r);
-        let mut r = base.clone();
-        r.scopes.push("orders:write".into());
-        variants.push(r);
-        let mut r = base.clone();
-        r.context.source_ip = Some("10.0.0.1".into());
-        variants.push(r);
-        let mut r = base.clone();
-        r.context.iat = Some(2);
-        variants.push(r);
-        let mut r = base.clone();
-        r.context.jti = Some("k".into());
-        variants.push(r);
-        let mut r = base.clone();
-        r.context.tls_version = None;
-        variants.push(r);
+        let base = question();
+        let key = base.key();
+        let variants = [
+            Question {
+                subject: "spiffe://certbind.test/ns/demo/sa/consumerx",
+                ..base
+            },
+            Question {
+                client_id: "consumerx",
+                ..base
+            },
+            Question {
+                action: "POST",
+                ..base
+            },
+            Question {
+                resource: "/orders/1x",
+                ..base
+            },
+            Question {
+                audience: "spiffe://certbind.test/ns/demo/sa/ordersx",
+                ..base
+            },
+            Question {
+                scope: "orders:read orders:write",
+                ..base
+            },
+            Question {
+                source_ip: Some("10.0.0.1"),
+                ..base
+            },
+            Question {
+                source_ip: None,
+                ..base
+            },
+            Question {
+                iat: Some(2),
+                ..base
+            },
+            Question { iat: None, ..base },
+            Question {
+                jti: Some("k"),
+                ..base
+            },
+            Question {
+                tls_version: None,
+                ..base
+            },
+            // Moving bytes between neighbouring fields changes the key too.
+            Question {
+                client_id: "consume",
+                action: "rGET",
+                ..base
+            },
+        ];
         for v in variants {
-            assert_ne!(EncodedRequest::new(&v).key, key, "{v:?}");
+            assert_ne!(v.key(), key, "{v:?}");
         }
+        assert_eq!(question().key(), key);
     }
 }

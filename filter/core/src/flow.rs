@@ -11,9 +11,7 @@
 use crate::binding::{BoundToken, CertThumbprint, PeerIdentity, bind, bind_dpop, dpop_jkt};
 use crate::cache::ExpiringCache;
 use crate::config::{Binding, FilterConfig, Mode};
-use crate::decision::{
-    DecisionCache, DecisionContext, DecisionRequest, EncodedRequest, read_decision,
-};
+use crate::decision::{DecisionCache, EncodedRequest, Question, read_decision};
 use crate::dpop::{DpopError, ProofCheck, request_htu, verify_proof};
 use crate::dpop_replay::{MemoryStore, SharedReplayCache, SharedStore};
 use crate::jwks::{FetchKind, JwksCache, JwksError, JwksPolicy, Lookup};
@@ -25,7 +23,6 @@ use crate::token::{
     verify_access_token,
 };
 use p256::ecdsa::VerifyingKey;
-use sha2::{Digest, Sha256};
 use std::rc::Rc;
 
 /// How many distinct client certificates one VM remembers the identity of.
@@ -53,7 +50,9 @@ pub struct Engine {
     config: FilterConfig,
     expect: Expectations,
     jwks: JwksCache,
-    tokens: ExpiringCache<[u8; 32], CachedToken>,
+    /// Keyed by the token itself: a lookup hashes it with the map's keyed hash and compares
+    /// it whole, so no per-request SHA-256 is needed and no collision can hand out an entry.
+    tokens: ExpiringCache<Rc<str>, CachedToken>,
     decisions: DecisionCache,
     peers: ExpiringCache<CertThumbprint, PeerIdentity>,
     /// DPoP listeners: the replay cache's shape and the store it lives in (the host's shared
@@ -461,8 +460,7 @@ impl Flow {
             Err(reason) => return Progress::Failed(reason),
         };
         let now_s = now_ms / 1000;
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(cached) = engine.tokens.get(&hash, now_ms).cloned() {
+        if let Some(cached) = engine.tokens.get(token, now_ms).cloned() {
             match engine.jwks.lookup(cached.token.kid(), now_ms) {
                 Lookup::Found(key) if *key.verifying_key() == cached.key => {
                     self.token_cache_hit = true;
@@ -473,7 +471,7 @@ impl Flow {
                 }
                 Lookup::Stale => return Progress::Failed(Reason::JwksUnavailable),
                 // The key was rotated away or replaced: verify afresh against the current set.
-                _ => engine.tokens.remove(&hash),
+                _ => engine.tokens.remove(token),
             }
         }
         let jws = match decode_metadata(token) {
@@ -523,7 +521,7 @@ impl Flow {
                     token: Rc::clone(&verified),
                     key: *key.verifying_key(),
                 };
-                engine.tokens.insert(hash, entry, until, now_ms);
+                engine.tokens.insert(Rc::from(token), entry, until, now_ms);
                 Progress::Done(verified)
             }
             Err(reason) => Progress::Failed(reason),
@@ -532,25 +530,24 @@ impl Flow {
 
     fn decide(&mut self, engine: &mut Engine, bound: BoundToken, now_ms: u64) -> Step {
         let token = bound.token();
-        let request = DecisionRequest {
-            subject: bound.subject().as_str().to_owned(),
-            client_id: token.client_id().to_owned(),
-            action: self.facts.method.clone(),
-            resource: resource_of(&self.facts.path).to_owned(),
-            audience: engine.config.audience.clone(),
-            scopes: token.scopes(),
-            context: DecisionContext {
-                source_ip: self.facts.source_ip.clone(),
-                iat: Some(token.iat()),
-                jti: Some(token.jti().to_owned()),
-                tls_version: self.facts.tls_version.clone(),
-            },
+        let question = Question {
+            subject: bound.subject().as_str(),
+            client_id: token.client_id(),
+            action: &self.facts.method,
+            resource: resource_of(&self.facts.path),
+            audience: &engine.config.audience,
+            scope: token.scope(),
+            source_ip: self.facts.source_ip.as_deref(),
+            iat: Some(token.iat()),
+            jti: Some(token.jti()),
+            tls_version: self.facts.tls_version.as_deref(),
         };
-        let request = EncodedRequest::new(&request);
-        if engine.decisions.get(&request, now_ms).is_some() {
+        let key = question.key();
+        if engine.decisions.get(&key, now_ms).is_some() {
             self.decision_cache_hit = true;
             return self.finish(engine, Ok(bound));
         }
+        let request = EncodedRequest::new(&question);
         let body = request.body.clone();
         self.state = State::Pdp { bound, request };
         Step::AskPdp {
@@ -655,6 +652,7 @@ mod tests {
     use super::*;
     use crate::binding::bind_tests::{CONSUMER, cert};
     use crate::config::tests::MINIMAL;
+    use crate::decision::DecisionRequest;
     use crate::jwks::tests::{RFC7515_X, RFC7515_Y, jwk, jwks_body};
     use crate::token::tests::{NOW, claims, header, sign};
 

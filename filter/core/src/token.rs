@@ -255,6 +255,11 @@ fn numeric_date(n: &Number) -> Result<u64, Reason> {
     }
 }
 
+/// The scopes of a `scope` claim (space separated), bounded to [`MAX_SCOPES`].
+pub fn split_scopes(scope: &str) -> impl Iterator<Item = &str> {
+    scope.split(' ').filter(|s| !s.is_empty()).take(MAX_SCOPES)
+}
+
 /// A token whose signature, lifetime, issuer and audience all checked out. Only
 /// [`verify_access_token`] builds one; binding it to the connection is `binding`'s job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,12 +292,7 @@ impl VerifiedToken {
     }
     /// The scopes, bounded to [`MAX_SCOPES`].
     pub fn scopes(&self) -> Vec<String> {
-        self.scope
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .take(MAX_SCOPES)
-            .map(str::to_owned)
-            .collect()
+        split_scopes(&self.scope).map(str::to_owned).collect()
     }
     pub fn jti(&self) -> &str {
         &self.jti
