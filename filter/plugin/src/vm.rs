@@ -7,6 +7,8 @@
 //! late or re-entrant callback finds nothing to do instead of aborting the VM.
 
 use crate::metrics::{Counter, Metrics};
+use certbind_core::binding::PeerIdentity;
+use certbind_core::cache::ExpiringCache;
 use certbind_core::config::FilterConfig;
 use certbind_core::decision::MAX_DECISION_BYTES;
 use certbind_core::dpop_replay::{SharedStore, StoreError};
@@ -27,6 +29,10 @@ pub type VmRef = Rc<RefCell<Vm>>;
 /// Tick while requests wait for keys (or none arrived yet), and otherwise.
 const FAST_TICK: Duration = Duration::from_millis(100);
 const SLOW_TICK: Duration = Duration::from_secs(1);
+
+/// How many downstream connections' facts one VM remembers (oldest forgotten first: a
+/// forgotten live connection just has its facts read again).
+const CONN_CACHE_SIZE: usize = 512;
 
 /// What a paused request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,8 @@ pub struct Vm {
     fetch_key: String,
     /// The revocation feed follower's state (`crate::revocation`).
     pub(crate) feed: crate::revocation::Feed,
+    /// Connection facts by `connection.id` (see [`ConnFacts`]).
+    conns: ExpiringCache<u64, ConnFacts>,
 }
 
 impl Vm {
@@ -89,6 +97,7 @@ impl Vm {
             set_key: format!("certbind.jwks.v1:{scope}"),
             fetch_key: format!("certbind.jwks.fetch.v1:{scope}"),
             feed: crate::revocation::Feed::default(),
+            conns: ExpiringCache::new(CONN_CACHE_SIZE),
         }
     }
 
@@ -149,18 +158,40 @@ fn log_safe(s: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // Requests
 
+/// What one downstream connection proves: read once per connection and remembered by
+/// `connection.id` (unique within the Envoy process, never reused), since a connection's TLS
+/// facts and peer cannot change while it lives and re-reading them costs four host calls.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnFacts {
+    peer: PeerIdentity,
+    source_ip: Option<String>,
+    tls_version: Option<String>,
+}
+
+/// Envoy's `connection.id` (a uint64, serialised as 8 little-endian bytes), if it answers.
+fn connection_id() -> Option<u64> {
+    let bytes = hostcalls::get_property(vec!["connection", "id"]).ok()??;
+    <[u8; 8]>::try_from(bytes.as_slice())
+        .ok()
+        .map(u64::from_le_bytes)
+}
+
+/// A header value as text: Envoy passes obs-text (0x80-0xff) through, and the SDK's `get_map`
+/// would abort the VM on it. A value that is not UTF-8 becomes lossy text (U+FFFD), which no
+/// token, proof or path check accepts.
+fn header_text(value: Vec<u8>) -> String {
+    String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// The facts of the current request, read from Envoy. Caller-sent `x-certbind-*` headers are
 /// removed here, before anything else can happen to the request.
 pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
-    // Values as bytes: Envoy passes obs-text (0x80-0xff) through, and the SDK's `get_map`
-    // would abort the VM on it. A value that is not UTF-8 becomes lossy text (U+FFFD), which
-    // no token, proof or path check accepts. (Names are HTTP tokens: ASCII.)
+    // One host call for every header, as bytes (names are HTTP tokens: ASCII); only the
+    // values the checks use become text.
     let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
     let mut facts = certbind_core::flow::RequestFacts::default();
     let prefix = certbind_core::flow::HEADER_PREFIX;
     for (name, value) in headers {
-        let value = String::from_utf8(value)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if name
             .get(..prefix.len())
@@ -168,15 +199,27 @@ pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
         {
             let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, None);
         } else if is("authorization") {
-            facts.authorization.get_or_insert(value);
+            if facts.authorization.is_none() {
+                facts.authorization = Some(header_text(value));
+            }
         } else if is("x-request-id") {
-            facts.request_id = value;
+            facts.request_id = header_text(value);
         } else if is(":method") {
-            facts.method = value;
+            facts.method = header_text(value);
         } else if is(":path") {
-            facts.path = value;
+            facts.path = header_text(value);
         } else if is("dpop") {
-            facts.dpop.push(value);
+            facts.dpop.push(header_text(value));
+        }
+    }
+    let conn_id = connection_id();
+    if let Some(id) = conn_id {
+        let mut v = vm.try_borrow_mut().ok()?;
+        if let Some(known) = v.conns.get(&id, 0) {
+            facts.peer = known.peer.clone();
+            facts.source_ip = known.source_ip.clone();
+            facts.tls_version = known.tls_version.clone();
+            return Some(facts);
         }
     }
     let property = |path: &[&str]| -> Option<String> {
@@ -205,6 +248,14 @@ pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
         );
         (pem, property(&["connection", "uri_san_peer_certificate"]))
     });
+    if let Some(id) = conn_id {
+        let known = ConnFacts {
+            peer: facts.peer.clone(),
+            source_ip: facts.source_ip.clone(),
+            tls_version: facts.tls_version.clone(),
+        };
+        v.conns.insert(id, known, u64::MAX, 0);
+    }
     Some(facts)
 }
 
@@ -334,9 +385,14 @@ fn allow_request(vm: &VmRef, ctx: u32, flow: &Flow, allow: &Allow) {
     for (name, value) in &allow.headers {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
     }
+    // Removing a header the request does not carry is a host call for nothing.
     if allow.remove_authorization {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "dpop", None);
+        if flow.facts().authorization.is_some() {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "authorization", None);
+        }
+        if !flow.facts().dpop.is_empty() {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "dpop", None);
+        }
     }
     let outcome = match allow.shadowed {
         Some(reason) => Outcome::Shadow(reason),
@@ -773,6 +829,7 @@ fn on_pdp_response(vm: &VmRef, receiver: u32, ctx: u32, token: u32, body_size: u
 /// The root's periodic work: adopt a newer shared JWKS, start a due fetch, resume or time
 /// out waiting requests, and pick the next tick period.
 pub fn on_tick(vm: &VmRef) {
+    follow_log_level();
     let now = now_ms();
     let changed = sync_jwks(vm);
     crate::revocation::on_tick(vm, now);
@@ -811,8 +868,17 @@ fn set_tick(v: &mut Vm, period: Duration) {
     }
 }
 
+/// Follows Envoy's log level for Wasm, so a line Envoy would drop (the per-request decision
+/// line at `info` under `--log-level warn`) is neither formatted nor handed to the host.
+fn follow_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
+    }
+}
+
 /// After configuration: adopt a shared JWKS if one exists and tick fast until keys arrive.
 pub fn configured(vm: &VmRef) {
+    follow_log_level();
     sync_jwks(vm);
     if let Ok(mut v) = vm.try_borrow_mut() {
         set_tick(&mut v, FAST_TICK);
