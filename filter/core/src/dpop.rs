@@ -4,6 +4,8 @@
 //! thumbprint; the caller supplies time and keeps the replay state.
 
 use crate::binding::ec_p256_jwk_thumbprint;
+use crate::cache::ExpiringCache;
+use crate::es256::PreparedKey;
 use crate::json::from_slice_strict;
 use crate::jwks::ec_p256_key;
 use crate::reason::Reason;
@@ -16,6 +18,7 @@ use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::rc::Rc;
 
 /// Longest proof accepted (the whole compact JWS). An ES256 proof with its `jwk` is ~500 bytes.
 pub const MAX_PROOF_BYTES: usize = 2 * 1024;
@@ -213,6 +216,17 @@ struct RawClaims {
 /// ES256, `typ`, a public EC P-256 `jwk`) → signature with that `jwk` → claims (`jti`, `htm`,
 /// `htu`, `nonce`, `iat`, `ath`) → `jkt`. Replay is the caller's: see [`ReplayCache`].
 pub fn verify_proof(proof: &str, expect: &ProofCheck<'_>) -> Result<VerifiedProof, DpopError> {
+    verify_proof_with(proof, expect, None)
+}
+
+/// [`verify_proof`], verifying the signature through `keys` (the proof keys this VM saw
+/// recently), so a client that signs every request with one key pays for a variable-base
+/// scalar multiplication only until its key's table is built. Same answers.
+pub fn verify_proof_with(
+    proof: &str,
+    expect: &ProofCheck<'_>,
+    keys: Option<&mut ProofKeys>,
+) -> Result<VerifiedProof, DpopError> {
     if proof.is_empty() || proof.len() > MAX_PROOF_BYTES {
         return Err(DpopError::Malformed);
     }
@@ -223,9 +237,11 @@ pub fn verify_proof(proof: &str, expect: &ProofCheck<'_>) -> Result<VerifiedProo
         Reason::UnsupportedAlg => DpopError::UnsupportedAlg,
         _ => DpopError::Malformed,
     })?;
-    let verified = jws
-        .verify_signature(&key)
-        .map_err(|_| DpopError::BadSignature)?;
+    let verified = match keys.and_then(|keys| keys.prepared(&x, &y, key)) {
+        Some(prepared) => jws.verify_signature(prepared.as_ref()),
+        None => jws.verify_signature(&key),
+    }
+    .map_err(|_| DpopError::BadSignature)?;
     let claims: RawClaims =
         from_slice_strict(verified.payload()).map_err(|_| DpopError::Malformed)?;
 
@@ -287,6 +303,47 @@ pub fn verify_proof(proof: &str, expect: &ProofCheck<'_>) -> Result<VerifiedProo
         jkt,
         replay_until_s: last_second.saturating_add(1),
     })
+}
+
+/// The DPoP proof keys one VM saw recently, each with its lazily built multiples table
+/// ([`PreparedKey`], ~25 KiB once built). A key is remembered on its first proof, verified
+/// the plain way then (a one-off key never pays for a table), and verified through its table
+/// from its second proof on. Keyed by the key's canonical `x` and `y`, so an entry can only
+/// ever verify for the very key it was built from. Oldest forgotten first.
+#[derive(Debug)]
+pub struct ProofKeys {
+    keys: ExpiringCache<Rc<str>, Rc<PreparedKey>>,
+}
+
+/// How many proof keys [`ProofKeys`] remembers by default (at most ~0.8 MiB of tables).
+pub const PROOF_KEY_CACHE_SIZE: usize = 32;
+
+impl ProofKeys {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            keys: ExpiringCache::new(capacity),
+        }
+    }
+
+    /// The prepared key for (`x`, `y`) if it was seen before; otherwise remembers `key`
+    /// (parsed from those very coordinates) and returns `None`: verify plainly this once.
+    fn prepared(&mut self, x: &str, y: &str, key: VerifyingKey) -> Option<Rc<PreparedKey>> {
+        let id = format!("{x}.{y}");
+        if let Some(known) = self.keys.get(id.as_str(), 0) {
+            return Some(Rc::clone(known));
+        }
+        self.keys
+            .insert(Rc::from(id), Rc::new(PreparedKey::new(key)), u64::MAX, 0);
+        None
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 /// Reads the untrusted proof header: `crit` refused, `alg` ES256, `typ` dpop+jwt, and a
@@ -652,6 +709,55 @@ mod tests {
 
     fn check(proof: &str) -> Result<VerifiedProof, DpopError> {
         verify_proof(proof, &expect())
+    }
+
+    #[test]
+    fn admits_a_known_keys_later_proofs_through_its_table() {
+        let mut keys = ProofKeys::new(4);
+        for jti in ["a", "b", "c"] {
+            let mut c = claims();
+            c["jti"] = jti.into();
+            let p = verify_proof_with(&sign(&header(), &c), &expect(), Some(&mut keys)).unwrap();
+            assert_eq!(p.jti(), jti);
+            assert_eq!(p.jkt(), jkt_of(&key()));
+        }
+        assert_eq!(keys.len(), 1);
+    }
+
+    #[test]
+    fn refuses_a_forged_proof_for_a_known_key() {
+        let mut keys = ProofKeys::new(4);
+        let good = sign(&header(), &claims());
+        assert!(verify_proof_with(&good, &expect(), Some(&mut keys)).is_ok());
+        assert!(verify_proof_with(&good, &expect(), Some(&mut keys)).is_ok());
+        // The known key's header, signed by another key: its table must not pass it.
+        let forged = sign_raw_with(&other_key(), &header().to_string(), &claims().to_string());
+        for _ in 0..2 {
+            assert_eq!(
+                verify_proof_with(&forged, &expect(), Some(&mut keys)),
+                Err(DpopError::BadSignature)
+            );
+        }
+        let mut tampered = good.into_bytes();
+        let last = tampered.len() - 3;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(
+            verify_proof_with(&tampered, &expect(), Some(&mut keys)),
+            Err(DpopError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn proof_keys_stay_within_their_capacity() {
+        let mut keys = ProofKeys::new(2);
+        for seed in 1..=5u8 {
+            let k = SigningKey::from_slice(&[seed; 32]).unwrap();
+            let h = json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": public_jwk(&k)});
+            let p = sign_raw_with(&k, &h.to_string(), &claims().to_string());
+            assert!(verify_proof_with(&p, &expect(), Some(&mut keys)).is_ok());
+            assert!(keys.len() <= 2);
+        }
     }
 
     fn with_header(name: &str, value: Value) -> String {

@@ -12,7 +12,9 @@ use crate::binding::{BoundToken, CertThumbprint, PeerIdentity, bind, bind_dpop, 
 use crate::cache::ExpiringCache;
 use crate::config::{Binding, FilterConfig, Mode};
 use crate::decision::{DecisionCache, EncodedRequest, Question, read_decision};
-use crate::dpop::{DpopError, ProofCheck, request_htu, verify_proof};
+use crate::dpop::{
+    DpopError, PROOF_KEY_CACHE_SIZE, ProofCheck, ProofKeys, request_htu, verify_proof_with,
+};
 use crate::dpop_replay::{MemoryStore, SharedReplayCache, SharedStore};
 use crate::jwks::{FetchKind, JwksCache, JwksError, JwksPolicy, Lookup};
 use crate::reason::Reason;
@@ -59,6 +61,8 @@ pub struct Engine {
     /// data once the glue installs it; until then this VM's memory).
     replay: Option<SharedReplayCache>,
     replay_store: Box<dyn SharedStore>,
+    /// DPoP listeners: recently seen proof keys with their tables (see [`ProofKeys`]).
+    proof_keys: ProofKeys,
     /// The revocation feed this VM follows, when configured.
     revocations: Option<RevocationGuard>,
 }
@@ -82,6 +86,11 @@ impl Engine {
                 .filter(|_| config.binding == Binding::Dpop)
                 .map(|d| SharedReplayCache::new(d.replay_cache_size)),
             replay_store: Box::new(MemoryStore::default()),
+            proof_keys: ProofKeys::new(if config.binding == Binding::Dpop {
+                PROOF_KEY_CACHE_SIZE
+            } else {
+                0
+            }),
             revocations: config.revocation.clone().map(RevocationGuard::new),
             config,
         }
@@ -633,7 +642,7 @@ fn check_dpop(
         nonces: &[],
     };
     let failed = |e: DpopError| (e.reason(), Some(e.as_str()));
-    let proof = verify_proof(proof, &check).map_err(failed)?;
+    let proof = verify_proof_with(proof, &check, Some(&mut engine.proof_keys)).map_err(failed)?;
     let bound =
         bind_dpop(token, &proof, &engine.config.trust_domain).map_err(|reason| (reason, None))?;
     replay
