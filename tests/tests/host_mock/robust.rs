@@ -1070,6 +1070,14 @@ impl Episode {
         let exp_ok = c["exp"]
             .as_u64()
             .is_some_and(|exp| exp.saturating_add(self.skew) > now);
+        // `max_token_lifetime_s` (600 by default): neither `exp - iat` nor `exp - now`
+        // (beyond the skew) may exceed it.
+        let lifetime_ok = match (c["exp"].as_u64(), c["iat"].as_u64()) {
+            (Some(exp), Some(iat)) => {
+                exp.saturating_sub(iat) <= 600 && exp.saturating_sub(now) <= 600 + self.skew
+            }
+            _ => false,
+        };
         let nbf_ok = match c.get("nbf") {
             None => true,
             Some(v) => v.as_u64().is_some_and(|nbf| nbf <= now + self.skew),
@@ -1081,6 +1089,7 @@ impl Episode {
             && c["jti"].is_string()
             && c["iat"].is_u64()
             && exp_ok
+            && lifetime_ok
             && nbf_ok
             && c["cnf"] == json!({"x5t#S256": cert.cnf()});
         header_ok && claims_ok
@@ -1176,8 +1185,8 @@ impl Episode {
             }
             21 => (t.header("crit", json!(["exp"])), false),
             22 => (t.claim("cnf", json!("x")), false),
-            // Far future is not a §4 failure (lifetime is the issuer's business).
-            23 => (t.claim("exp", json!(u64::MAX)), true),
+            // Far future: longer than `max_token_lifetime_s`, refused as `expired`.
+            23 => (t.claim("exp", json!(u64::MAX)), false),
             24 => (t.claim("exp", json!(-1)), false),
             _ => (t.claim("exp", json!(1.5)), false),
         }
