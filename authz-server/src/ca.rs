@@ -35,6 +35,11 @@ pub const DEFAULT_WORKLOADS: [&str; 8] = [
     // The operator of the admin API (revocations).
     "operator",
 ];
+/// What `pki rotate` reissues by default: the consumer and the sidecar's identities (its
+/// listeners' `orders`/`billing` and its clusters' `envoy`), all of which Envoy reads via SDS.
+pub const ROTATE_DEFAULT: [&str; 4] = ["consumer", "orders", "billing", "envoy"];
+/// The subdirectory of the PKI directory with Envoy's file-based SDS secrets (`<name>.yaml`).
+pub const SDS_DIR: &str = "sds";
 /// A certificate expiring sooner than this is renewed by `pki init` rather than kept.
 const RENEW_MARGIN: Duration = Duration::from_secs(3600);
 /// Certificates start slightly in the past so small clock differences do not reject them.
@@ -141,6 +146,7 @@ pub fn init(
         };
         leaves.push((name.to_owned(), outcome));
     }
+    write_sds(dir, names)?;
     Ok(InitReport {
         ca: ca_outcome,
         leaves,
@@ -153,7 +159,97 @@ pub fn issue(dir: &Path, name: &str, days: u32, now: OffsetDateTime) -> Result<P
     let id = workload_id(name)?;
     let ca = LoadedCa::load(dir, now).ok_or_else(|| CaError::NoCa(dir.to_owned()))?;
     ca.issue_leaf(dir, name, &id, days, now)?;
+    write_sds(dir, &[name])?;
     Ok(dir.join(format!("{name}.crt")))
+}
+
+/// Reissues the leaves `names` from the existing CA (new key, new serial), each pair replaced
+/// key first, then certificate, each file by an atomic rename: a reader sees the old pair, the
+/// new pair, or for a moment the new key with the old certificate, a mismatch that Envoy
+/// (SDS, `key_rotation_failed`) and the consumer refuse, keeping the pair they had. Returns
+/// each name with its new serial (hex).
+pub fn rotate(
+    dir: &Path,
+    names: &[&str],
+    days: u32,
+    now: OffsetDateTime,
+) -> Result<Vec<(String, String)>, CaError> {
+    check_days(days)?;
+    let ids = names
+        .iter()
+        .map(|n| workload_id(n).map(|id| (*n, id)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ca = LoadedCa::load(dir, now).ok_or_else(|| CaError::NoCa(dir.to_owned()))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for (name, id) in ids {
+        let serial = ca.issue_leaf(dir, name, &id, days, now)?;
+        out.push((name.to_owned(), serial));
+    }
+    write_sds(dir, names)?;
+    Ok(out)
+}
+
+/// The serial number (lower-case hex, as Envoy's `/certs` prints it) of a PEM certificate.
+pub fn serial_hex(cert_path: &Path) -> Option<String> {
+    let pem = std::fs::read_to_string(cert_path).ok()?;
+    let cert = Certificate::from_pem(pem.as_bytes()).ok()?;
+    Some(hex_lower(cert.tbs_certificate().serial_number().as_bytes()))
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes Envoy's file-based SDS secrets into `<dir>/sds/`: `<name>.yaml` (a `tls_certificate`
+/// naming `<dir>/<name>.crt`/`.key`) per leaf and `ca.yaml` (a `validation_context` naming
+/// `<dir>/ca.crt`), with absolute paths. Each secret watches `<dir>` itself
+/// (`watched_directory`), so the atomic rename of a reissued file makes Envoy reread the pair;
+/// the secret files themselves never change on rotation.
+pub fn write_sds(dir: &Path, names: &[&str]) -> Result<(), CaError> {
+    let abs = std::fs::canonicalize(dir).map_err(io_err(dir))?;
+    let sds = abs.join(SDS_DIR);
+    ensure_private_dir(&sds).map_err(io_err(&sds))?;
+    let quoted = |p: &Path| -> Result<String, CaError> {
+        let text = p.to_str().ok_or_else(|| CaError::Io {
+            path: p.to_owned(),
+            source: std::io::Error::other("path is not UTF-8"),
+        })?;
+        // A JSON string is a valid YAML flow scalar: any path is quoted safely.
+        serde_json::to_string(text).map_err(|e| CaError::Io {
+            path: p.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    };
+    let watched = quoted(&abs)?;
+    for name in names {
+        workload_id(name)?;
+        let body = format!(
+            "# Envoy SDS secret {name} (written by certbind-authz pki; rotation replaces the files it names)\n\
+             resources:\n\
+             - \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+             name: {name}\n  \
+             tls_certificate:\n    \
+             certificate_chain: {{ filename: {crt} }}\n    \
+             private_key: {{ filename: {key} }}\n    \
+             watched_directory: {{ path: {watched} }}\n",
+            crt = quoted(&abs.join(format!("{name}.crt")))?,
+            key = quoted(&abs.join(format!("{name}.key")))?,
+        );
+        let path = sds.join(format!("{name}.yaml"));
+        write_atomic(&path, body.as_bytes(), PUBLIC_MODE).map_err(io_err(&path))?;
+    }
+    let body = format!(
+        "# Envoy SDS secret ca: the trusted CA (written by certbind-authz pki)\n\
+         resources:\n\
+         - \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  \
+         name: ca\n  \
+         validation_context:\n    \
+         trusted_ca: {{ filename: {ca} }}\n    \
+         watched_directory: {{ path: {watched} }}\n",
+        ca = quoted(&abs.join("ca.crt"))?,
+    );
+    let path = sds.join("ca.yaml");
+    write_atomic(&path, body.as_bytes(), PUBLIC_MODE).map_err(io_err(&path))
 }
 
 /// Verifies that `leaf_der` chains to `ca_der`, is valid at `at`, and may act as a TLS client
@@ -287,7 +383,7 @@ impl LoadedCa {
         id: &SpiffeId,
         days: u32,
         now: OffsetDateTime,
-    ) -> Result<(), CaError> {
+    ) -> Result<String, CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -308,7 +404,9 @@ impl LoadedCa {
         params.not_before = now - BACKDATE;
         // A leaf never outlives its CA.
         params.not_after = (now + time::Duration::days(i64::from(days))).min(self.not_after);
-        params.serial_number = Some(random_serial()?);
+        let serial = random_serial()?;
+        let serial_hex = hex_lower(serial.as_ref());
+        params.serial_number = Some(serial);
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer)?;
         // Key first: a certificate is never on disk without its matching key.
@@ -317,7 +415,7 @@ impl LoadedCa {
             .map_err(io_err(&key_path))?;
         let crt_path = dir.join(format!("{name}.crt"));
         write_atomic(&crt_path, cert.pem().as_bytes(), PUBLIC_MODE).map_err(io_err(&crt_path))?;
-        Ok(())
+        Ok(serial_hex)
     }
 }
 
@@ -490,5 +588,82 @@ mod tests {
         let report = init(dir.path(), &["consumer"], 1, false, later).unwrap();
         assert_eq!(report.ca, Outcome::Created);
         assert_eq!(report.leaves[0].1, Outcome::Created);
+    }
+
+    #[test]
+    fn rotate_reissues_each_leaf_with_a_new_key_and_serial_from_the_same_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &["consumer", "orders"], 1, false, now()).unwrap();
+        let ca = read_cert_der(&dir.path().join("ca.crt")).unwrap();
+        let old_key = std::fs::read(dir.path().join("consumer.key")).unwrap();
+        let old_serial = serial_hex(&dir.path().join("consumer.crt")).unwrap();
+        let orders_before = std::fs::read(dir.path().join("orders.crt")).unwrap();
+        let rotated = rotate(dir.path(), &["consumer"], 1, now()).unwrap();
+        assert_eq!(rotated.len(), 1);
+        let new_serial = serial_hex(&dir.path().join("consumer.crt")).unwrap();
+        assert_eq!(rotated[0], ("consumer".to_owned(), new_serial.clone()));
+        assert_ne!(old_serial, new_serial);
+        assert_ne!(
+            old_key,
+            std::fs::read(dir.path().join("consumer.key")).unwrap()
+        );
+        let leaf = read_cert_der(&dir.path().join("consumer.crt")).unwrap();
+        assert!(ca_verifies_leaf(&ca, &leaf, now()));
+        assert_eq!(
+            read_cert_der(&dir.path().join("ca.crt")).unwrap(),
+            ca,
+            "the CA stays"
+        );
+        // Only the named leaf changes, and the new pair matches.
+        assert_eq!(
+            orders_before,
+            std::fs::read(dir.path().join("orders.crt")).unwrap()
+        );
+        let report = init(dir.path(), &["consumer", "orders"], 1, false, now()).unwrap();
+        assert!(report.leaves.iter().all(|(_, o)| *o == Outcome::Kept));
+    }
+
+    #[test]
+    fn rotate_refuses_a_missing_ca_and_bad_names() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            rotate(dir.path(), &["consumer"], 1, now()),
+            Err(CaError::NoCa(_))
+        ));
+        init(dir.path(), &["consumer"], 1, false, now()).unwrap();
+        assert!(matches!(
+            rotate(dir.path(), &["../consumer"], 1, now()),
+            Err(CaError::BadName(_))
+        ));
+    }
+
+    #[test]
+    fn init_writes_an_sds_secret_per_leaf_and_for_the_ca_with_absolute_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &["orders"], 1, false, now()).unwrap();
+        let abs = std::fs::canonicalize(dir.path()).unwrap();
+        let orders = std::fs::read_to_string(dir.path().join("sds/orders.yaml")).unwrap();
+        assert!(orders.contains("name: orders\n"), "{orders}");
+        assert!(
+            orders.contains(&format!(
+                "certificate_chain: {{ filename: \"{}/orders.crt\" }}",
+                abs.display()
+            )),
+            "{orders}"
+        );
+        assert!(orders.contains(&format!(
+            "private_key: {{ filename: \"{}/orders.key\" }}",
+            abs.display()
+        )));
+        assert!(orders.contains(&format!(
+            "watched_directory: {{ path: \"{}\" }}",
+            abs.display()
+        )));
+        let ca = std::fs::read_to_string(dir.path().join("sds/ca.yaml")).unwrap();
+        assert!(ca.contains("name: ca\n"), "{ca}");
+        assert!(ca.contains(&format!(
+            "trusted_ca: {{ filename: \"{}/ca.crt\" }}",
+            abs.display()
+        )));
     }
 }
