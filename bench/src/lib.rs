@@ -1,22 +1,22 @@
 //! certbind-bench: what zero trust costs per stage, against Envoy's native alternatives
 //! (issue 10). `load` generates the load, `scenarios` writes each scenario's Envoy, `setup`
 //! starts the system pinned to its cores, `method` runs interleaved rounds, `stats` does the
-//! arithmetic, `report` and `figures` write the results; `extauthz` is S4's decision service.
+//! arithmetic, `report` and `figures` write the results; S4's `ext_authz` service is the PDP itself.
 
-pub mod extauthz;
 pub mod figures;
 pub mod load;
 pub mod method;
 pub mod mint;
 pub mod procstat;
 pub mod report;
+pub mod revocation;
 pub mod scenarios;
 pub mod setup;
 pub mod stats;
 
 use method::Plan;
 use scenarios::Scenario;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// What one invocation runs and where it writes.
 #[derive(Debug, Clone)]
@@ -41,10 +41,9 @@ impl Options {
 }
 
 /// The whole benchmark: prerequisites, system, rounds, JSON, figures. Returns the summary and
-/// the printed table. `self_exe` is the `certbind-bench` binary (it serves S4's `ext_authz`).
+/// the printed table.
 pub fn run_all(
     opts: &Options,
-    self_exe: &Path,
     log: &mut dyn FnMut(String),
 ) -> Result<(serde_json::Value, String), String> {
     let bins = setup::Prerequisites::check()?;
@@ -52,7 +51,7 @@ pub fn run_all(
         "starting the system and {} Envoys",
         opts.scenarios.iter().filter(|s| s.runnable()).count()
     ));
-    let bench = setup::Bench::start(&bins, &opts.scenarios, self_exe)?;
+    let bench = setup::Bench::start(&bins, &opts.scenarios)?;
     log(format!(
         "Envoy on core {}, load generator and services on core {} (logs: {})",
         bench.cores.envoy,
@@ -60,7 +59,7 @@ pub fn run_all(
         bench.dir().join("logs").display()
     ));
     let env_before = report::env_json(&bench.cores, &bins.envoy, &bins.certbind_wasm);
-    let measurements = method::run(&bench, &opts.plan, &opts.scenarios, log)
+    let mut measurements = method::run(&bench, &opts.plan, &opts.scenarios, log)
         .map_err(|e| format!("{e}\n{}", bench.logs_tail(10)))?;
     let mut env = env_before;
     if let Some(obj) = env.as_object_mut() {
@@ -73,6 +72,12 @@ pub fn run_all(
             ),
         );
     }
+    drop(bench);
+    log(format!(
+        "revocation propagation: {} revocations on a separate system",
+        opts.plan.revocations
+    ));
+    measurements.revocation = Some(revocation::measure(opts.plan.revocations)?);
     let summary = report::write(&opts.results_dir, &measurements, &opts.plan, env)?;
     let figures = figures::draw_all(&measurements, &opts.figures_dir)?;
     for f in figures {

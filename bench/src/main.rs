@@ -1,10 +1,8 @@
-//! `certbind-bench`: `all` runs the benchmark (or `--smoke`), `ext-authz` serves scenario S4's
-//! authorization service (started by `all` itself).
+//! `certbind-bench`: `all` runs the benchmark (or `--smoke`).
 
 use certbind_bench::scenarios::Scenario;
-use certbind_bench::{Options, extauthz, method::Plan, run_all};
+use certbind_bench::{Options, method::Plan, run_all};
 use clap::{Parser, Subcommand};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,19 +34,10 @@ enum Command {
         #[arg(long)]
         figures: Option<PathBuf>,
     },
-    /// Scenario S4's ext_authz HTTP service (the PDP's policies, in process).
-    #[command(hide = true)]
-    ExtAuthz {
-        #[arg(long)]
-        listen: SocketAddr,
-        #[arg(long)]
-        policies: PathBuf,
-    },
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::ExtAuthz { listen, policies } => extauthz::serve(listen, &policies),
         Command::All {
             smoke,
             scenarios,
@@ -101,9 +90,8 @@ fn all(
     if let Some(f) = figures {
         opts.figures_dir = f;
     }
-    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
     let started = std::time::Instant::now();
-    let (_, table) = run_all(&opts, &exe, &mut |line| {
+    let (_, table) = run_all(&opts, &mut |line| {
         println!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64())
     })?;
     println!("\n{table}");

@@ -40,6 +40,8 @@ pub struct Plan {
     pub open_scenarios: Vec<Scenario>,
     /// Scenarios measured with a new connection per request (S2 and S5 give R10).
     pub new_conn_scenarios: Vec<Scenario>,
+    /// Revocations timed at the end (`revocation_p99_ms`), on a separate system.
+    pub revocations: usize,
     pub smoke: bool,
 }
 
@@ -66,6 +68,7 @@ impl Plan {
                 Scenario::S5,
             ],
             new_conn_scenarios: vec![Scenario::S2, Scenario::S5],
+            revocations: 200,
             smoke: false,
         }
     }
@@ -83,6 +86,7 @@ impl Plan {
             open_connections: 4,
             new_conn_workers: 2,
             fresh_token_pool: 50,
+            revocations: 5,
             smoke: true,
             ..Self::full()
         }
@@ -138,6 +142,8 @@ impl ScenarioData {
 pub struct Measurements {
     pub data: BTreeMap<Scenario, ScenarioData>,
     pub open_rate: Option<f64>,
+    /// The revocation propagation report (`revocation::measure`), when it ran.
+    pub revocation: Option<serde_json::Value>,
 }
 
 fn target(bench: &Bench, scenario: Scenario, tokens: Tokens) -> Result<Target, String> {

@@ -21,7 +21,7 @@ pub enum Scenario {
     S3,
     /// The same without the cache.
     S3u,
-    /// mTLS + cached `jwt_authn` + `ext_authz` (HTTP service) asking the PDP's policies.
+    /// mTLS + cached `jwt_authn` + `ext_authz` (HTTP service) asking certbind-pdp over mTLS.
     S4,
     /// certbind, the same token repeated (token and decision caches warm).
     S5,
@@ -115,7 +115,6 @@ pub struct ConfigVars {
     pub upstream_port: u16,
     pub authz_port: u16,
     pub pdp_port: u16,
-    pub ext_authz_port: u16,
     pub issuer: String,
     /// The authz-server's JWKS, inlined for `jwt_authn` (its best case: no fetch).
     pub jwks_json: String,
@@ -221,27 +220,18 @@ ${JWT_EXTRA}              rules:
 const JWT_CACHE: &str = "                  jwt_cache_config: { jwt_cache_size: 1000 }\n";
 const JWT_PAYLOAD: &str = "                  forward_payload_header: x-jwt-payload\n";
 
+/// S4: `ext_authz` asks certbind-pdp's `/v1/ext_authz` endpoint over the same mTLS cluster
+/// (`certbind_pdp`) the certbind filter uses, so both pay the same transport to the same PDP.
 const EXT_AUTHZ: &str = r#"          - name: envoy.filters.http.ext_authz
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
               transport_api_version: V3
               failure_mode_allow: false
               http_service:
-                server_uri: { uri: "http://127.0.0.1:${EXT_AUTHZ_PORT}", cluster: ext_authz, timeout: 1s }
-                path_prefix: /ext_authz
+                server_uri: { uri: "https://127.0.0.1:${PDP_PORT}", cluster: certbind_pdp, timeout: 1s }
+                path_prefix: /v1/ext_authz
               allowed_headers:
                 patterns: [{ exact: x-jwt-payload }]"#;
-
-const EXT_AUTHZ_CLUSTER: &str = r#"  - name: ext_authz
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: ext_authz
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: { address: 127.0.0.1, port_value: ${EXT_AUTHZ_PORT} }"#;
 
 const CERTBIND_FILTER: &str = r#"          - name: certbind
             typed_config:
@@ -268,7 +258,7 @@ const CERTBIND_FILTER: &str = r#"          - name: certbind
                       "mode": "enforce"
                     }"#;
 
-/// The authz-server and PDP clusters of envoy/sidecar.yaml.tmpl (mTLS as the `envoy` identity).
+/// The authz-server cluster of envoy/sidecar.yaml.tmpl (mTLS as the `envoy` identity).
 const CERTBIND_CLUSTERS: &str = r#"  - name: certbind_authz
     type: STATIC
     connect_timeout: 1s
@@ -295,8 +285,10 @@ const CERTBIND_CLUSTERS: &str = r#"  - name: certbind_authz
             trusted_ca: { filename: ${PKI_DIR}/ca.crt }
             match_typed_subject_alt_names:
             - san_type: URI
-              matcher: { exact: spiffe://certbind.test/ns/demo/sa/authz }
-  - name: certbind_pdp
+              matcher: { exact: spiffe://certbind.test/ns/demo/sa/authz }"#;
+
+/// The PDP over mTLS: the certbind filter's decisions (S5*) and `ext_authz`'s (S4).
+const PDP_CLUSTER: &str = r#"  - name: certbind_pdp
     type: STATIC
     connect_timeout: 1s
     load_assignment:
@@ -347,7 +339,6 @@ pub fn envoy_config(scenario: Scenario, v: &ConfigVars) -> Result<String, String
         ("UPSTREAM_PORT", v.upstream_port.to_string()),
         ("AUTHZ_PORT", v.authz_port.to_string()),
         ("PDP_PORT", v.pdp_port.to_string()),
-        ("EXT_AUTHZ_PORT", v.ext_authz_port.to_string()),
         ("PKI_DIR", v.pki_dir.display().to_string()),
         ("ISSUER", v.issuer.clone()),
         ("AUDIENCE", AUDIENCE.to_owned()),
@@ -399,11 +390,12 @@ pub fn envoy_config(scenario: Scenario, v: &ConfigVars) -> Result<String, String
                 jwt(&format!("{JWT_CACHE}{JWT_PAYLOAD}"))?,
                 r(EXT_AUTHZ)?
             ),
-            r(EXT_AUTHZ_CLUSTER)?,
+            r(PDP_CLUSTER)?,
         ),
-        Scenario::S5 | Scenario::S5p | Scenario::S5c | Scenario::S5d => {
-            (r(CERTBIND_FILTER)?, r(CERTBIND_CLUSTERS)?)
-        }
+        Scenario::S5 | Scenario::S5p | Scenario::S5c | Scenario::S5d => (
+            r(CERTBIND_FILTER)?,
+            format!("{}\n{}", r(CERTBIND_CLUSTERS)?, r(PDP_CLUSTER)?),
+        ),
     };
     let mut all = vars;
     all.insert("CHAIN_TRANSPORT".into(), chain);
@@ -431,7 +423,6 @@ mod tests {
             upstream_port: 10003,
             authz_port: 10004,
             pdp_port: 10005,
-            ext_authz_port: 10006,
             issuer: "https://127.0.0.1:10004".into(),
             jwks_json: r#"{"keys":[]}"#.into(),
             certbind_wasm: "/c.wasm".into(),

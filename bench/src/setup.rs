@@ -178,13 +178,8 @@ impl Bench {
             .join("\n")
     }
 
-    /// Starts the services and an Envoy for each of `scenarios`. `self_exe` is this crate's
-    /// binary, which serves the `ext_authz` stand-in.
-    pub fn start(
-        bins: &Prerequisites,
-        scenarios: &[Scenario],
-        self_exe: &Path,
-    ) -> Result<Self, String> {
+    /// Starts the services and an Envoy for each of `scenarios`.
+    pub fn start(bins: &Prerequisites, scenarios: &[Scenario]) -> Result<Self, String> {
         let cores = Cores::detect();
         // Children inherit the affinity of the thread that spawns them: pin first.
         pin_self(&bins.taskset, cores.load)?;
@@ -208,8 +203,7 @@ impl Bench {
             ));
         }
         let port = || free_port().map_err(|e| e.to_string());
-        let (upstream_port, authz_port, pdp_port, ext_authz_port) =
-            (port()?, port()?, port()?, port()?);
+        let (upstream_port, authz_port, pdp_port) = (port()?, port()?, port()?);
         let issuer = format!("https://127.0.0.1:{authz_port}");
         let s = |p: &Path| p.display().to_string();
         let e = |r: Result<Proc, Error>| r.map_err(|e| e.to_string());
@@ -265,20 +259,6 @@ impl Bench {
                 Ready::LogLine("certbind-pdp listening on".into()),
                 READY,
             ))?,
-            e(Proc::spawn(
-                "ext_authz",
-                self_exe,
-                &[
-                    "ext-authz".into(),
-                    "--listen".into(),
-                    loopback(ext_authz_port).to_string(),
-                    "--policies".into(),
-                    s(&bins.policies),
-                ],
-                &logs,
-                Ready::LogLine("ext_authz listening on".into()),
-                READY,
-            ))?,
         ];
         let authz_addr = loopback(authz_port);
         let jwks_json = mint::jwks(authz_addr, &pki)?;
@@ -302,7 +282,6 @@ impl Bench {
                 upstream_port,
                 authz_port,
                 pdp_port,
-                ext_authz_port,
                 issuer: issuer.clone(),
                 jwks_json: jwks_json.clone(),
                 certbind_wasm: bins.certbind_wasm.clone(),

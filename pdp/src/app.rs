@@ -1,5 +1,6 @@
 //! The HTTP API (CONTRACT §5): `POST /v1/decision`, the OPA-shaped `POST /v1/data/certbind/allow`,
-//! `GET /healthz`, `GET /metrics`. Only configured callers get answers; bad input is a 4xx JSON
+//! Envoy's HTTP `ext_authz` check at `/v1/ext_authz/<original path>` (any method), `GET /healthz`,
+//! `GET /metrics`. Only configured callers get answers; bad input is a 4xx JSON
 //! `{"error": ...}`, never a 500 and never an allow.
 //!
 //! The caller's identity arrives as a request extension (`PeerIdentity`) set by the TLS layer
@@ -15,7 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use certbind_core::binding::SpiffeId;
 use certbind_core::decision::{DecisionRequest, OpaInput, OpaResult};
 use http_body_util::BodyExt;
@@ -58,6 +59,7 @@ pub fn app(state: AppState) -> Router {
     let guarded = Router::new()
         .route("/v1/decision", post(decision))
         .route("/v1/data/certbind/allow", post(opa_allow))
+        .route("/v1/ext_authz/{*path}", any(ext_authz))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -224,5 +226,36 @@ async fn opa_allow(State(state): State<AppState>, headers: HeaderMap, body: Body
             axum::Json(OpaResult { result: d.allow }).into_response()
         }
         Err(resp) => resp,
+    }
+}
+
+/// Envoy's `ext_authz` check: 200 allows, 403 denies (with the PDP's reason), 400 when the check
+/// carries no usable claims. Only the status matters to Envoy; the body helps whoever debugs it.
+async fn ext_authz(State(state): State<AppState>, req: Request) -> Response {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path(), |p| p.as_str());
+    let payload = req
+        .headers()
+        .get(crate::ext_authz::PAYLOAD_HEADER)
+        .and_then(|v| v.to_str().ok());
+    match crate::ext_authz::decision_request(req.method().as_str(), path, payload) {
+        Ok(question) => {
+            let d = evaluate(&state, &question, "ext_authz");
+            if d.allow {
+                StatusCode::OK.into_response()
+            } else {
+                (
+                    StatusCode::FORBIDDEN,
+                    axum::Json(json!({ "error": "access_denied", "reason": d.reason })),
+                )
+                    .into_response()
+            }
+        }
+        Err(e) => {
+            state.metrics.record_rejected(400);
+            error(StatusCode::BAD_REQUEST, e.code(), Some(e.to_string()))
+        }
     }
 }

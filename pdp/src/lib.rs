@@ -5,6 +5,7 @@ pub mod app;
 pub mod compile;
 pub mod condition;
 pub mod eval;
+pub mod ext_authz;
 pub mod metrics;
 pub mod pattern;
 pub mod policy;
