@@ -3,7 +3,8 @@
 //! before expiry and one retry after a 401, and a check of every answer against the policy.
 //! In DPoP mode (RFC 9449) the tokens are bound to a proof key instead of the certificate, and
 //! every call goes to the orders edge listener without a client certificate, each with a fresh
-//! proof signed by that key.
+//! proof signed by that key. When its certificate files are rotated (`make rotate-certs`) it
+//! loads the new pair for its next connections and drops the tokens bound to the old one.
 
 use crate::attacks::short_id;
 use crate::authz::{AuthzClient, AuthzError, TokenCache};
@@ -11,7 +12,8 @@ use crate::client::{HttpsClient, Request, Response};
 use crate::forge::{EcKey, spiffe_id};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the consumer runs and what it does.
@@ -169,23 +171,60 @@ pub struct Consumer {
     subject: String,
     /// DPoP mode: the proof key every token is bound to (one per run, never leaves memory).
     dpop_key: Option<EcKey>,
+    /// What the certificate and key files looked like when the clients were built.
+    identity_stamp: Option<IdentityStamp>,
+    /// Tokens fetched by token caches dropped at a certificate reload.
+    fetched_before: u32,
+    /// How many times a rotated certificate was loaded.
+    reloads: u32,
+}
+
+/// The identity of `<name>.crt` and `<name>.key` on disk (inode, size, modification time):
+/// a rotation replaces each by a rename, so any change shows here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IdentityStamp([(u64, u64, i64, i64); 2]);
+
+impl IdentityStamp {
+    fn read(pki_dir: &Path, name: &str) -> Option<Self> {
+        let one = |ext: &str| {
+            std::fs::metadata(pki_dir.join(format!("{name}.{ext}")))
+                .ok()
+                .map(|m| (m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+        };
+        Some(Self([one("crt")?, one("key")?]))
+    }
+}
+
+/// The consumer's two clients (calls, and tokens over mTLS) built from the files as they are
+/// now. A certificate and key that do not match (a rotation caught between its two renames)
+/// are refused by rustls here, so a half-rotated pair is never used.
+fn build_clients(
+    config: &ConsumerConfig,
+    dpop_key: Option<&EcKey>,
+) -> Result<(HttpsClient, TokenCache), crate::client::ClientError> {
+    let mtls = HttpsClient::for_workload(&config.pki_dir, Some(&config.name))?;
+    let mut authz = AuthzClient::new(mtls.clone(), config.authz);
+    let client = match (&config.dpop, dpop_key) {
+        (Some(target), Some(key)) => {
+            authz = authz.with_dpop(key.clone(), &target.issuer);
+            // Behind a TLS-terminating hop no client certificate reaches the edge.
+            HttpsClient::for_workload(&config.pki_dir, None)?
+        }
+        _ => mtls,
+    };
+    Ok((client, TokenCache::new(authz)))
 }
 
 impl Consumer {
     pub fn new(config: ConsumerConfig) -> Result<Self, crate::client::ClientError> {
-        let mtls = HttpsClient::for_workload(&config.pki_dir, Some(&config.name))?;
-        let mut authz = AuthzClient::new(mtls.clone(), config.authz);
-        let (client, dpop_key) = match &config.dpop {
-            None => (mtls, None),
-            Some(target) => {
-                let key = EcKey::generate()
-                    .map_err(|e| crate::client::ClientError::Config(e.to_string()))?;
-                authz = authz.with_dpop(key.clone(), &target.issuer);
-                // Behind a TLS-terminating hop no client certificate reaches the edge.
-                (HttpsClient::for_workload(&config.pki_dir, None)?, Some(key))
-            }
+        let dpop_key = match &config.dpop {
+            None => None,
+            Some(_) => Some(
+                EcKey::generate().map_err(|e| crate::client::ClientError::Config(e.to_string()))?,
+            ),
         };
-        let tokens = TokenCache::new(authz);
+        let identity_stamp = IdentityStamp::read(&config.pki_dir, &config.name);
+        let (client, tokens) = build_clients(&config, dpop_key.as_ref())?;
         let subject = spiffe_id(&config.name);
         Ok(Self {
             config,
@@ -193,7 +232,37 @@ impl Consumer {
             tokens,
             subject,
             dpop_key,
+            identity_stamp,
+            fetched_before: 0,
+            reloads: 0,
         })
+    }
+
+    /// How many times a rotated certificate was picked up.
+    pub fn certificate_reloads(&self) -> u32 {
+        self.reloads
+    }
+
+    /// If the certificate files changed since the clients were built, rebuilds them from the
+    /// new pair (new connections present it) and drops every cached token: each was bound to
+    /// the old certificate and would be refused as `binding_mismatch`. A pair that does not
+    /// load (mismatched mid-rotation, unreadable) keeps the old clients; the next call retries.
+    pub fn reload_if_rotated(&mut self) -> bool {
+        let now = IdentityStamp::read(&self.config.pki_dir, &self.config.name);
+        if now.is_none() || now == self.identity_stamp {
+            return false;
+        }
+        match build_clients(&self.config, self.dpop_key.as_ref()) {
+            Ok((client, tokens)) => {
+                self.fetched_before += self.tokens.fetched;
+                self.client = client;
+                self.tokens = tokens;
+                self.identity_stamp = now;
+                self.reloads += 1;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// The token cache (e.g. to hand the consumer a token it already holds).
@@ -203,7 +272,7 @@ impl Consumer {
 
     /// How many tokens were fetched so far.
     pub fn tokens_fetched(&self) -> u32 {
-        self.tokens.fetched
+        self.fetched_before + self.tokens.fetched
     }
 
     fn addr(&self, service: &str) -> SocketAddr {
@@ -252,6 +321,7 @@ impl Consumer {
             retried: false,
             ok: false,
         };
+        self.reload_if_rotated();
         for attempt in 0..2 {
             let token = match self.tokens.get(call.service, call.scope).await {
                 Ok((token, fresh)) => {
@@ -278,8 +348,11 @@ impl Consumer {
                     return result;
                 }
             };
-            // A 401 means the token went stale under us (rotated key, clock): get a new one once.
+            // A 401 means the token went stale under us (rotated signing key, clock, or
+            // `binding_mismatch`: a token bound to a certificate since rotated): get a new one
+            // once, with the certificate now on disk.
             if response.status == 401 && attempt == 0 && call.expect != 401 {
+                self.reload_if_rotated();
                 self.tokens.invalidate(call.service, call.scope);
                 result.retried = true;
                 continue;
@@ -380,5 +453,74 @@ mod tests {
             &response(403, json!({"reason": "other"}))
         ));
         assert!(!answer_ok(&call, &me, &response(200, json!({}))));
+    }
+
+    /// A directory removed when the test ends.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A self-signed pair for `localhost` (enough for the client to load it).
+    fn pair() -> (String, String) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn replace(path: &Path, body: &str) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, body).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[test]
+    fn a_rotated_pair_is_loaded_and_a_half_rotated_one_is_not() {
+        let mut tag = [0u8; 8];
+        getrandom::fill(&mut tag).unwrap();
+        let path =
+            std::env::temp_dir().join(format!("certbind-consumer-{}", u64::from_le_bytes(tag)));
+        std::fs::create_dir_all(&path).unwrap();
+        let dir = TempDir(path);
+        let (ca, _) = pair();
+        let (crt_a, key_a) = pair();
+        std::fs::write(dir.path().join("ca.crt"), &ca).unwrap();
+        std::fs::write(dir.path().join("consumer.crt"), &crt_a).unwrap();
+        std::fs::write(dir.path().join("consumer.key"), &key_a).unwrap();
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut consumer = Consumer::new(ConsumerConfig {
+            authz: addr,
+            orders: addr,
+            billing: addr,
+            pki_dir: dir.path().to_owned(),
+            name: "consumer".into(),
+            rounds: 1,
+            interval: Duration::ZERO,
+            least_privilege: false,
+            dpop: None,
+        })
+        .unwrap();
+        assert!(!consumer.reload_if_rotated(), "nothing changed yet");
+        // Key first, as `pki rotate` writes: the new key with the old certificate is refused.
+        let (crt_b, key_b) = pair();
+        replace(&dir.path().join("consumer.key"), &key_b);
+        assert!(!consumer.reload_if_rotated());
+        assert_eq!(consumer.certificate_reloads(), 0);
+        replace(&dir.path().join("consumer.crt"), &crt_b);
+        assert!(consumer.reload_if_rotated());
+        assert_eq!(consumer.certificate_reloads(), 1);
+        assert!(!consumer.reload_if_rotated(), "loaded once");
     }
 }
