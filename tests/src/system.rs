@@ -556,6 +556,27 @@ impl System {
         Ok(authz_active_key(&self.state)?.kid().to_owned())
     }
 
+    /// `certbind-authz pki rotate --dir <pki> [--identity NAME]...` (no names: consumer, orders,
+    /// billing, envoy): new keys and certificates from the same CA; Envoy rereads them via SDS.
+    /// Returns what the command printed (one line per certificate, with its serial).
+    pub fn rotate_certs(&self, identities: &[&str]) -> Result<String, Error> {
+        let mut cmd = Command::new(&self.authz_bin);
+        cmd.args(["pki", "rotate", "--dir"]).arg(&self.pki);
+        for name in identities {
+            cmd.args(["--identity", name]);
+        }
+        let out = cmd
+            .output()
+            .map_err(Error::io("running certbind-authz pki rotate"))?;
+        if !out.status.success() {
+            return Err(Error::Proc(format!(
+                "certbind-authz pki rotate failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// A second, unrelated PKI (`certbind-authz pki init` into `<dir>/<name>`): same SPIFFE
     /// IDs, another CA, for impersonation attempts.
     pub fn foreign_pki(&self, name: &str) -> Result<PathBuf, Error> {
