@@ -10,7 +10,7 @@ RUN    := .run
 BIN    := target/release
 CARGO  := cargo
 
-.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm
+.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm rotate-certs
 
 help:
 	@echo "make demo   build, start the whole system, show the happy path and the attack table"
@@ -50,6 +50,10 @@ demo: up
 
 attacks:
 	scripts/attacks.sh
+
+## Reissue the consumer's and the sidecar's certificates on the running system; Envoy rereads them via SDS, no restart.
+rotate-certs: build
+	scripts/rotate-certs.sh
 
 ## make test: lint (fmt, clippy native + wasm32), then every test of the workspace. The end-to-end
 ## tests need the .wasm and Envoy, so both are built first; they use free ports, never the fixed ones.

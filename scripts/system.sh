@@ -46,6 +46,8 @@ up() {
   [[ -x $ENVOY ]] || { echo "Envoy is missing: run 'make deps'" >&2; exit 1; }
   [[ -f $WASM ]] || { echo "the filter is missing: run 'make wasm'" >&2; exit 1; }
   [[ -f $PKI/ca.crt ]] || { echo "no PKI: run 'make pki'" >&2; exit 1; }
+  # Envoy reads every certificate through the SDS secrets `pki init` writes (make rotate-certs).
+  [[ -f $PKI/sds/ca.yaml ]] || { echo "no SDS secrets in $PKI/sds: run 'make pki'" >&2; exit 1; }
   render_envoy
   local name port cmd
   while IFS='|' read -r name port cmd; do
