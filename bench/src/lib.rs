@@ -49,7 +49,7 @@ pub fn run_all(
     let bins = setup::Prerequisites::check()?;
     log(format!(
         "starting the system and {} Envoys",
-        opts.scenarios.iter().filter(|s| s.runnable()).count()
+        opts.scenarios.len()
     ));
     let bench = setup::Bench::start(&bins, &opts.scenarios)?;
     log(format!(

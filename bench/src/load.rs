@@ -39,11 +39,34 @@ impl std::fmt::Debug for Target {
     }
 }
 
-/// The token of each request: always the same one, or the next one of a pool (round robin).
+/// The token of each request: always the same one, or the next one of a pool (round robin),
+/// or one DPoP-bound token with the next single-use proof of a pool minted before the run.
 #[derive(Clone, Debug)]
 pub enum Tokens {
     Same(Arc<str>),
     Pool(Arc<Vec<String>>, Arc<AtomicU64>),
+    Dpop(Arc<DpopCredentials>),
+}
+
+/// S5d's credentials: a DPoP-bound token, proofs minted before the run, and the key to mint
+/// more on the spot should the run outlast them (a proof is never sent twice).
+pub struct DpopCredentials {
+    pub token: String,
+    pub proofs: Vec<String>,
+    pub key: certbind_tests::tokens::EcKey,
+    pub htu: String,
+    pub next: AtomicU64,
+}
+
+impl std::fmt::Debug for DpopCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DpopCredentials({} proofs for {})",
+            self.proofs.len(),
+            self.htu
+        )
+    }
 }
 
 impl Tokens {
@@ -51,12 +74,25 @@ impl Tokens {
         Self::Pool(Arc::new(tokens), Arc::new(AtomicU64::new(0)))
     }
 
-    fn next(&self) -> &str {
+    /// The `Authorization` value and, for DPoP, the `DPoP` proof of the next request.
+    fn next(&self) -> (String, Option<String>) {
+        fn cycle<'a>(pool: &'a [String], next: &AtomicU64) -> &'a str {
+            let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+            pool.get(i % pool.len().max(1)).map_or("", String::as_str)
+        }
         match self {
-            Self::Same(t) => t,
-            Self::Pool(pool, next) => {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                pool.get(i % pool.len().max(1)).map_or("", String::as_str)
+            Self::Same(t) => (format!("Bearer {t}"), None),
+            Self::Pool(pool, next) => (format!("Bearer {}", cycle(pool, next)), None),
+            Self::Dpop(c) => {
+                let i = c.next.fetch_add(1, Ordering::Relaxed) as usize;
+                let proof = match c.proofs.get(i) {
+                    Some(p) => p.clone(),
+                    None => {
+                        certbind_tests::tokens::dpop_proof(&c.key, "GET", &c.htu, Some(&c.token))
+                            .unwrap_or_default()
+                    }
+                };
+                (format!("DPoP {}", c.token), Some(proof))
             }
         }
     }
@@ -184,7 +220,11 @@ enum Outcome {
 async fn send(sender: &mut Sender, target: &Target, close: bool) -> Result<Outcome, String> {
     let mut request = hyper::Request::get(target.path.as_str()).header("host", "localhost");
     if let Some(tokens) = &target.tokens {
-        request = request.header("authorization", format!("Bearer {}", tokens.next()));
+        let (authorization, proof) = tokens.next();
+        request = request.header("authorization", authorization);
+        if let Some(proof) = proof {
+            request = request.header("dpop", proof);
+        }
     }
     if close {
         request = request.header("connection", "close");

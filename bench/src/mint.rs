@@ -95,3 +95,50 @@ pub fn jwks(authz: SocketAddr, pki_dir: &std::path::Path) -> Result<String, Stri
     let json = response.json().map_err(|e| e.to_string())?;
     Ok(json.to_string())
 }
+
+/// A DPoP-bound token (RFC 9449 §5, `cnf.jkt` of `key`) for the consumer towards orders: the
+/// token request carries a proof for `<issuer>/token`, the issuer being `https://<authz>`.
+pub fn dpop_token(
+    authz: SocketAddr,
+    pki_dir: &std::path::Path,
+    key: &certbind_tests::tokens::EcKey,
+) -> Result<String, String> {
+    let client = certbind_tests::TlsClient::for_workload(pki_dir, Some(CLIENT))
+        .map_err(|e| e.to_string())?;
+    let token_url = format!("https://{authz}/token");
+    let proof = certbind_tests::tokens::dpop_proof(key, "POST", &token_url, None)
+        .map_err(|e| e.to_string())?;
+    let request = certbind_tests::Request::post("/token")
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("audience", AUDIENCE),
+            ("scope", SCOPE),
+        ])
+        .header("dpop", &proof);
+    let response = client.send(authz, &request).map_err(|e| e.to_string())?;
+    match (response.status, response.json_str("token_type").as_deref()) {
+        (200, Some("DPoP")) => response
+            .json_str("access_token")
+            .ok_or_else(|| "token response without access_token".to_owned()),
+        (status, _) => Err(format!(
+            "authz-server refused a DPoP-bound token: {status} {}",
+            response.text()
+        )),
+    }
+}
+
+/// `n` single-use proofs of `key` for `GET <htu>` with `token`
+/// (each its own `jti`, `iat` now): minted before a run so the generator only sends them.
+pub fn dpop_proofs(
+    key: &certbind_tests::tokens::EcKey,
+    token: &str,
+    htu: &str,
+    n: usize,
+) -> Result<Vec<String>, String> {
+    (0..n)
+        .map(|_| {
+            certbind_tests::tokens::dpop_proof(key, "GET", htu, Some(token))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}

@@ -188,7 +188,6 @@ fn scenario_json(s: Scenario, d: &ScenarioData, m: &Measurements) -> Value {
     json!({
         "scenario": s.id(),
         "description": s.describe(),
-        "run": s.runnable(),
         "median": {"closed": sum(&d.closed), "open": sum(&d.open), "new_conn": sum(&d.new_conn)},
         "open_rate_rps": m.open_rate,
         "open_latency_quantiles": cdf,
@@ -257,15 +256,6 @@ pub fn write(dir: &Path, m: &Measurements, plan: &Plan, env: Value) -> Result<Va
         write_json("revocation.json", r)?;
     }
     let (ratios, metrics, mut notes) = summary_figures(m);
-    let not_run: Vec<&str> = m
-        .data
-        .keys()
-        .filter(|s| !s.runnable())
-        .map(|s| s.id())
-        .collect();
-    for s in &not_run {
-        notes.push(format!("{s}: not run (the DPoP edge does not exist yet)"));
-    }
     if plan.smoke {
         notes.push("smoke run: a few hundred ms per scenario, the numbers mean nothing".into());
     }
@@ -276,8 +266,7 @@ pub fn write(dir: &Path, m: &Measurements, plan: &Plan, env: Value) -> Result<Va
             let med = |v: &Vec<Sample>, f: fn(&Sample) -> f64| num(ScenarioData::median_of(v, f));
             (
                 s.id().to_owned(),
-                if s.runnable() {
-                    json!({
+                json!({
                         "description": s.describe(),
                         "rps": med(&d.closed, |x| x.rps),
                         "p99_us_closed": med(&d.closed, |x| x.p99_us as f64),
@@ -286,10 +275,7 @@ pub fn write(dir: &Path, m: &Measurements, plan: &Plan, env: Value) -> Result<Va
                         "rss_mb": med(&d.closed, |x| x.rss_mb),
                         "envoy_core_util": med(&d.closed, |x| x.envoy_core_util),
                         "new_conn_rps": med(&d.new_conn, |x| x.rps),
-                    })
-                } else {
-                    json!({"description": s.describe(), "status": "not run"})
-                },
+                }),
             )
         })
         .collect();
@@ -323,10 +309,6 @@ pub fn table(summary: &Value) -> String {
     if let Some(map) = summary.get("scenarios").and_then(Value::as_object) {
         for s in Scenario::ALL {
             let Some(v) = map.get(s.id()) else { continue };
-            if !s.runnable() {
-                out.push_str(&format!("{:<5} {:<36} not run\n", s.id(), s.describe()));
-                continue;
-            }
             out.push_str(&format!(
                 "{:<5} {:<36} {:>9} {:>9} {:>9} {:>10} {:>8} {:>9} {:>7}\n",
                 s.id(),

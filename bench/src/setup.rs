@@ -2,7 +2,7 @@
 //! `ext_authz` service pinned to the load core, and one Envoy per scenario (`--concurrency 1`)
 //! pinned to the Envoy core with `taskset`. Every process is a guard killed on drop.
 
-use crate::load::client_config;
+use crate::load::{DpopCredentials, Tokens, client_config};
 use crate::mint;
 use crate::scenarios::{ConfigVars, Scenario, envoy_config};
 use certbind_tests::envoy::Admin;
@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 const READY: Duration = Duration::from_secs(60);
@@ -157,6 +158,8 @@ pub struct Bench {
     pub mtls: Arc<ClientConfig>,
     pub tls_only: Arc<ClientConfig>,
     pub envoys: BTreeMap<Scenario, ScenarioEnvoy>,
+    /// S5d's DPoP proof key (one per run, like a workload's).
+    dpop_key: certbind_tests::tokens::EcKey,
     // Drop order: Envoys (above) first, then the services, then the directory.
     services: Vec<Proc>,
     dir: tempfile::TempDir,
@@ -273,7 +276,7 @@ impl Bench {
 
         // Render every configuration first (a refused one fails before anything starts).
         let mut pending = Vec::new();
-        for &scenario in scenarios.iter().filter(|s| s.runnable()) {
+        for &scenario in scenarios.iter() {
             let (admin_port, listen_port) = (port()?, port()?);
             let vars = ConfigVars {
                 pki_dir: pki.clone(),
@@ -353,6 +356,7 @@ impl Bench {
             mtls,
             tls_only,
             envoys,
+            dpop_key: certbind_tests::tokens::EcKey::generate().map_err(|e| e.to_string())?,
             services,
             dir,
         })
@@ -363,13 +367,39 @@ impl Bench {
         mint::tokens(self.authz_addr, Arc::clone(&self.mtls), n)
     }
 
+    /// A DPoP-bound token and `proofs` fresh proofs for `scenario`'s listener (S5d).
+    pub fn dpop_credentials(&self, scenario: Scenario, proofs: usize) -> Result<Tokens, String> {
+        let envoy = self
+            .envoys
+            .get(&scenario)
+            .ok_or_else(|| format!("{} has no Envoy", scenario.id()))?;
+        let htu = format!("https://127.0.0.1:{}{}", envoy.listen.port(), mint::PATH);
+        let token = mint::dpop_token(self.authz_addr, &self.pki, &self.dpop_key)?;
+        let proofs = mint::dpop_proofs(&self.dpop_key, &token, &htu, proofs)?;
+        Ok(Tokens::Dpop(Arc::new(DpopCredentials {
+            token,
+            proofs,
+            key: self.dpop_key.clone(),
+            htu,
+            next: AtomicU64::new(0),
+        })))
+    }
+
     /// One request through `scenario` with `token`, read fully; for checks and diagnostics.
     pub fn probe(&self, scenario: Scenario, token: &str) -> Result<(u16, String), String> {
         let envoy = self
             .envoys
             .get(&scenario)
             .ok_or_else(|| format!("{} has no Envoy", scenario.id()))?;
-        let request = certbind_tests::Request::get(mint::PATH).bearer(token);
+        let mut request = certbind_tests::Request::get(mint::PATH).bearer(token);
+        if scenario == Scenario::S5d {
+            let htu = format!("https://127.0.0.1:{}{}", envoy.listen.port(), mint::PATH);
+            let token = mint::dpop_token(self.authz_addr, &self.pki, &self.dpop_key)?;
+            let proof = mint::dpop_proofs(&self.dpop_key, &token, &htu, 1)?.concat();
+            request = certbind_tests::Request::get(mint::PATH)
+                .header("authorization", &format!("DPoP {token}"))
+                .header("dpop", &proof);
+        }
         let response = if scenario.tls() {
             let identity = scenario.mtls().then_some(mint::CLIENT);
             certbind_tests::TlsClient::for_workload(&self.pki, identity)
