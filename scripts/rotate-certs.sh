@@ -36,7 +36,8 @@ admin_serials() {
 import json, sys
 for c in json.load(sys.stdin)["certificates"]:
     for leaf in c.get("cert_chain", []):
-        print(leaf["serial_number"], leaf.get("subject_alt_names", [{}])[0].get("uri", ""))' | sort -u
+        uris = [san["uri"] for san in leaf.get("subject_alt_names", []) if "uri" in san]
+        print(leaf["serial_number"], *uris)' | sort -u
 }
 token_for_consumer() {
   curl -s --cacert $PKI/ca.crt --cert $PKI/consumer.crt --key $PKI/consumer.key \
