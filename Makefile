@@ -10,7 +10,7 @@ RUN    := .run
 BIN    := target/release
 CARGO  := cargo
 
-.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm rotate-certs
+.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm fuzz rotate-certs
 
 help:
 	@echo "make demo   build, start the whole system, show the happy path and the attack table"
@@ -82,3 +82,10 @@ fuzz-wasm: wasm
 
 bench: deps build wasm
 	$(CARGO) run --release --locked -p certbind-bench -- all
+
+## cargo-fuzz (fuzz/, nightly, its own workspace): every target FUZZ_SECONDS (default 600) each.
+## make test replays the committed seeds through the same targets on stable (fuzz_seeds).
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || cargo +nightly install cargo-fuzz --locked
+	scripts/fuzz.sh

@@ -1,0 +1,127 @@
+//! The bodies of the cargo-fuzz targets, one function per target, each taking arbitrary bytes.
+//! A target passes an input when it returns: every refusal is an error value, never a panic.
+//! The same functions replay the committed seeds on stable (`tests/tests/fuzz_seeds.rs`), so
+//! the targets cannot rot between fuzzing runs.
+
+use certbind_core::binding::{CertThumbprint, PeerIdentity, SpiffeId, cert_pem_to_der};
+use certbind_core::config::FilterConfig;
+use certbind_core::decision::DecisionRequest;
+use certbind_core::dpop::{ProofCheck, ProofWindow, verify_proof};
+use certbind_core::jwks::KeySet;
+use certbind_core::token::{
+    Expectations, authorization_token, decode_metadata, verify_access_token,
+};
+use std::sync::OnceLock;
+
+/// RFC 7515 Appendix A.3's P-256 key, the one the fixed JWKS publishes (`kid` "a3").
+const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"a3","use":"sig","alg":"ES256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+
+/// The demo policy, compiled once.
+const DEMO_POLICY: &str = include_str!("../../pdp/policies/demo.yaml");
+
+/// A fixed time inside the RFC examples' range, so time checks run both ways.
+const NOW_S: u64 = 1_700_000_000;
+
+fn text(data: &[u8]) -> Option<&str> {
+    std::str::from_utf8(data).ok()
+}
+
+/// An `Authorization` value or a bare compact JWS, through decoding and the full ES256 check
+/// against a fixed JWKS.
+pub fn access_token(data: &[u8]) {
+    let Some(input) = text(data) else { return };
+    let token = match authorization_token(input) {
+        Ok((_, t)) => t,
+        Err(_) => input,
+    };
+    let Ok(keys) = KeySet::parse(JWKS.as_bytes()) else {
+        return;
+    };
+    let Ok(jws) = decode_metadata(token) else {
+        return;
+    };
+    let Some(key) = jws.access_token_kid().ok().and_then(|kid| keys.get(kid)) else {
+        return;
+    };
+    let expect = Expectations {
+        issuer: "https://authz.certbind.test".into(),
+        audience: "spiffe://certbind.test/ns/demo/sa/orders".into(),
+        clock_skew_s: 30,
+        max_lifetime_s: 600,
+    };
+    let _ = verify_access_token(jws, key, &expect, NOW_S);
+}
+
+/// A JWKS document.
+pub fn jwks(data: &[u8]) {
+    if let Ok(set) = KeySet::parse(data) {
+        let kids: Vec<String> = set.kids().map(str::to_owned).collect();
+        for kid in kids {
+            let _ = set.get(&kid);
+        }
+    }
+}
+
+/// Certificate and thumbprint handling: the input is tried as Envoy's hex digest, a `cnf`
+/// `x5t#S256` value, a SPIFFE ID, a PEM certificate and a DER certificate.
+pub fn binding(data: &[u8]) {
+    let _ = SpiffeId::from_cert_der(data);
+    let _ = CertThumbprint::from_der(data).to_cnf();
+    let _ = PeerIdentity::from_cert_der(data);
+    if let Some(s) = text(data) {
+        let _ = CertThumbprint::from_hex(s);
+        if let Ok(t) = CertThumbprint::from_cnf(s) {
+            assert_eq!(t.to_cnf(), s, "a cnf value must round-trip exactly");
+        }
+        let _ = SpiffeId::parse(s);
+        let _ = SpiffeId::from_cert_pem(s);
+        let _ = cert_pem_to_der(s);
+        let _ = PeerIdentity::from_envoy(true, Some(s), Some(s), Some(s));
+    }
+}
+
+/// A DPoP proof for a resource request, checked against fixed expectations.
+pub fn dpop_proof(data: &[u8]) {
+    let Some(proof) = text(data) else { return };
+    let check = ProofCheck {
+        method: "GET",
+        htu: "https://127.0.0.1:8445/orders/1",
+        now_s: NOW_S,
+        window: ProofWindow {
+            max_age_s: 60,
+            clock_skew_s: 5,
+        },
+        access_token: Some("t.o.k"),
+        jkt: None,
+        nonces: &[],
+    };
+    let _ = verify_proof(proof, &check);
+}
+
+/// The filter's plugin configuration.
+pub fn filter_config(data: &[u8]) {
+    let _ = FilterConfig::from_json(data);
+}
+
+/// A PDP policy document, parsed, validated and compiled.
+pub fn pdp_policy(data: &[u8]) {
+    let Some(source) = text(data) else { return };
+    if let Ok(policy) = certbind_pdp::policy::parse(source, "fuzz.yaml") {
+        let _ = certbind_pdp::CompiledPolicy::compile(policy, data);
+    }
+}
+
+/// A decision request (the PDP's JSON body) decided by the demo policy.
+pub fn pdp_decision(data: &[u8]) {
+    static POLICY: OnceLock<Option<certbind_pdp::CompiledPolicy>> = OnceLock::new();
+    let policy = POLICY.get_or_init(|| {
+        certbind_pdp::policy::parse(DEMO_POLICY, "demo.yaml")
+            .ok()
+            .map(|p| certbind_pdp::CompiledPolicy::compile(p, DEMO_POLICY.as_bytes()))
+    });
+    let (Some(policy), Ok(request)) = (policy, serde_json::from_slice::<DecisionRequest>(data))
+    else {
+        return;
+    };
+    let _ = certbind_pdp::decide(policy, &request, NOW_S);
+}
