@@ -113,6 +113,8 @@ pub struct CallResult {
     pub fresh_token: bool,
     /// The first answer was 401 and the call was retried with a new token.
     pub retried: bool,
+    /// The certificate files had been rotated: this call loaded the new pair.
+    pub new_certificate: bool,
     pub ok: bool,
 }
 
@@ -121,6 +123,9 @@ impl CallResult {
     pub fn line(&self) -> String {
         let status = self.status.map_or("---".to_owned(), |s| s.to_string());
         let mut notes = vec![format!("token {}", self.call.scope)];
+        if self.new_certificate {
+            notes.push("new certificate".into());
+        }
         if self.fresh_token {
             notes.push("new token".into());
         }
@@ -319,9 +324,10 @@ impl Consumer {
             upstream_subject: None,
             fresh_token: false,
             retried: false,
+            new_certificate: false,
             ok: false,
         };
-        self.reload_if_rotated();
+        result.new_certificate = self.reload_if_rotated();
         for attempt in 0..2 {
             let token = match self.tokens.get(call.service, call.scope).await {
                 Ok((token, fresh)) => {
@@ -352,7 +358,7 @@ impl Consumer {
             // `binding_mismatch`: a token bound to a certificate since rotated): get a new one
             // once, with the certificate now on disk.
             if response.status == 401 && attempt == 0 && call.expect != 401 {
-                self.reload_if_rotated();
+                result.new_certificate |= self.reload_if_rotated();
                 self.tokens.invalidate(call.service, call.scope);
                 result.retried = true;
                 continue;

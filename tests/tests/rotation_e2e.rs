@@ -4,6 +4,7 @@
 //! no request fails, a token bound to the replaced client certificate is refused, and a broken
 //! rotation leaves Envoy serving the pair it had.
 
+use certbind_demo::authz::IssuedToken;
 use certbind_demo::consumer::{CallResult, Consumer, ConsumerConfig, plan};
 use certbind_tests::client::read_certs;
 use certbind_tests::envoy::Admin;
@@ -236,7 +237,7 @@ fn certificates_rotate_under_load_without_a_failed_request_or_an_envoy_restart()
 #[test]
 fn the_consumer_recovers_from_a_binding_mismatch_with_one_new_token() {
     let system = System::builder().start();
-    let mut config = ConsumerConfig {
+    let config = ConsumerConfig {
         authz: system.authz_addr(),
         orders: system.sidecar("orders"),
         billing: system.sidecar("billing"),
@@ -247,7 +248,6 @@ fn the_consumer_recovers_from_a_binding_mismatch_with_one_new_token() {
         least_privilege: false,
         dpop: None,
     };
-    config.rounds = 1;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -257,9 +257,8 @@ fn the_consumer_recovers_from_a_binding_mismatch_with_one_new_token() {
         let call = &plan(false)[0];
         let first = consumer.call(1, call).await;
         assert!(first.ok, "{}", first.line());
-        // The consumer holds a token bound to its present certificate; hand it one bound to a
-        // certificate it no longer has (inventory's token would fail on `sub`; a token for the
-        // consumer's previous certificate is what a rotation leaves behind).
+        // A token for the consumer's certificate as it is now, then a rotation of that
+        // certificate: what a rotation leaves behind in a cache.
         let stale = system.token("consumer", "orders", "orders:read").unwrap();
         system.rotate_certs(&["consumer"]).unwrap();
         let r = system
@@ -270,11 +269,37 @@ fn the_consumer_recovers_from_a_binding_mismatch_with_one_new_token() {
             )
             .unwrap();
         assert_eq!((r.status, reason(&r).as_str()), (401, "binding_mismatch"));
+        let mismatches = system.counter("certbind.denied.binding_mismatch").unwrap();
         // The consumer's next call: new pair loaded, the old token dropped, 200.
         let next = consumer.call(2, call).await;
         assert!(next.ok, "{}", next.line());
         assert_eq!(consumer.certificate_reloads(), 1);
-        assert!(next.fresh_token, "{}", next.line());
+        assert!(next.fresh_token && next.new_certificate, "{}", next.line());
+        // A token bound to the old certificate still in its cache (as if fetched just before
+        // the reload): the sidecar answers 401 binding_mismatch, the consumer fetches a new
+        // token once and the call passes.
+        consumer.tokens_mut().insert(
+            "orders",
+            "orders:read",
+            IssuedToken {
+                access_token: stale,
+                scope: "orders:read".into(),
+                issued_at: certbind_tests::tokens::now(),
+                expires_in: 300,
+            },
+        );
+        let retried = consumer.call(3, call).await;
+        assert!(
+            retried.ok && retried.retried && retried.fresh_token,
+            "{}",
+            retried.line()
+        );
+        assert_eq!(retried.status, Some(200));
+        assert_eq!(
+            system.counter("certbind.denied.binding_mismatch").unwrap(),
+            mismatches + 1,
+            "the retry followed a binding_mismatch"
+        );
     });
 }
 
