@@ -8,6 +8,7 @@ pub mod capture;
 pub mod client;
 pub mod envoy;
 pub mod error;
+pub mod fake;
 pub mod ports;
 pub mod prereq;
 pub mod proc;
