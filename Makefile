@@ -10,7 +10,7 @@ RUN    := .run
 BIN    := target/release
 CARGO  := cargo
 
-.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm fuzz rotate-certs
+.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm fuzz rotate-certs soak
 
 help:
 	@echo "make demo   build, start the whole system, show the happy path and the attack table"
@@ -82,6 +82,12 @@ fuzz-wasm: wasm
 
 bench: deps build wasm
 	$(CARGO) run --release --locked -p certbind-bench -- all
+
+## 10 minutes (SOAK_SECONDS) of mixed valid and hostile traffic at half of certbind's maximum:
+## every answer checked, Envoy's RSS growth <= 5 %, counters = traffic; bench/results/soak.json.
+SOAK_SECONDS ?= 600
+soak: deps build wasm
+	$(CARGO) run --release --locked -p certbind-bench -- soak --seconds $(SOAK_SECONDS)
 
 ## cargo-fuzz (fuzz/, nightly, its own workspace): every target FUZZ_SECONDS (default 600) each.
 ## make test replays the committed seeds through the same targets on stable (fuzz_seeds).

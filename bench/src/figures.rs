@@ -291,3 +291,62 @@ pub fn draw_all(m: &Measurements, dir: &Path) -> Result<Vec<PathBuf>, String> {
     .flatten()
     .collect())
 }
+
+/// `soak.png`: Envoy's RSS (top) and the valid calls' p99 per window (bottom) over the soak.
+pub fn soak(report: &serde_json::Value, dir: &Path) -> Result<PathBuf, String> {
+    register_font()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let series = |key: &str| -> Vec<(f64, f64)> {
+        report[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (rss, p99) = (series("rss_mb"), series("valid_p99_ms_per_window"));
+    let end = report["seconds"].as_f64().unwrap_or(1.0).max(1.0);
+    let path = dir.join("soak.png");
+    let root = BitMapBackend::new(path.as_path(), (1200, 800)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (top, bottom) = root.split_vertically(400);
+    for (area, points, title, y_desc) in [
+        (&top, &rss, "Soak: Envoy RSS", "RSS, MB"),
+        (
+            &bottom,
+            &p99,
+            "Soak: p99 of the valid calls per window",
+            "p99, ms",
+        ),
+    ] {
+        let max_y = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.2;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, (FONT, 24))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..end, 0.0..max_y)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc(y_desc)
+            .x_label_style((FONT, 15))
+            .y_label_style((FONT, 15))
+            .axis_desc_style((FONT, 17))
+            .draw()
+            .map_err(err)?;
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                BLUE.stroke_width(2),
+            ))
+            .map_err(err)?;
+    }
+    root.present().map_err(err)?;
+    drop((top, bottom));
+    drop(root);
+    Ok(path)
+}

@@ -12,6 +12,7 @@ pub mod report;
 pub mod revocation;
 pub mod scenarios;
 pub mod setup;
+pub mod soak;
 pub mod stats;
 
 use method::Plan;

@@ -179,7 +179,8 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-type Sender = SendRequest<Empty<Bytes>>;
+/// One keep-alive HTTP/1.1 connection's request handle.
+pub type Sender = SendRequest<Empty<Bytes>>;
 
 async fn handshake<I>(io: I) -> Result<Sender, String>
 where
@@ -194,7 +195,8 @@ where
     Ok(sender)
 }
 
-async fn connect(target: &Target) -> Result<Sender, String> {
+/// A new connection to `target` (TLS when it has a client configuration).
+pub async fn connect(target: &Target) -> Result<Sender, String> {
     let tcp = TcpStream::connect(target.addr)
         .await
         .map_err(|e| format!("connect {}: {e}", target.addr))?;

@@ -34,10 +34,28 @@ enum Command {
         #[arg(long)]
         figures: Option<PathBuf>,
     },
+    /// certbind under mixed valid and hostile traffic at a fraction of its maximum, checking
+    /// every answer, Envoy's RSS and the filter's counters; writes soak.json and soak.png.
+    Soak {
+        #[arg(long, default_value_t = 600.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 0.5)]
+        fraction: f64,
+        #[arg(long)]
+        results: Option<PathBuf>,
+        #[arg(long)]
+        figures: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
+        Command::Soak {
+            seconds,
+            fraction,
+            results,
+            figures,
+        } => soak(seconds, fraction, results, figures),
         Command::All {
             smoke,
             scenarios,
@@ -101,5 +119,40 @@ fn all(
         opts.figures_dir.display(),
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+fn soak(
+    seconds: f64,
+    fraction: f64,
+    results: Option<PathBuf>,
+    figures: Option<PathBuf>,
+) -> Result<(), String> {
+    let full = Options::full();
+    let results = results.unwrap_or(full.results_dir);
+    let figures = figures.unwrap_or(full.figures_dir);
+    let started = std::time::Instant::now();
+    let report = certbind_bench::soak::run(seconds, fraction, &results, &figures, &mut |line| {
+        println!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64())
+    })?;
+    let summary = |k: &str| report[k].clone();
+    println!(
+        "requests {}  unexpected {}  RSS {} -> {} MB ({}%)  counters consistent {}",
+        summary("requests"),
+        summary("unexpected_answers"),
+        summary("rss_mb_after_warmup"),
+        summary("rss_mb_end"),
+        summary("rss_growth_percent"),
+        summary("counters_consistent")
+    );
+    let growth = report["rss_growth_percent"]
+        .as_f64()
+        .unwrap_or(f64::INFINITY);
+    if report["unexpected_answers"] != 0 || report["counters_consistent"] != true || growth > 5.0 {
+        return Err(format!(
+            "soak failed: unexpected answers, inconsistent counters or RSS growth over 5 % (see {})",
+            results.join("soak.json").display()
+        ));
+    }
     Ok(())
 }
