@@ -1,6 +1,10 @@
 //! The token signing keys: EC P-256 PKCS#8 files `<kid>.pem` in a directory, the newest of
 //! which signs. The directory is re-scanned (cheaply: one `readdir`, parsing only new files)
 //! whenever keys are needed, so `keys rotate` takes effect in a running server.
+//!
+//! A key stops signing when a newer one appears (its retirement), but stays published until
+//! every token it signed has expired: [`RETIRED_KEY_RETENTION`] after its retirement it leaves
+//! the JWKS and its file moves to `keys/retired/` (kept for audit, never loaded again).
 
 use crate::fsutil::{PRIVATE_MODE, ensure_private_dir, write_atomic};
 use base64::Engine;
@@ -12,7 +16,15 @@ use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+/// The longest access-token lifetime the server issues (`serve --token-ttl` is 1..=300 s).
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(300);
+/// How long a retired key stays published: its last tokens' lifetime plus the largest clock
+/// skew certbind's filter may be configured to tolerate (`MAX_CLOCK_SKEW_S`), so no token it
+/// signed is refused for an unknown `kid` while some verifier still accepts it.
+pub const RETIRED_KEY_RETENTION: Duration =
+    Duration::from_secs(MAX_TOKEN_TTL.as_secs() + certbind_core::config::MAX_CLOCK_SKEW_S);
 
 /// Why the key store failed.
 #[derive(Debug, thiserror::Error)]
@@ -177,10 +189,54 @@ impl KeyStore {
         Ok(key.kid)
     }
 
-    /// The keys on disk now, newest first (by file modification time, then `kid`).
+    /// The keys to use now, newest first (by file modification time, then `kid`).
     /// Files that are not a P-256 PKCS#8 key named after its own RFC 7638 thumbprint are ignored
     /// (and logged once): a renamed or foreign file can never be published or sign.
     pub fn current(&self) -> Result<KeySet, KeyError> {
+        self.current_at(SystemTime::now())
+    }
+
+    /// [`KeyStore::current`] at `now`: keys retired longer than [`RETIRED_KEY_RETENTION`] ago
+    /// are left out and their files moved to `keys/retired/`.
+    pub fn current_at(&self, now: SystemTime) -> Result<KeySet, KeyError> {
+        let mut set = self.on_disk()?;
+        let mut kept = Vec::with_capacity(set.keys.len());
+        let mut newer: Option<SystemTime> = None;
+        for key in set.keys.drain(..) {
+            // A key retired when the next newer one was created; the newest never is.
+            let expired = newer.is_some_and(|retired_at| {
+                now.duration_since(retired_at)
+                    .is_ok_and(|age| age > RETIRED_KEY_RETENTION)
+            });
+            newer = Some(key.created);
+            if expired {
+                self.archive(&key);
+            } else {
+                kept.push(key);
+            }
+        }
+        Ok(KeySet { keys: kept })
+    }
+
+    /// Moves a key past its retention out of the published directory (best effort: if the
+    /// move fails the key is still left out of the JWKS, and the move is retried next time).
+    fn archive(&self, key: &Key) {
+        let retired = self.dir.join("retired");
+        let from = self.dir.join(format!("{}.pem", key.kid));
+        let to = retired.join(format!("{}.pem", key.kid));
+        let moved = ensure_private_dir(&retired).and_then(|()| std::fs::rename(&from, &to));
+        match moved {
+            Ok(()) => {
+                tracing::info!(kid = %key.kid, "retired signing key archived: every token it signed has expired")
+            }
+            Err(e) => {
+                tracing::warn!(kid = %key.kid, error = %e, "cannot archive a retired signing key")
+            }
+        }
+    }
+
+    /// Every usable key file in the directory, newest first.
+    fn on_disk(&self) -> Result<KeySet, KeyError> {
         let entries = std::fs::read_dir(&self.dir).map_err(|source| KeyError::Io {
             path: self.dir.clone(),
             source,
@@ -319,6 +375,46 @@ mod tests {
         let set = store.current().unwrap();
         assert_eq!(set.len(), 1);
         assert_eq!(set.active().unwrap().kid(), kid);
+    }
+
+    fn set_mtime(dir: &Path, kid: &str, t: SystemTime) {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(dir.join("keys").join(format!("{kid}.pem")))
+            .unwrap();
+        f.set_modified(t).unwrap();
+    }
+
+    #[test]
+    fn a_retired_key_stays_published_until_its_tokens_expired_then_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        let old = store.current().unwrap().active().unwrap().kid().to_owned();
+        let new = store.rotate().unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let retired_at = t0 + Duration::from_secs(10);
+        set_mtime(dir.path(), &old, t0);
+        set_mtime(dir.path(), &new, retired_at);
+        let just_before = retired_at + RETIRED_KEY_RETENTION - Duration::from_secs(1);
+        let set = store.current_at(just_before).unwrap();
+        assert_eq!(set.active().unwrap().kid(), new);
+        assert!(set.find(&old).is_some(), "retired too early");
+        let just_after = retired_at + RETIRED_KEY_RETENTION + Duration::from_secs(1);
+        let set = store.current_at(just_after).unwrap();
+        assert_eq!(set.len(), 1);
+        assert!(
+            set.find(&old).is_none(),
+            "still published after its tokens expired"
+        );
+        let keys = dir.path().join("keys");
+        assert!(!keys.join(format!("{old}.pem")).exists());
+        assert!(keys.join("retired").join(format!("{old}.pem")).exists());
+        // The archive is never loaded again, and the active key is never retired.
+        let later = store
+            .current_at(just_after + RETIRED_KEY_RETENTION * 10)
+            .unwrap();
+        assert_eq!(later.len(), 1);
+        assert_eq!(later.active().unwrap().kid(), new);
     }
 
     #[test]
