@@ -418,6 +418,9 @@ pub struct Context {
     dpop_read: Result<IssuedToken, String>,
     dpop_write: Result<IssuedToken, String>,
     dpop_captured: Result<Request, String>,
+    /// A consumer token used once, then revoked by the consumer itself (RFC 7009): a token
+    /// leaked after its owner revoked it. Only this token is revoked, so no other row changes.
+    revoked: Result<String, String>,
 }
 
 impl fmt::Debug for Context {
@@ -522,7 +525,9 @@ impl Context {
             Ok(token) => capture_edge_request(&anonymous, &target, &dpop_key, token).await,
             Err(e) => Err(e.clone()),
         };
+        let revoked = revoked_token(&as_consumer, &consumer, &target).await;
         Ok(Self {
+            revoked,
             dpop_key,
             dpop_read,
             dpop_write,
@@ -588,6 +593,35 @@ impl Context {
             Service::Billing => self.target.baseline_billing,
         }
     }
+}
+
+/// A fresh consumer token, admitted once (so the filter has it cached), then revoked by the
+/// consumer at the authz-server; the feed carries the revocation to the sidecars.
+async fn revoked_token(
+    authz: &AuthzClient,
+    consumer: &HttpsClient,
+    target: &Target,
+) -> Result<String, String> {
+    let token = authz
+        .token("orders", "orders:read")
+        .await
+        .map_err(|e| format!("no token to revoke: {e}"))?
+        .access_token;
+    let first = consumer
+        .send(target.orders, &Request::get("/orders/1").bearer(&token))
+        .await
+        .map_err(|e| format!("first use of the token to revoke: {e}"))?;
+    if first.status != 200 {
+        return Err(format!(
+            "the token to revoke was refused before: {}",
+            first.status
+        ));
+    }
+    authz
+        .revoke(&token)
+        .await
+        .map_err(|e| format!("POST /revoke: {e}"))?;
+    Ok(token)
 }
 
 fn probe(service: Service, caller: Caller, request: Request) -> Probe {
@@ -1315,6 +1349,27 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
                 Ok(forge::es256(&forge::header(key.kid()), c, &key))
             })
             .and_then(|p| down(Dependency::Authz, p)),
+        ),
+        row(
+            "revoked-token-replayed",
+            "A leaked token its owner has revoked (RFC 7009), replayed with its owner's certificate",
+            "consumer revoked the token at POST /revoke after using it once; consumer cert + the revoked token, GET /orders/1",
+            deny(401, "revoked"),
+            ctx.revoked
+                .clone()
+                .map(|t| probe(Orders, Consumer, Request::get("/orders/1").bearer(&t))),
+        ),
+        row(
+            "revoked-token-high-s-twin",
+            "The revoked token with its signature's s replaced by n - s (a second valid signature)",
+            "consumer cert + the revoked token's high-S twin: different bytes, same jti, GET /orders/1",
+            // Refused as revoked (the revocation is keyed on the jti, never on token bytes);
+            // a verifier that refuses high-S signatures outright would also be right.
+            Expect::Deny(vec![(401, "revoked"), (401, "bad_signature")]),
+            ctx.revoked
+                .clone()
+                .and_then(|t| forge::high_s_twin(&t).map_err(|e| e.to_string()))
+                .map(|t| probe(Orders, Consumer, Request::get("/orders/1").bearer(&t))),
         ),
     ]
 }

@@ -166,6 +166,32 @@ pub fn es256_raw(header_json: &str, claims_json: &str, key: &EcKey) -> String {
     format!("{input}.{}", b64url(signature))
 }
 
+/// The order of P-256's base point, big-endian.
+const P256_N: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
+];
+
+/// The same ES256 token with its signature's `s` replaced by `n - s`: a second valid signature
+/// over the same bytes (ECDSA malleability), so a different token string for the same token.
+/// A revocation keyed on token bytes would miss it; certbind's is keyed on `jti`.
+pub fn high_s_twin(token: &str) -> Result<String, ForgeError> {
+    let bad = || ForgeError("not an ES256 compact JWS".into());
+    let (signed, sig) = token.rsplit_once('.').ok_or_else(bad)?;
+    let mut sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| bad())?;
+    if sig.len() != 64 {
+        return Err(bad());
+    }
+    let s = sig.get_mut(32..).ok_or_else(bad)?;
+    let mut borrow = 0i16;
+    for (digit, n) in s.iter_mut().rev().zip(P256_N.iter().rev()) {
+        let d = i16::from(*n) - i16::from(*digit) - borrow;
+        borrow = i16::from(d < 0);
+        *digit = u8::try_from(d + 256 * borrow).map_err(|_| bad())?;
+    }
+    Ok(format!("{signed}.{}", b64url(&sig)))
+}
+
 /// An ES256 JWS of `header` and `claims` signed by `key`.
 pub fn es256(header: &Value, claims: &Value, key: &EcKey) -> String {
     es256_raw(&header.to_string(), &claims.to_string(), key)

@@ -3,8 +3,6 @@
 //! and decisions included — fails closed when the feed goes quiet, and keeps enforcing across a
 //! kill -9 of the authz-server.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use certbind_tests::tokens::{cert_thumbprint, decode_claims};
 use certbind_tests::{Request, Response, System, spiffe_id};
 use std::time::{Duration, Instant};
@@ -55,24 +53,9 @@ fn jti_of(token: &str) -> String {
         .to_owned()
 }
 
-/// The same token with its ECDSA signature's `s` replaced by `n - s`: a second valid
-/// signature over the same bytes (ECDSA malleability), so a different token string.
+/// The high-S twin of a token (same bytes signed, a second valid signature).
 fn high_s_twin(token: &str) -> String {
-    const N: [u8; 32] = [
-        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
-        0x25, 0x51,
-    ];
-    let (signed, sig) = token.rsplit_once('.').unwrap();
-    let mut sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
-    assert_eq!(sig.len(), 64);
-    let mut borrow = 0i16;
-    for i in (0..32).rev() {
-        let d = i16::from(N[i]) - i16::from(sig[32 + i]) - borrow;
-        borrow = i16::from(d < 0);
-        sig[32 + i] = (d + 256 * borrow) as u8;
-    }
-    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+    certbind_demo::forge::high_s_twin(token).unwrap()
 }
 
 fn ok(r: Response) -> Response {
