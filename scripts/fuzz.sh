@@ -19,8 +19,8 @@ for t in $targets; do
     echo "$t: CRASH (input in fuzz/artifacts/$t, log fuzz/$log)" | tee -a "$results"
     exit 1
   fi
-  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
-  speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
+  runs=$(grep -a -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
+  speed=$(grep -a -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
   corpus=$(find "corpus/$t" -type f | wc -l)
   echo "$t: ${seconds}s, $runs executions ($speed/s), corpus $corpus inputs, 0 crashes" | tee -a "$results"
 done
