@@ -32,10 +32,38 @@ struct Kind {
 /// Out of every 20 requests: 14 valid, one of each hostile kind.
 const PATTERN: [usize; 20] = [0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5, 0, 0, 6, 0, 0];
 
-fn kinds(bench: &Bench, token: &str) -> Result<Vec<Kind>, String> {
-    let issuer = format!("https://{}", bench.authz_addr);
-    let key = authz_active_key(&bench.dir().join("authz-state")).map_err(|e| e.to_string())?;
-    let forge = Forge::new(&issuer, &bench.pki, key);
+/// Tokens live 300 s, a soak ten minutes: like a real client, the soak gets a fresh token (and
+/// rebuilds the kinds derived from it) this often.
+const REFRESH: Duration = Duration::from_secs(60);
+
+/// Mints every kind's credentials: a real token from the authz-server, the rest forged with
+/// the authz-server's own key so each is refused for exactly one reason.
+struct Minter {
+    authz: std::net::SocketAddr,
+    mtls: Arc<rustls::ClientConfig>,
+    forge: Forge,
+}
+
+impl Minter {
+    fn new(bench: &Bench) -> Result<Self, String> {
+        let issuer = format!("https://{}", bench.authz_addr);
+        let key = authz_active_key(&bench.dir().join("authz-state")).map_err(|e| e.to_string())?;
+        Ok(Self {
+            authz: bench.authz_addr,
+            mtls: Arc::clone(&bench.mtls),
+            forge: Forge::new(&issuer, &bench.pki, key),
+        })
+    }
+
+    fn kinds(&self) -> Result<Vec<Kind>, String> {
+        let token = mint::tokens(self.authz, Arc::clone(&self.mtls), 1)?
+            .pop()
+            .ok_or("the authz-server gave no token")?;
+        kinds(&self.forge, &token)
+    }
+}
+
+fn kinds(forge: &Forge, token: &str) -> Result<Vec<Kind>, String> {
     let mut expired = forge
         .claims(mint::CLIENT, "orders", mint::SCOPE)
         .map_err(|e| e.to_string())?;
@@ -155,9 +183,12 @@ fn expected(kind: &Kind, status: u16, body: &str) -> bool {
     reason.as_deref() == kind.counter.strip_prefix("certbind.denied.")
 }
 
+/// The kinds in use now (replaced every [`REFRESH`]).
+type Current = Arc<std::sync::RwLock<Arc<Vec<Kind>>>>;
+
 async fn worker(
     target: Target,
-    kinds: Arc<Vec<Kind>>,
+    current: Current,
     tally: Arc<Mutex<Tally>>,
     start: Instant,
     end: Instant,
@@ -169,6 +200,9 @@ async fn worker(
     let mut next = start + period.mul_f64(offset as f64 / 16.0);
     while next < end {
         tokio::time::sleep_until(next.into()).await;
+        let Ok(kinds) = current.read().map(|k| Arc::clone(&k)) else {
+            return;
+        };
         let Some(kind) = PATTERN.get(i % PATTERN.len()).and_then(|k| kinds.get(*k)) else {
             return;
         };
@@ -224,13 +258,18 @@ pub fn run(
     let bench = Bench::start(&bins, &[Scenario::S5])?;
     let envoy = bench.envoys.get(&Scenario::S5).ok_or("no S5 Envoy")?;
     let pid = envoy.pid()?;
-    let token = bench.tokens(1)?.pop().ok_or("no token")?;
-    let kinds = Arc::new(kinds(&bench, &token)?);
+    let minter = Minter::new(&bench)?;
+    let kinds = Arc::new(minter.kinds()?);
+    let token = match kinds.first().and_then(|k| k.authorization.as_deref()) {
+        Some(a) => a.trim_start_matches("Bearer ").to_owned(),
+        None => return Err("no valid kind".into()),
+    };
+    let current: Current = Arc::new(std::sync::RwLock::new(Arc::clone(&kinds)));
     let target = Target {
         addr: envoy.listen,
         tls: Some(Arc::clone(&bench.mtls)),
         path: mint::PATH.to_owned(),
-        tokens: Some(crate::load::Tokens::Same(token.clone().into())),
+        tokens: Some(crate::load::Tokens::Same(token.into())),
     };
     let max = crate::load::run(
         &target,
@@ -251,14 +290,29 @@ pub fn run(
         .map_err(|e| e.to_string())?;
     let connections = 16usize;
     let period = Duration::from_secs_f64(connections as f64 / rate);
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(seconds);
+    let refresher = {
+        let current = Arc::clone(&current);
+        std::thread::spawn(move || -> Result<u32, String> {
+            let mut refreshed = 0;
+            while Instant::now() + REFRESH < end {
+                std::thread::sleep(REFRESH);
+                let fresh = minter.kinds()?;
+                if let Ok(mut c) = current.write() {
+                    *c = Arc::new(fresh);
+                    refreshed += 1;
+                }
+            }
+            Ok(refreshed)
+        })
+    };
     runtime.block_on(async {
-        let start = Instant::now();
-        let end = start + Duration::from_secs_f64(seconds);
         let mut tasks = Vec::new();
         for c in 0..connections {
             tasks.push(tokio::spawn(worker(
                 target.clone(),
-                Arc::clone(&kinds),
+                Arc::clone(&current),
                 Arc::clone(&tally),
                 start,
                 end,
@@ -279,6 +333,9 @@ pub fn run(
             let _ = t.await;
         }
     });
+    let refreshed = refresher
+        .join()
+        .map_err(|_| "the token refresher died".to_owned())??;
     let after = envoy.admin.stats().map_err(|e| e.to_string())?;
     let tally = tally.lock().map_err(|_| "tally poisoned")?;
     let rss = rss.lock().map_err(|_| "rss poisoned")?.clone();
@@ -327,7 +384,7 @@ pub fn run(
     let report = json!({
         "what": "certbind (S5 Envoy) under mixed traffic: 14 valid of every 20 requests, one each of policy_denied, expired, bad_signature, missing_token, binding_mismatch (a token bound to another certificate), malformed_token",
         "seconds": seconds, "rate_rps": rate, "max_rps": max, "fraction": fraction,
-        "requests": total, "unexpected_answers": tally.unexpected, "unexpected_examples": tally.examples,
+        "requests": total, "token_refreshes": refreshed, "unexpected_answers": tally.unexpected, "unexpected_examples": tally.examples,
         "rss_mb_after_warmup": warm, "rss_mb_end": last, "rss_growth_percent": growth,
         "counters": counters, "counters_consistent": counters_ok,
         "rss_mb": rss, "valid_p99_ms_per_window": p99,
