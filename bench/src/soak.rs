@@ -75,14 +75,14 @@ fn kinds(forge: &Forge, token: &str) -> Result<Vec<Kind>, String> {
     let stolen = forge
         .token("inventory", "orders", mint::SCOPE)
         .map_err(|e| e.to_string())?;
-    let mut bad_signature = token.to_owned();
-    let last = if bad_signature.ends_with('A') {
-        'B'
-    } else {
-        'A'
-    };
-    bad_signature.pop();
-    bad_signature.push(last);
+    // One signature character changed well inside the signature: every bit of it counts (the
+    // last character carries padding bits, and changing those is a malformed token instead).
+    let mut bad_signature = token.as_bytes().to_vec();
+    let at = bad_signature.len().saturating_sub(10);
+    if let Some(c) = bad_signature.get_mut(at) {
+        *c = if *c == b'A' { b'B' } else { b'A' };
+    }
+    let bad_signature = String::from_utf8(bad_signature).map_err(|e| e.to_string())?;
     let bearer = |t: &str| Some(format!("Bearer {t}"));
     Ok(vec![
         Kind {
