@@ -48,8 +48,9 @@ pub enum Command {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["jti", "subject", "cert"])))]
 pub struct RevokeArgs {
-    /// A token's `jti`: revoked until any token could have expired.
-    #[arg(long)]
+    /// A token's `jti`: revoked until any token could have expired. (Base64url values may
+    /// start with `-`: they are taken as the value, not as an option.)
+    #[arg(long, allow_hyphen_values = true)]
     pub jti: Option<String>,
     /// A SPIFFE ID: every token issued to it until now is revoked, and it gets no new token
     /// until the ban is lifted (`--lift`) or `--expires-at`.
@@ -57,7 +58,7 @@ pub struct RevokeArgs {
     pub subject: Option<String>,
     /// A client certificate's `x5t#S256` (base64url) or SHA-256 in hex: every request and
     /// token request with it is refused (until `--expires-at`, else until replaced).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cert: Option<String>,
     /// Why (stored and logged; printable ASCII, at most 200 characters).
     #[arg(long)]
@@ -363,6 +364,20 @@ mod tests {
         assert_eq!(args.listen.to_string(), "127.0.0.1:9443");
         assert_eq!(args.token_ttl, 300);
         assert_eq!(args.issuer, "https://127.0.0.1:9443");
+    }
+
+    #[test]
+    fn takes_a_thumbprint_or_jti_starting_with_a_hyphen_as_the_value() {
+        let cli = Cli::try_parse_from(["certbind-authz", "revoke", "--cert", "-JxYz"]).unwrap();
+        let Command::Revoke(args) = cli.command else {
+            panic!("not revoke");
+        };
+        assert_eq!(args.cert.as_deref(), Some("-JxYz"));
+        let cli = Cli::try_parse_from(["certbind-authz", "revoke", "--jti", "-a_b"]).unwrap();
+        let Command::Revoke(args) = cli.command else {
+            panic!("not revoke");
+        };
+        assert_eq!(args.jti.as_deref(), Some("-a_b"));
     }
 
     #[test]
