@@ -18,6 +18,7 @@ mod host_mock {
     mod lifecycle;
     mod pdp;
     mod refusals;
+    mod revocations;
     mod robust;
     mod smoke;
 }

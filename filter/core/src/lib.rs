@@ -15,4 +15,5 @@ pub mod jwks;
 pub mod reason;
 pub mod revocation;
 pub mod revocation_guard;
+pub mod revocation_share;
 pub mod token;

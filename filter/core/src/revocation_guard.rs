@@ -5,6 +5,7 @@
 
 use crate::config::RevocationConfig;
 use crate::revocation::{FeedError, Kind, Presented, RevocationSet, Staleness};
+use crate::revocation_share::parse_published_set;
 
 /// What the revocation check says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,36 @@ impl RevocationGuard {
         self.want_snapshot = false;
         self.staleness.last_ok(now_ms);
         Ok(())
+    }
+
+    /// Replaces the set with one another VM published (a feed snapshot,
+    /// `crate::revocation_share`) and takes over that VM's last good feed answer at
+    /// `last_ok_ms` as this VM's own. A refused snapshot changes nothing.
+    pub fn adopt(
+        &mut self,
+        snapshot: &[u8],
+        last_ok_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), FeedError> {
+        let answer = parse_published_set(snapshot)?;
+        self.set.apply(answer, now_ms / 1000)?;
+        self.want_snapshot = false;
+        self.staleness.last_ok(last_ok_ms);
+        Ok(())
+    }
+
+    /// The publishing VM heard from the feed at `last_ok_ms` and the set did not change.
+    /// Ignored before a set was adopted: a heartbeat is no substitute for the set.
+    pub fn heard(&mut self, last_ok_ms: u64) {
+        if self.is_synced() {
+            self.staleness.last_ok(last_ok_ms);
+        }
+    }
+
+    /// The whole set as the feed's snapshot JSON, for the other VMs; `None` before the first
+    /// snapshot.
+    pub fn snapshot_json(&self) -> Option<String> {
+        serde_json::to_string(&self.set.to_snapshot()?).ok()
     }
 
     /// The next poll asks for a whole snapshot (after an answer that went backwards or out
@@ -175,6 +206,56 @@ mod tests {
         // A refused answer is not.
         assert!(g.install(t.as_bytes(), 61_000).is_err());
         assert_eq!(g.last_ok_ms(), Some(60_000));
+    }
+
+    #[test]
+    fn a_follower_adopting_the_published_set_decides_like_the_leader() {
+        let mut leader = guard(30);
+        let sub = SpiffeId::parse(INVENTORY).unwrap();
+        let body = format!(
+            r#"{{"seq":3,"snapshot":true,"revocations":[{{"seq":1,"kind":"jti","value":"bad","expires_at":null}},{{"seq":3,"kind":"subject","value":"{INVENTORY}","not_before_iat":100,"expires_at":null}}]}}"#
+        );
+        leader.install(body.as_bytes(), 10_000).unwrap();
+        let shared = leader.snapshot_json().unwrap();
+        let mut follower = guard(30);
+        assert!(guard(30).snapshot_json().is_none());
+        // A heartbeat before any set is not a sync.
+        follower.heard(10_000);
+        assert_eq!(
+            follower.check(&presented("x", &sub, 200), 10_000),
+            Verdict::NotSynced
+        );
+        follower.adopt(shared.as_bytes(), 10_000, 10_500).unwrap();
+        for (jti, iat) in [("bad", 200), ("ok", 50), ("ok", 200)] {
+            assert_eq!(
+                follower.check(&presented(jti, &sub, iat), 10_500),
+                leader.check(&presented(jti, &sub, iat), 10_500),
+                "{jti} {iat}"
+            );
+        }
+        assert_eq!(follower.poll_path(), "/v1/revocations?since=3");
+        // Staleness runs from the leader's last good answer, and heartbeats move it.
+        assert_eq!(
+            follower.check(&presented("ok", &sub, 200), 40_001),
+            Verdict::Stale
+        );
+        follower.heard(39_000);
+        assert_eq!(
+            follower.check(&presented("ok", &sub, 200), 40_001),
+            Verdict::Admit
+        );
+        // A delta or garbage is refused and changes nothing.
+        assert_eq!(
+            follower.adopt(
+                br#"{"seq":4,"snapshot":false,"revocations":[]}"#,
+                50_000,
+                50_000
+            ),
+            Err(FeedError::NoSnapshot)
+        );
+        assert!(follower.adopt(b"{", 50_000, 50_000).is_err());
+        assert_eq!(follower.last_ok_ms(), Some(39_000));
+        assert_eq!(follower.set().since(), Some(3));
     }
 
     #[test]

@@ -1,16 +1,18 @@
-//! The revocation feed follower of one VM: its root context long-polls the authz-server's
-//! `GET /v1/revocations?since=<seq>` (`dispatch_http_call`), installs each answer into the
-//! engine's `RevocationGuard` and polls again at once; a failed poll is retried after a short
-//! backoff. Every request is checked against the guard in certbind-core's flow; nothing here
-//! decides a request.
-//!
-//! Each worker VM follows the feed itself (one long-poll per worker, answered at once on news),
-//! so a revocation reaches every worker without waiting for a tick.
+//! The revocation feed follower. One worker VM per Envoy — the holder of the lease in shared
+//! data (`certbind_core::revocation_share`) — long-polls the authz-server's
+//! `GET /v1/revocations?since=<seq>` (`dispatch_http_call`), installs each answer into its
+//! engine's `RevocationGuard`, publishes the set and a heartbeat in shared data and polls
+//! again at once; a failed poll is retried after a short backoff. The other VMs read the
+//! heartbeat on their root tick and copy the set only when it changed. Every request is
+//! checked against the VM's own guard in certbind-core's flow; nothing here decides a request.
 
 use crate::metrics::Counter;
 use crate::vm::{self, Vm, VmRef};
+use certbind_core::config::FilterConfig;
 use certbind_core::revocation::{FeedError, MAX_FEED_BYTES};
+use certbind_core::revocation_share::{Follow, Keys, Lease, Published, Version};
 use proxy_wasm::hostcalls;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 /// Retry delays after failed polls: 250 ms doubling, capped, so a restarted authz-server is
@@ -18,12 +20,47 @@ use std::time::Duration;
 const BACKOFF_MIN_MS: u64 = 250;
 const BACKOFF_MAX_MS: u64 = 2000;
 
-/// The follower's state: the poll in flight and when to try again.
+/// The follower's state: its role, the poll in flight and when to try again.
 #[derive(Debug, Default)]
 pub struct Feed {
+    /// The shared-data keys of the feed; `None` when revocation is not configured.
+    keys: Option<Keys>,
+    /// This VM's lease id: random, fixed for the VM's life.
+    id: u64,
+    /// Whether this VM held the lease at its last tick.
+    leading: bool,
     in_flight: Option<u32>,
     next_attempt_ms: u64,
     failures: u32,
+    /// Sets this VM published while leading (the generation of its `Version`).
+    generation: u64,
+    /// The feed `seq` of the set last published while leading; `None` until one is.
+    published_seq: Option<u64>,
+    /// The version of the published set this VM adopted last (followers).
+    adopted: Option<Version>,
+}
+
+impl Feed {
+    pub fn new(config: &FilterConfig) -> Self {
+        let keys = config
+            .revocation
+            .as_ref()
+            .zip(config.revocation_target())
+            .map(|(r, (cluster, _))| Keys::new(cluster, &r.path));
+        Self {
+            keys,
+            id: vm_id(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A random id for this VM. std seeds `RandomState` from WASI `random_get` once per VM
+/// instance, so every worker VM draws its own.
+fn vm_id() -> u64 {
+    std::collections::hash_map::RandomState::new()
+        .hash_one(0u8)
+        .max(1)
 }
 
 /// Whether the call `token` is this VM's feed poll.
@@ -32,23 +69,139 @@ pub fn owns(vm: &VmRef, token: u32) -> bool {
         .is_ok_and(|v| v.feed.in_flight == Some(token))
 }
 
-/// The root's tick: start a poll when none is in flight and the backoff allows.
+/// The root's tick: a follower adopts what the leader published; then the lease is renewed or
+/// taken (when it lapsed), and the leader starts a poll when none is in flight.
 pub fn on_tick(vm: &VmRef, now: u64) {
-    let due = vm.try_borrow().is_ok_and(|v| {
-        v.engine().revocations().is_some()
-            && v.feed.in_flight.is_none()
-            && now >= v.feed.next_attempt_ms
-    });
+    let Ok(Some((keys, id, was_leading))) = vm
+        .try_borrow()
+        .map(|v| v.feed.keys.clone().map(|k| (k, v.feed.id, v.feed.leading)))
+    else {
+        return;
+    };
+    if !was_leading {
+        follow(vm, &keys, now);
+    }
+    let leading = hold_lease(&keys, id, now);
+    let due = match vm.try_borrow_mut() {
+        Ok(mut v) => {
+            if leading != was_leading {
+                v.feed.published_seq = None;
+                log::info!(
+                    "certbind revocation feed: this worker VM {} following it",
+                    if leading { "is now" } else { "stopped" }
+                );
+            }
+            v.feed.leading = leading;
+            leading && v.feed.in_flight.is_none() && now >= v.feed.next_attempt_ms
+        }
+        Err(_) => false,
+    };
     if due {
         poll(vm, now);
     }
 }
 
-/// Tick fast while no snapshot has arrived or a retry is pending.
+/// Renews or takes the lease; true when this VM holds it now.
+fn hold_lease(keys: &Keys, id: u64, now: u64) -> bool {
+    let (value, cas) = hostcalls::get_shared_data(&keys.lease).unwrap_or((None, None));
+    let current = value.as_deref().and_then(Lease::parse);
+    match Lease::claim(current, id, now) {
+        Some(lease) => {
+            hostcalls::set_shared_data(&keys.lease, Some(lease.encode().as_bytes()), cas).is_ok()
+        }
+        None => false,
+    }
+}
+
+/// A follower's tick: adopt a newer published set, or only the newer heartbeat.
+fn follow(vm: &VmRef, keys: &Keys, now: u64) {
+    let (state, _) = hostcalls::get_shared_data(&keys.state).unwrap_or((None, None));
+    let published = state.as_deref().and_then(Published::parse);
+    let Ok(mut v) = vm.try_borrow_mut() else {
+        return;
+    };
+    let adopted = v.feed.adopted;
+    let Some(guard) = v.engine_mut().revocations_mut() else {
+        return;
+    };
+    match Follow::decide(adopted, guard.last_ok_ms(), published) {
+        Follow::Nothing => {}
+        Follow::Heard { last_ok_ms } => guard.heard(last_ok_ms),
+        Follow::Adopt(p) => {
+            let (set, _) = hostcalls::get_shared_data(&keys.set).unwrap_or((None, None));
+            let synced_before = guard.is_synced();
+            match guard.adopt(set.as_deref().unwrap_or_default(), p.last_ok_ms, now) {
+                Ok(()) => {
+                    if !synced_before {
+                        log::info!(
+                            "certbind revocation set adopted from the following VM: seq={} entries={}",
+                            guard.set().since().unwrap_or_default(),
+                            guard.set().len()
+                        );
+                    }
+                }
+                // Not retried until the next version: a set the leader wrote and this VM
+                // refuses would be refused again. The guard keeps its set and goes stale.
+                Err(e) => log::warn!("certbind published revocation set refused: {e}"),
+            }
+            v.feed.adopted = Some(p.version);
+            if !synced_before {
+                drop(v);
+                vm::resume_revocation_waiters(vm, now);
+            }
+        }
+    }
+}
+
+/// The leader publishes after every good answer: the set when its `seq` moved (or this VM
+/// has not published it yet), then the heartbeat. A VM that lost the lease publishes nothing.
+fn publish(vm: &VmRef, now: u64) {
+    let Ok(Some((keys, id))) = vm
+        .try_borrow()
+        .map(|v| v.feed.keys.clone().map(|k| (k, v.feed.id)))
+    else {
+        return;
+    };
+    let (lease, _) = hostcalls::get_shared_data(&keys.lease).unwrap_or((None, None));
+    if !lease
+        .as_deref()
+        .and_then(Lease::parse)
+        .is_some_and(|l| l.held_by(id, now))
+    {
+        return;
+    }
+    let Ok(mut v) = vm.try_borrow_mut() else {
+        return;
+    };
+    let Some(guard) = v.engine().revocations() else {
+        return;
+    };
+    let seq = guard.set().since();
+    if v.feed.published_seq.is_none() || v.feed.published_seq != seq {
+        let Some(json) = guard.snapshot_json() else {
+            return;
+        };
+        // The set before the state: a follower that sees a new version finds its set.
+        let _ = hostcalls::set_shared_data(&keys.set, Some(json.as_bytes()), None);
+        v.feed.generation = v.feed.generation.saturating_add(1);
+        v.feed.published_seq = seq;
+    }
+    let state = Published {
+        version: Version {
+            holder: id,
+            generation: v.feed.generation,
+        },
+        last_ok_ms: now,
+    };
+    let _ = hostcalls::set_shared_data(&keys.state, Some(state.encode().as_bytes()), None);
+}
+
+/// Tick fast while a follower (the heartbeat is read on the tick), while no snapshot has
+/// arrived, or while a retry is pending.
 pub fn wants_fast_tick(v: &Vm, _now: u64) -> bool {
     v.engine()
         .revocations()
-        .is_some_and(|g| !g.is_synced() || v.feed.in_flight.is_none())
+        .is_some_and(|g| !v.feed.leading || !g.is_synced() || v.feed.in_flight.is_none())
 }
 
 fn poll(vm: &VmRef, now: u64) {
@@ -115,17 +268,24 @@ pub fn on_response(vm: &VmRef, token: u32, body_size: usize) {
     };
     match outcome {
         Ok((synced_before, entries, seq)) => {
-            if let Ok(mut v) = vm.try_borrow_mut() {
-                if v.feed.failures > 0 || !synced_before {
-                    log::info!(
-                        "certbind revocation feed followed: seq={} entries={entries}",
-                        seq.unwrap_or_default()
-                    );
+            let leading = match vm.try_borrow_mut() {
+                Ok(mut v) => {
+                    if v.feed.failures > 0 || !synced_before {
+                        log::info!(
+                            "certbind revocation feed followed: seq={} entries={entries}",
+                            seq.unwrap_or_default()
+                        );
+                    }
+                    v.feed.failures = 0;
+                    v.metrics().bump(Counter::RevocationFeedOk);
+                    v.feed.leading
                 }
-                v.feed.failures = 0;
-                v.metrics().bump(Counter::RevocationFeedOk);
+                Err(_) => false,
+            };
+            if leading {
+                publish(vm, now);
+                poll(vm, now);
             }
-            poll(vm, now);
             vm::resume_revocation_waiters(vm, now);
         }
         Err(why) => failed(vm, now, &why),

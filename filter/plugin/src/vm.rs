@@ -83,6 +83,7 @@ pub struct Vm {
 impl Vm {
     pub fn new(config: FilterConfig, root_id: u32) -> Self {
         let scope = format!("{}{}", config.jwks.cluster, config.jwks.path);
+        let feed = crate::revocation::Feed::new(&config);
         let mut engine = Engine::new(config);
         engine.use_replay_store(Box::new(EnvoySharedData));
         Self {
@@ -96,7 +97,7 @@ impl Vm {
             tick: None,
             set_key: format!("certbind.jwks.v1:{scope}"),
             fetch_key: format!("certbind.jwks.fetch.v1:{scope}"),
-            feed: crate::revocation::Feed::default(),
+            feed,
             conns: ExpiringCache::new(CONN_CACHE_SIZE),
         }
     }
@@ -731,38 +732,26 @@ fn on_jwks_response(vm: &VmRef, receiver: u32, body_size: usize) {
     }
 }
 
-/// Re-runs the flows waiting for keys (all of them, or only those past their deadline).
+/// Re-runs the flows waiting for keys or revocations (all of them, or only those past their
+/// deadline).
 fn resume_jwks_waiters(vm: &VmRef, now: u64, all: bool) {
-    let waiting: Vec<u32> = match vm.try_borrow() {
-        Ok(v) => v
-            .parked
-            .iter()
-            .filter_map(|(ctx, p)| match p.wait {
-                Wait::Jwks { until_ms } | Wait::Revocations { until_ms }
-                    if all || now >= until_ms =>
-                {
-                    Some(*ctx)
-                }
-                _ => None,
-            })
-            .collect(),
-        Err(_) => return,
-    };
-    for ctx in waiting {
-        resume_one_jwks_waiter(vm, ctx, now, true);
-    }
-    if let Ok(root) = vm.try_borrow().map(|v| v.root_id) {
-        let _ = hostcalls::set_effective_context(root);
-    }
+    resume_waiters(vm, now, |wait| match wait {
+        Wait::Jwks { until_ms } | Wait::Revocations { until_ms } => all || now >= until_ms,
+        Wait::Pdp { .. } => false,
+    });
 }
 
 /// Re-runs the requests waiting for the first revocation snapshot (root context).
 pub(crate) fn resume_revocation_waiters(vm: &VmRef, now: u64) {
+    resume_waiters(vm, now, |wait| matches!(wait, Wait::Revocations { .. }));
+}
+
+fn resume_waiters(vm: &VmRef, now: u64, due: impl Fn(Wait) -> bool) {
     let waiting: Vec<u32> = match vm.try_borrow() {
         Ok(v) => v
             .parked
             .iter()
-            .filter_map(|(ctx, p)| matches!(p.wait, Wait::Revocations { .. }).then_some(*ctx))
+            .filter_map(|(ctx, p)| due(p.wait).then_some(*ctx))
             .collect(),
         Err(_) => return,
     };

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 /// Every `reason` of CONTRACT §4 with its status and RFC 6750 / RFC 9449 `error`
 /// (`None`: no `error`, RFC 6750 §3.1).
-pub const REASONS: [(&str, u32, Option<&str>); 19] = [
+pub const REASONS: [(&str, u32, Option<&str>); 20] = [
     ("missing_token", 401, None),
     ("malformed_token", 401, Some("invalid_token")),
     ("unsupported_alg", 401, Some("invalid_token")),
@@ -27,6 +27,11 @@ pub const REASONS: [(&str, u32, Option<&str>); 19] = [
     ("policy_denied", 403, Some("access_denied")),
     ("jwks_unavailable", 503, Some("temporarily_unavailable")),
     ("pdp_unavailable", 503, Some("temporarily_unavailable")),
+    (
+        "revocation_unavailable",
+        503,
+        Some("temporarily_unavailable"),
+    ),
 ];
 
 pub fn status_of(reason: &str) -> Option<u32> {

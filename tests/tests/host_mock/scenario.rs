@@ -273,6 +273,7 @@ impl Builder {
         let mut sidecar = Sidecar {
             vms: Vec::new(),
             tick_seen: Vec::new(),
+            ticks_stopped: Vec::new(),
             shared: Shared::default(),
             clock,
             config: self.config,
@@ -324,6 +325,7 @@ impl Builder {
             }
             sidecar.vms.push(vm);
             sidecar.tick_seen.push(0);
+            sidecar.ticks_stopped.push(false);
             sidecar.pump();
         }
         if self.warm {
@@ -342,6 +344,7 @@ fn logs_of(vm: &Vm) -> Vec<String> {
 pub struct Sidecar {
     pub vms: Vec<Vm>,
     tick_seen: Vec<u32>,
+    ticks_stopped: Vec<bool>,
     pub shared: Shared,
     pub clock: Clock,
     pub config: Value,
@@ -519,9 +522,19 @@ impl Sidecar {
         self.advance(Duration::from_secs(s));
     }
 
+    /// VM `vm` gets no more root ticks, like a worker VM torn down or stuck (its calls are
+    /// still answered).
+    pub fn stop_ticks(&mut self, vm: usize) {
+        self.ticks_stopped[vm] = true;
+    }
+
     fn fire_ticks(&mut self) {
         let now = self.clock.now_ms();
         for i in 0..self.vms.len() {
+            if self.ticks_stopped[i] {
+                self.vms[i].next_tick_ms = None;
+                continue;
+            }
             let due = self.vms[i].next_tick_ms.is_some_and(|t| t <= now);
             if !due {
                 continue;

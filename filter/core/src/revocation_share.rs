@@ -1,0 +1,295 @@
+//! One revocation feed follower per Envoy. Every worker VM keeps its own revocation set, so a
+//! request is checked without a host call, but only one VM at a time — the leader — long-polls
+//! the authz-server's feed. It publishes the set in Envoy's shared data and the other VMs adopt
+//! it on their root tick. Pure: the lease rule, the shared values and their encodings; the
+//! plugin does the shared-data I/O.
+//!
+//! Shared data (one store per Envoy `vm_id`; keys scoped by the feed's cluster and path):
+//! - `lease` = `<holder>:<until_ms>`: the VM that follows the feed, renewed by its root tick.
+//!   When it lapses (the VM was torn down or is stuck) the next VM to tick takes over, so the
+//!   feed is followed again within [`LEASE_MS`] plus one tick.
+//! - `state` = `<holder>.<generation>:<last_ok_ms>`: which published set is current and when
+//!   the feed last answered well. Rewritten on every good answer: it is the heartbeat the
+//!   other VMs judge staleness by, so a dead leader makes every VM stale together (and fail
+//!   closed) rather than some of them silently trusting an old set.
+//! - `set`: the whole set as a feed snapshot (the feed's own JSON), rewritten only when the
+//!   set changed, so a follower copies it only then.
+
+use crate::revocation::{FeedAnswer, FeedError, parse_feed};
+
+/// How long a lease holds without renewal. The leader renews on every root tick (at most a
+/// second apart), so only a VM that is gone or stuck for seconds loses it.
+pub const LEASE_MS: u64 = 3_000;
+
+/// The shared-data keys of one feed (cluster + path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    pub lease: String,
+    pub state: String,
+    pub set: String,
+}
+
+impl Keys {
+    pub fn new(cluster: &str, path: &str) -> Self {
+        let scope = format!("{cluster}{path}");
+        Self {
+            lease: format!("certbind.revocation.lease.v1:{scope}"),
+            state: format!("certbind.revocation.state.v1:{scope}"),
+            set: format!("certbind.revocation.set.v1:{scope}"),
+        }
+    }
+}
+
+/// Who follows the feed, until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: u64,
+    pub until_ms: u64,
+}
+
+impl Lease {
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let (holder, until) = std::str::from_utf8(bytes).ok()?.split_once(':')?;
+        Some(Self {
+            holder: number(holder)?,
+            until_ms: number(until)?,
+        })
+    }
+
+    pub fn encode(&self) -> String {
+        format!("{}:{}", self.holder, self.until_ms)
+    }
+
+    /// The lease VM `me` writes at `now_ms` to hold or take the feed, if it may: an absent,
+    /// unreadable, lapsed or own lease is (re)taken; a live lease of another VM is not.
+    pub fn claim(current: Option<Self>, me: u64, now_ms: u64) -> Option<Self> {
+        match current {
+            Some(l) if l.holder != me && now_ms < l.until_ms => None,
+            _ => Some(Self {
+                holder: me,
+                until_ms: now_ms.saturating_add(LEASE_MS),
+            }),
+        }
+    }
+
+    /// Whether `me` holds this lease at `now_ms`.
+    pub fn held_by(&self, me: u64, now_ms: u64) -> bool {
+        self.holder == me && now_ms < self.until_ms
+    }
+}
+
+/// Which published set: the leader that wrote it and its count of writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    pub holder: u64,
+    pub generation: u64,
+}
+
+/// The `state` value: the current set's version and when the feed last answered well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    pub version: Version,
+    pub last_ok_ms: u64,
+}
+
+impl Published {
+    pub fn parse(bytes: &[u8]) -> Option<Self> {
+        let (version, last_ok) = std::str::from_utf8(bytes).ok()?.split_once(':')?;
+        let (holder, generation) = version.split_once('.')?;
+        Some(Self {
+            version: Version {
+                holder: number(holder)?,
+                generation: number(generation)?,
+            },
+            last_ok_ms: number(last_ok)?,
+        })
+    }
+
+    pub fn encode(&self) -> String {
+        format!(
+            "{}.{}:{}",
+            self.version.holder, self.version.generation, self.last_ok_ms
+        )
+    }
+}
+
+/// What a follower does on its tick, given the version it adopted last and what is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// Nothing published yet, or nothing new.
+    Nothing,
+    /// Same set, newer sign of life: only the staleness clock moves.
+    Heard { last_ok_ms: u64 },
+    /// Another set: read `set` and adopt it.
+    Adopt(Published),
+}
+
+impl Follow {
+    pub fn decide(adopted: Option<Version>, heard_ms: Option<u64>, now: Option<Published>) -> Self {
+        match now {
+            None => Self::Nothing,
+            Some(p) if adopted != Some(p.version) => Self::Adopt(p),
+            Some(p) if heard_ms.is_none_or(|h| h < p.last_ok_ms) => Self::Heard {
+                last_ok_ms: p.last_ok_ms,
+            },
+            Some(_) => Self::Nothing,
+        }
+    }
+}
+
+/// Parses a published `set`: a feed answer that must be a snapshot (a delta would only make
+/// sense against a set the reader may not hold).
+pub fn parse_published_set(bytes: &[u8]) -> Result<FeedAnswer, FeedError> {
+    let answer = parse_feed(bytes)?;
+    if answer.snapshot {
+        Ok(answer)
+    } else {
+        Err(FeedError::NoSnapshot)
+    }
+}
+
+/// A decimal `u64` with no sign, space or leading `+`.
+fn number(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_round_trips_and_refuses_garbage() {
+        let l = Lease {
+            holder: 17,
+            until_ms: 1_700_000_000_123,
+        };
+        assert_eq!(Lease::parse(l.encode().as_bytes()), Some(l));
+        for bad in [
+            &b""[..],
+            b"17",
+            b"17:",
+            b":5",
+            b"-1:5",
+            b"+1:5",
+            b"1 :5",
+            b"1:5:6",
+            b"\xff:1",
+            b"99999999999999999999:1",
+        ] {
+            assert_eq!(Lease::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_one_vm_holds_a_live_lease_and_a_lapsed_one_is_taken_over() {
+        assert_eq!(
+            Lease::claim(None, 1, 1_000),
+            Some(Lease {
+                holder: 1,
+                until_ms: 1_000 + LEASE_MS
+            })
+        );
+        let held = Lease {
+            holder: 1,
+            until_ms: 4_000,
+        };
+        // Another VM may not take a live lease; the holder renews it.
+        assert_eq!(Lease::claim(Some(held), 2, 3_999), None);
+        assert_eq!(
+            Lease::claim(Some(held), 1, 3_999).map(|l| l.until_ms),
+            Some(3_999 + LEASE_MS)
+        );
+        // Lapsed: the first VM to tick takes it.
+        assert_eq!(
+            Lease::claim(Some(held), 2, 4_000).map(|l| l.holder),
+            Some(2)
+        );
+        assert!(held.held_by(1, 3_999));
+        assert!(!held.held_by(1, 4_000));
+        assert!(!held.held_by(2, 3_999));
+    }
+
+    #[test]
+    fn published_state_round_trips_and_refuses_garbage() {
+        let p = Published {
+            version: Version {
+                holder: 9,
+                generation: 3,
+            },
+            last_ok_ms: 55,
+        };
+        assert_eq!(p.encode(), "9.3:55");
+        assert_eq!(Published::parse(b"9.3:55"), Some(p));
+        for bad in [
+            &b"9:55"[..],
+            b"9.3",
+            b"9.:55",
+            b".3:55",
+            b"9.3:x",
+            b"9.3.1:5",
+        ] {
+            assert_eq!(Published::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_follower_adopts_a_new_version_and_otherwise_only_hears_a_newer_heartbeat() {
+        let v1 = Version {
+            holder: 1,
+            generation: 1,
+        };
+        let at = |version, last_ok_ms| Published {
+            version,
+            last_ok_ms,
+        };
+        assert_eq!(Follow::decide(None, None, None), Follow::Nothing);
+        assert_eq!(
+            Follow::decide(None, None, Some(at(v1, 10))),
+            Follow::Adopt(at(v1, 10))
+        );
+        assert_eq!(
+            Follow::decide(Some(v1), Some(10), Some(at(v1, 10))),
+            Follow::Nothing
+        );
+        assert_eq!(
+            Follow::decide(Some(v1), Some(10), Some(at(v1, 25))),
+            Follow::Heard { last_ok_ms: 25 }
+        );
+        // A new leader's first set is adopted even though its generation starts low again.
+        let v2 = Version {
+            holder: 2,
+            generation: 1,
+        };
+        assert_eq!(
+            Follow::decide(Some(v1), Some(25), Some(at(v2, 26))),
+            Follow::Adopt(at(v2, 26))
+        );
+    }
+
+    #[test]
+    fn a_published_set_must_be_a_snapshot() {
+        assert!(parse_published_set(br#"{"seq":2,"snapshot":true,"revocations":[]}"#).is_ok());
+        assert_eq!(
+            parse_published_set(br#"{"seq":2,"snapshot":false,"revocations":[]}"#),
+            Err(FeedError::NoSnapshot)
+        );
+        assert!(matches!(
+            parse_published_set(b"not json"),
+            Err(FeedError::Shape(_))
+        ));
+    }
+
+    #[test]
+    fn keys_are_scoped_by_feed() {
+        let k = Keys::new("certbind_authz", "/v1/revocations");
+        assert_eq!(
+            k.lease,
+            "certbind.revocation.lease.v1:certbind_authz/v1/revocations"
+        );
+        assert_ne!(k.lease, Keys::new("other", "/v1/revocations").lease);
+        assert_ne!(k.state, k.set);
+    }
+}

@@ -1,0 +1,148 @@
+//! The revocation feed with several worker VMs: one VM follows the feed (a lease in shared
+//! data), the others adopt the set it publishes; a lapsed lease is taken over; a silent
+//! leader makes every VM stale together.
+
+use super::scenario::{Answer, Endpoint, Sidecar};
+use serde_json::json;
+use std::time::Duration;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+const EMPTY_SNAPSHOT: &str = r#"{"seq":1,"snapshot":true,"revocations":[]}"#;
+
+fn delta(seq: u64, jti: &str) -> String {
+    format!(
+        r#"{{"seq":{seq},"snapshot":false,"revocations":[{{"seq":{seq},"kind":"jti","value":"{jti}","expires_at":null}}]}}"#
+    )
+}
+
+/// Two worker VMs following a feed whose first snapshot is empty; the long-poll after it
+/// stays open until the test answers it.
+fn two_vms() -> Sidecar {
+    let mut sidecar = Sidecar::builder()
+        .vms(2)
+        .config(|c| c["revocation"] = json!({}))
+        .start();
+    sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, EMPTY_SNAPSHOT));
+    sidecar.advance(ms(200));
+    sidecar
+}
+
+/// The VMs that polled the feed, in call order, deduplicated.
+fn pollers(sidecar: &Sidecar) -> Vec<usize> {
+    let mut vms: Vec<usize> = sidecar
+        .calls_for(Endpoint::Revocations)
+        .iter()
+        .map(|d| d.vm)
+        .collect();
+    vms.dedup();
+    vms
+}
+
+#[test]
+fn one_worker_vm_follows_the_feed_and_the_other_enforces_what_it_publishes() {
+    let mut sidecar = two_vms();
+    let pki = sidecar.pki.clone();
+    sidecar.advance(ms(5_000));
+    let polls = sidecar.calls_for(Endpoint::Revocations).len();
+    assert_eq!(polls, 2, "a snapshot and one open long-poll, for both VMs");
+    assert_eq!(pollers(&sidecar).len(), 1, "one VM polls");
+    assert_eq!(sidecar.pending_calls(Endpoint::Revocations), 1);
+    for vm in [0, 1] {
+        let token = sidecar
+            .token(&pki.consumer)
+            .jti(&format!("ok-{vm}"))
+            .build();
+        sidecar.request(&pki.consumer, &token).on_vm(vm).admitted();
+    }
+    // News on the long-poll reaches the VM that does not poll on its next tick (100 ms).
+    sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, delta(2, "stolen")));
+    sidecar.advance(ms(100));
+    let stolen = sidecar.token(&pki.consumer).jti("stolen").build();
+    for vm in [0, 1] {
+        sidecar
+            .request(&pki.consumer, &stolen)
+            .on_vm(vm)
+            .answers(401, "revoked");
+        let token = sidecar
+            .token(&pki.consumer)
+            .jti(&format!("ok-{vm}"))
+            .build();
+        sidecar.request(&pki.consumer, &token).on_vm(vm).admitted();
+    }
+    assert_eq!(pollers(&sidecar).len(), 1);
+    sidecar.assert_healthy();
+}
+
+#[test]
+fn a_request_on_the_other_vm_waits_for_the_first_published_set() {
+    let mut sidecar = Sidecar::builder()
+        .vms(2)
+        .config(|c| c["revocation"] = json!({}))
+        .start();
+    let pki = sidecar.pki.clone();
+    let leader = pollers(&sidecar)[0];
+    let token = sidecar.token(&pki.consumer).build();
+    let mut ex = sidecar
+        .request(&pki.consumer, &token)
+        .on_vm(1 - leader)
+        .send();
+    sidecar.verdict(&mut ex).stays_paused();
+    sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, EMPTY_SNAPSHOT));
+    sidecar.advance(ms(100));
+    sidecar.verdict(&mut ex).admitted();
+    sidecar.assert_healthy();
+}
+
+#[test]
+fn a_lapsed_lease_is_taken_over_from_the_set_already_adopted() {
+    let mut sidecar = two_vms();
+    let pki = sidecar.pki.clone();
+    let leader = pollers(&sidecar)[0];
+    let other = 1 - leader;
+    sidecar.stop_ticks(leader);
+    sidecar.advance(ms(3_500));
+    let calls = sidecar.calls_for(Endpoint::Revocations);
+    let taken = calls.last().expect("a poll");
+    assert_eq!(taken.vm, other, "the other VM took the feed over");
+    assert_eq!(
+        taken.call.headers.get_str(":path").as_deref(),
+        Some("/v1/revocations?since=1"),
+        "it goes on from the set it had adopted"
+    );
+    sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, delta(2, "late")));
+    let late = sidecar.token(&pki.consumer).jti("late").build();
+    sidecar
+        .request(&pki.consumer, &late)
+        .on_vm(other)
+        .answers(401, "revoked");
+    sidecar.assert_healthy();
+}
+
+#[test]
+fn a_silent_leader_makes_every_vm_stale_and_its_next_answer_revives_them() {
+    let mut sidecar = two_vms();
+    let pki = sidecar.pki.clone();
+    let other = 1 - pollers(&sidecar)[0];
+    let token = sidecar.token(&pki.consumer).build();
+    // The long-poll hangs: no heartbeat for longer than max_staleness_s (30 s).
+    sidecar.advance(ms(30_500));
+    sidecar
+        .request(&pki.consumer, &token)
+        .on_vm(other)
+        .answers(503, "revocation_unavailable");
+    // The poll times out at 35 s and is retried; an empty delta is the heartbeat.
+    sidecar.advance(ms(5_000));
+    sidecar.answer_pending(
+        Endpoint::Revocations,
+        Answer::json(200, r#"{"seq":1,"snapshot":false,"revocations":[]}"#),
+    );
+    sidecar.advance(ms(100));
+    sidecar
+        .request(&pki.consumer, &token)
+        .on_vm(other)
+        .admitted();
+    sidecar.assert_healthy();
+}
