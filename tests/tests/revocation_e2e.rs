@@ -333,3 +333,65 @@ fn the_revocation_demo_step_runs_against_a_system_on_free_ports() {
     // The ban was lifted at the end: inventory can get a new token again.
     system.token("inventory", "orders", "orders:read").unwrap();
 }
+
+#[test]
+fn one_worker_vm_per_envoy_long_polls_the_feed_and_every_worker_enforces_it() {
+    let system = System::builder().concurrency(2).start();
+    let consumer = system.token("consumer", "orders", "orders:read").unwrap();
+    // Requests on fresh connections land on both workers; all are admitted once synced.
+    for _ in 0..6 {
+        ok(get(&system, "consumer", &consumer));
+    }
+    // Every worker VM runs one root context per listener's plugin; following the feed each
+    // would hold several long-polls open. One lease holder holds exactly one.
+    let admin = system.admin();
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        let stats = admin.stats().unwrap();
+        samples.push(stats["cluster.certbind_authz.upstream_rq_active"]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        samples.iter().all(|&n| n == 1),
+        "requests open to the authz-server: {samples:?}\n{}",
+        system.logs_tail(20)
+    );
+    let log = system.envoy_log();
+    let leaders = log.matches("this worker VM is now following it").count();
+    assert_eq!(leaders, 1, "lease holders over the run:\n{log}");
+    println!("open feed long-polls: {samples:?}; lease holders: {leaders}");
+    ok(system.revoke_token("consumer", &consumer).unwrap());
+    let took = until_answer(
+        &system,
+        "consumer",
+        &consumer,
+        401,
+        Some("revoked"),
+        Duration::from_secs(1),
+    );
+    // Every worker refuses it: new connections spread over both.
+    for _ in 0..10 {
+        let r = get(&system, "consumer", &consumer);
+        assert_eq!(
+            (r.status, reason(&r)),
+            (401, "revoked".into()),
+            "{}",
+            r.text()
+        );
+    }
+    let stats = admin.stats().unwrap();
+    for worker in ["worker_0", "worker_1"] {
+        let served: u64 = stats
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("listener.") && k.ends_with(&format!(".{worker}.downstream_cx_total"))
+            })
+            .map(|(_, v)| *v)
+            .sum();
+        assert!(
+            served > 0,
+            "{worker} served no connection: both workers must be checked"
+        );
+    }
+    println!("refused on every worker after {took:?}");
+}
