@@ -227,15 +227,23 @@ pub fn start(
     .into_iter()
     .map(str::to_owned)
     .collect();
-    let admin = Admin::new(crate::ports::loopback(admin_port));
     Proc::spawn(
         "envoy",
         &envoy,
         &args,
         log_dir,
-        Ready::Check(Box::new(move || admin.is_live())),
-        Duration::from_secs(30),
+        ready(admin_port),
+        READY_TIMEOUT,
     )
+}
+
+/// How long Envoy may take from spawn to a ready admin port.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Envoy is ready once its admin port on `admin_port` answers `/ready` with 200.
+pub fn ready(admin_port: u16) -> Ready {
+    let admin = Admin::new(crate::ports::loopback(admin_port));
+    Ready::Check(Box::new(move || admin.is_live()))
 }
 
 /// Envoy's admin endpoint.

@@ -662,6 +662,18 @@ impl System {
         self.pdp.start(pdp_ready(), SERVICE_READY)
     }
 
+    /// Kills Envoy (SIGKILL, as a crash or `kill -9` would); the other services keep running.
+    pub fn stop_envoy(&mut self) {
+        self.envoy.stop();
+    }
+
+    /// Starts Envoy again with the same rendered config on the same ports; returns once its
+    /// admin port says it is ready (the filter has not necessarily fetched anything yet).
+    pub fn start_envoy(&mut self) -> Result<(), Error> {
+        self.envoy
+            .start(envoy::ready(self.ports.admin), envoy::READY_TIMEOUT)
+    }
+
     /// Envoy's pid (e.g. to prove a rotation was picked up without a restart).
     pub fn envoy_pid(&self) -> Option<u32> {
         self.envoy.pid()

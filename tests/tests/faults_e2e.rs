@@ -2,13 +2,17 @@
 //! JWKS endpoint that answers 500, garbage, a huge body or too late must give the caller the
 //! contract's 503 (never an allow), and the filter must recover on its own, without an Envoy
 //! restart, once the real service is back. An authz-server killed with SIGKILL must come back
-//! with the same signing keys. Clock skew is checked on both sides of its bound.
+//! with the same signing keys. An Envoy killed and started again must hold its first requests
+//! until it has keys and the revocation list, then admit and refuse exactly as before. Clock skew
+//! is checked on both sides of its bound.
 //! (Down-at-start, down-later and hung services are in filter_e2e and revocation_e2e.)
 
 use certbind_tests::fake::{FakeService, Fault};
 use certbind_tests::ports::loopback;
 use certbind_tests::system::signal;
-use certbind_tests::{Request, Response, System};
+use certbind_tests::tokens::decode_claims;
+use certbind_tests::{Request, Response, System, TlsClient};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 fn get(s: &System, token: &str, path: &str) -> Response {
@@ -36,15 +40,25 @@ fn expect(r: &Response, status: u16, reason: &str) {
     );
 }
 
-fn poll_until_200(s: &System, token: &str, within: Duration) -> Response {
+/// Calls until `done` holds for the answer or `within` passes; returns the last answer.
+fn poll_until(
+    s: &System,
+    token: &str,
+    within: Duration,
+    done: impl Fn(&Response) -> bool,
+) -> Response {
     let started = Instant::now();
     loop {
         let r = get(s, token, "/orders/1");
-        if r.status == 200 || started.elapsed() > within {
+        if done(&r) || started.elapsed() > within {
             return r;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn poll_until_200(s: &System, token: &str, within: Duration) -> Response {
+    poll_until(s, token, within, |r| r.status == 200)
 }
 
 /// Answers that are not a decision: each must be 503 `pdp_unavailable`, even those that say
@@ -229,6 +243,96 @@ fn a_sigkilled_authz_server_restarts_with_the_same_signing_keys_while_calls_cont
         200,
         "a pre-crash token stopped verifying"
     );
+}
+
+/// A consumer's call to the orders sidecar sent as soon as it accepts connections: retried while
+/// the connection fails (Envoy not up yet) until `deadline`; the answer and when it came.
+fn call_once_up(
+    client: &TlsClient,
+    sidecar: SocketAddr,
+    token: &str,
+    deadline: Instant,
+) -> (Response, Instant) {
+    loop {
+        match client.send(sidecar, &Request::get("/orders/1").bearer(token)) {
+            Ok(r) => return (r, Instant::now()),
+            Err(e) if Instant::now() > deadline => panic!("the sidecar never answered: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+#[test]
+fn a_restarted_envoy_holds_its_first_requests_for_keys_and_revocations_then_answers_as_before() {
+    let mut s = System::builder().start();
+    let valid = s.token("consumer", "orders", "orders:read").unwrap();
+    let revoked = s.token("consumer", "orders", "orders:read").unwrap();
+    // Both admitted once, so both sit in the old Envoy's caches.
+    assert_eq!(get(&s, &valid, "/orders/1").status, 200);
+    assert_eq!(get(&s, &revoked, "/orders/1").status, 200);
+    let jti = decode_claims(&revoked).unwrap()["jti"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = s.revoke("jti", &jti).unwrap();
+    assert_eq!(r.status, 200, "revoking: {}", r.text());
+    let r = poll_until(&s, &revoked, Duration::from_secs(2), |r| r.status == 401);
+    expect(&r, 401, "revoked");
+
+    s.stop_envoy();
+    let client = s.client(Some("consumer")).unwrap();
+    assert!(
+        client
+            .send(
+                s.sidecar("orders"),
+                &Request::get("/orders/1").bearer(&valid)
+            )
+            .is_err(),
+        "the sidecar still answers after Envoy was killed"
+    );
+    // The consumer keeps calling while Envoy is down; the first calls the new Envoy accepts
+    // arrive before its first JWKS fetch and revocation sync, and must wait for both.
+    let sidecar = s.sidecar("orders");
+    let restarted = Instant::now();
+    let deadline = restarted + Duration::from_secs(30);
+    let (first_valid, first_revoked) = std::thread::scope(|scope| {
+        let valid = scope.spawn(|| call_once_up(&client, sidecar, &valid, deadline));
+        let revoked = scope.spawn(|| call_once_up(&client, sidecar, &revoked, deadline));
+        s.start_envoy().unwrap();
+        (valid.join().unwrap(), revoked.join().unwrap())
+    });
+    let ready_after = restarted.elapsed();
+    let (r, at) = first_valid;
+    assert_eq!(
+        r.status,
+        200,
+        "the first valid call after the restart: {} {}\n{}",
+        r.status,
+        r.text(),
+        s.logs_tail(20)
+    );
+    let (r, revoked_at) = first_revoked;
+    expect(&r, 401, "revoked");
+    let (valid_took, revoked_took) = (at - restarted, revoked_at - restarted);
+    println!(
+        "Envoy ready {ready_after:?} after the restart began; first answers: 200 after \
+         {valid_took:?}, 401 revoked after {revoked_took:?}"
+    );
+    for took in [valid_took, revoked_took] {
+        assert!(
+            took < Duration::from_secs(5),
+            "a first answer took {took:?} from the restart"
+        );
+    }
+    // Counters of the new Envoy: it fetched both itself.
+    assert!(s.counter("certbind.jwks.fetch_ok").unwrap() >= 1);
+    assert!(s.counter("certbind.revocation.feed_ok").unwrap() >= 1);
+    assert_eq!(s.counter("certbind.denied.jwks_unavailable").unwrap(), 0);
+    // And it goes on answering as the old one did.
+    assert_eq!(get(&s, &valid, "/orders/2").status, 200);
+    expect(&get(&s, &revoked, "/orders/2"), 401, "revoked");
+    let fresh = s.token("consumer", "orders", "orders:read").unwrap();
+    assert_eq!(get(&s, &fresh, "/orders/3").status, 200);
 }
 
 #[test]
