@@ -20,6 +20,10 @@ use std::time::Duration;
 const BACKOFF_MIN_MS: u64 = 250;
 const BACKOFF_MAX_MS: u64 = 2000;
 
+/// A follower with traffic also reads the published state before a request, at most this
+/// often, so news reaches it within milliseconds rather than at its next 100 ms tick.
+const FOLLOW_ON_REQUEST_MS: u64 = 5;
+
 /// The follower's state: its role, the poll in flight and when to try again.
 #[derive(Debug, Default)]
 pub struct Feed {
@@ -38,6 +42,8 @@ pub struct Feed {
     published_seq: Option<u64>,
     /// The version of the published set this VM adopted last (followers).
     adopted: Option<Version>,
+    /// When a request may next read the published state (followers).
+    next_request_follow_ms: u64,
 }
 
 impl Feed {
@@ -98,6 +104,25 @@ pub fn on_tick(vm: &VmRef, now: u64) {
     };
     if due {
         poll(vm, now);
+    }
+}
+
+/// Before a request on a follower that holds a set: adopt newer news first (throttled).
+/// Requests waiting for the first set are the root tick's business, which resumes them.
+pub fn before_request(vm: &VmRef, now: u64) {
+    let keys = match vm.try_borrow_mut() {
+        Ok(mut v) => {
+            let synced = v.engine().revocations().is_some_and(|g| g.is_synced());
+            if v.feed.leading || !synced || now < v.feed.next_request_follow_ms {
+                return;
+            }
+            v.feed.next_request_follow_ms = now.saturating_add(FOLLOW_ON_REQUEST_MS);
+            v.feed.keys.clone()
+        }
+        Err(_) => return,
+    };
+    if let Some(keys) = keys {
+        follow(vm, &keys, now);
     }
 }
 

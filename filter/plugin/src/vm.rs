@@ -263,6 +263,7 @@ pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
 /// Starts the checks for the current request (context `ctx`); true to continue at once.
 pub fn start_request(vm: &VmRef, ctx: u32) -> bool {
     let now = now_ms();
+    crate::revocation::before_request(vm, now);
     let Some(facts) = read_facts(vm) else {
         return fail_closed(ctx, "");
     };

@@ -77,6 +77,23 @@ fn one_worker_vm_follows_the_feed_and_the_other_enforces_what_it_publishes() {
 }
 
 #[test]
+fn news_reaches_a_follower_with_traffic_before_its_next_tick() {
+    let mut sidecar = two_vms();
+    let pki = sidecar.pki.clone();
+    let other = 1 - pollers(&sidecar)[0];
+    // Without ticks the follower learns only on its requests' path (at most every 5 ms).
+    sidecar.stop_ticks(other);
+    sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, delta(2, "stolen")));
+    sidecar.advance(ms(5));
+    let stolen = sidecar.token(&pki.consumer).jti("stolen").build();
+    sidecar
+        .request(&pki.consumer, &stolen)
+        .on_vm(other)
+        .answers(401, "revoked");
+    sidecar.assert_healthy();
+}
+
+#[test]
 fn a_request_on_the_other_vm_waits_for_the_first_published_set() {
     let mut sidecar = Sidecar::builder()
         .vms(2)
