@@ -280,6 +280,9 @@ pub struct Flow {
     state: State,
     subject: Option<String>,
     token_cache_hit: bool,
+    /// This flow verified its token's signature itself: a rerun after a wait (revocations)
+    /// finds the token cached, but that is not a cache hit.
+    verified_here: bool,
     decision_cache_hit: bool,
     /// The scheme the token came with (`Bearer` or `DPoP`).
     scheme: Option<AuthScheme>,
@@ -305,6 +308,7 @@ impl Flow {
             },
             subject: None,
             token_cache_hit: false,
+            verified_here: false,
             decision_cache_hit: false,
             scheme: None,
             dpop_detail: None,
@@ -472,7 +476,7 @@ impl Flow {
         if let Some(cached) = engine.tokens.get(token, now_ms).cloned() {
             match engine.jwks.lookup(cached.token.kid(), now_ms) {
                 Lookup::Found(key) if *key.verifying_key() == cached.key => {
-                    self.token_cache_hit = true;
+                    self.token_cache_hit = !self.verified_here;
                     return match cached.token.check_time(now_s, engine.expect.clock_skew_s) {
                         Ok(()) => Progress::Done(cached.token),
                         Err(reason) => Progress::Failed(reason),
@@ -531,6 +535,7 @@ impl Flow {
                     key: *key.verifying_key(),
                 };
                 engine.tokens.insert(Rc::from(token), entry, until, now_ms);
+                self.verified_here = true;
                 Progress::Done(verified)
             }
             Err(reason) => Progress::Failed(reason),
@@ -1206,6 +1211,8 @@ mod tests {
             empty_snapshot(&mut w, NOW_MS + 10);
             let step = flow.resume_jwks(&mut w.engine, NOW_MS + 10).unwrap();
             assert!(matches!(step, Step::AskPdp { .. }), "{step:?}");
+            // It verified the token itself before waiting: the rerun is not a cache hit.
+            assert!(!flow.token_cache_hit());
             // Without a snapshot in time: 503.
             let mut w = revoking(30, false);
             let (mut flow, _) = Flow::start(&mut w.engine, f, NOW_MS);
