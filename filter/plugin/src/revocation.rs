@@ -128,14 +128,24 @@ pub fn before_request(vm: &VmRef, now: u64) {
 
 /// Renews or takes the lease; true when this VM holds it now.
 fn hold_lease(keys: &Keys, id: u64, now: u64) -> bool {
-    let (value, cas) = hostcalls::get_shared_data(&keys.lease).unwrap_or((None, None));
-    let current = value.as_deref().and_then(Lease::parse);
-    match Lease::claim(current, id, now) {
-        Some(lease) => {
-            hostcalls::set_shared_data(&keys.lease, Some(lease.encode().as_bytes()), cas).is_ok()
+    for _ in 0..2 {
+        let (value, cas) = hostcalls::get_shared_data(&keys.lease).unwrap_or((None, None));
+        if cas.is_none() {
+            // No lease yet. Envoy compares no CAS on a key it does not hold, so two VMs
+            // starting together would both win; create a lapsed lease first and claim that.
+            let _ = hostcalls::set_shared_data(&keys.lease, Some(b"0:0"), None);
+            continue;
         }
-        None => false,
+        let current = value.as_deref().and_then(Lease::parse);
+        return match Lease::claim(current, id, now) {
+            Some(lease) => {
+                hostcalls::set_shared_data(&keys.lease, Some(lease.encode().as_bytes()), cas)
+                    .is_ok()
+            }
+            None => false,
+        };
     }
+    false
 }
 
 /// A follower's tick: adopt a newer published set, or only the newer heartbeat.
