@@ -92,6 +92,13 @@ pub fn on_tick(vm: &VmRef, now: u64) {
         Ok(mut v) => {
             if leading != was_leading {
                 v.feed.published_seq = None;
+                if leading {
+                    // A snapshot is answered at once; a long-poll from the adopted `seq`
+                    // could hold the first heartbeat back for the whole feed wait.
+                    if let Some(guard) = v.engine_mut().revocations_mut() {
+                        guard.resync();
+                    }
+                }
                 log::info!(
                     "certbind revocation feed: this worker VM {} following it",
                     if leading { "is now" } else { "stopped" }

@@ -114,7 +114,7 @@ fn a_request_on_the_other_vm_waits_for_the_first_published_set() {
 }
 
 #[test]
-fn a_lapsed_lease_is_taken_over_from_the_set_already_adopted() {
+fn a_lapsed_lease_is_taken_over_with_a_snapshot_while_the_adopted_set_holds() {
     let mut sidecar = two_vms();
     let pki = sidecar.pki.clone();
     let leader = pollers(&sidecar)[0];
@@ -126,15 +126,30 @@ fn a_lapsed_lease_is_taken_over_from_the_set_already_adopted() {
     assert_eq!(taken.vm, other, "the other VM took the feed over");
     assert_eq!(
         taken.call.headers.get_str(":path").as_deref(),
-        Some("/v1/revocations?since=1"),
-        "it goes on from the set it had adopted"
+        Some("/v1/revocations"),
+        "a snapshot (answered at once), not a long-poll that would delay the heartbeat"
     );
-    sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, delta(2, "late")));
+    // Until it arrives the set already adopted is enforced.
+    let meanwhile = sidecar.token(&pki.consumer).jti("meanwhile").build();
+    sidecar
+        .request(&pki.consumer, &meanwhile)
+        .on_vm(other)
+        .admitted();
+    let late = r#"{"seq":2,"snapshot":true,"revocations":[{"seq":2,"kind":"jti","value":"late","expires_at":null}]}"#;
+    sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, late));
     let late = sidecar.token(&pki.consumer).jti("late").build();
     sidecar
         .request(&pki.consumer, &late)
         .on_vm(other)
         .answers(401, "revoked");
+    let next = sidecar.calls_for(Endpoint::Revocations);
+    assert_eq!(
+        next.last()
+            .and_then(|d| d.call.headers.get_str(":path"))
+            .as_deref(),
+        Some("/v1/revocations?since=2"),
+        "then it long-polls from the snapshot's seq"
+    );
     sidecar.assert_healthy();
 }
 
