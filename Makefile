@@ -10,7 +10,7 @@ RUN    := .run
 BIN    := target/release
 CARGO  := cargo
 
-.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm fuzz rotate-certs soak
+.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm fuzz rotate-certs soak overload
 
 help:
 	@echo "make demo   build, start the whole system, show the happy path and the attack table"
@@ -88,6 +88,13 @@ bench: deps build wasm
 SOAK_SECONDS ?= 600
 soak: deps build wasm
 	$(CARGO) run --release --locked -p certbind-bench -- soak --seconds $(SOAK_SECONDS)
+
+## certbind (the sidecar's circuit breakers, overload manager and PDP timeout) at twice its maximum
+## for OVERLOAD_SECONDS, open loop, between a baseline and a recovery phase at half of it: every
+## answer checked, shed counts, accepted p99, Envoy RSS; bench/results/overload.json.
+OVERLOAD_SECONDS ?= 60
+overload: deps build wasm
+	$(CARGO) run --release --locked -p certbind-bench -- overload --seconds $(OVERLOAD_SECONDS)
 
 ## cargo-fuzz (fuzz/, nightly, its own workspace): every target FUZZ_SECONDS (default 600) each.
 ## make test replays the committed seeds through the same targets on stable (fuzz_seeds).

@@ -350,3 +350,159 @@ pub fn soak(report: &serde_json::Value, dir: &Path) -> Result<PathBuf, String> {
     drop(root);
     Ok(path)
 }
+
+/// `make overload`'s figure: per second of the open loop, requests sent, accepted, refused as
+/// their kind must be and shed; the accepted requests' p99 (log scale); Envoy's CPU and RSS. The
+/// dashed lines mark the overload phase.
+pub fn overload(report: &serde_json::Value, dir: &Path) -> Result<PathBuf, String> {
+    register_font()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let rows = |key: &str| report[key].as_array().cloned().unwrap_or_default();
+    let (seconds, samples) = (rows("per_second"), rows("samples"));
+    // The second's midpoint: second k covers [k, k + 1).
+    let series = |f: &dyn Fn(&serde_json::Value) -> Option<f64>| -> Vec<(f64, f64)> {
+        seconds
+            .iter()
+            .filter_map(|s| Some((s["t"].as_f64()? + 0.5, f(s)?)))
+            .collect()
+    };
+    let n = |key: &'static str| move |s: &serde_json::Value| s[key].as_f64();
+    let shed = |s: &serde_json::Value| {
+        s["shed"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_f64()).sum())
+    };
+    let sampled = |key: &str, scale: f64| -> Vec<(f64, f64)> {
+        samples
+            .iter()
+            .filter_map(|s| Some((s["t"].as_f64()?, s[key].as_f64()? * scale)))
+            .collect()
+    };
+    let plan = &report["plan"];
+    let (b, o, r) = (
+        plan["baseline_s"].as_f64().unwrap_or(0.0),
+        plan["overload_s"].as_f64().unwrap_or(0.0),
+        plan["recovery_s"].as_f64().unwrap_or(0.0),
+    );
+    let end = (b + o + r).max(1.0);
+    let marks = [b, b + o];
+    let path = dir.join("overload.png");
+    let root = BitMapBackend::new(path.as_path(), (1200, 1300)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let areas = root.split_evenly((4, 1));
+    // title, y axis, its lines (label, colour, points), log scale
+    type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
+    let panels: [(&str, &str, Vec<Line>, bool); 4] = [
+        (
+            "Overload: requests per second (by intended send time)",
+            "requests/s",
+            vec![
+                ("sent", BLACK, series(&n("sent"))),
+                ("accepted (200)", BLUE, series(&n("accepted"))),
+                ("shed (connection refused or 503)", RED, series(&shed)),
+                (
+                    "refused as their kind must be",
+                    GREEN,
+                    series(&n("refused_as_expected")),
+                ),
+            ],
+            false,
+        ),
+        (
+            "p99 from the intended send time (log scale)",
+            "p99, ms",
+            vec![
+                ("accepted", BLUE, series(&n("accepted_p99_ms"))),
+                ("shed", RED, series(&n("shed_p99_ms"))),
+            ],
+            true,
+        ),
+        (
+            "CPU: Envoy (its own core); the PDP and the load generator (sharing the other)",
+            "CPU, % of a core",
+            vec![
+                ("Envoy", BLUE, sampled("envoy_cpu", 100.0)),
+                ("PDP", MAGENTA, sampled("pdp_cpu", 100.0)),
+                ("load generator", BLACK, sampled("generator_cpu", 100.0)),
+            ],
+            false,
+        ),
+        (
+            "Envoy RSS",
+            "RSS, MB",
+            vec![("Envoy", BLUE, sampled("rss_mb", 1.0))],
+            false,
+        ),
+    ];
+    // The same drawing on a linear or a log y axis (different chart types).
+    macro_rules! panel {
+        ($chart:expr, $y_desc:expr, $lines:expr, $lo:expr, $hi:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc("seconds")
+                .y_desc($y_desc)
+                .x_label_style((FONT, 14))
+                .y_label_style((FONT, 14))
+                .axis_desc_style((FONT, 16))
+                .draw()
+                .map_err(err)?;
+            for x in marks {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        [(x, $lo), (x, $hi)],
+                        6,
+                        4,
+                        BLACK.stroke_width(1),
+                    ))
+                    .map_err(err)?;
+            }
+            for (label, color, points) in $lines {
+                chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                    .map_err(err)?
+                    .label(label)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font((FONT, 14))
+                .draw()
+                .map_err(err)?;
+        }};
+    }
+    for (area, (title, y_desc, lines, log)) in areas.iter().zip(panels) {
+        let values = || lines.iter().flat_map(|l| l.2.iter().map(|p| p.1));
+        let max_y = values().fold(1.0, f64::max) * 1.2;
+        let mut builder = ChartBuilder::on(area);
+        builder
+            .caption(title, (FONT, 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70);
+        if log {
+            let min_y = values()
+                .filter(|v| *v > 0.0)
+                .fold(max_y, f64::min)
+                .max(0.01)
+                * 0.8;
+            let chart = builder
+                .build_cartesian_2d(0.0..end, (min_y..max_y).log_scale())
+                .map_err(err)?;
+            panel!(chart, y_desc, lines, min_y, max_y);
+        } else {
+            let chart = builder
+                .build_cartesian_2d(0.0..end, 0.0..max_y)
+                .map_err(err)?;
+            panel!(chart, y_desc, lines, 0.0, max_y);
+        }
+    }
+    root.present().map_err(err)?;
+    drop(areas);
+    drop(root);
+    Ok(path)
+}

@@ -7,6 +7,7 @@ pub mod figures;
 pub mod load;
 pub mod method;
 pub mod mint;
+pub mod overload;
 pub mod procstat;
 pub mod report;
 pub mod revocation;
@@ -14,6 +15,7 @@ pub mod scenarios;
 pub mod setup;
 pub mod soak;
 pub mod stats;
+pub mod traffic;
 
 use method::Plan;
 use scenarios::Scenario;

@@ -46,6 +46,24 @@ enum Command {
         #[arg(long)]
         figures: Option<PathBuf>,
     },
+    /// certbind (S5o: the sidecar's circuit breakers, overload manager, PDP timeout) above its
+    /// maximum: closed-loop maximum, baseline, open-loop overload, recovery; every answer
+    /// checked; writes overload.json and overload.png.
+    Overload {
+        /// Seconds of the overload phase.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Offered rate of the overload phase, as a multiple of the measured maximum.
+        #[arg(long, default_value_t = 2.0)]
+        factor: f64,
+        /// Seconds of the recovery phase (at half the maximum, like the baseline).
+        #[arg(long, default_value_t = 30.0)]
+        recovery_seconds: f64,
+        #[arg(long)]
+        results: Option<PathBuf>,
+        #[arg(long)]
+        figures: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +74,13 @@ fn main() -> ExitCode {
             results,
             figures,
         } => soak(seconds, fraction, results, figures),
+        Command::Overload {
+            seconds,
+            factor,
+            recovery_seconds,
+            results,
+            figures,
+        } => overload(seconds, factor, recovery_seconds, results, figures),
         Command::All {
             smoke,
             scenarios,
@@ -152,6 +177,52 @@ fn soak(
         return Err(format!(
             "soak failed: unexpected answers, inconsistent counters or RSS growth over 5 % (see {})",
             results.join("soak.json").display()
+        ));
+    }
+    Ok(())
+}
+
+fn overload(
+    seconds: f64,
+    factor: f64,
+    recovery_seconds: f64,
+    results: Option<PathBuf>,
+    figures: Option<PathBuf>,
+) -> Result<(), String> {
+    let full = Options::full();
+    let results = results.unwrap_or(full.results_dir);
+    let figures = figures.unwrap_or(full.figures_dir);
+    let mut plan = certbind_bench::overload::Plan::full(seconds);
+    plan.factor = factor;
+    plan.recovery_s = recovery_seconds;
+    let started = std::time::Instant::now();
+    let report = certbind_bench::overload::run(&plan, &results, &figures, &mut |line| {
+        println!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64())
+    })?;
+    for phase in ["baseline", "overload", "recovery"] {
+        let p = &report[phase];
+        println!(
+            "{phase:>9}: sent {} rps, accepted {} rps (p99 {} ms), shed {} rps {}, errors {}",
+            p["sent_rps"],
+            p["accepted_rps"],
+            p["accepted_p99_ms"],
+            p["shed_rps"],
+            p["shed"],
+            p["errors"]
+        );
+    }
+    println!(
+        "maximum {:.0} rps; wrong answers {}; after the drop: no shedding from second {}, p99 normal from second {}; RSS {}",
+        report["max_rps"].as_f64().unwrap_or(0.0),
+        report["wrong_answers"],
+        report["recovery_shed_free_after_s"],
+        report["recovery_p99_normal_after_s"],
+        report["rss_mb"]
+    );
+    if report["wrong_answers"] != 0 {
+        return Err(format!(
+            "overload run failed: wrong answers (see {})",
+            results.join("overload.json").display()
         ));
     }
     Ok(())

@@ -32,6 +32,12 @@ pub enum Scenario {
     /// certbind DPoP at the edge: TLS without a client certificate, a DPoP-bound token and a
     /// fresh proof on every request (one proof verify each).
     S5d,
+    /// S5 with the overload protections of envoy/sidecar.yaml.tmpl: its circuit breakers, its
+    /// overload manager and the filter's default PDP timeout (`make overload`; not in [`ALL`],
+    /// so `make bench` compares the scenarios without them).
+    ///
+    /// [`ALL`]: Scenario::ALL
+    S5o,
 }
 
 impl Scenario {
@@ -62,12 +68,14 @@ impl Scenario {
             Self::S5p => "S5p",
             Self::S5c => "S5c",
             Self::S5d => "S5d",
+            Self::S5o => "S5o",
         }
     }
 
     pub fn from_id(id: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
+            .chain([Self::S5o])
             .find(|s| s.id().eq_ignore_ascii_case(id))
     }
 
@@ -84,6 +92,7 @@ impl Scenario {
             Self::S5p => "certbind, decision cache off",
             Self::S5c => "certbind, fresh token each request",
             Self::S5d => "certbind DPoP edge",
+            Self::S5o => "certbind with the sidecar's overload protections",
         }
     }
 
@@ -98,7 +107,10 @@ impl Scenario {
 
     /// Whether this scenario runs the certbind filter.
     pub fn certbind(self) -> bool {
-        matches!(self, Self::S5 | Self::S5p | Self::S5c | Self::S5d)
+        matches!(
+            self,
+            Self::S5 | Self::S5p | Self::S5c | Self::S5d | Self::S5o
+        )
     }
 }
 
@@ -121,6 +133,7 @@ pub struct ConfigVars {
 const AUDIENCE: &str = "spiffe://certbind.test/ns/demo/sa/orders";
 
 const BASE: &str = r#"# certbind-bench scenario ${SCENARIO}: ${DESCRIPTION}
+${OVERLOAD_MANAGER}
 admin:
   address:
     socket_address: { address: 127.0.0.1, port_value: ${ADMIN_PORT} }
@@ -161,6 +174,7 @@ ${HTTP_FILTERS}
   - name: upstream
     type: STATIC
     connect_timeout: 1s
+${UPSTREAM_BREAKERS}
     load_assignment:
       cluster_name: upstream
       endpoints:
@@ -248,7 +262,7 @@ const CERTBIND_FILTER: &str = r#"          - name: certbind
                       "audience": "${AUDIENCE}",
                       "trust_domain": "certbind.test",
                       "jwks": {"cluster": "certbind_authz", "authority": "127.0.0.1:${AUTHZ_PORT}"},
-                      "pdp": {"cluster": "certbind_pdp", "authority": "127.0.0.1:${PDP_PORT}", "timeout_ms": 1000},
+                      "pdp": {"cluster": "certbind_pdp", "authority": "127.0.0.1:${PDP_PORT}"${PDP_TIMEOUT}},
                       "decision_cache_size": ${DECISION_CACHE_SIZE},
                       "token_cache_size": 1024,${BINDING}
                       "mode": "enforce"
@@ -265,6 +279,7 @@ const DPOP_BINDING: &str = r#"
 const CERTBIND_CLUSTERS: &str = r#"  - name: certbind_authz
     type: STATIC
     connect_timeout: 1s
+${AUTHZ_BREAKERS}
     load_assignment:
       cluster_name: certbind_authz
       endpoints:
@@ -294,6 +309,7 @@ const CERTBIND_CLUSTERS: &str = r#"  - name: certbind_authz
 const PDP_CLUSTER: &str = r#"  - name: certbind_pdp
     type: STATIC
     connect_timeout: 1s
+${PDP_BREAKERS}
     load_assignment:
       cluster_name: certbind_pdp
       endpoints:
@@ -318,6 +334,48 @@ const PDP_CLUSTER: &str = r#"  - name: certbind_pdp
             match_typed_subject_alt_names:
             - san_type: URI
               matcher: { exact: spiffe://certbind.test/ns/demo/sa/pdp }"#;
+
+/// S5o: envoy/sidecar.yaml.tmpl's overload manager, line for line (a test checks every line is
+/// in the sidecar's file).
+const SIDECAR_OVERLOAD_MANAGER: &str = r#"overload_manager:
+  refresh_interval: 0.25s
+  resource_monitors:
+  - name: envoy.resource_monitors.fixed_heap
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig
+      max_heap_size_bytes: 1073741824
+  - name: envoy.resource_monitors.global_downstream_max_connections
+    typed_config:
+      "@type": type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig
+      max_active_downstream_connections: 10000
+  actions:
+  - name: envoy.overload_actions.shrink_heap
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      threshold: { value: 0.90 }
+  - name: envoy.overload_actions.stop_accepting_requests
+    triggers:
+    - name: envoy.resource_monitors.fixed_heap
+      threshold: { value: 0.98 }"#;
+
+/// S5o: the sidecar's per-listener connection limit (envoy/sidecar.yaml.tmpl sets the same
+/// value for each of its certbind listeners; this listener is called `bench`).
+const SIDECAR_LISTENER_LIMIT: &str = r#"layered_runtime:
+  layers:
+  - name: static
+    static_layer:
+      envoy.resource_limits.listener.bench.connection_limit: 512"#;
+
+/// S5o: the sidecar's circuit breakers of its authz-server, PDP and upstream clusters.
+const SIDECAR_AUTHZ_BREAKERS: &str = r#"    circuit_breakers:
+      thresholds:
+      - { priority: DEFAULT, max_connections: 32, max_pending_requests: 64, max_requests: 512, max_retries: 3 }"#;
+const SIDECAR_PDP_BREAKERS: &str = r#"    circuit_breakers:
+      thresholds:
+      - { priority: DEFAULT, max_connections: 128, max_pending_requests: 256, max_requests: 1024, max_retries: 3 }"#;
+const SIDECAR_UPSTREAM_BREAKERS: &str = r#"    circuit_breakers:
+      thresholds:
+      - { priority: DEFAULT, max_connections: 1024, max_pending_requests: 1024, max_requests: 2048, max_retries: 3 }"#;
 
 fn map(pairs: &[(&str, String)]) -> BTreeMap<String, String> {
     pairs
@@ -357,7 +415,32 @@ pub fn envoy_config(scenario: Scenario, v: &ConfigVars) -> Result<String, String
             if scenario.mtls() { "true" } else { "false" }.to_owned(),
         ),
     ]);
+    let sidecar = scenario == Scenario::S5o;
+    let only_s5o = |text: &str| if sidecar { text } else { "" }.to_owned();
     let mut vars = vars;
+    vars.insert(
+        "OVERLOAD_MANAGER".into(),
+        only_s5o(&format!(
+            "{SIDECAR_OVERLOAD_MANAGER}\n{SIDECAR_LISTENER_LIMIT}"
+        )),
+    );
+    vars.insert("AUTHZ_BREAKERS".into(), only_s5o(SIDECAR_AUTHZ_BREAKERS));
+    vars.insert("PDP_BREAKERS".into(), only_s5o(SIDECAR_PDP_BREAKERS));
+    vars.insert(
+        "UPSTREAM_BREAKERS".into(),
+        only_s5o(SIDECAR_UPSTREAM_BREAKERS),
+    );
+    // The benchmark's scenarios give the PDP a second; S5o keeps the filter's default (200 ms),
+    // which is what the sidecar runs with.
+    vars.insert(
+        "PDP_TIMEOUT".into(),
+        if sidecar {
+            ""
+        } else {
+            r#", "timeout_ms": 1000"#
+        }
+        .to_owned(),
+    );
     let binding = if scenario == Scenario::S5d {
         render(DPOP_BINDING, &vars).map_err(|e| e.to_string())?
     } else {
@@ -396,7 +479,7 @@ pub fn envoy_config(scenario: Scenario, v: &ConfigVars) -> Result<String, String
             ),
             r(PDP_CLUSTER)?,
         ),
-        Scenario::S5 | Scenario::S5p | Scenario::S5c | Scenario::S5d => (
+        Scenario::S5 | Scenario::S5p | Scenario::S5c | Scenario::S5d | Scenario::S5o => (
             r(CERTBIND_FILTER)?,
             format!("{}\n{}", r(CERTBIND_CLUSTERS)?, r(PDP_CLUSTER)?),
         ),
@@ -466,7 +549,49 @@ mod tests {
     }
 
     #[test]
+    fn s5o_carries_the_sidecars_overload_protections_line_for_line() {
+        let sidecar = std::fs::read_to_string(
+            certbind_tests::prereq::repo_root().join("envoy/sidecar.yaml.tmpl"),
+        )
+        .unwrap();
+        for block in [
+            SIDECAR_OVERLOAD_MANAGER,
+            SIDECAR_AUTHZ_BREAKERS,
+            SIDECAR_PDP_BREAKERS,
+            SIDECAR_UPSTREAM_BREAKERS,
+        ] {
+            for line in block.lines() {
+                assert!(
+                    sidecar.lines().any(|l| l.trim() == line.trim()),
+                    "not in envoy/sidecar.yaml.tmpl: {line}"
+                );
+            }
+        }
+        let limit = SIDECAR_LISTENER_LIMIT
+            .lines()
+            .last()
+            .and_then(|l| l.rsplit_once(": "))
+            .unwrap()
+            .1;
+        for listener in ["orders_sidecar", "billing_sidecar", "orders_edge"] {
+            let line =
+                format!("envoy.resource_limits.listener.{listener}.connection_limit: {limit}");
+            assert!(
+                sidecar.lines().any(|l| l.trim() == line),
+                "not in envoy/sidecar.yaml.tmpl: {line}"
+            );
+        }
+        let s5o = envoy_config(Scenario::S5o, &vars()).unwrap();
+        assert!(s5o.contains(SIDECAR_OVERLOAD_MANAGER) && s5o.contains(SIDECAR_PDP_BREAKERS));
+        assert!(!s5o.contains("timeout_ms"));
+        let s5 = envoy_config(Scenario::S5, &vars()).unwrap();
+        assert!(!s5.contains("circuit_breakers") && !s5.contains("overload_manager"));
+        assert!(s5.contains(r#""timeout_ms": 1000"#));
+    }
+
+    #[test]
     fn ids_round_trip() {
+        assert_eq!(Scenario::from_id("S5o"), Some(Scenario::S5o));
         for s in Scenario::ALL {
             assert_eq!(Scenario::from_id(s.id()), Some(s));
         }

@@ -170,6 +170,11 @@ impl Bench {
         self.dir.path()
     }
 
+    /// The pid of the service started as `name` (`upstream`, `authz`, `pdp`).
+    pub fn service_pid(&self, name: &str) -> Option<u32> {
+        self.services.iter().find(|p| p.name() == name)?.pid()
+    }
+
     /// The last lines of every log, for an error message.
     pub fn logs_tail(&self, lines: usize) -> String {
         self.envoys

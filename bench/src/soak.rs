@@ -9,133 +9,17 @@ use crate::mint;
 use crate::procstat;
 use crate::scenarios::Scenario;
 use crate::setup::{Bench, Prerequisites};
-use certbind_tests::tokens::{Forge, authz_active_key};
+use crate::traffic::{self, Current, Kind, Minter, one};
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One kind of request and the answer it must get.
-struct Kind {
-    name: &'static str,
-    path: &'static str,
-    authorization: Option<String>,
-    status: u16,
-    /// The filter's counter this answer increments (`certbind.allowed`, `certbind.denied.<r>`).
-    counter: &'static str,
-}
-
-/// Out of every 20 requests: 14 valid, one of each hostile kind.
+/// Out of every 20 requests: 14 valid, one of each hostile kind (indexes into
+/// [`traffic::kinds`]; `valid_fresh` is the overload run's, not the soak's).
 const PATTERN: [usize; 20] = [0, 0, 1, 0, 0, 2, 0, 0, 3, 0, 0, 4, 0, 0, 5, 0, 0, 6, 0, 0];
-
-/// Tokens live 300 s, a soak ten minutes: like a real client, the soak gets a fresh token (and
-/// rebuilds the kinds derived from it) this often.
-const REFRESH: Duration = Duration::from_secs(60);
-
-/// Mints every kind's credentials: a real token from the authz-server, the rest forged with
-/// the authz-server's own key so each is refused for exactly one reason.
-struct Minter {
-    authz: std::net::SocketAddr,
-    mtls: Arc<rustls::ClientConfig>,
-    forge: Forge,
-}
-
-impl Minter {
-    fn new(bench: &Bench) -> Result<Self, String> {
-        let issuer = format!("https://{}", bench.authz_addr);
-        let key = authz_active_key(&bench.dir().join("authz-state")).map_err(|e| e.to_string())?;
-        Ok(Self {
-            authz: bench.authz_addr,
-            mtls: Arc::clone(&bench.mtls),
-            forge: Forge::new(&issuer, &bench.pki, key),
-        })
-    }
-
-    fn kinds(&self) -> Result<Vec<Kind>, String> {
-        let token = mint::tokens(self.authz, Arc::clone(&self.mtls), 1)?
-            .pop()
-            .ok_or("the authz-server gave no token")?;
-        kinds(&self.forge, &token)
-    }
-}
-
-fn kinds(forge: &Forge, token: &str) -> Result<Vec<Kind>, String> {
-    let mut expired = forge
-        .claims(mint::CLIENT, "orders", mint::SCOPE)
-        .map_err(|e| e.to_string())?;
-    let now = certbind_tests::tokens::now();
-    expired["iat"] = (now - 400).into();
-    expired["nbf"] = (now - 400).into();
-    expired["exp"] = (now - 100).into();
-    // Bound to inventory's certificate, sent on the consumer's connection: a stolen token.
-    let stolen = forge
-        .token("inventory", "orders", mint::SCOPE)
-        .map_err(|e| e.to_string())?;
-    // One signature character changed well inside the signature: every bit of it counts (the
-    // last character carries padding bits, and changing those is a malformed token instead).
-    let mut bad_signature = token.as_bytes().to_vec();
-    let at = bad_signature.len().saturating_sub(10);
-    if let Some(c) = bad_signature.get_mut(at) {
-        *c = if *c == b'A' { b'B' } else { b'A' };
-    }
-    let bad_signature = String::from_utf8(bad_signature).map_err(|e| e.to_string())?;
-    let bearer = |t: &str| Some(format!("Bearer {t}"));
-    Ok(vec![
-        Kind {
-            name: "valid",
-            path: mint::PATH,
-            authorization: bearer(token),
-            status: 200,
-            counter: "certbind.allowed",
-        },
-        Kind {
-            name: "policy_denied",
-            path: "/admin",
-            authorization: bearer(token),
-            status: 403,
-            counter: "certbind.denied.policy_denied",
-        },
-        Kind {
-            name: "expired",
-            path: mint::PATH,
-            authorization: bearer(&forge.sign(&expired)),
-            status: 401,
-            counter: "certbind.denied.expired",
-        },
-        Kind {
-            name: "bad_signature",
-            path: mint::PATH,
-            authorization: bearer(&bad_signature),
-            status: 401,
-            counter: "certbind.denied.bad_signature",
-        },
-        Kind {
-            name: "missing_token",
-            path: mint::PATH,
-            authorization: None,
-            status: 401,
-            counter: "certbind.denied.missing_token",
-        },
-        Kind {
-            name: "binding_mismatch",
-            path: mint::PATH,
-            authorization: bearer(&stolen),
-            status: 401,
-            counter: "certbind.denied.binding_mismatch",
-        },
-        Kind {
-            name: "malformed_token",
-            path: mint::PATH,
-            authorization: bearer("not.a.jwt"),
-            status: 401,
-            counter: "certbind.denied.malformed_token",
-        },
-    ])
-}
 
 /// What the run saw.
 #[derive(Default)]
@@ -147,29 +31,6 @@ struct Tally {
     valid_latency: Vec<(f64, u64)>,
 }
 
-async fn one(sender: &mut Sender, kind: &Kind) -> Result<(u16, String), String> {
-    let mut request = hyper::Request::get(kind.path).header("host", "localhost");
-    if let Some(a) = &kind.authorization {
-        request = request.header("authorization", a);
-    }
-    let request = request
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    sender.ready().await.map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
 fn expected(kind: &Kind, status: u16, body: &str) -> bool {
     if status != kind.status {
         return false;
@@ -177,14 +38,8 @@ fn expected(kind: &Kind, status: u16, body: &str) -> bool {
     if status == 200 {
         return true;
     }
-    let reason = serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v["reason"].as_str().map(str::to_owned));
-    reason.as_deref() == kind.counter.strip_prefix("certbind.denied.")
+    traffic::reason(body).as_deref() == kind.reason()
 }
-
-/// The kinds in use now (replaced every [`REFRESH`]).
-type Current = Arc<std::sync::RwLock<Arc<Vec<Kind>>>>;
 
 async fn worker(
     target: Target,
@@ -208,10 +63,10 @@ async fn worker(
         };
         let sent_at = Instant::now();
         let outcome = match sender.as_mut() {
-            Some(s) => one(s, kind).await,
+            Some(s) => one(s, kind, kind.path).await,
             None => match connect(&target).await {
                 Ok(mut s) => {
-                    let r = one(&mut s, kind).await;
+                    let r = one(&mut s, kind, kind.path).await;
                     sender = Some(s);
                     r
                 }
@@ -292,21 +147,7 @@ pub fn run(
     let period = Duration::from_secs_f64(connections as f64 / rate);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(seconds);
-    let refresher = {
-        let current = Arc::clone(&current);
-        std::thread::spawn(move || -> Result<u32, String> {
-            let mut refreshed = 0;
-            while Instant::now() + REFRESH < end {
-                std::thread::sleep(REFRESH);
-                let fresh = minter.kinds()?;
-                if let Ok(mut c) = current.write() {
-                    *c = Arc::new(fresh);
-                    refreshed += 1;
-                }
-            }
-            Ok(refreshed)
-        })
-    };
+    let refresher = traffic::refresh_until(minter, Arc::clone(&current), end);
     runtime.block_on(async {
         let mut tasks = Vec::new();
         for c in 0..connections {
@@ -347,7 +188,7 @@ pub fn run(
     };
     let mut counters = serde_json::Map::new();
     let mut counters_ok = true;
-    for k in kinds.iter() {
+    for k in kinds.iter().filter(|k| !k.distinct) {
         let sent = tally.sent.get(k.name).copied().unwrap_or(0);
         let counted = delta(k.counter);
         counters_ok &= sent == counted;
