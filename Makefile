@@ -89,7 +89,7 @@ SOAK_SECONDS ?= 600
 soak: deps build wasm
 	$(CARGO) run --release --locked -p certbind-bench -- soak --seconds $(SOAK_SECONDS)
 
-## certbind (the sidecar's circuit breakers, overload manager and PDP timeout) at twice its maximum
+## certbind (the sidecar's connection limit, circuit breakers, overload manager, PDP timeout) at 2x its maximum
 ## for OVERLOAD_SECONDS, open loop, between a baseline and a recovery phase at half of it: every
 ## answer checked, shed counts, accepted p99, Envoy RSS; bench/results/overload.json.
 OVERLOAD_SECONDS ?= 60
