@@ -113,6 +113,82 @@ fn a_misbehaving_pdp_gets_503_pdp_unavailable_never_an_allow_and_the_real_one_re
     assert_eq!(r.status, 200, "after the PDP came back: {}", r.text());
 }
 
+/// Concurrent callers in the burst below: more than the PDP cluster's circuit breaker lets wait
+/// (128 connections + 256 pending requests), fewer than a listener's 512-connection limit.
+const BURST: usize = 480;
+
+#[test]
+fn a_burst_against_a_hung_pdp_overflows_its_circuit_breaker_at_once_never_an_allow() {
+    let mut s = System::builder()
+        .without_pdp()
+        .pdp_timeout_ms(5_000)
+        .start();
+    let token = s.token("consumer", "orders", "orders:read").unwrap();
+    // Accepts, reads the question, answers nothing for longer than the filter's PDP timeout.
+    let fake = FakeService::start(
+        loopback(s.ports.pdp),
+        s.pki_dir(),
+        "pdp",
+        Fault::Slow(Duration::from_secs(30)),
+    )
+    .unwrap();
+    let client = s.client(Some("consumer")).unwrap();
+    let sidecar = s.sidecar("orders");
+    let start = std::sync::Arc::new(std::sync::Barrier::new(BURST));
+    let callers: Vec<_> = (0..BURST)
+        .map(|i| {
+            let (client, token, start) = (client.clone(), token.clone(), start.clone());
+            std::thread::spawn(move || {
+                // An order of its own: a decision-cache miss, so a PDP call each.
+                let request = Request::get(&format!("/orders/{}", 10_000 + i)).bearer(&token);
+                start.wait();
+                let began = Instant::now();
+                let r = client.send(sidecar, &request);
+                (r, began.elapsed())
+            })
+        })
+        .collect();
+    let answers: Vec<(Response, Duration)> = callers
+        .into_iter()
+        .map(|t| {
+            let (r, took) = t.join().unwrap();
+            (
+                r.unwrap_or_else(|e| panic!("a caller got no answer: {e}")),
+                took,
+            )
+        })
+        .collect();
+    for (r, _) in &answers {
+        expect(r, 503, "pdp_unavailable");
+    }
+    let stats = s.admin().stats().unwrap();
+    let overflow = stats["cluster.certbind_pdp.upstream_rq_pending_overflow"];
+    // Shed by the breaker: answered well before the 5 s PDP timeout could end them.
+    let fast = answers
+        .iter()
+        .filter(|(_, took)| *took < Duration::from_secs(3))
+        .count();
+    println!(
+        "burst of {BURST}: all 503 pdp_unavailable; breaker overflow {overflow}, answered in < 3 s {fast}, \
+         questions reaching the hung PDP {}",
+        fake.requests()
+    );
+    assert!(
+        overflow > 0 && fast as u64 >= overflow,
+        "overflow {overflow}, fast answers {fast}"
+    );
+    // At most the breaker's connections and pending requests ever reach the PDP.
+    assert!(
+        fake.requests() <= 128 + 256,
+        "the breaker let {} questions through",
+        fake.requests()
+    );
+    drop(fake);
+    s.start_pdp().unwrap();
+    let r = poll_until_200(&s, &token, Duration::from_secs(10));
+    assert_eq!(r.status, 200, "after the PDP came back: {}", r.text());
+}
+
 #[test]
 fn a_misbehaving_jwks_endpoint_gets_503_jwks_unavailable_and_the_real_one_recovers() {
     let mut s = System::builder()
