@@ -182,6 +182,29 @@ pub fn client_config(
 /// One keep-alive HTTP/1.1 connection's request handle.
 pub type Sender = SendRequest<Empty<Bytes>>;
 
+/// Sends one request on an HTTP/1 connection once it is ready and reads the whole answer.
+pub async fn exchange<B>(
+    sender: &mut SendRequest<B>,
+    request: hyper::Request<B>,
+) -> Result<(u16, Bytes), String>
+where
+    B: hyper::body::Body + 'static,
+{
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
 async fn handshake<I>(io: I) -> Result<Sender, String>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,

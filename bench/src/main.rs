@@ -147,19 +147,30 @@ fn all(
     Ok(())
 }
 
+/// Where a long run writes: the given directories, else the committed `bench/results` and
+/// `bench/figures`.
+fn outputs(results: Option<PathBuf>, figures: Option<PathBuf>) -> (PathBuf, PathBuf) {
+    let full = Options::full();
+    (
+        results.unwrap_or(full.results_dir),
+        figures.unwrap_or(full.figures_dir),
+    )
+}
+
+/// Prints a run's progress lines with the seconds since it started.
+fn progress() -> impl FnMut(String) {
+    let started = std::time::Instant::now();
+    move |line| println!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64())
+}
+
 fn soak(
     seconds: f64,
     fraction: f64,
     results: Option<PathBuf>,
     figures: Option<PathBuf>,
 ) -> Result<(), String> {
-    let full = Options::full();
-    let results = results.unwrap_or(full.results_dir);
-    let figures = figures.unwrap_or(full.figures_dir);
-    let started = std::time::Instant::now();
-    let report = certbind_bench::soak::run(seconds, fraction, &results, &figures, &mut |line| {
-        println!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64())
-    })?;
+    let (results, figures) = outputs(results, figures);
+    let report = certbind_bench::soak::run(seconds, fraction, &results, &figures, &mut progress())?;
     let summary = |k: &str| report[k].clone();
     println!(
         "requests {}  unexpected {}  RSS {} -> {} MB ({}%)  counters consistent {}",
@@ -189,16 +200,11 @@ fn overload(
     results: Option<PathBuf>,
     figures: Option<PathBuf>,
 ) -> Result<(), String> {
-    let full = Options::full();
-    let results = results.unwrap_or(full.results_dir);
-    let figures = figures.unwrap_or(full.figures_dir);
+    let (results, figures) = outputs(results, figures);
     let mut plan = certbind_bench::overload::Plan::full(seconds);
     plan.factor = factor;
     plan.recovery_s = recovery_seconds;
-    let started = std::time::Instant::now();
-    let report = certbind_bench::overload::run(&plan, &results, &figures, &mut |line| {
-        println!("[{:>6.1}s] {line}", started.elapsed().as_secs_f64())
-    })?;
+    let report = certbind_bench::overload::run(&plan, &results, &figures, &mut progress())?;
     for phase in ["baseline", "overload", "recovery"] {
         let p = &report[phase];
         println!(

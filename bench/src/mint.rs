@@ -1,7 +1,7 @@
 //! Real access tokens from the authz-server (`POST /token`, authenticated by the consumer's
 //! client certificate), many over one keep-alive mTLS connection, and its JWKS.
 
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
@@ -48,18 +48,9 @@ pub fn tokens(authz: SocketAddr, tls: Arc<ClientConfig>, n: usize) -> Result<Vec
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body(Full::new(Bytes::from(form.clone())))
                 .map_err(|e| e.to_string())?;
-            sender.ready().await.map_err(|e| e.to_string())?;
-            let response = sender
-                .send_request(request)
+            let (status, body) = crate::load::exchange(&mut sender, request)
                 .await
                 .map_err(|e| format!("POST /token: {e}"))?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
             if status != 200 {
                 return Err(format!(
                     "authz-server refused a token: {status} {}",

@@ -7,7 +7,7 @@ use crate::load::Sender;
 use crate::mint;
 use crate::setup::Bench;
 use certbind_tests::tokens::{Forge, authz_active_key};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper::body::Bytes;
 use serde_json::Value;
 use std::sync::{Arc, RwLock};
@@ -187,18 +187,7 @@ pub async fn one(sender: &mut Sender, kind: &Kind, path: &str) -> Result<(u16, S
     let request = request
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    sender.ready().await.map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
+    let (status, body) = crate::load::exchange(sender, request).await?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
