@@ -1,5 +1,8 @@
 //! The internal CA: creates the EC P-256 root and the workload leaf certificates (one SPIFFE
 //! ID each) under a PKI directory, keeping what is still valid unless asked to start over.
+//! `ca.crt` is the trust bundle (one root, or two during a rollover); the signing root is the
+//! one whose key is `ca.key`. Only the servers get server certificates (serverAuth, host
+//! names); every other workload gets a client certificate (clientAuth, its SPIFFE ID only).
 
 use crate::fsutil::{PRIVATE_MODE, PUBLIC_MODE, ensure_private_dir, write_atomic};
 use certbind_core::binding::SpiffeId;
@@ -38,12 +41,66 @@ pub const DEFAULT_WORKLOADS: [&str; 8] = [
 /// What `pki rotate` reissues by default: the consumer and the sidecar's identities (its
 /// listeners' `orders`/`billing` and its clusters' `envoy`), all of which Envoy reads via SDS.
 pub const ROTATE_DEFAULT: [&str; 4] = ["consumer", "orders", "billing", "envoy"];
+/// The identities that serve TLS: the authz-server, the PDP and the sidecar listeners. Only
+/// these get serverAuth and host names (`localhost`, `127.0.0.1`, plus any extra DNS names).
+pub const SERVERS: [&str; 4] = ["authz", "pdp", "orders", "billing"];
+/// Default lifetimes: the CA lives 30 days, leaves 1 day (`pki init --ca-days/--days`).
+pub const DEFAULT_CA_DAYS: u32 = 30;
 /// The subdirectory of the PKI directory with Envoy's file-based SDS secrets (`<name>.yaml`).
 pub const SDS_DIR: &str = "sds";
 /// A certificate expiring sooner than this is renewed by `pki init` rather than kept.
 const RENEW_MARGIN: Duration = Duration::from_secs(3600);
 /// Certificates start slightly in the past so small clock differences do not reject them.
-const BACKDATE: time::Duration = time::Duration::minutes(5);
+pub const BACKDATE: time::Duration = time::Duration::minutes(5);
+
+/// How long the CA and the leaves it issues live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub ca: time::Duration,
+    pub leaf: time::Duration,
+}
+
+impl Lifetimes {
+    /// Leaves of `days`, the CA of `ca_days`.
+    pub fn days(ca_days: u32, days: u32) -> Result<Self, CaError> {
+        check_days(days)?;
+        check_days(ca_days)?;
+        Self::new(
+            time::Duration::days(i64::from(ca_days)),
+            time::Duration::days(i64::from(days)),
+        )
+    }
+
+    /// A CA must outlive several leaf generations, or a rollover has no room to happen.
+    pub fn new(ca: time::Duration, leaf: time::Duration) -> Result<Self, CaError> {
+        if leaf < time::Duration::seconds(10) || ca < leaf * 3 {
+            return Err(CaError::BadLifetimes);
+        }
+        Ok(Self { ca, leaf })
+    }
+}
+
+/// What a leaf certificate may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Profile {
+    /// clientAuth only, the SPIFFE ID as the only name.
+    Client,
+    /// serverAuth and clientAuth, with `localhost`, `127.0.0.1` and these extra DNS names.
+    Server { extra_dns: Vec<String> },
+}
+
+impl Profile {
+    /// The profile `pki` gives a workload name by default.
+    pub fn for_name(name: &str) -> Self {
+        if SERVERS.contains(&name) {
+            Self::Server {
+                extra_dns: Vec::new(),
+            }
+        } else {
+            Self::Client
+        }
+    }
+}
 
 /// Why a PKI operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +115,8 @@ pub enum CaError {
     BadName(String),
     #[error("--days must be between 1 and 3650")]
     BadDays,
+    #[error("lifetimes: a leaf lives at least 10 s and the CA at least 3 leaf lifetimes")]
+    BadLifetimes,
     #[error("no usable CA in {0} (run `certbind-authz pki init` first)")]
     NoCa(PathBuf),
     #[error("certificate generation failed: {0}")]
@@ -111,7 +170,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
     }
 }
 
-/// Creates (or keeps) the CA and a leaf for every name in `names`.
+/// Creates (or keeps) the CA and a leaf for every name in `names`: leaves of `days`, the CA
+/// of the default 30 days (or three leaf lifetimes if longer).
 pub fn init(
     dir: &Path,
     names: &[&str],
@@ -119,7 +179,18 @@ pub fn init(
     force: bool,
     now: OffsetDateTime,
 ) -> Result<InitReport, CaError> {
-    check_days(days)?;
+    let ca_days = DEFAULT_CA_DAYS.max(days.saturating_mul(3)).min(3650);
+    init_with(dir, names, Lifetimes::days(ca_days, days)?, force, now)
+}
+
+/// Creates (or keeps) the CA and a leaf for every name in `names` (profile by name).
+pub fn init_with(
+    dir: &Path,
+    names: &[&str],
+    life: Lifetimes,
+    force: bool,
+    now: OffsetDateTime,
+) -> Result<InitReport, CaError> {
     let ids = names
         .iter()
         .map(|n| workload_id(n).map(|id| (*n, id)))
@@ -133,7 +204,7 @@ pub fn init(
     };
     let (ca, ca_outcome) = match existing {
         Some(ca) => (ca, Outcome::Kept),
-        None => (LoadedCa::create(dir, days, now)?, Outcome::Created),
+        None => (LoadedCa::create(dir, life.ca, now)?, Outcome::Created),
     };
     let mut leaves = Vec::with_capacity(ids.len());
     for (name, id) in ids {
@@ -141,7 +212,7 @@ pub fn init(
         let outcome = if keep {
             Outcome::Kept
         } else {
-            ca.issue_leaf(dir, name, &id, days, now)?;
+            ca.issue_leaf(dir, name, &id, &Profile::for_name(name), life.leaf, now)?;
             Outcome::Created
         };
         leaves.push((name.to_owned(), outcome));
@@ -158,7 +229,8 @@ pub fn issue(dir: &Path, name: &str, days: u32, now: OffsetDateTime) -> Result<P
     check_days(days)?;
     let id = workload_id(name)?;
     let ca = LoadedCa::load(dir, now).ok_or_else(|| CaError::NoCa(dir.to_owned()))?;
-    ca.issue_leaf(dir, name, &id, days, now)?;
+    let life = time::Duration::days(i64::from(days));
+    ca.issue_leaf(dir, name, &id, &Profile::for_name(name), life, now)?;
     write_sds(dir, &[name])?;
     Ok(dir.join(format!("{name}.crt")))
 }
@@ -180,9 +252,10 @@ pub fn rotate(
         .map(|n| workload_id(n).map(|id| (*n, id)))
         .collect::<Result<Vec<_>, _>>()?;
     let ca = LoadedCa::load(dir, now).ok_or_else(|| CaError::NoCa(dir.to_owned()))?;
+    let life = time::Duration::days(i64::from(days));
     let mut out = Vec::with_capacity(ids.len());
     for (name, id) in ids {
-        let serial = ca.issue_leaf(dir, name, &id, days, now)?;
+        let serial = ca.issue_leaf(dir, name, &id, &Profile::for_name(name), life, now)?;
         out.push((name.to_owned(), serial));
     }
     write_sds(dir, names)?;
@@ -275,26 +348,37 @@ pub fn ca_verifies_leaf(ca_der: &[u8], leaf_der: &[u8], at: OffsetDateTime) -> b
 }
 
 /// The CA certificate and key as loaded from (or just written to) the PKI directory.
-struct LoadedCa {
+pub(crate) struct LoadedCa {
     cert_der: Vec<u8>,
-    not_after: OffsetDateTime,
+    pub(crate) not_before: OffsetDateTime,
+    pub(crate) not_after: OffsetDateTime,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl LoadedCa {
-    /// Loads `ca.crt`/`ca.key` if both exist, match, describe a CA and stay valid for a while.
+    /// Loads the signing root: `ca.key` and the certificate of the bundle `ca.crt` it
+    /// matches, if that describes a CA and stays valid for a while (the smaller of an hour and
+    /// a third of its life).
     fn load(dir: &Path, now: OffsetDateTime) -> Option<Self> {
-        let cert_pem = std::fs::read_to_string(dir.join("ca.crt")).ok()?;
-        let key_pem = std::fs::read_to_string(dir.join("ca.key")).ok()?;
+        let ca = Self::load_key(dir, "ca.key")?;
+        let life = ca.not_after - ca.not_before;
+        let margin = time::Duration::try_from(RENEW_MARGIN)
+            .unwrap_or(life)
+            .min(life / 3);
+        (ca.not_after >= now + margin).then_some(ca)
+    }
+
+    /// The root of the bundle `ca.crt` whose key is `<key_file>`, however long it has left.
+    pub(crate) fn load_key(dir: &Path, key_file: &str) -> Option<Self> {
+        let bundle = std::fs::read(dir.join("ca.crt")).ok()?;
+        let key_pem = std::fs::read_to_string(dir.join(key_file)).ok()?;
         let key = KeyPair::from_pem(&key_pem).ok()?;
-        let cert = Certificate::from_pem(cert_pem.as_bytes()).ok()?;
-        if !key_matches(&cert, &key) {
-            return None;
-        }
+        let cert = Certificate::load_pem_chain(&bundle)
+            .ok()?
+            .into_iter()
+            .find(|cert| key_matches(cert, &key))?;
         let not_after = not_after(&cert)?;
-        if not_after < now + RENEW_MARGIN {
-            return None;
-        }
+        let not_before = not_before(&cert)?;
         // Only a CA certificate may sign: a leaf dropped in as ca.crt is not kept.
         let is_ca = cert
             .tbs_certificate()
@@ -306,15 +390,41 @@ impl LoadedCa {
             return None;
         }
         let cert_der = der::Encode::to_der(&cert).ok()?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).ok()?;
+        let issuer = Issuer::from_ca_cert_der(&CertificateDer::from(cert_der.clone()), key).ok()?;
         Some(Self {
             cert_der,
+            not_before,
             not_after,
             issuer,
         })
     }
 
-    fn create(dir: &Path, days: u32, now: OffsetDateTime) -> Result<Self, CaError> {
+    /// A new root written as `ca.key` and the whole bundle `ca.crt` (init: a fresh start).
+    fn create(dir: &Path, life: time::Duration, now: OffsetDateTime) -> Result<Self, CaError> {
+        let (ca, key_pem) = Self::generate(life, now)?;
+        let ca_key_path = dir.join("ca.key");
+        write_atomic(&ca_key_path, key_pem.as_bytes(), PRIVATE_MODE)
+            .map_err(io_err(&ca_key_path))?;
+        let ca_crt_path = dir.join("ca.crt");
+        write_atomic(&ca_crt_path, ca.pem().as_bytes(), PUBLIC_MODE)
+            .map_err(io_err(&ca_crt_path))?;
+        Ok(ca)
+    }
+
+    /// The certificate as PEM.
+    pub(crate) fn pem(&self) -> String {
+        der_to_pem(&self.cert_der)
+    }
+
+    pub(crate) fn der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// A new self-signed root (nothing written) and its key as PEM.
+    pub(crate) fn generate(
+        life: time::Duration,
+        now: OffsetDateTime,
+    ) -> Result<(Self, String), CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -336,25 +446,50 @@ impl LoadedCa {
             KeyUsagePurpose::DigitalSignature,
         ];
         params.not_before = now - BACKDATE;
-        params.not_after = now + time::Duration::days(i64::from(days));
+        params.not_after = now + life;
         params.serial_number = Some(random_serial()?);
         let cert = params.self_signed(&key)?;
-        let ca_key_path = dir.join("ca.key");
-        write_atomic(&ca_key_path, key.serialize_pem().as_bytes(), PRIVATE_MODE)
-            .map_err(io_err(&ca_key_path))?;
-        let ca_crt_path = dir.join("ca.crt");
-        write_atomic(&ca_crt_path, cert.pem().as_bytes(), PUBLIC_MODE)
-            .map_err(io_err(&ca_crt_path))?;
-        Ok(Self {
-            cert_der: cert.der().to_vec(),
-            not_after: params.not_after,
-            issuer: Issuer::new(params, key),
-        })
+        let key_pem = key.serialize_pem();
+        Ok((
+            Self {
+                cert_der: cert.der().to_vec(),
+                not_before: params.not_before,
+                not_after: params.not_after,
+                issuer: Issuer::new(params, key),
+            },
+            key_pem,
+        ))
     }
 
     /// A leaf is kept if its key matches, it chains to this CA, stays valid past the renewal
     /// margin, and carries exactly the expected SPIFFE ID.
-    fn leaf_still_good(&self, dir: &Path, name: &str, id: &SpiffeId, now: OffsetDateTime) -> bool {
+    /// A leaf on disk whose key matches, that carries the ID of `name` and that this root
+    /// issued and still vouches for at `now`.
+    pub(crate) fn leaf_still_good_at(
+        &self,
+        dir: &Path,
+        name: &str,
+        der: &[u8],
+        now: OffsetDateTime,
+    ) -> bool {
+        let key_ok = std::fs::read_to_string(dir.join(format!("{name}.key")))
+            .ok()
+            .and_then(|pem| KeyPair::from_pem(&pem).ok())
+            .zip(Certificate::from_der(der).ok())
+            .is_some_and(|(key, cert)| key_matches(&cert, &key));
+        key_ok
+            && workload_id(name)
+                .is_ok_and(|id| SpiffeId::from_cert_der(der).is_ok_and(|got| got == id))
+            && ca_verifies_leaf(&self.cert_der, der, now)
+    }
+
+    pub(crate) fn leaf_still_good(
+        &self,
+        dir: &Path,
+        name: &str,
+        id: &SpiffeId,
+        now: OffsetDateTime,
+    ) -> bool {
         let (Ok(cert_pem), Ok(key_pem)) = (
             std::fs::read_to_string(dir.join(format!("{name}.crt"))),
             std::fs::read_to_string(dir.join(format!("{name}.key"))),
@@ -376,12 +511,13 @@ impl LoadedCa {
             && ca_verifies_leaf(&self.cert_der, &der, now + RENEW_MARGIN)
     }
 
-    fn issue_leaf(
+    pub(crate) fn issue_leaf(
         &self,
         dir: &Path,
         name: &str,
         id: &SpiffeId,
-        days: u32,
+        profile: &Profile,
+        life: time::Duration,
         now: OffsetDateTime,
     ) -> Result<String, CaError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
@@ -390,20 +526,29 @@ impl LoadedCa {
         dn.push(DnType::OrganizationName, "certbind demo");
         dn.push(DnType::CommonName, name);
         params.distinguished_name = dn;
-        params.subject_alt_names = vec![
-            SanType::URI(id.as_str().try_into()?),
-            SanType::DnsName("localhost".try_into()?),
-            SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        ];
+        params.subject_alt_names = vec![SanType::URI(id.as_str().try_into()?)];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if let Profile::Server { extra_dns } = profile {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName("localhost".try_into()?));
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+            for dns in extra_dns {
+                params
+                    .subject_alt_names
+                    .push(SanType::DnsName(dns.as_str().try_into()?));
+            }
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
         params.not_before = now - BACKDATE;
         // A leaf never outlives its CA.
-        params.not_after = (now + time::Duration::days(i64::from(days))).min(self.not_after);
+        params.not_after = (now + life).min(self.not_after);
         let serial = random_serial()?;
         let serial_hex = hex_lower(serial.as_ref());
         params.serial_number = Some(serial);
@@ -425,6 +570,35 @@ fn key_matches(cert: &Certificate, key: &KeyPair) -> bool {
         .subject_public_key
         .raw_bytes()
         == key.public_key_raw()
+}
+
+fn not_before(cert: &Certificate) -> Option<OffsetDateTime> {
+    let secs = cert
+        .tbs_certificate()
+        .validity()
+        .not_before
+        .to_unix_duration()
+        .as_secs();
+    OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()
+}
+
+/// DER as one PEM `CERTIFICATE` block.
+pub(crate) fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// The validity window of a certificate (DER), as Unix seconds.
+pub fn validity(der: &[u8]) -> Option<(OffsetDateTime, OffsetDateTime)> {
+    let cert = Certificate::from_der(der).ok()?;
+    Some((not_before(&cert)?, not_after(&cert)?))
 }
 
 fn not_after(cert: &Certificate) -> Option<OffsetDateTime> {
@@ -584,7 +758,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = now();
         init(dir.path(), &["consumer"], 1, false, t).unwrap();
-        let later = t + time::Duration::hours(23) + time::Duration::minutes(30);
+        let later =
+            t + time::Duration::days(i64::from(DEFAULT_CA_DAYS)) - time::Duration::minutes(30);
         let report = init(dir.path(), &["consumer"], 1, false, later).unwrap();
         assert_eq!(report.ca, Outcome::Created);
         assert_eq!(report.leaves[0].1, Outcome::Created);

@@ -1,13 +1,17 @@
 //! The accept loop: TCP → TLS handshake (rustls) → HTTP/1.1 (hyper) → the axum router, with
-//! the verified client certificate attached to every request of the connection. Stops
-//! accepting on shutdown and lets open connections finish.
+//! the client certificate attached to every request of the connection while it is still
+//! valid and trusted (re-checked per request: a connection can outlive its certificate).
+//! Each connection uses the TLS configuration current at its accept, so a reissued server
+//! certificate or trust bundle takes effect without a restart. Stops accepting on shutdown
+//! and lets open connections finish.
 
 use crate::app::PeerCertificate;
 use axum::Router;
 use axum::body::Body;
+use certbind_tls::{PeerChain, ReloadingServer};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use rustls::ServerConfig;
+use rustls_pki_types::UnixTime;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,11 +32,10 @@ pub struct PeerAddr(pub SocketAddr);
 /// Serves `router` over TLS on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    tls: Arc<ReloadingServer>,
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -53,7 +56,7 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         connections.spawn(connection(
-            acceptor.clone(),
+            Arc::clone(&tls),
             tcp,
             addr,
             router.clone(),
@@ -73,12 +76,13 @@ pub async fn serve(
 }
 
 async fn connection(
-    acceptor: TlsAcceptor,
+    tls: Arc<ReloadingServer>,
     tcp: tokio::net::TcpStream,
     addr: SocketAddr,
     router: Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let acceptor = TlsAcceptor::from(Arc::clone(&tls.current().config));
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -90,16 +94,23 @@ async fn connection(
             return;
         }
     };
-    let peer_cert = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|cert| PeerCertificate(Arc::new(cert.to_vec())));
+    let peer = stream.get_ref().1.peer_certificates().and_then(|chain| {
+        let leaf = chain.first()?;
+        Some((
+            Arc::new(PeerChain::new(chain.to_vec())),
+            PeerCertificate(Arc::new(leaf.to_vec())),
+        ))
+    });
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(Body::new);
-        if let Some(cert) = &peer_cert {
-            req.extensions_mut().insert(cert.clone());
+        if let Some((chain, cert)) = &peer {
+            // Expired since the handshake, or its CA left the bundle: the request goes on
+            // without a client certificate, so endpoints that need one answer invalid_client.
+            if chain.valid(&tls.current(), UnixTime::now()) {
+                req.extensions_mut().insert(cert.clone());
+            } else {
+                tracing::info!(peer = %addr, "client certificate no longer valid or trusted; ignored");
+            }
         }
         req.extensions_mut().insert(PeerAddr(addr));
         router.clone().oneshot(req)

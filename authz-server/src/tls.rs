@@ -1,69 +1,24 @@
 //! The server's TLS configuration: TLS 1.3 only, the `ring` provider, our certificate, and
 //! client certificates requested and verified against the internal CA but optional at the TLS
-//! level (endpoints that need one refuse with `invalid_client`).
+//! level (endpoints that need one refuse with `invalid_client`). Certificate, key and trust
+//! bundle are re-read when they change (certbind-tls), session resumption is off.
 
-use rustls::RootCertStore;
-use rustls::ServerConfig;
-use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+pub use certbind_tls::TlsError;
+use certbind_tls::server::ServerFiles;
+use certbind_tls::{ClientAuth, ReloadingServer};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Why the TLS configuration could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    #[error("{path}: {why}")]
-    Pem { path: String, why: String },
-    #[error("{0}: no certificate found")]
-    Empty(String),
-    #[error("TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
-    #[error("client verifier: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
-}
-
-fn pem_err(path: &Path) -> impl FnOnce(rustls_pki_types::pem::Error) -> TlsError + '_ {
-    move |e| TlsError::Pem {
-        path: path.display().to_string(),
-        why: e.to_string(),
-    }
-}
-
-/// Loads every certificate of a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem_err(path))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_err(path))?;
-    if certs.is_empty() {
-        return Err(TlsError::Empty(path.display().to_string()));
-    }
-    Ok(certs)
-}
-
-/// Loads the server identity `<pki_dir>/<name>.crt|.key` and the CA `<pki_dir>/ca.crt`.
-pub fn server_config(pki_dir: &Path, name: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    let cert_path = pki_dir.join(format!("{name}.crt"));
-    let key_path = pki_dir.join(format!("{name}.key"));
-    let chain = load_certs(&cert_path)?;
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(pem_err(&key_path))?;
-    let mut roots = RootCertStore::empty();
-    for ca in load_certs(&pki_dir.join("ca.crt"))? {
-        roots.add(ca)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .allow_unauthenticated()
-            .build()?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+/// The server identity `<pki_dir>/<name>.crt|.key` and the bundle `<pki_dir>/ca.crt`,
+/// followed on disk.
+pub fn server_config(pki_dir: &Path, name: &str) -> Result<Arc<ReloadingServer>, TlsError> {
+    let files = ServerFiles {
+        cert: pki_dir.join(format!("{name}.crt")),
+        key: pki_dir.join(format!("{name}.key")),
+        ca: pki_dir.join("ca.crt"),
+        client_auth: ClientAuth::Optional,
+    };
+    Ok(Arc::new(ReloadingServer::load(files)?))
 }
 
 #[cfg(test)]
@@ -82,7 +37,8 @@ mod tests {
             time::OffsetDateTime::now_utc(),
         )
         .unwrap();
-        let config = server_config(dir.path(), "authz").unwrap();
-        assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        let tls = server_config(dir.path(), "authz").unwrap().current();
+        assert_eq!(tls.config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert_eq!(tls.config.send_tls13_tickets, 0, "no resumption tickets");
     }
 }

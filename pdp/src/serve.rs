@@ -1,5 +1,7 @@
-//! The mTLS listener: accepts connections, completes the TLS handshake, extracts the peer's
-//! SPIFFE ID, serves HTTP/1.1 with the router, and drains connections on shutdown.
+//! The mTLS listener: accepts connections, completes the TLS handshake with the TLS
+//! configuration current at the accept (reloaded from disk), extracts the peer's SPIFFE ID,
+//! serves HTTP/1.1 with the router — each request carrying the identity only while the
+//! certificate stays valid and trusted — and drains connections on shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -8,7 +10,9 @@ use std::time::Duration;
 
 use axum::Router;
 use certbind_core::binding::SpiffeId;
+use certbind_tls::{PeerChain, ReloadingServer};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls_pki_types::UnixTime;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -29,11 +33,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves until `shutdown` completes, then stops accepting and drains open connections.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<ReloadingServer>,
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let (stop_tx, stop_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut conns = JoinSet::new();
@@ -58,12 +61,12 @@ pub async fn serve(
                 }
             },
         };
-        let acceptor = acceptor.clone();
+        let tls = Arc::clone(&tls);
         let router = router.clone();
         let stop = stop_rx.clone();
         conns.spawn(async move {
             let _permit = permit;
-            serve_connection(acceptor, tcp, peer_addr, router, stop).await;
+            serve_connection(tls, tcp, peer_addr, router, stop).await;
         });
         // Reap finished connections so the set does not grow without bound.
         while conns.try_join_next().is_some() {}
@@ -81,12 +84,13 @@ pub async fn serve(
 }
 
 async fn serve_connection(
-    acceptor: TlsAcceptor,
+    reloading: Arc<ReloadingServer>,
     tcp: tokio::net::TcpStream,
     peer_addr: SocketAddr,
     router: Router,
     mut stop: watch::Receiver<bool>,
 ) {
+    let acceptor = TlsAcceptor::from(Arc::clone(&reloading.current().config));
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -98,18 +102,25 @@ async fn serve_connection(
             return;
         }
     };
-    let identity = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|leaf| SpiffeId::from_cert_der(leaf.as_ref()).ok());
-    let peer = PeerIdentity(identity);
-    let service =
-        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(peer.clone());
+    let peer = tls.get_ref().1.peer_certificates().and_then(|chain| {
+        let id = SpiffeId::from_cert_der(chain.first()?.as_ref()).ok()?;
+        Some((PeerChain::new(chain.to_vec()), id))
+    });
+    let service = hyper::service::service_fn(
+        move |mut req: hyper::Request<hyper::body::Incoming>| {
+            // A certificate that expired since the handshake, or whose CA left the bundle,
+            // no longer names the caller: the request is treated as anonymous.
+            let identity = peer.as_ref().and_then(|(chain, id)| {
+                let ok = chain.valid(&reloading.current(), UnixTime::now());
+                if !ok {
+                    tracing::info!(peer = %peer_addr, "client certificate no longer valid or trusted");
+                }
+                ok.then(|| id.clone())
+            });
+            req.extensions_mut().insert(PeerIdentity(identity));
             router.clone().oneshot(req.map(axum::body::Body::new))
-        });
+        },
+    );
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)

@@ -1,0 +1,12 @@
+//! certbind-tls: the rustls pieces every certbind process shares — a server configuration
+//! rebuilt when its certificate, key or trust bundle changes on disk, a per-request check that
+//! the caller's certificate is still valid and trusted, and a client-side verifier that admits
+//! only the expected server SPIFFE ID.
+
+pub mod files;
+pub mod server;
+pub mod verify;
+
+pub use files::TlsError;
+pub use server::{ClientAuth, PeerChain, ReloadingServer, ServerTls};
+pub use verify::SpiffeServerVerifier;
