@@ -90,6 +90,16 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// The profile of `name`, a server's with these extra DNS names.
+    pub fn with_dns(name: &str, dns: &[String]) -> Self {
+        match Self::for_name(name) {
+            Self::Server { .. } => Self::Server {
+                extra_dns: dns.to_vec(),
+            },
+            client => client,
+        }
+    }
+
     /// The profile `pki` gives a workload name by default.
     pub fn for_name(name: &str) -> Self {
         if SERVERS.contains(&name) {
@@ -180,7 +190,7 @@ pub fn init(
     now: OffsetDateTime,
 ) -> Result<InitReport, CaError> {
     let ca_days = DEFAULT_CA_DAYS.max(days.saturating_mul(3)).min(3650);
-    init_with(dir, names, Lifetimes::days(ca_days, days)?, force, now)
+    init_with(dir, names, Lifetimes::days(ca_days, days)?, &[], force, now)
 }
 
 /// Creates (or keeps) the CA and a leaf for every name in `names` (profile by name).
@@ -188,6 +198,7 @@ pub fn init_with(
     dir: &Path,
     names: &[&str],
     life: Lifetimes,
+    dns: &[String],
     force: bool,
     now: OffsetDateTime,
 ) -> Result<InitReport, CaError> {
@@ -212,7 +223,14 @@ pub fn init_with(
         let outcome = if keep {
             Outcome::Kept
         } else {
-            ca.issue_leaf(dir, name, &id, &Profile::for_name(name), life.leaf, now)?;
+            ca.issue_leaf(
+                dir,
+                name,
+                &id,
+                &Profile::with_dns(name, dns),
+                life.leaf,
+                now,
+            )?;
             Outcome::Created
         };
         leaves.push((name.to_owned(), outcome));
@@ -230,6 +248,20 @@ pub fn issue(dir: &Path, name: &str, days: u32, now: OffsetDateTime) -> Result<P
     let id = workload_id(name)?;
     let ca = LoadedCa::load(dir, now).ok_or_else(|| CaError::NoCa(dir.to_owned()))?;
     let life = time::Duration::days(i64::from(days));
+    ca.issue_leaf(dir, name, &id, &Profile::for_name(name), life, now)?;
+    write_sds(dir, &[name])?;
+    Ok(dir.join(format!("{name}.crt")))
+}
+
+/// Issues `<name>.crt`/`.key` living `life` from now (e.g. seconds, for expiry tests).
+pub fn issue_for(
+    dir: &Path,
+    name: &str,
+    life: time::Duration,
+    now: OffsetDateTime,
+) -> Result<PathBuf, CaError> {
+    let id = workload_id(name)?;
+    let ca = LoadedCa::load(dir, now).ok_or_else(|| CaError::NoCa(dir.to_owned()))?;
     ca.issue_leaf(dir, name, &id, &Profile::for_name(name), life, now)?;
     write_sds(dir, &[name])?;
     Ok(dir.join(format!("{name}.crt")))

@@ -1,4 +1,4 @@
-//! The command line: `pki init|issue|rotate`, `serve`, `keys rotate`, and what each prints.
+//! The command line: `pki init|issue|rotate|renew`, `serve`, `keys rotate`, and what each prints.
 
 use crate::app::{AppState, app};
 use crate::ca;
@@ -80,12 +80,26 @@ pub enum PkiCommand {
     Init {
         #[arg(long, default_value = ".run/pki")]
         dir: PathBuf,
-        /// Validity of new certificates in days.
-        #[arg(long, default_value_t = 1)]
-        days: u32,
+        #[command(flatten)]
+        life: LifeArgs,
         /// Regenerate the CA and every certificate.
         #[arg(long)]
         force: bool,
+    },
+    /// Keep the PKI alive: reissue every leaf at 2/3 of its life and roll the CA over before
+    /// it ends (new root in the bundle, then signing, then the old root removed).
+    Renew {
+        #[arg(long, default_value = ".run/pki")]
+        dir: PathBuf,
+        #[command(flatten)]
+        life: LifeArgs,
+        /// Seconds every process gets to pick up a changed trust bundle before the next
+        /// rollover phase.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        overlap_secs: u64,
+        /// Keep running, looking again every twentieth of a leaf's life (1 s to 1 min).
+        #[arg(long)]
+        watch: bool,
     },
     /// Issue one more workload certificate `<name>.crt`/`<name>.key` from the existing CA.
     Issue {
@@ -108,6 +122,40 @@ pub enum PkiCommand {
         #[arg(long, default_value_t = 1)]
         days: u32,
     },
+}
+
+/// Lifetimes of new certificates (`--leaf-secs`/`--ca-secs` override the days, for tests).
+#[derive(Debug, Args)]
+pub struct LifeArgs {
+    /// Validity of new leaf certificates in days.
+    #[arg(long, default_value_t = 1)]
+    pub days: u32,
+    /// Validity of a new CA in days (at least three leaf lifetimes).
+    #[arg(long, default_value_t = ca::DEFAULT_CA_DAYS)]
+    pub ca_days: u32,
+    /// Validity of new leaves in seconds (overrides --days).
+    #[arg(long)]
+    pub leaf_secs: Option<u32>,
+    /// Validity of a new CA in seconds (overrides --ca-days).
+    #[arg(long)]
+    pub ca_secs: Option<u32>,
+    /// Extra DNS names for the server certificates (authz, pdp, orders, billing), e.g. the
+    /// host names of a compose network (repeatable).
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+}
+
+impl LifeArgs {
+    fn lifetimes(&self) -> Result<ca::Lifetimes, String> {
+        let days = |d: u32| time::Duration::days(i64::from(d));
+        let secs = |s: u32| time::Duration::seconds(i64::from(s));
+        if !(1..=3650).contains(&self.days) || !(1..=3650).contains(&self.ca_days) {
+            return Err("--days and --ca-days must be between 1 and 3650".into());
+        }
+        let leaf = self.leaf_secs.map_or(days(self.days), secs);
+        let ca = self.ca_secs.map_or(days(self.ca_days), secs);
+        ca::Lifetimes::new(ca, leaf).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,9 +236,16 @@ fn rotate_keys(state_dir: &std::path::Path) -> Result<(), String> {
 fn run_pki(command: PkiCommand) -> Result<(), String> {
     let now = time::OffsetDateTime::now_utc();
     match command {
-        PkiCommand::Init { dir, days, force } => {
-            let report = ca::init(&dir, &ca::DEFAULT_WORKLOADS, days, force, now)
-                .map_err(|e| e.to_string())?;
+        PkiCommand::Init { dir, life, force } => {
+            let report = ca::init_with(
+                &dir,
+                &ca::DEFAULT_WORKLOADS,
+                life.lifetimes()?,
+                &life.dns,
+                force,
+                now,
+            )
+            .map_err(|e| e.to_string())?;
             println!("{}: {}", dir.join("ca.crt").display(), report.ca);
             for (name, outcome) in report.leaves {
                 println!(
@@ -203,6 +258,12 @@ fn run_pki(command: PkiCommand) -> Result<(), String> {
             }
             Ok(())
         }
+        PkiCommand::Renew {
+            dir,
+            life,
+            overlap_secs,
+            watch,
+        } => run_renew(&dir, &life, overlap_secs, watch),
         PkiCommand::Issue { dir, name, days } => {
             let path = ca::issue(&dir, &name, days, now).map_err(|e| e.to_string())?;
             println!("{}: created", path.display());
@@ -226,6 +287,42 @@ fn run_pki(command: PkiCommand) -> Result<(), String> {
             }
             Ok(())
         }
+    }
+}
+
+/// `pki renew`: one pass, or passes forever with `--watch` (a failed pass is reported and
+/// retried: the next one may succeed, and the certificates on disk stay as they were).
+fn run_renew(
+    dir: &std::path::Path,
+    life: &LifeArgs,
+    overlap_secs: u64,
+    watch: bool,
+) -> Result<(), String> {
+    let lifetimes = life.lifetimes()?;
+    let overlap = time::Duration::seconds(i64::try_from(overlap_secs).unwrap_or(i64::MAX));
+    let interval = crate::renew::poll_interval(lifetimes.leaf);
+    loop {
+        let now = time::OffsetDateTime::now_utc();
+        match crate::rollover::renew_once(
+            dir,
+            &ca::DEFAULT_WORKLOADS,
+            lifetimes,
+            overlap,
+            &life.dns,
+            now,
+        ) {
+            Ok(done) => {
+                for line in done {
+                    println!("{now}: {}: {line}", dir.display());
+                }
+            }
+            Err(e) if watch => eprintln!("certbind-authz: renew: {e} (retrying)"),
+            Err(e) => return Err(e.to_string()),
+        }
+        if !watch {
+            return Ok(());
+        }
+        std::thread::sleep(interval);
     }
 }
 

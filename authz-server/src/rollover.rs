@@ -103,7 +103,7 @@ fn apply(
     match step {
         Step::Bootstrap => {
             let _ = std::fs::remove_file(dir.join(NEXT_KEY));
-            ca::init_with(dir, names, life, true, now)?;
+            ca::init_with(dir, names, life, dns, true, now)?;
         }
         Step::AddNextRoot => {
             let (root, key_pem) = LoadedCa::generate(life.ca, now)?;
@@ -122,13 +122,14 @@ fn apply(
             let signing =
                 LoadedCa::load_key(dir, "ca.key").ok_or_else(|| CaError::NoCa(dir.to_owned()))?;
             let id = workload_id(name)?;
-            let profile = match Profile::for_name(name) {
-                Profile::Server { .. } => Profile::Server {
-                    extra_dns: dns.to_vec(),
-                },
-                client => client,
-            };
-            signing.issue_leaf(dir, name, &id, &profile, life.leaf, now)?;
+            signing.issue_leaf(
+                dir,
+                name,
+                &id,
+                &Profile::with_dns(name, dns),
+                life.leaf,
+                now,
+            )?;
             ca::write_sds(dir, &[name.as_str()])?;
         }
         Step::Retire(index) => {
@@ -186,7 +187,7 @@ mod tests {
         let names = ["consumer", "authz"];
         let life = Lifetimes::new(secs(600), secs(120)).unwrap();
         let t0 = OffsetDateTime::now_utc();
-        ca::init_with(dir.path(), &names, life, false, t0).unwrap();
+        ca::init_with(dir.path(), &names, life, &[], false, t0).unwrap();
         let overlap = secs(10);
         let mut roots_seen = vec![bundle(dir.path())];
         // Step through 25 minutes in 5 s ticks; after each pass every leaf on disk must chain
