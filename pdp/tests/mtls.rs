@@ -190,3 +190,78 @@ async fn mtls_listener_answers_allowed_caller_refuses_others() {
         "still listening after shutdown"
     );
 }
+
+#[tokio::test]
+async fn a_caller_certificate_expiring_mid_connection_is_no_longer_a_caller() {
+    let pki = Pki::new();
+    let server = pki.leaf("pdp");
+    let envoy = pki.leaf_expiring_in("envoy", 3);
+    let expires = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let tls_config =
+        tls::server_config(&server.cert_path, &server.key_path, &pki.ca_path()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve::serve(
+        listener,
+        tls_config,
+        app(state_for(&demo_policy_path())),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    // One kept-alive connection, as Envoy's cluster keeps them.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(client_config(&pki, Some(&envoy)))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut ask = async || {
+        sender.ready().await.unwrap();
+        let request = hyper::Request::post("/v1/decision")
+            .header("host", "localhost")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(REQUEST)))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let (status, body) = ask().await;
+    assert_eq!(status, 200, "fresh certificate: {body}");
+
+    tokio::time::sleep_until((expires + std::time::Duration::from_millis(1500)).into()).await;
+    let (status, body) = ask().await;
+    assert_eq!(
+        status, 403,
+        "expired certificate on a kept connection: {body}"
+    );
+    assert!(body.contains("caller_not_allowed"), "{body}");
+    // A new connection with it is refused at the handshake.
+    let refused = post(
+        addr,
+        client_config(&pki, Some(&envoy)),
+        "/v1/decision",
+        REQUEST,
+    )
+    .await;
+    assert!(refused.is_err(), "an expired certificate got {refused:?}");
+    // A fresh one is admitted.
+    let fresh = pki.leaf("envoy");
+    let (status, body) = post(
+        addr,
+        client_config(&pki, Some(&fresh)),
+        "/v1/decision",
+        REQUEST,
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "fresh certificate: {body}");
+    stop_tx.send(()).unwrap();
+}

@@ -129,6 +129,19 @@ impl Pki {
     /// A workload certificate: one URI SAN `spiffe://certbind.test/ns/demo/sa/<name>`,
     /// DNS `localhost`, IP 127.0.0.1.
     pub fn leaf(&self, name: &str) -> Leaf {
+        self.leaf_with(name, |_| {})
+    }
+
+    /// A workload certificate that expires `secs` from now.
+    pub fn leaf_expiring_in(&self, name: &str, secs: i64) -> Leaf {
+        self.leaf_with(name, |params| {
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::minutes(1);
+            params.not_after = now + time::Duration::seconds(secs);
+        })
+    }
+
+    fn leaf_with(&self, name: &str, tweak: impl FnOnce(&mut rcgen::CertificateParams)) -> Leaf {
         let mut params =
             rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
                 .unwrap();
@@ -142,6 +155,7 @@ impl Pki {
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
             rcgen::ExtendedKeyUsagePurpose::ClientAuth,
         ];
+        tweak(&mut params);
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let cert = params.signed_by(&key, &self.ca).unwrap();
         let cert_path = self.dir.path().join(format!("{name}.crt"));
