@@ -66,9 +66,12 @@ lint:
 
 ## The services run from debug builds here: they share the test build's dependencies, which
 ## saves a second (LTO) build of everything; `make up` and `make bench` use release builds.
+## The 10-minute PKI lifecycle test runs beside the others (scripts/lifecycle-bg.sh).
 unit:
 	$(CARGO) build --locked --bins
-	CERTBIND_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test --locked --workspace --no-fail-fast
+	CERTBIND_BIN_DIR=$(CURDIR)/target/debug scripts/lifecycle-bg.sh start
+	CERTBIND_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test --locked --workspace --no-fail-fast -- \
+	  --skip rotates_every_certificate_and_the_ca_under_traffic; rc=$$?; scripts/lifecycle-bg.sh wait && exit $$rc
 
 ## The compose file cannot run here (no Docker engine), but it is validated.
 compose-check:

@@ -70,6 +70,17 @@ up() {
     port_open "$port" || { echo "$name did not open port $port within 10 s; see $LOGS/$name.log" >&2; exit 1; }
     echo "  $name up on 127.0.0.1:$port (pid $(cat $PIDS/$name.pid), log $LOGS/$name.log)"
   done < <(services)
+  # The renewer keeps the PKI alive for as long as the system runs: every leaf reissued at 2/3
+  # of its life, the CA rolled over before it ends; every process above picks the files up.
+  if alive renewer; then
+    echo "  renewer already running (pid $(cat $PIDS/renewer.pid))"
+  else
+    setsid $BIN/certbind-authz pki renew --watch --dir $PKI >"$LOGS/renewer.log" 2>&1 < /dev/null &
+    echo $! >"$PIDS/renewer.pid"
+    sleep 0.2
+    alive renewer || { echo "the renewer failed to start; see $LOGS/renewer.log:" >&2; tail -n 20 "$LOGS/renewer.log" >&2; exit 1; }
+    echo "  renewer running (pid $(cat $PIDS/renewer.pid), log $LOGS/renewer.log)"
+  fi
 }
 
 down() {

@@ -43,7 +43,7 @@ pub const DEFAULT_WORKLOADS: [&str; 8] = [
 pub const ROTATE_DEFAULT: [&str; 4] = ["consumer", "orders", "billing", "envoy"];
 /// The identities that serve TLS: the authz-server, the PDP and the sidecar listeners. Only
 /// these get serverAuth and host names (`localhost`, `127.0.0.1`, plus any extra DNS names).
-pub const SERVERS: [&str; 4] = ["authz", "pdp", "orders", "billing"];
+pub use certbind_tls::SERVERS;
 /// Default lifetimes: the CA lives 30 days, leaves 1 day (`pki init --ca-days/--days`).
 pub const DEFAULT_CA_DAYS: u32 = 30;
 /// The subdirectory of the PKI directory with Envoy's file-based SDS secrets (`<name>.yaml`).

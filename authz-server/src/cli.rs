@@ -95,7 +95,9 @@ pub enum PkiCommand {
         life: LifeArgs,
         /// Seconds every process gets to pick up a changed trust bundle before the next
         /// rollover phase.
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        /// (Envoy replaces its connections to the authz-server and the PDP every 30 s, so the
+        /// default leaves every connection opened under the old root time to end.)
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
         overlap_secs: u64,
         /// Keep running, looking again every twentieth of a leaf's life (1 s to 1 min).
         #[arg(long)]
@@ -301,6 +303,13 @@ fn run_renew(
     let lifetimes = life.lifetimes()?;
     let overlap = time::Duration::seconds(i64::try_from(overlap_secs).unwrap_or(i64::MAX));
     let interval = crate::renew::poll_interval(lifetimes.leaf);
+    if watch {
+        eprintln!(
+            "certbind-authz renewer watching {} every {} s",
+            dir.display(),
+            interval.as_secs()
+        );
+    }
     loop {
         let now = time::OffsetDateTime::now_utc();
         match crate::rollover::renew_once(

@@ -235,7 +235,7 @@ mod tests {
         let verify = |presented: &str, expected: &str| {
             let verifier = SpiffeServerVerifier::from_file(
                 &dir.path().join("ca.crt"),
-                workload_id(expected).unwrap(),
+                vec![workload_id(expected).unwrap()],
             )
             .unwrap();
             let der = read_cert_der(&dir.path().join(format!("{presented}.crt"))).unwrap();

@@ -147,22 +147,23 @@ fn new_histogram() -> Result<Histogram<u64>, String> {
 }
 
 /// A rustls client trusting `ca_pem`, presenting (`cert_pem`, `key_pem`) if given, speaking
-/// HTTP/1.1. Resumption is off so that a new connection is always a full handshake.
+/// HTTP/1.1, accepting only the `orders` sidecar's SPIFFE ID (every bench listener serves it).
+/// Resumption is off so that a new connection is always a full handshake.
 pub fn client_config(
     ca: &std::path::Path,
     identity: Option<(&std::path::Path, &std::path::Path)>,
 ) -> Result<Arc<ClientConfig>, String> {
     use rustls_pki_types::PrivateKeyDer;
     use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certbind_tests::client::read_certs(ca).map_err(|e| e.to_string())? {
-        roots.add(cert).map_err(|e| e.to_string())?;
-    }
+    let orders = certbind_tls::demo_id("orders").map_err(|e| e.to_string())?;
+    let verifier = certbind_tls::SpiffeServerVerifier::from_file(ca, vec![orders])
+        .map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots);
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
     let mut config = match identity {
         Some((cert, key)) => {
             let key = PrivateKeyDer::from_pem_file(key)

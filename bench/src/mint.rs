@@ -72,6 +72,7 @@ pub fn tokens(authz: SocketAddr, tls: Arc<ClientConfig>, n: usize) -> Result<Vec
 /// The authz-server's JWKS document (inlined into `jwt_authn`'s `local_jwks`).
 pub fn jwks(authz: SocketAddr, pki_dir: &std::path::Path) -> Result<String, String> {
     let client = certbind_tests::TlsClient::for_workload(pki_dir, Some(CLIENT))
+        .and_then(|c| c.expecting("authz"))
         .map_err(|e| e.to_string())?;
     let response = client
         .send(
@@ -95,6 +96,7 @@ pub fn dpop_token(
     key: &certbind_tests::tokens::EcKey,
 ) -> Result<String, String> {
     let client = certbind_tests::TlsClient::for_workload(pki_dir, Some(CLIENT))
+        .and_then(|c| c.expecting("authz"))
         .map_err(|e| e.to_string())?;
     let token_url = format!("https://{authz}/token");
     let proof = certbind_tests::tokens::dpop_proof(key, "POST", &token_url, None)

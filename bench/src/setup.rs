@@ -408,6 +408,7 @@ impl Bench {
         let response = if scenario.tls() {
             let identity = scenario.mtls().then_some(mint::CLIENT);
             certbind_tests::TlsClient::for_workload(&self.pki, identity)
+                .and_then(|c| c.expecting("orders"))
                 .and_then(|c| c.send(envoy.listen, &request))
         } else {
             certbind_tests::client::http_plain(envoy.listen, &request)

@@ -2,12 +2,14 @@
 //! certificate and a custom CA, one HTTP/1.1 request per connection, any method, headers and raw
 //! path, and a TLS refusal reported apart from every other failure.
 
+use certbind_core::binding::SpiffeId;
+use certbind_tls::SpiffeServerVerifier;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -140,12 +142,16 @@ impl Response {
     }
 }
 
-/// A TLS client trusting one CA and presenting at most one client certificate. Cheap to clone.
+/// A TLS client trusting one CA bundle (re-read when it changes) and presenting at most one
+/// client certificate; it accepts only a demo server's SPIFFE ID (exactly one after
+/// [`HttpsClient::expecting`]). Cheap to clone.
 #[derive(Clone)]
 pub struct HttpsClient {
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     timeout: Duration,
+    ca: std::path::PathBuf,
+    identity: Option<Arc<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>>,
 }
 
 impl fmt::Debug for HttpsClient {
@@ -182,20 +188,37 @@ impl HttpsClient {
         identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
         server_name: &str,
     ) -> Result<Self, ClientError> {
-        let mut roots = RootCertStore::empty();
-        for cert in read_certs(ca_pem)? {
-            roots
-                .add(cert)
-                .map_err(|e| ClientError::Config(format!("CA {}: {e}", ca_pem.display())))?;
-        }
+        let servers =
+            certbind_tls::demo_servers().map_err(|e| ClientError::Config(e.to_string()))?;
+        Self::build(ca_pem, identity.map(Arc::new), server_name, servers)
+    }
+
+    /// The same client accepting only the server `name` (`spiffe://certbind.test/ns/demo/sa/<name>`).
+    pub fn expecting(&self, name: &str) -> Result<Self, ClientError> {
+        let id = certbind_tls::demo_id(name).map_err(|e| ClientError::Config(e.to_string()))?;
+        let server_name = self.server_name.to_str().into_owned();
+        let mut client = Self::build(&self.ca, self.identity.clone(), &server_name, vec![id])?;
+        client.timeout = self.timeout;
+        Ok(client)
+    }
+
+    fn build(
+        ca_pem: &Path,
+        identity: Option<Arc<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>>,
+        server_name: &str,
+        servers: Vec<SpiffeId>,
+    ) -> Result<Self, ClientError> {
+        let verifier = SpiffeServerVerifier::from_file(ca_pem, servers)
+            .map_err(|e| ClientError::Config(format!("CA {}: {e}", ca_pem.display())))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| ClientError::Config(e.to_string()))?
-            .with_root_certificates(roots);
-        let mut config = match identity {
-            Some((chain, key)) => builder
-                .with_client_auth_cert(chain, key)
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match &identity {
+            Some(pair) => builder
+                .with_client_auth_cert(pair.0.clone(), pair.1.clone_key())
                 .map_err(|e| ClientError::Config(e.to_string()))?,
             None => builder.with_no_client_auth(),
         };
@@ -206,6 +229,8 @@ impl HttpsClient {
             server_name: ServerName::try_from(server_name.to_owned())
                 .map_err(|e| ClientError::Config(format!("server name {server_name:?}: {e}")))?,
             timeout: DEFAULT_TIMEOUT,
+            ca: ca_pem.to_owned(),
+            identity,
         })
     }
 

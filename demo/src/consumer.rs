@@ -208,7 +208,8 @@ fn build_clients(
     dpop_key: Option<&EcKey>,
 ) -> Result<(HttpsClient, TokenCache), crate::client::ClientError> {
     let mtls = HttpsClient::for_workload(&config.pki_dir, Some(&config.name))?;
-    let mut authz = AuthzClient::new(mtls.clone(), config.authz);
+    // Tokens only from the authz-server's SPIFFE ID: a workload posing as it gets nothing.
+    let mut authz = AuthzClient::new(mtls.expecting("authz")?, config.authz);
     let client = match (&config.dpop, dpop_key) {
         (Some(target), Some(key)) => {
             authz = authz.with_dpop(key.clone(), &target.issuer);
@@ -347,7 +348,15 @@ impl Consumer {
                     return result;
                 }
             };
-            let response = match self.client.send(addr, &request).await {
+            // The sidecar must prove the called service's SPIFFE ID.
+            let client = match self.client.expecting(call.service) {
+                Ok(client) => client,
+                Err(e) => {
+                    result.detail = e.to_string();
+                    return result;
+                }
+            };
+            let response = match client.send(addr, &request).await {
                 Ok(response) => response,
                 Err(e) => {
                     result.detail = e.to_string();

@@ -2,12 +2,14 @@
 //! TCP: one request per connection, returning status, headers and body.
 
 use crate::Error;
+use certbind_core::binding::SpiffeId;
+use certbind_tls::SpiffeServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,11 +79,16 @@ impl Response {
     }
 }
 
-/// A TLS client trusting one CA, optionally presenting a client certificate. Cheap to clone.
+/// A TLS client trusting one CA bundle (re-read when it changes), optionally presenting a
+/// client certificate, accepting only a demo server's SPIFFE ID (exactly one after
+/// [`TlsClient::expecting`]). Cheap to clone.
 #[derive(Clone)]
 pub struct TlsClient {
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
+    ca: PathBuf,
+    identity: Option<(PathBuf, PathBuf)>,
+    versions: &'static [&'static rustls::SupportedProtocolVersion],
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -92,9 +99,25 @@ impl std::fmt::Debug for TlsClient {
 
 impl TlsClient {
     /// Trusts `ca` (PEM); presents `identity` = (certificate chain PEM, private key PEM) if given.
-    /// The server must prove the name `localhost` (every demo certificate carries it).
+    /// The server must prove the name `localhost` (every demo server certificate carries it)
+    /// and be one of the demo servers (authz, pdp, orders, billing).
     pub fn new(ca: &Path, identity: Option<(&Path, &Path)>) -> Result<Self, Error> {
         Self::with_versions(ca, identity, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// The same client accepting only the server `name` (`spiffe://certbind.test/ns/demo/sa/<name>`).
+    pub fn expecting(&self, name: &str) -> Result<Self, Error> {
+        let id = certbind_tls::demo_id(name).map_err(|e| Error::Tls(e.to_string()))?;
+        self.expecting_id(id)
+    }
+
+    /// The same client accepting only the server `id`.
+    pub fn expecting_id(&self, id: SpiffeId) -> Result<Self, Error> {
+        let identity = self
+            .identity
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        Self::build(&self.ca, identity, self.versions, vec![id])
     }
 
     /// Like [`TlsClient::new`], offering only these TLS versions (e.g. `&[&rustls::version::TLS12]`
@@ -102,19 +125,26 @@ impl TlsClient {
     pub fn with_versions(
         ca: &Path,
         identity: Option<(&Path, &Path)>,
-        versions: &[&'static rustls::SupportedProtocolVersion],
+        versions: &'static [&'static rustls::SupportedProtocolVersion],
     ) -> Result<Self, Error> {
-        let mut roots = RootCertStore::empty();
-        for cert in read_certs(ca)? {
-            roots
-                .add(cert)
-                .map_err(|e| Error::Tls(format!("CA {}: {e}", ca.display())))?;
-        }
+        let servers = certbind_tls::demo_servers().map_err(|e| Error::Tls(e.to_string()))?;
+        Self::build(ca, identity, versions, servers)
+    }
+
+    fn build(
+        ca: &Path,
+        identity: Option<(&Path, &Path)>,
+        versions: &'static [&'static rustls::SupportedProtocolVersion],
+        servers: Vec<SpiffeId>,
+    ) -> Result<Self, Error> {
+        let verifier = SpiffeServerVerifier::from_file(ca, servers)
+            .map_err(|e| Error::Tls(format!("CA {}: {e}", ca.display())))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .map_err(|e| Error::Tls(e.to_string()))?
-            .with_root_certificates(roots);
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
         let config = match identity {
             Some((cert, key)) => {
                 let key = PrivateKeyDer::from_pem_file(key)
@@ -130,6 +160,9 @@ impl TlsClient {
             server_name: ServerName::try_from("localhost")
                 .map_err(|e| Error::Tls(e.to_string()))?
                 .to_owned(),
+            ca: ca.to_owned(),
+            identity: identity.map(|(c, k)| (c.to_owned(), k.to_owned())),
+            versions,
         })
     }
 

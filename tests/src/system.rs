@@ -60,6 +60,7 @@ pub struct SystemBuilder {
     start_pdp: bool,
     tuning: FilterTuning,
     authz_args: Vec<String>,
+    pki_args: Vec<String>,
 }
 
 impl Default for SystemBuilder {
@@ -75,6 +76,7 @@ impl Default for SystemBuilder {
                 ..FilterTuning::default()
             },
             authz_args: Vec::new(),
+            pki_args: Vec::new(),
         }
     }
 }
@@ -140,6 +142,12 @@ impl SystemBuilder {
     }
 
     /// Any other plugin setting (see [`FilterTuning`]).
+    /// Extra arguments for `certbind-authz pki init` (e.g. `--leaf-secs 120`).
+    pub fn pki_args(mut self, args: &[&str]) -> Self {
+        self.pki_args = args.iter().map(|a| (*a).to_owned()).collect();
+        self
+    }
+
     pub fn tuning(mut self, tune: impl FnOnce(&mut FilterTuning)) -> Self {
         tune(&mut self.tuning);
         self
@@ -246,7 +254,7 @@ impl System {
         std::fs::create_dir_all(&logs)
             .map_err(Error::io(format!("creating {}", logs.display())))?;
 
-        pki_init(&bins.authz, &pki)?;
+        pki_init_with(&bins.authz, &pki, &b.pki_args)?;
         let ports = Ports::pick()?;
         let issuer = format!("https://127.0.0.1:{}", ports.authz);
         let s = |p: &Path| p.display().to_string();
@@ -356,6 +364,11 @@ impl System {
     }
 
     /// `ca.crt` and `<name>.crt`/`.key` of every demo workload.
+    /// The `certbind-authz` binary this system runs (for its `pki` and `revoke` commands).
+    pub fn authz_bin(&self) -> &Path {
+        &self.authz_bin
+    }
+
     pub fn pki_dir(&self) -> &Path {
         &self.pki
     }
@@ -409,7 +422,7 @@ impl System {
             ("scope", scope),
         ]);
         let response = self
-            .client(Some(client))?
+            .authz_client(Some(client))?
             .send(self.authz_addr(), &request)?;
         let body = response.json().ok();
         let token_type = body.as_ref().and_then(|b| b.get("token_type")?.as_str());
@@ -448,19 +461,27 @@ impl System {
         TlsClient::for_workload(&self.pki, identity)
     }
 
-    /// One request to `service`'s sidecar as `identity` (`None`: no client certificate).
+    /// A TLS client as `identity` that accepts only the authz-server's SPIFFE ID.
+    pub fn authz_client(&self, identity: Option<&str>) -> Result<TlsClient, Error> {
+        self.client(identity)?.expecting("authz")
+    }
+
+    /// One request to `service`'s sidecar as `identity` (`None`: no client certificate); the
+    /// sidecar must prove `service`'s SPIFFE ID.
     pub fn call(
         &self,
         identity: Option<&str>,
         service: &str,
         request: &Request,
     ) -> Result<Response, Error> {
-        self.client(identity)?.send(self.sidecar(service), request)
+        self.client(identity)?
+            .expecting(service)?
+            .send(self.sidecar(service), request)
     }
 
     /// `POST /token` as `client` (its certificate authenticates it) with these form fields.
     pub fn token_request(&self, client: &str, form: &[(&str, &str)]) -> Result<Response, Error> {
-        self.client(Some(client))?
+        self.authz_client(Some(client))?
             .send(self.authz_addr(), &Request::post("/token").form(form))
     }
 
@@ -494,7 +515,7 @@ impl System {
     /// (`jti`, `subject`, `cert`); returns the answer (200 with the recorded row).
     pub fn revoke(&self, kind: &str, value: &str) -> Result<Response, Error> {
         let body = serde_json::json!({"kind": kind, "value": value, "reason": "test"});
-        self.client(Some("operator"))?.send(
+        self.authz_client(Some("operator"))?.send(
             self.authz_addr(),
             &Request::post("/v1/admin/revocations").json(&body),
         )
@@ -502,7 +523,7 @@ impl System {
 
     /// `POST /revoke` (RFC 7009) as `client` for its own `token`.
     pub fn revoke_token(&self, client: &str, token: &str) -> Result<Response, Error> {
-        self.client(Some(client))?.send(
+        self.authz_client(Some(client))?.send(
             self.authz_addr(),
             &Request::post("/revoke").form(&[("token", token)]),
         )
@@ -717,9 +738,14 @@ fn pdp_ready() -> Ready {
 
 /// `certbind-authz pki init --dir <dir>`.
 fn pki_init(authz: &Path, dir: &Path) -> Result<(), Error> {
+    pki_init_with(authz, dir, &[])
+}
+
+fn pki_init_with(authz: &Path, dir: &Path, args: &[String]) -> Result<(), Error> {
     let out = Command::new(authz)
         .args(["pki", "init", "--dir"])
         .arg(dir)
+        .args(args)
         .output()
         .map_err(Error::io(format!("running {} pki init", authz.display())))?;
     if out.status.success() && dir.join("ca.crt").is_file() {

@@ -9,4 +9,4 @@ pub mod verify;
 
 pub use files::TlsError;
 pub use server::{ClientAuth, PeerChain, ReloadingServer, ServerTls};
-pub use verify::SpiffeServerVerifier;
+pub use verify::{SERVERS, SpiffeServerVerifier, demo_id, demo_servers};

@@ -14,9 +14,26 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
+/// The trust domain of the demo identities.
+pub const TRUST_DOMAIN: &str = "certbind.test";
+/// The identities that serve TLS (the authz-server, the PDP, the sidecar listeners): the only
+/// ones the CA gives server certificates, and the only ones a client accepts as a server.
+pub const SERVERS: [&str; 4] = ["authz", "pdp", "orders", "billing"];
+
+/// The SPIFFE ID of a demo workload name (`spiffe://certbind.test/ns/demo/sa/<name>`).
+pub fn demo_id(name: &str) -> Result<SpiffeId, TlsError> {
+    SpiffeId::parse(&format!("spiffe://{TRUST_DOMAIN}/ns/demo/sa/{name}"))
+        .map_err(|e| TlsError::Verifier(format!("server identity {name:?}: {e}")))
+}
+
+/// Every demo server's SPIFFE ID.
+pub fn demo_servers() -> Result<Vec<SpiffeId>, TlsError> {
+    SERVERS.iter().map(|name| demo_id(name)).collect()
+}
+
 /// Why a server's SPIFFE ID was refused (surfaces inside rustls' certificate error).
 #[derive(Debug, thiserror::Error)]
-#[error("server certificate is {got}, expected {expected}")]
+#[error("server certificate is {got}, expected one of {expected}")]
 pub struct WrongServer {
     pub got: String,
     pub expected: String,
@@ -29,7 +46,7 @@ struct Roots {
 
 /// Pins the server's SPIFFE ID on top of the usual WebPKI checks.
 pub struct SpiffeServerVerifier {
-    expected: SpiffeId,
+    expected: Vec<SpiffeId>,
     ca_path: Option<PathBuf>,
     provider: Arc<CryptoProvider>,
     roots: RwLock<Roots>,
@@ -37,7 +54,7 @@ pub struct SpiffeServerVerifier {
 
 impl std::fmt::Debug for SpiffeServerVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SpiffeServerVerifier(expects {})", self.expected)
+        write!(f, "SpiffeServerVerifier(expects {:?})", self.expected)
     }
 }
 
@@ -55,8 +72,9 @@ fn webpki(
 }
 
 impl SpiffeServerVerifier {
-    /// Trusts the bundle at `ca` (re-read when the file changes) and only `expected`.
-    pub fn from_file(ca: &Path, expected: SpiffeId) -> Result<Arc<Self>, TlsError> {
+    /// Trusts the bundle at `ca` (re-read when the file changes) and only servers whose one
+    /// SPIFFE ID is in `expected` (usually exactly one).
+    pub fn from_file(ca: &Path, expected: Vec<SpiffeId>) -> Result<Arc<Self>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let stamp = stamp(ca);
         let inner = webpki(read_certs(ca)?, &provider)?;
@@ -71,7 +89,7 @@ impl SpiffeServerVerifier {
     /// Trusts exactly `roots` (fixed) and only `expected`.
     pub fn from_roots(
         roots: Vec<CertificateDer<'static>>,
-        expected: SpiffeId,
+        expected: Vec<SpiffeId>,
     ) -> Result<Arc<Self>, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let inner = webpki(roots, &provider)?;
@@ -136,14 +154,19 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             now,
         )?;
         match SpiffeId::from_cert_der(end_entity.as_ref()) {
-            Ok(id) if id == self.expected => Ok(ServerCertVerified::assertion()),
+            Ok(id) if self.expected.contains(&id) => Ok(ServerCertVerified::assertion()),
             got => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                 OtherError(Arc::new(WrongServer {
                     got: got.map_or_else(
                         |e| format!("without one SPIFFE ID ({e})"),
                         |id| id.to_string(),
                     ),
-                    expected: self.expected.to_string(),
+                    expected: self
+                        .expected
+                        .iter()
+                        .map(SpiffeId::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 })),
             ))),
         }
