@@ -116,14 +116,20 @@ fn pki_init_creates_a_ca_and_one_spiffe_leaf_per_workload() {
             })
             .collect();
         assert_eq!(uris, [format!("spiffe://certbind.test/ns/demo/sa/{name}")]);
-        assert!(
+        // Only servers carry host names (and serverAuth, below); clients carry their ID only.
+        let server = certbind_authz::ca::SERVERS.contains(&name);
+        assert_eq!(
             sans.iter()
-                .any(|g| matches!(g, GeneralName::DnsName(d) if d.to_string() == "localhost"))
+                .any(|g| matches!(g, GeneralName::DnsName(d) if d.to_string() == "localhost")),
+            server,
+            "{name}"
         );
-        assert!(
+        assert_eq!(
             sans.iter().any(
                 |g| matches!(g, GeneralName::IpAddress(ip) if ip.as_bytes() == [127, 0, 0, 1])
-            )
+            ),
+            server,
+            "{name}"
         );
         let (_, eku) = leaf
             .tbs_certificate()
@@ -132,8 +138,13 @@ fn pki_init_creates_a_ca_and_one_spiffe_leaf_per_workload() {
             .unwrap();
         let ekus: Vec<String> = eku.0.iter().map(|o| o.to_string()).collect();
         assert!(
-            ekus.contains(&"1.3.6.1.5.5.7.3.1".to_owned())
-                && ekus.contains(&"1.3.6.1.5.5.7.3.2".to_owned())
+            ekus.contains(&"1.3.6.1.5.5.7.3.2".to_owned()),
+            "{name}: clientAuth"
+        );
+        assert_eq!(
+            ekus.contains(&"1.3.6.1.5.5.7.3.1".to_owned()),
+            server,
+            "{name}: serverAuth only for servers"
         );
         let (_, bc) = leaf
             .tbs_certificate()
