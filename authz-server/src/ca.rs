@@ -5,19 +5,19 @@
 //! names); every other workload gets a client certificate (clientAuth, its SPIFFE ID only).
 
 use crate::fsutil::{PRIVATE_MODE, PUBLIC_MODE, ensure_private_dir, write_atomic};
+pub(crate) use crate::x509::der_to_pem;
+pub use crate::x509::{ca_verifies_leaf, is_certificate, read_cert_der, serial_hex, validity};
+use crate::x509::{hex_lower, key_matches, not_after, not_before};
 use certbind_core::binding::SpiffeId;
 use der::{Decode, DecodePem};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
 };
-use rustls::RootCertStore;
-use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::{CertificateDer, UnixTime};
+use rustls_pki_types::CertificateDer;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use x509_cert::Certificate;
@@ -294,17 +294,6 @@ pub fn rotate(
     Ok(out)
 }
 
-/// The serial number (lower-case hex, as Envoy's `/certs` prints it) of a PEM certificate.
-pub fn serial_hex(cert_path: &Path) -> Option<String> {
-    let pem = std::fs::read_to_string(cert_path).ok()?;
-    let cert = Certificate::from_pem(pem.as_bytes()).ok()?;
-    Some(hex_lower(cert.tbs_certificate().serial_number().as_bytes()))
-}
-
-fn hex_lower(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Writes Envoy's file-based SDS secrets into `<dir>/sds/`: `<name>.yaml` (a `tls_certificate`
 /// naming `<dir>/<name>.crt`/`.key`) per leaf and `ca.yaml` (a `validation_context` naming
 /// `<dir>/ca.crt`), with absolute paths. Each secret watches `<dir>` itself
@@ -355,28 +344,6 @@ pub fn write_sds(dir: &Path, names: &[&str]) -> Result<(), CaError> {
     );
     let path = sds.join("ca.yaml");
     write_atomic(&path, body.as_bytes(), PUBLIC_MODE).map_err(io_err(&path))
-}
-
-/// Verifies that `leaf_der` chains to `ca_der`, is valid at `at`, and may act as a TLS client
-/// (rustls/webpki, the same code the servers use to accept client certificates).
-pub fn ca_verifies_leaf(ca_der: &[u8], leaf_der: &[u8], at: OffsetDateTime) -> bool {
-    let mut roots = RootCertStore::empty();
-    if roots.add(CertificateDer::from(ca_der.to_vec())).is_err() {
-        return false;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let Ok(verifier) =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()
-    else {
-        return false;
-    };
-    let Ok(secs) = u64::try_from(at.unix_timestamp()) else {
-        return false;
-    };
-    let when = UnixTime::since_unix_epoch(Duration::from_secs(secs));
-    verifier
-        .verify_client_cert(&CertificateDer::from(leaf_der.to_vec()), &[], when)
-        .is_ok()
 }
 
 /// The CA certificate and key as loaded from (or just written to) the PKI directory.
@@ -596,53 +563,6 @@ impl LoadedCa {
     }
 }
 
-fn key_matches(cert: &Certificate, key: &KeyPair) -> bool {
-    cert.tbs_certificate()
-        .subject_public_key_info()
-        .subject_public_key
-        .raw_bytes()
-        == key.public_key_raw()
-}
-
-fn not_before(cert: &Certificate) -> Option<OffsetDateTime> {
-    let secs = cert
-        .tbs_certificate()
-        .validity()
-        .not_before
-        .to_unix_duration()
-        .as_secs();
-    OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()
-}
-
-/// DER as one PEM `CERTIFICATE` block.
-pub(crate) fn der_to_pem(der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(line));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
-}
-
-/// The validity window of a certificate (DER), as Unix seconds.
-pub fn validity(der: &[u8]) -> Option<(OffsetDateTime, OffsetDateTime)> {
-    let cert = Certificate::from_der(der).ok()?;
-    Some((not_before(&cert)?, not_after(&cert)?))
-}
-
-fn not_after(cert: &Certificate) -> Option<OffsetDateTime> {
-    let secs = cert
-        .tbs_certificate()
-        .validity()
-        .not_after
-        .to_unix_duration()
-        .as_secs();
-    OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()
-}
-
 /// 16 random bytes, high bit cleared so the DER INTEGER stays positive (RFC 5280 §4.1.2.2).
 fn random_serial() -> Result<SerialNumber, CaError> {
     let mut bytes = [0u8; 16];
@@ -655,222 +575,6 @@ fn random_serial() -> Result<SerialNumber, CaError> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
-/// Reads a PEM certificate file and returns its DER (used by tests and the server).
-pub fn read_cert_der(path: &Path) -> Option<Vec<u8>> {
-    let pem = std::fs::read_to_string(path).ok()?;
-    let cert = Certificate::from_pem(pem.as_bytes()).ok()?;
-    der::Encode::to_der(&cert).ok()
-}
-
-/// Parses DER as a certificate (sanity helper for tests of other modules).
-pub fn is_certificate(der: &[u8]) -> bool {
-    Certificate::from_der(der).is_ok()
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    fn now() -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-
-    #[test]
-    fn workload_names_must_be_one_spiffe_path_segment() {
-        assert_eq!(
-            workload_id("consumer").unwrap().as_str(),
-            "spiffe://certbind.test/ns/demo/sa/consumer"
-        );
-        for bad in ["", "a/b", "..", ".", "a b", "ü", "x?y"] {
-            assert!(workload_id(bad).is_err(), "accepted {bad:?}");
-        }
-    }
-
-    #[test]
-    fn init_writes_a_verifiable_leaf_per_workload_with_private_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let report = init(dir.path(), &["consumer", "orders"], 1, false, now()).unwrap();
-        assert_eq!(report.ca, Outcome::Created);
-        let ca = read_cert_der(&dir.path().join("ca.crt")).unwrap();
-        for name in ["consumer", "orders"] {
-            let leaf = read_cert_der(&dir.path().join(format!("{name}.crt"))).unwrap();
-            assert!(ca_verifies_leaf(&ca, &leaf, now()));
-            assert_eq!(
-                SpiffeId::from_cert_der(&leaf).unwrap(),
-                workload_id(name).unwrap()
-            );
-            let mode = std::fs::metadata(dir.path().join(format!("{name}.key")))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-    }
-
-    #[test]
-    fn a_leaf_from_another_ca_does_not_verify() {
-        let a = tempfile::tempdir().unwrap();
-        let b = tempfile::tempdir().unwrap();
-        init(a.path(), &["consumer"], 1, false, now()).unwrap();
-        init(b.path(), &["consumer"], 1, false, now()).unwrap();
-        let ca_a = read_cert_der(&a.path().join("ca.crt")).unwrap();
-        let leaf_b = read_cert_der(&b.path().join("consumer.crt")).unwrap();
-        assert!(!ca_verifies_leaf(&ca_a, &leaf_b, now()));
-    }
-
-    #[test]
-    fn leaves_expire_after_the_requested_days_and_never_outlive_the_ca() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = now();
-        init(dir.path(), &["consumer"], 1, false, t).unwrap();
-        let ca = read_cert_der(&dir.path().join("ca.crt")).unwrap();
-        let leaf = read_cert_der(&dir.path().join("consumer.crt")).unwrap();
-        assert!(ca_verifies_leaf(&ca, &leaf, t + time::Duration::hours(23)));
-        assert!(!ca_verifies_leaf(&ca, &leaf, t + time::Duration::hours(25)));
-        // Asking for 30 days from a 1-day CA still yields a leaf that ends with the CA.
-        issue(dir.path(), "extra", 30, t).unwrap();
-        let extra = read_cert_der(&dir.path().join("extra.crt")).unwrap();
-        let cert = Certificate::from_der(&extra).unwrap();
-        let ca_cert = Certificate::from_der(&ca).unwrap();
-        assert!(not_after(&cert).unwrap() <= not_after(&ca_cert).unwrap());
-    }
-
-    #[test]
-    fn issue_refuses_bad_names_days_and_a_missing_ca() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            issue(dir.path(), "x", 1, now()),
-            Err(CaError::NoCa(_))
-        ));
-        init(dir.path(), &[], 1, false, now()).unwrap();
-        assert!(matches!(
-            issue(dir.path(), "../x", 1, now()),
-            Err(CaError::BadName(_))
-        ));
-        assert!(matches!(
-            issue(dir.path(), "x", 0, now()),
-            Err(CaError::BadDays)
-        ));
-        assert!(issue(dir.path(), "x", 1, now()).is_ok());
-    }
-
-    #[test]
-    fn init_replaces_a_leaf_whose_key_no_longer_matches() {
-        let dir = tempfile::tempdir().unwrap();
-        init(dir.path(), &["consumer", "orders"], 1, false, now()).unwrap();
-        std::fs::copy(
-            dir.path().join("orders.key"),
-            dir.path().join("consumer.key"),
-        )
-        .unwrap();
-        let report = init(dir.path(), &["consumer", "orders"], 1, false, now()).unwrap();
-        assert_eq!(report.ca, Outcome::Kept);
-        assert_eq!(
-            report.leaves,
-            vec![
-                ("consumer".to_owned(), Outcome::Created),
-                ("orders".to_owned(), Outcome::Kept)
-            ]
-        );
-    }
-
-    #[test]
-    fn a_leaf_posing_as_the_ca_is_not_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        init(dir.path(), &["consumer"], 1, false, now()).unwrap();
-        std::fs::copy(dir.path().join("consumer.crt"), dir.path().join("ca.crt")).unwrap();
-        std::fs::copy(dir.path().join("consumer.key"), dir.path().join("ca.key")).unwrap();
-        let report = init(dir.path(), &["consumer"], 1, false, now()).unwrap();
-        assert_eq!(report.ca, Outcome::Created);
-    }
-
-    #[test]
-    fn an_expiring_ca_is_replaced_together_with_its_leaves() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = now();
-        init(dir.path(), &["consumer"], 1, false, t).unwrap();
-        let later =
-            t + time::Duration::days(i64::from(DEFAULT_CA_DAYS)) - time::Duration::minutes(30);
-        let report = init(dir.path(), &["consumer"], 1, false, later).unwrap();
-        assert_eq!(report.ca, Outcome::Created);
-        assert_eq!(report.leaves[0].1, Outcome::Created);
-    }
-
-    #[test]
-    fn rotate_reissues_each_leaf_with_a_new_key_and_serial_from_the_same_ca() {
-        let dir = tempfile::tempdir().unwrap();
-        init(dir.path(), &["consumer", "orders"], 1, false, now()).unwrap();
-        let ca = read_cert_der(&dir.path().join("ca.crt")).unwrap();
-        let old_key = std::fs::read(dir.path().join("consumer.key")).unwrap();
-        let old_serial = serial_hex(&dir.path().join("consumer.crt")).unwrap();
-        let orders_before = std::fs::read(dir.path().join("orders.crt")).unwrap();
-        let rotated = rotate(dir.path(), &["consumer"], 1, now()).unwrap();
-        assert_eq!(rotated.len(), 1);
-        let new_serial = serial_hex(&dir.path().join("consumer.crt")).unwrap();
-        assert_eq!(rotated[0], ("consumer".to_owned(), new_serial.clone()));
-        assert_ne!(old_serial, new_serial);
-        assert_ne!(
-            old_key,
-            std::fs::read(dir.path().join("consumer.key")).unwrap()
-        );
-        let leaf = read_cert_der(&dir.path().join("consumer.crt")).unwrap();
-        assert!(ca_verifies_leaf(&ca, &leaf, now()));
-        assert_eq!(
-            read_cert_der(&dir.path().join("ca.crt")).unwrap(),
-            ca,
-            "the CA stays"
-        );
-        // Only the named leaf changes, and the new pair matches.
-        assert_eq!(
-            orders_before,
-            std::fs::read(dir.path().join("orders.crt")).unwrap()
-        );
-        let report = init(dir.path(), &["consumer", "orders"], 1, false, now()).unwrap();
-        assert!(report.leaves.iter().all(|(_, o)| *o == Outcome::Kept));
-    }
-
-    #[test]
-    fn rotate_refuses_a_missing_ca_and_bad_names() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            rotate(dir.path(), &["consumer"], 1, now()),
-            Err(CaError::NoCa(_))
-        ));
-        init(dir.path(), &["consumer"], 1, false, now()).unwrap();
-        assert!(matches!(
-            rotate(dir.path(), &["../consumer"], 1, now()),
-            Err(CaError::BadName(_))
-        ));
-    }
-
-    #[test]
-    fn init_writes_an_sds_secret_per_leaf_and_for_the_ca_with_absolute_paths() {
-        let dir = tempfile::tempdir().unwrap();
-        init(dir.path(), &["orders"], 1, false, now()).unwrap();
-        let abs = std::fs::canonicalize(dir.path()).unwrap();
-        let orders = std::fs::read_to_string(dir.path().join("sds/orders.yaml")).unwrap();
-        assert!(orders.contains("name: orders\n"), "{orders}");
-        assert!(
-            orders.contains(&format!(
-                "certificate_chain: {{ filename: \"{}/orders.crt\" }}",
-                abs.display()
-            )),
-            "{orders}"
-        );
-        assert!(orders.contains(&format!(
-            "private_key: {{ filename: \"{}/orders.key\" }}",
-            abs.display()
-        )));
-        assert!(orders.contains(&format!(
-            "watched_directory: {{ path: \"{}\" }}",
-            abs.display()
-        )));
-        let ca = std::fs::read_to_string(dir.path().join("sds/ca.yaml")).unwrap();
-        assert!(ca.contains("name: ca\n"), "{ca}");
-        assert!(ca.contains(&format!(
-            "trusted_ca: {{ filename: \"{}/ca.crt\" }}",
-            abs.display()
-        )));
-    }
-}
+#[path = "ca_tests.rs"]
+mod tests;

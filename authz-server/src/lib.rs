@@ -18,5 +18,6 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod x509;
 
 pub use app::{AppState, PeerCertificate, app};

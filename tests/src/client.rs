@@ -88,7 +88,7 @@ pub struct TlsClient {
     server_name: ServerName<'static>,
     ca: PathBuf,
     identity: Option<(PathBuf, PathBuf)>,
-    versions: &'static [&'static rustls::SupportedProtocolVersion],
+    versions: Vec<&'static rustls::SupportedProtocolVersion>,
 }
 
 impl std::fmt::Debug for TlsClient {
@@ -117,7 +117,7 @@ impl TlsClient {
             .identity
             .as_ref()
             .map(|(c, k)| (c.as_path(), k.as_path()));
-        Self::build(&self.ca, identity, self.versions, vec![id])
+        Self::build(&self.ca, identity, &self.versions, vec![id])
     }
 
     /// Like [`TlsClient::new`], offering only these TLS versions (e.g. `&[&rustls::version::TLS12]`
@@ -125,7 +125,7 @@ impl TlsClient {
     pub fn with_versions(
         ca: &Path,
         identity: Option<(&Path, &Path)>,
-        versions: &'static [&'static rustls::SupportedProtocolVersion],
+        versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Result<Self, Error> {
         let servers = certbind_tls::demo_servers().map_err(|e| Error::Tls(e.to_string()))?;
         Self::build(ca, identity, versions, servers)
@@ -134,7 +134,7 @@ impl TlsClient {
     fn build(
         ca: &Path,
         identity: Option<(&Path, &Path)>,
-        versions: &'static [&'static rustls::SupportedProtocolVersion],
+        versions: &[&'static rustls::SupportedProtocolVersion],
         servers: Vec<SpiffeId>,
     ) -> Result<Self, Error> {
         let verifier = SpiffeServerVerifier::from_file(ca, servers)
@@ -162,7 +162,7 @@ impl TlsClient {
                 .to_owned(),
             ca: ca.to_owned(),
             identity: identity.map(|(c, k)| (c.to_owned(), k.to_owned())),
-            versions,
+            versions: versions.to_vec(),
         })
     }
 
