@@ -28,24 +28,31 @@ struct Cli {
 enum Command {
     /// Serve decisions over mTLS (TLS 1.3, client certificate required).
     Serve {
-        #[arg(long, default_value = "127.0.0.1:9191")]
+        #[arg(env = "CERTBIND_PDP_LISTEN", long, default_value = "127.0.0.1:9191")]
         listen: SocketAddr,
-        #[arg(long, default_value = "pdp/policies/demo.yaml")]
-        policies: PathBuf,
-        #[arg(long, default_value = ".run/pki/pdp.crt")]
-        cert: PathBuf,
-        #[arg(long, default_value = ".run/pki/pdp.key")]
-        key: PathBuf,
-        #[arg(long, default_value = ".run/pki/ca.crt")]
-        ca: PathBuf,
-        /// SPIFFE IDs allowed to ask (repeatable).
         #[arg(
+            env = "CERTBIND_PDP_POLICIES",
+            long,
+            default_value = "pdp/policies/demo.yaml"
+        )]
+        policies: PathBuf,
+        #[arg(env = "CERTBIND_PDP_CERT", long, default_value = ".run/pki/pdp.crt")]
+        cert: PathBuf,
+        #[arg(env = "CERTBIND_PDP_KEY", long, default_value = ".run/pki/pdp.key")]
+        key: PathBuf,
+        #[arg(env = "CERTBIND_PDP_CA", long, default_value = ".run/pki/ca.crt")]
+        ca: PathBuf,
+        /// SPIFFE IDs allowed to ask (repeatable, or comma separated); a path segment may be
+        /// `*`, e.g. `spiffe://<td>/ns/*/sa/*` for every sidecar of a mesh.
+        #[arg(
+            env = "CERTBIND_PDP_CALLERS",
             long = "callers",
+            value_delimiter = ',',
             default_value = "spiffe://certbind.test/ns/demo/sa/envoy"
         )]
         callers: Vec<String>,
         /// Log one JSON object per line (default: key=value text).
-        #[arg(long)]
+        #[arg(env = "CERTBIND_PDP_LOG_JSON", long)]
         log_json: bool,
     },
     /// Validate a policy file: exit 0 when valid, 1 with `file:line:column: message` when not.
@@ -171,12 +178,13 @@ fn run_serve(
     callers: Vec<String>,
 ) -> ExitCode {
     init_logging(log_json);
-    for caller in &callers {
-        if let Err(e) = certbind_core::binding::SpiffeId::parse(caller) {
-            eprintln!("certbind-pdp: --callers `{caller}`: {e}");
+    let allowed = match certbind_core::caller::CallerList::parse(&callers) {
+        Ok(list) => list,
+        Err(e) => {
+            eprintln!("certbind-pdp: --callers: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     // An invalid policy at startup stops the process with the file:line:column message.
     let store = match PolicyStore::open(policies) {
         Ok(s) => Arc::new(s),
@@ -222,7 +230,7 @@ fn run_serve(
             callers = ?callers,
             "policy loaded"
         );
-        let state = AppState::new(store, metrics, callers);
+        let state = AppState::new(store, metrics, allowed);
         let shutdown = serve::shutdown_signal(); // handlers installed before we announce
         eprintln!("certbind-pdp listening on https://{addr}");
         serve::serve(listener, tls, app(state), shutdown).await;
@@ -230,4 +238,25 @@ fn run_serve(
         tracing::info!("certbind-pdp stopped");
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_serve_flag_can_come_from_a_certbind_pdp_environment_variable() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments().filter(|a| a.get_long().is_some()) {
+            let long = arg.get_long().unwrap();
+            if long == "help" {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            let want = format!("CERTBIND_PDP_{}", long.replace('-', "_").to_uppercase());
+            assert_eq!(env, want, "--{long}");
+        }
+    }
 }
