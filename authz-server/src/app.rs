@@ -109,7 +109,8 @@ impl AppState {
             revocations,
             operators: default_ids(DEFAULT_OPERATOR),
             feed_callers: Arc::new(
-                certbind_core::caller::CallerList::parse(&[DEFAULT_FEED_CALLER]).unwrap_or_default(),
+                certbind_core::caller::CallerList::parse(&[DEFAULT_FEED_CALLER])
+                    .unwrap_or_default(),
             ),
             feed_wait: DEFAULT_FEED_WAIT,
             posture: None,

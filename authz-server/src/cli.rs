@@ -154,6 +154,13 @@ pub struct ServeArgs {
     /// Seconds a feed long-poll waits for news (keep well below the sidecars' staleness bound).
     #[arg(env = "CERTBIND_AUTHZ_FEED_WAIT", long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub feed_wait: u64,
+    /// Plain-HTTP port for /healthz, /readyz and /metrics (kubelet probes, Prometheus); off
+    /// unless given, e.g. 127.0.0.1:9444 (it has no TLS and answers nothing else).
+    #[arg(env = "CERTBIND_AUTHZ_HEALTH_LISTEN", long)]
+    pub health_listen: Option<SocketAddr>,
+    /// Log one JSON object per line (default: key=value text).
+    #[arg(env = "CERTBIND_AUTHZ_LOG_JSON", long)]
+    pub log_json: bool,
     /// Posture rules (YAML, e.g. authz-server/posture.yaml); without it `/v1/posture` is 404.
     #[arg(env = "CERTBIND_AUTHZ_POSTURE", long)]
     pub posture: Option<PathBuf>,
@@ -326,8 +333,28 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         // Reports are counted from now: a required subject has one interval to report.
         state.posture_reports = Arc::new(crate::posture::Reports::new(now_s()));
         let watchdog = crate::revoke::spawn_posture_watchdog(state.clone());
+        let ready = crate::health::Ready::default();
+        let health = match args.health_listen {
+            Some(at) => {
+                let l = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| format!("cannot listen on {at} (--health-listen): {e}"))?;
+                let router = crate::health::router(state.clone(), Arc::clone(&ready));
+                eprintln!(
+                    "certbind-authz health on http://{}",
+                    l.local_addr().unwrap_or(at)
+                );
+                Some(tokio::spawn(crate::health::serve(l, router)))
+            }
+            None => None,
+        };
         eprintln!("certbind-authz listening on https://{addr}");
+        ready.store(true, std::sync::atomic::Ordering::Release);
         server::serve(listener, tls, app(state), shutdown_signal()).await;
+        ready.store(false, std::sync::atomic::Ordering::Release);
+        if let Some(task) = health {
+            task.abort();
+        }
         watcher.abort();
         if let Some(w) = watchdog {
             w.abort();

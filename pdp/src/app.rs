@@ -113,9 +113,14 @@ async fn method_not_allowed() -> Response {
     error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// The Prometheus text of `/metrics` (also served on the health port).
+pub(crate) fn metrics_text(state: &AppState) -> String {
     let policy = state.store.current();
-    let text = state.metrics.render(&policy.version, policy.rules.len());
+    state.metrics.render(&policy.version, policy.rules.len())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = metrics_text(&state);
     (
         [(
             header::CONTENT_TYPE,
