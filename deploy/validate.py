@@ -56,9 +56,46 @@ def istio_schemas():
     return schemas
 
 
+def check(doc, where, schemas):
+    """The schema errors of one resource (empty: valid)."""
+    api = doc.get("apiVersion", "")
+    if api.split("/")[0] in ISTIO_GROUPS:
+        schema = schemas.get((api, doc.get("kind")))
+        if schema is None:
+            return [f"{where}: no vendored schema for {api} {doc.get('kind')}"]
+        errors = sorted(
+            jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.path)
+        )
+        return [f"{where}: {'/'.join(map(str, e.path))}: {e.message}" for e in errors]
+    try:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return [f"{where}: {'/'.join(map(str, e.path))}: {e.message}"]
+    return []
+
+
+def self_test(docs, schemas):
+    """The validator must refuse a misspelt field and a bad enum in each kind of schema."""
+    problems = []
+    for doc in docs:
+        kind = doc.get("kind")
+        if kind not in ("WasmPlugin", "Deployment"):
+            continue
+        bad = copy.deepcopy(doc)
+        if kind == "WasmPlugin":
+            bad["spec"]["failStrategy"] = "FAIL_CLOSED"
+            bad["spec"]["phaze"] = bad["spec"].pop("phase")
+        else:
+            container = bad["spec"]["template"]["spec"]["containers"][0]
+            container["readynessProbe"] = container.pop("readinessProbe")
+        if not check(bad, kind, schemas):
+            problems.append(f"self-test: a broken {kind} passed validation")
+    return problems
+
+
 def main():
     schemas = istio_schemas()
-    failures, checked = [], 0
+    failures, docs = [], []
     for path in sorted(ROOT.rglob("*.yaml")):
         if path.name == "mesh-stats.yaml":
             continue  # Helm values for istiod, not a resource: checked below
@@ -66,31 +103,18 @@ def main():
             if not doc:
                 continue
             where = f'{path.relative_to(ROOT)}: {doc.get("kind")} {doc.get("metadata", {}).get("name")}'
-            checked += 1
-            api = doc.get("apiVersion", "")
-            if api.split("/")[0] in ISTIO_GROUPS:
-                schema = schemas.get((api, doc.get("kind")))
-                if schema is None:
-                    failures.append(f"{where}: no vendored schema for {api} {doc.get('kind')}")
-                    continue
-                errors = sorted(
-                    jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.path)
-                )
-                failures += [f"{where}: {'/'.join(map(str, e.path))}: {e.message}" for e in errors]
-            else:
-                try:
-                    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-                except kubernetes_validate.ValidationError as e:
-                    failures.append(f"{where}: {'/'.join(map(str, e.path))}: {e.message}")
+            docs.append(doc)
+            failures += check(doc, where, schemas)
+    failures += self_test(docs, schemas)
     stats = yaml.safe_load((ROOT / "istio" / "mesh-stats.yaml").read_text())
     prefixes = stats["meshConfig"]["defaultConfig"]["proxyStatsMatcher"]["inclusionPrefixes"]
     if prefixes != ["wasmcustom.certbind."]:
         failures.append(f"istio/mesh-stats.yaml: unexpected inclusionPrefixes {prefixes}")
     for line in failures:
         print(f"deploy: {line}", file=sys.stderr)
-    if failures or checked == 0:
+    if failures or not docs:
         return 1
-    print(f"deploy: {checked} manifests valid (Kubernetes {K8S_VERSION}, Istio CRD schemas)")
+    print(f"deploy: {len(docs)} manifests valid (Kubernetes {K8S_VERSION}, Istio CRD schemas); broken copies refused")
     return 0
 
 
