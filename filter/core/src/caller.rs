@@ -45,11 +45,7 @@ impl CallerPattern {
             return bad("the trust domain must be literal (no `*`)");
         }
         let path = rest.get(domain.len()..).unwrap_or_default();
-        if path
-            .split('/')
-            .skip(1)
-            .any(|s| s.contains('*') && s != "*")
-        {
+        if path.split('/').skip(1).any(|s| s.contains('*') && s != "*") {
             return bad("`*` must be a whole path segment");
         }
         // With every `*` standing for one ordinary segment it must be a valid SPIFFE ID.
@@ -188,7 +184,11 @@ mod tests {
         }
         // One segment of any name is a legitimate shape (spiffe://<td>/<workload>).
         assert!(CallerPattern::parse("spiffe://certbind.test/*").is_ok());
-        let err = CallerList::parse(&["spiffe://certbind.test/ns/*/sa/*", "spiffe://*/x"]).unwrap_err();
-        assert!(err.to_string().contains("trust domain must be literal"), "{err}");
+        let err =
+            CallerList::parse(&["spiffe://certbind.test/ns/*/sa/*", "spiffe://*/x"]).unwrap_err();
+        assert!(
+            err.to_string().contains("trust domain must be literal"),
+            "{err}"
+        );
     }
 }
