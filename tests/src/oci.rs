@@ -72,7 +72,10 @@ pub fn build(wasm: &Path, scratch: &Path) -> Result<BuiltImage, Error> {
     let context = scratch.join("oci-context");
     std::fs::create_dir_all(&context).map_err(Error::io("creating the build context"))?;
     std::fs::copy(wasm, context.join(PLUGIN_FILE)).map_err(Error::io("copying the .wasm"))?;
-    let tag = format!("certbind-filter:test-{}", std::process::id());
+    // Unique per call: tests of one process build in parallel and each removes its own tag.
+    static BUILDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tag = format!("certbind-filter:test-{}-{n}", std::process::id());
     run(
         Command::new("docker")
             .env("DOCKER_BUILDKIT", "0")
