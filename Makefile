@@ -10,7 +10,7 @@ RUN    := .run
 BIN    := target/release
 CARGO  := cargo
 
-.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm fuzz rotate-certs soak overload
+.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm fuzz rotate-certs soak overload oci deploy-check
 
 help:
 	@echo "make demo   build, start the whole system, show the happy path and the attack table"
@@ -57,7 +57,7 @@ rotate-certs: build
 
 ## make test: lint (fmt, clippy native + wasm32), then every test of the workspace. The end-to-end
 ## tests need the .wasm and Envoy, so both are built first; they use free ports, never the fixed ones.
-test: deps wasm lint unit compose-check
+test: deps wasm lint unit compose-check deploy-check
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -78,6 +78,24 @@ compose-check:
 	@command -v docker-compose >/dev/null || apt-get install -y -qq docker-compose >/dev/null || \
 	  { echo "docker-compose is missing: apt-get install docker-compose" >&2; exit 1; }
 	docker-compose -f docker-compose.yml config -q
+
+## The filter as a Wasm OCI image for Istio's WasmPlugin ("compat" format: FROM scratch, one layer
+## holding plugin.wasm), built with the Docker engine's classic builder; no registry involved.
+## Tag and push it yourself (docker tag $(OCI_IMAGE) <registry>/certbind-filter:<version>).
+## The layout test is mesh_e2e (in make test): docker save -> the last layer's plugin.wasm ==
+## the built .wasm, byte for byte.
+OCI_IMAGE ?= certbind-filter:dev
+oci: wasm
+	@command -v docker >/dev/null || { echo "docker is missing: apt-get install docker.io (and start dockerd)" >&2; exit 1; }
+	rm -rf $(RUN)/oci && mkdir -p $(RUN)/oci && cp $(WASM) $(RUN)/oci/plugin.wasm
+	DOCKER_BUILDKIT=0 docker build --quiet -f deploy/oci/Dockerfile -t $(OCI_IMAGE) $(RUN)/oci
+	@docker image inspect $(OCI_IMAGE) --format 'oci: $(OCI_IMAGE) {{.Id}} ({{.Size}} bytes, {{len .RootFS.Layers}} layer)'
+
+## Every manifest under deploy/ against its schema: core kinds with kubernetes-validate (PyPI,
+## installed into .venv), Istio kinds against their vendored CRD schemas (deploy/validate.py).
+deploy-check: $(ENVOY)
+	@$(VENV)/bin/python -c 'import kubernetes_validate' 2>/dev/null || $(VENV)/bin/pip install --quiet kubernetes-validate==1.37.0
+	$(VENV)/bin/python deploy/validate.py
 
 ## The host mock's randomized robustness test at full count (make test runs 3,000 requests).
 fuzz-wasm: wasm

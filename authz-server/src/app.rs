@@ -74,7 +74,7 @@ pub struct AppState {
     /// Identities allowed to use the admin API.
     pub operators: Arc<Vec<SpiffeId>>,
     /// Identities allowed to follow the revocation feed (sidecars).
-    pub feed_callers: Arc<Vec<SpiffeId>>,
+    pub feed_callers: Arc<certbind_core::caller::CallerList>,
     /// How long a feed long-poll waits for news.
     pub feed_wait: Duration,
     /// Posture rules (`serve --posture`); `None` answers `/v1/posture` with 404.
@@ -108,7 +108,10 @@ impl AppState {
             dpop_replay: Arc::new(Mutex::new(ReplayCache::new(DPOP_REPLAY_CAPACITY))),
             revocations,
             operators: default_ids(DEFAULT_OPERATOR),
-            feed_callers: default_ids(DEFAULT_FEED_CALLER),
+            feed_callers: Arc::new(
+                certbind_core::caller::CallerList::parse(&[DEFAULT_FEED_CALLER])
+                    .unwrap_or_default(),
+            ),
             feed_wait: DEFAULT_FEED_WAIT,
             posture: None,
             posture_reports: Arc::new(crate::posture::Reports::new(system_clock()())),

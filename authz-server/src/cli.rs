@@ -171,32 +171,48 @@ pub enum KeysCommand {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    #[arg(long, default_value = "127.0.0.1:9443")]
+    #[arg(env = "CERTBIND_AUTHZ_LISTEN", long, default_value = "127.0.0.1:9443")]
     pub listen: SocketAddr,
     /// Holds ca.crt and the server identity authz.crt/authz.key.
-    #[arg(long, default_value = ".run/pki")]
+    #[arg(env = "CERTBIND_AUTHZ_PKI_DIR", long, default_value = ".run/pki")]
     pub pki_dir: PathBuf,
     /// Holds keys/<kid>.pem.
-    #[arg(long, default_value = ".run/authz")]
+    #[arg(env = "CERTBIND_AUTHZ_STATE_DIR", long, default_value = ".run/authz")]
     pub state_dir: PathBuf,
-    #[arg(long, default_value = "authz-server/clients.yaml")]
+    #[arg(
+        env = "CERTBIND_AUTHZ_CLIENTS",
+        long,
+        default_value = "authz-server/clients.yaml"
+    )]
     pub clients: PathBuf,
-    #[arg(long, default_value = "https://127.0.0.1:9443")]
+    #[arg(
+        env = "CERTBIND_AUTHZ_ISSUER",
+        long,
+        default_value = "https://127.0.0.1:9443"
+    )]
     pub issuer: String,
     /// Access token lifetime in seconds (1..=300).
-    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=300))]
+    #[arg(env = "CERTBIND_AUTHZ_TOKEN_TTL", long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub token_ttl: u64,
     /// SPIFFE IDs allowed to use the admin API (comma separated).
-    #[arg(long, value_delimiter = ',', default_value = crate::app::DEFAULT_OPERATOR)]
+    #[arg(env = "CERTBIND_AUTHZ_OPERATORS", long, value_delimiter = ',', default_value = crate::app::DEFAULT_OPERATOR)]
     pub operators: Vec<String>,
-    /// SPIFFE IDs allowed to follow the revocation feed (comma separated).
-    #[arg(long, value_delimiter = ',', default_value = crate::app::DEFAULT_FEED_CALLER)]
+    /// SPIFFE IDs allowed to follow the revocation feed (comma separated); a path segment
+    /// may be `*`, e.g. `spiffe://<td>/ns/*/sa/*` for every sidecar of a mesh.
+    #[arg(env = "CERTBIND_AUTHZ_FEED_CALLERS", long, value_delimiter = ',', default_value = crate::app::DEFAULT_FEED_CALLER)]
     pub feed_callers: Vec<String>,
     /// Seconds a feed long-poll waits for news (keep well below the sidecars' staleness bound).
-    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=60))]
+    #[arg(env = "CERTBIND_AUTHZ_FEED_WAIT", long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub feed_wait: u64,
+    /// Plain-HTTP port for /healthz, /readyz and /metrics (kubelet probes, Prometheus); off
+    /// unless given, e.g. 127.0.0.1:9444 (it has no TLS and answers nothing else).
+    #[arg(env = "CERTBIND_AUTHZ_HEALTH_LISTEN", long)]
+    pub health_listen: Option<SocketAddr>,
+    /// Log one JSON object per line (default: key=value text).
+    #[arg(env = "CERTBIND_AUTHZ_LOG_JSON", long)]
+    pub log_json: bool,
     /// Posture rules (YAML, e.g. authz-server/posture.yaml); without it `/v1/posture` is 404.
-    #[arg(long)]
+    #[arg(env = "CERTBIND_AUTHZ_POSTURE", long)]
     pub posture: Option<PathBuf>,
 }
 
@@ -389,7 +405,8 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     let keys = KeyStore::open(&args.state_dir).map_err(|e| e.to_string())?;
     let tls = tls::server_config(&args.pki_dir, "authz").map_err(|e| e.to_string())?;
     let operators = parse_ids("--operators", &args.operators)?;
-    let feed_callers = parse_ids("--feed-callers", &args.feed_callers)?;
+    let feed_callers = certbind_core::caller::CallerList::parse(&args.feed_callers)
+        .map_err(|e| format!("--feed-callers: {e}"))?;
     let revocations =
         Arc::new(Revocations::open(&args.state_dir, now_s()).map_err(|e| e.to_string())?);
     let mut state = AppState::new(
@@ -422,8 +439,28 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
         // Reports are counted from now: a required subject has one interval to report.
         state.posture_reports = Arc::new(crate::posture::Reports::new(now_s()));
         let watchdog = crate::revoke::spawn_posture_watchdog(state.clone());
+        let ready = crate::health::Ready::default();
+        let health = match args.health_listen {
+            Some(at) => {
+                let l = tokio::net::TcpListener::bind(at)
+                    .await
+                    .map_err(|e| format!("cannot listen on {at} (--health-listen): {e}"))?;
+                let router = crate::health::router(state.clone(), Arc::clone(&ready));
+                eprintln!(
+                    "certbind-authz health on http://{}",
+                    l.local_addr().unwrap_or(at)
+                );
+                Some(tokio::spawn(crate::health::serve(l, router)))
+            }
+            None => None,
+        };
         eprintln!("certbind-authz listening on https://{addr}");
+        ready.store(true, std::sync::atomic::Ordering::Release);
         server::serve(listener, tls, app(state), shutdown_signal()).await;
+        ready.store(false, std::sync::atomic::Ordering::Release);
+        if let Some(task) = health {
+            task.abort();
+        }
         watcher.abort();
         if let Some(w) = watchdog {
             w.abort();
@@ -459,6 +496,23 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_serve_flag_can_come_from_a_certbind_authz_environment_variable() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let mut seen = 0;
+        for arg in serve.get_arguments() {
+            let Some(long) = arg.get_long().filter(|l| *l != "help") else {
+                continue;
+            };
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            let want = format!("CERTBIND_AUTHZ_{}", long.replace('-', "_").to_uppercase());
+            assert_eq!(env, want, "--{long}");
+            seen += 1;
+        }
+        assert!(seen >= 10, "{seen}");
     }
 
     #[test]

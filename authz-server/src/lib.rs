@@ -7,6 +7,7 @@ pub mod cli;
 pub mod clients;
 pub mod fsutil;
 pub mod grant;
+pub mod health;
 pub mod keys;
 pub mod oauth;
 pub mod posture;

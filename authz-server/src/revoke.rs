@@ -317,7 +317,7 @@ pub async fn feed_endpoint(
     uri: Uri,
 ) -> Result<Response, OAuthError> {
     let who = caller(peer.as_ref())?;
-    if !state.feed_callers.contains(&who) {
+    if !state.feed_callers.allows(&who) {
         return Err(OAuthError::new(
             ErrorCode::AccessDenied,
             "only a sidecar identity may follow the revocation feed",

@@ -6,7 +6,7 @@
 //! The caller's identity arrives as a request extension (`PeerIdentity`) set by the TLS layer
 //! (`serve`); a request without one is treated as an unknown caller.
 
-use std::collections::HashSet;
+use certbind_core::caller::CallerList;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,16 +39,17 @@ pub struct PeerIdentity(pub Option<SpiffeId>);
 pub struct AppState {
     pub store: Arc<PolicyStore>,
     pub metrics: Arc<Metrics>,
-    /// SPIFFE IDs allowed to ask for decisions and read metrics.
-    pub callers: Arc<HashSet<String>>,
+    /// SPIFFE IDs (or patterns, `spiffe://<td>/ns/*/sa/*`) allowed to ask for decisions
+    /// and read metrics.
+    pub callers: Arc<CallerList>,
 }
 
 impl AppState {
-    pub fn new(store: Arc<PolicyStore>, metrics: Arc<Metrics>, callers: Vec<String>) -> Self {
+    pub fn new(store: Arc<PolicyStore>, metrics: Arc<Metrics>, callers: CallerList) -> Self {
         Self {
             store,
             metrics,
-            callers: Arc::new(callers.into_iter().collect()),
+            callers: Arc::new(callers),
         }
     }
 }
@@ -87,7 +88,7 @@ async fn require_caller(State(state): State<AppState>, req: Request, next: Next)
         .get::<PeerIdentity>()
         .and_then(|p| p.0.as_ref());
     match caller {
-        Some(id) if state.callers.contains(id.as_str()) => next.run(req).await,
+        Some(id) if state.callers.allows(id) => next.run(req).await,
         other => {
             tracing::warn!(
                 caller = other.map(SpiffeId::as_str).unwrap_or("<none>"),
@@ -112,9 +113,14 @@ async fn method_not_allowed() -> Response {
     error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// The Prometheus text of `/metrics` (also served on the health port).
+pub(crate) fn metrics_text(state: &AppState) -> String {
     let policy = state.store.current();
-    let text = state.metrics.render(&policy.version, policy.rules.len());
+    state.metrics.render(&policy.version, policy.rules.len())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = metrics_text(&state);
     (
         [(
             header::CONTENT_TYPE,

@@ -6,6 +6,7 @@ pub mod compile;
 pub mod condition;
 pub mod eval;
 pub mod ext_authz;
+pub mod health;
 pub mod metrics;
 pub mod pattern;
 pub mod policy;

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use certbind_core::decision::{DecisionRequest, OpaInput};
 use certbind_pdp::metrics::Metrics;
 use certbind_pdp::{
-    AppState, CompiledPolicy, PolicyStore, app, decide, policy, reload, serve, tls,
+    AppState, CompiledPolicy, PolicyStore, app, decide, health, policy, reload, serve, tls,
 };
 use clap::{Parser, Subcommand};
 
@@ -27,27 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve decisions over mTLS (TLS 1.3, client certificate required).
-    Serve {
-        #[arg(long, default_value = "127.0.0.1:9191")]
-        listen: SocketAddr,
-        #[arg(long, default_value = "pdp/policies/demo.yaml")]
-        policies: PathBuf,
-        #[arg(long, default_value = ".run/pki/pdp.crt")]
-        cert: PathBuf,
-        #[arg(long, default_value = ".run/pki/pdp.key")]
-        key: PathBuf,
-        #[arg(long, default_value = ".run/pki/ca.crt")]
-        ca: PathBuf,
-        /// SPIFFE IDs allowed to ask (repeatable).
-        #[arg(
-            long = "callers",
-            default_value = "spiffe://certbind.test/ns/demo/sa/envoy"
-        )]
-        callers: Vec<String>,
-        /// Log one JSON object per line (default: key=value text).
-        #[arg(long)]
-        log_json: bool,
-    },
+    Serve(ServeArgs),
     /// Validate a policy file: exit 0 when valid, 1 with `file:line:column: message` when not.
     Check { file: PathBuf },
     /// Decide one request (`DecisionRequest` JSON, or OPA's `{"input": ...}`) and print it.
@@ -60,18 +40,45 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+/// `serve`'s flags; each also from its `CERTBIND_PDP_*` environment variable.
+struct ServeArgs {
+    #[arg(env = "CERTBIND_PDP_LISTEN", long, default_value = "127.0.0.1:9191")]
+    listen: SocketAddr,
+    #[arg(
+        env = "CERTBIND_PDP_POLICIES",
+        long,
+        default_value = "pdp/policies/demo.yaml"
+    )]
+    policies: PathBuf,
+    #[arg(env = "CERTBIND_PDP_CERT", long, default_value = ".run/pki/pdp.crt")]
+    cert: PathBuf,
+    #[arg(env = "CERTBIND_PDP_KEY", long, default_value = ".run/pki/pdp.key")]
+    key: PathBuf,
+    #[arg(env = "CERTBIND_PDP_CA", long, default_value = ".run/pki/ca.crt")]
+    ca: PathBuf,
+    /// SPIFFE IDs allowed to ask (repeatable, or comma separated); a path segment may be
+    /// `*`, e.g. `spiffe://<td>/ns/*/sa/*` for every sidecar of a mesh.
+    #[arg(
+        env = "CERTBIND_PDP_CALLERS",
+        long = "callers",
+        value_delimiter = ',',
+        default_value = "spiffe://certbind.test/ns/demo/sa/envoy"
+    )]
+    callers: Vec<String>,
+    /// Plain-HTTP port for /healthz, /readyz and /metrics (kubelet probes, Prometheus);
+    /// off unless given, e.g. 127.0.0.1:9192 (it has no TLS and no caller check).
+    #[arg(env = "CERTBIND_PDP_HEALTH_LISTEN", long)]
+    health_listen: Option<SocketAddr>,
+    /// Log one JSON object per line (default: key=value text).
+    #[arg(env = "CERTBIND_PDP_LOG_JSON", long)]
+    log_json: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve {
-            listen,
-            policies,
-            cert,
-            key,
-            ca,
-            callers,
-            log_json,
-        } => run_serve(log_json, listen, &policies, &cert, &key, &ca, callers),
+        Command::Serve(args) => run_serve(args),
         Command::Check { file } => run_check(&file),
         Command::Eval { file, input, now } => run_eval(&file, &input, now),
     }
@@ -161,22 +168,26 @@ fn init_logging(json: bool) {
     }
 }
 
-fn run_serve(
-    log_json: bool,
-    listen: SocketAddr,
-    policies: &Path,
-    cert: &Path,
-    key: &Path,
-    ca: &Path,
-    callers: Vec<String>,
-) -> ExitCode {
+fn run_serve(args: ServeArgs) -> ExitCode {
+    let ServeArgs {
+        listen,
+        policies,
+        cert,
+        key,
+        ca,
+        callers,
+        health_listen,
+        log_json,
+    } = args;
+    let (policies, cert, key, ca) = (&policies, &cert, &key, &ca);
     init_logging(log_json);
-    for caller in &callers {
-        if let Err(e) = certbind_core::binding::SpiffeId::parse(caller) {
-            eprintln!("certbind-pdp: --callers `{caller}`: {e}");
+    let allowed = match certbind_core::caller::CallerList::parse(&callers) {
+        Ok(list) => list,
+        Err(e) => {
+            eprintln!("certbind-pdp: --callers: {e}");
             return ExitCode::FAILURE;
         }
-    }
+    };
     // An invalid policy at startup stops the process with the file:line:column message.
     let store = match PolicyStore::open(policies) {
         Ok(s) => Arc::new(s),
@@ -222,12 +233,56 @@ fn run_serve(
             callers = ?callers,
             "policy loaded"
         );
-        let state = AppState::new(store, metrics, callers);
+        let state = AppState::new(store, metrics, allowed);
+        let ready = health::Ready::default();
+        let health_task = match health_listen {
+            Some(at) => match tokio::net::TcpListener::bind(at).await {
+                Ok(l) => {
+                    let router = health::router(state.clone(), Arc::clone(&ready));
+                    eprintln!(
+                        "certbind-pdp health on http://{}",
+                        l.local_addr().unwrap_or(at)
+                    );
+                    Some(tokio::spawn(health::serve(l, router)))
+                }
+                Err(e) => {
+                    eprintln!("certbind-pdp: cannot listen on {at} (--health-listen): {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            None => None,
+        };
         let shutdown = serve::shutdown_signal(); // handlers installed before we announce
         eprintln!("certbind-pdp listening on https://{addr}");
+        ready.store(true, std::sync::atomic::Ordering::Release);
         serve::serve(listener, tls, app(state), shutdown).await;
+        ready.store(false, std::sync::atomic::Ordering::Release);
+        if let Some(task) = health_task {
+            task.abort();
+        }
         watcher.abort();
         tracing::info!("certbind-pdp stopped");
         ExitCode::SUCCESS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_serve_flag_can_come_from_a_certbind_pdp_environment_variable() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        for arg in serve.get_arguments().filter(|a| a.get_long().is_some()) {
+            let long = arg.get_long().unwrap();
+            if long == "help" {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or_default();
+            let want = format!("CERTBIND_PDP_{}", long.replace('-', "_").to_uppercase());
+            assert_eq!(env, want, "--{long}");
+        }
+    }
 }

@@ -127,6 +127,28 @@ async fn refuses_callers_not_in_the_list_with_403_json() {
 }
 
 #[tokio::test]
+async fn a_caller_pattern_admits_every_sidecar_of_the_trust_domain() {
+    let mut state = state_for(&demo_policy_path());
+    state.callers = std::sync::Arc::new(
+        certbind_core::caller::CallerList::parse(&["spiffe://certbind.test/ns/*/sa/*"]).unwrap(),
+    );
+    for caller in ["consumer", "inventory", "orders"] {
+        let (status, answer, _) = call(
+            &state,
+            Some(caller),
+            "POST",
+            "/v1/data/certbind/allow",
+            body(&json!({"input": consumer_get_order(&["orders:read"])})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{caller}");
+        assert_eq!(answer, json!({"result": true}));
+    }
+    let (status, _, _) = call(&state, None, "GET", "/metrics", Vec::new()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
 async fn healthz_answers_any_authenticated_peer() {
     let state = state_for(&demo_policy_path());
     let (status, answer, _) = call(&state, Some("consumer"), "GET", "/healthz", Vec::new()).await;

@@ -91,7 +91,7 @@ async fn mtls_listener_answers_allowed_caller_refuses_others() {
     let tls_config =
         tls::server_config(&server.cert_path, &server.key_path, &pki.ca_path()).unwrap();
     let state = state_for(&demo_policy_path());
-    assert!(state.callers.contains(&id("envoy")));
+    assert!(state.callers.allows_str(&id("envoy")));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -9,10 +9,12 @@ pub mod client;
 pub mod envoy;
 pub mod error;
 pub mod fake;
+pub mod oci;
 pub mod ports;
 pub mod prereq;
 pub mod proc;
 pub mod render;
+pub mod switch;
 pub mod system;
 pub mod tokens;
 

@@ -61,6 +61,8 @@ pub struct SystemBuilder {
     tuning: FilterTuning,
     authz_args: Vec<String>,
     pki_args: Vec<String>,
+    /// The authz-server's `--issuer` (default `https://127.0.0.1:<its port>`).
+    issuer: Option<String>,
 }
 
 impl Default for SystemBuilder {
@@ -77,6 +79,7 @@ impl Default for SystemBuilder {
             },
             authz_args: Vec::new(),
             pki_args: Vec::new(),
+            issuer: None,
         }
     }
 }
@@ -154,6 +157,13 @@ impl SystemBuilder {
     }
 
     /// Starts everything, or fails with what is missing and how to get it.
+    /// The issuer URL the authz-server signs with and the filter expects (e.g. the cluster
+    /// name a mesh manifest gives it); only a name, the server still listens on loopback.
+    pub fn issuer(mut self, issuer: &str) -> Self {
+        self.issuer = Some(issuer.to_owned());
+        self
+    }
+
     pub fn try_start(self) -> Result<System, Error> {
         System::start_with(self)
     }
@@ -256,7 +266,10 @@ impl System {
 
         pki_init_with(&bins.authz, &pki, &b.pki_args)?;
         let ports = Ports::pick()?;
-        let issuer = format!("https://127.0.0.1:{}", ports.authz);
+        let issuer = b
+            .issuer
+            .clone()
+            .unwrap_or_else(|| format!("https://127.0.0.1:{}", ports.authz));
         let s = |p: &Path| p.display().to_string();
 
         let echo = |name: &str, port: u16| -> Result<Proc, Error> {

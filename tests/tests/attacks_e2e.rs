@@ -7,10 +7,11 @@
 use certbind_demo::attacks::{self, Context, Row, Target, Verdict};
 use certbind_demo::authz::IssuedToken;
 use certbind_demo::consumer::{Consumer, ConsumerConfig, plan};
-use certbind_demo::control::{ControlError, Dependency, Switch};
+use certbind_demo::control::Switch;
 use certbind_demo::forge;
 use certbind_demo::report::{self, Counts};
 use certbind_tests::ports::{is_open, loopback};
+use certbind_tests::switch::SystemSwitch;
 use certbind_tests::system::Ports;
 use certbind_tests::{System, prereq};
 use std::collections::BTreeSet;
@@ -70,48 +71,6 @@ const BASELINE_ADMITS: [&str; 6] = [
     "scope-escalation",
     "token-in-query",
 ];
-
-/// The harness's System as the attacker's [`Switch`]: "down" stops the child, "up" restarts it
-/// on the same port (the authz-server keeps its keys).
-struct SystemSwitch(Mutex<System>);
-
-impl std::fmt::Debug for SystemSwitch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SystemSwitch")
-    }
-}
-
-impl SystemSwitch {
-    fn system(&self) -> MutexGuard<'_, System> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-impl Switch for SystemSwitch {
-    fn available(&self, _: Dependency) -> bool {
-        true
-    }
-
-    fn down(&self, which: Dependency) -> Result<(), ControlError> {
-        let mut system = self.system();
-        match which {
-            Dependency::Pdp => system.stop_pdp(),
-            Dependency::Authz => system.stop_authz(),
-        }
-        Ok(())
-    }
-
-    fn up(&self, which: Dependency) -> Result<(), ControlError> {
-        let mut system = self.system();
-        match which {
-            Dependency::Pdp => system.start_pdp(),
-            Dependency::Authz => system.start_authz(),
-        }
-        .map_err(|e| ControlError(e.to_string()))
-    }
-}
 
 fn target(system: &System, control: Arc<dyn Switch>) -> Target {
     Target {

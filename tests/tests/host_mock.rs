@@ -12,6 +12,7 @@ mod host_mock {
     pub mod tokens;
     pub mod vm;
 
+    mod audience;
     mod caches;
     mod dpop;
     mod jwks;

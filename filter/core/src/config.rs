@@ -35,6 +35,11 @@
 //! }
 //! ```
 //!
+//! `audience` may be left out: the service's own SPIFFE ID is then the URI SAN of the
+//! listener's certificate (Envoy's `connection.uri_san_local_certificate`), so one mesh-wide
+//! configuration (an Istio `WasmPlugin`) serves every service; a listener without a SPIFFE
+//! certificate of `trust_domain` then admits no token (`wrong_audience`).
+//!
 //! `binding` is `mtls` (RFC 8705: the token's `cnf."x5t#S256"` must be the connection's client
 //! certificate) or `dpop` (RFC 9449: `Authorization: DPoP <token>` plus one `DPoP` proof
 //! whose key is the token's `cnf.jkt`, for listeners behind a TLS-terminating hop). A `dpop`
@@ -61,8 +66,10 @@ use std::fmt;
 pub struct FilterConfig {
     /// The token's required `iss` (the authz-server's issuer URL), compared exactly.
     pub issuer: String,
-    /// This service's SPIFFE ID: the token's `aud` must contain it.
-    pub audience: String,
+    /// This service's SPIFFE ID: the token's `aud` must contain it. Absent: the listener's
+    /// own certificate says it, per connection (see the module doc).
+    #[serde(default)]
+    pub audience: Option<String>,
     /// The trust domain every peer certificate's SPIFFE ID must belong to.
     pub trust_domain: String,
     /// The `realm` of `WWW-Authenticate: Bearer realm="..."` (default `certbind`).
@@ -398,9 +405,23 @@ impl FilterConfig {
         Ok(config)
     }
 
-    /// The configured audience as a SPIFFE ID (validated by `from_json`).
+    /// The configured audience as a SPIFFE ID (validated by `from_json`); `None` when the
+    /// listener's certificate gives it.
     pub fn audience_id(&self) -> Option<SpiffeId> {
-        SpiffeId::parse(&self.audience).ok()
+        self.audience
+            .as_deref()
+            .and_then(|a| SpiffeId::parse(a).ok())
+    }
+
+    /// The audience a request on a listener whose certificate's URI SAN is `local_uri_san`
+    /// must carry: the configured one, else that SAN when it is a SPIFFE ID of
+    /// `trust_domain`. `None`: this listener has no usable identity, so no token can name it.
+    pub fn audience_for(&self, local_uri_san: Option<&str>) -> Option<String> {
+        if let Some(configured) = &self.audience {
+            return Some(configured.clone());
+        }
+        let id = SpiffeId::parse(local_uri_san?).ok()?;
+        (id.trust_domain() == self.trust_domain).then(|| id.as_str().to_owned())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -408,14 +429,16 @@ impl FilterConfig {
         if self.issuer.is_empty() {
             return bad("issuer", "must not be empty");
         }
-        let Ok(audience) = SpiffeId::parse(&self.audience) else {
-            return bad("audience", "must be a SPIFFE ID (spiffe://<domain>/<path>)");
-        };
         if SpiffeId::parse(&format!("spiffe://{}/x", self.trust_domain)).is_err() {
             return bad("trust_domain", "must be a lowercase SPIFFE trust domain");
         }
-        if audience.trust_domain() != self.trust_domain {
-            return bad("audience", "must belong to `trust_domain`");
+        if let Some(configured) = &self.audience {
+            let Ok(audience) = SpiffeId::parse(configured) else {
+                return bad("audience", "must be a SPIFFE ID (spiffe://<domain>/<path>)");
+            };
+            if audience.trust_domain() != self.trust_domain {
+                return bad("audience", "must belong to `trust_domain`");
+            }
         }
         if !is_header_safe(&self.realm) || self.realm.contains('"') || self.realm.contains('\\') {
             return bad("realm", "must be printable ASCII without quotes");
@@ -815,5 +838,44 @@ pub(crate) mod tests {
             "certbind config refused: `pdp.timeout_ms` must be in 1..=60000"
         );
         assert!(!line.contains('\n'));
+    }
+
+    fn without_audience() -> FilterConfig {
+        let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+        v.as_object_mut().unwrap().remove("audience");
+        FilterConfig::from_json(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn takes_the_audience_from_the_listener_certificate_when_none_is_configured() {
+        let c = without_audience();
+        assert_eq!(c.audience, None);
+        assert_eq!(c.audience_id(), None);
+        let billing = "spiffe://certbind.test/ns/demo/sa/billing";
+        assert_eq!(c.audience_for(Some(billing)).as_deref(), Some(billing));
+    }
+
+    #[test]
+    fn a_listener_without_a_spiffe_certificate_of_the_trust_domain_has_no_audience() {
+        let c = without_audience();
+        for local in [
+            None,
+            Some(""),
+            Some("https://orders.example"),
+            Some("spiffe://other.test/ns/demo/sa/orders"),
+            Some("spiffe://certbind.test"),
+        ] {
+            assert_eq!(c.audience_for(local), None, "{local:?}");
+        }
+    }
+
+    #[test]
+    fn a_configured_audience_wins_over_the_listener_certificate() {
+        let c = FilterConfig::from_json(MINIMAL.as_bytes()).unwrap();
+        let local = Some("spiffe://certbind.test/ns/demo/sa/billing");
+        assert_eq!(
+            c.audience_for(local).as_deref(),
+            Some("spiffe://certbind.test/ns/demo/sa/orders")
+        );
     }
 }

@@ -44,12 +44,17 @@ pub const HEADER_PREFIX: &str = "x-certbind-";
 struct CachedToken {
     token: Rc<VerifiedToken>,
     key: VerifyingKey,
+    /// The audience it was verified for: a listener of another service (same VM, audience
+    /// from each listener's certificate) must not take it from the cache.
+    audience: Rc<str>,
 }
 
 /// What one VM keeps between requests.
 #[derive(Debug)]
 pub struct Engine {
     config: FilterConfig,
+    /// `config.audience`, shared by every request's flow without a copy.
+    configured_audience: Option<Rc<str>>,
     expect: Expectations,
     jwks: JwksCache,
     /// Keyed by the token itself: a lookup hashes it with the map's keyed hash and compares
@@ -70,9 +75,10 @@ pub struct Engine {
 impl Engine {
     pub fn new(config: FilterConfig) -> Self {
         Self {
+            configured_audience: config.audience.as_deref().map(Rc::from),
             expect: Expectations {
                 issuer: config.issuer.clone(),
-                audience: config.audience.clone(),
+                audience: config.audience.clone().unwrap_or_default(),
                 clock_skew_s: config.clock_skew_s,
                 max_lifetime_s: config.max_token_lifetime_s,
             },
@@ -170,6 +176,9 @@ pub struct RequestFacts {
     pub tls_version: Option<String>,
     /// The value of every `DPoP` header, in order (exactly one is valid on a DPoP listener).
     pub dpop: Vec<String>,
+    /// The URI SAN of the listener's own certificate (`connection.uri_san_local_certificate`),
+    /// read only when no `audience` is configured: it names this service.
+    pub local_uri_san: Option<String>,
 }
 
 /// The IP of Envoy's `source.address` (`1.2.3.4:5678` or `[::1]:5678`).
@@ -276,6 +285,9 @@ enum Progress<T> {
 #[derive(Debug)]
 pub struct Flow {
     facts: RequestFacts,
+    /// The SPIFFE ID the token's `aud` must name here; `None`: the listener has none, so every
+    /// token is refused as `wrong_audience`.
+    audience: Option<Rc<str>>,
     started_ms: u64,
     state: State,
     subject: Option<String>,
@@ -300,8 +312,16 @@ pub struct Flow {
 impl Flow {
     /// Runs the checks as far as they go without waiting.
     pub fn start(engine: &mut Engine, facts: RequestFacts, now_ms: u64) -> (Self, Step) {
+        let audience = match &engine.configured_audience {
+            Some(configured) => Some(Rc::clone(configured)),
+            None => engine
+                .config
+                .audience_for(facts.local_uri_san.as_deref())
+                .map(Rc::from),
+        };
         let mut flow = Self {
             facts,
+            audience,
             started_ms: now_ms,
             state: State::Token {
                 refetch_asked: false,
@@ -472,10 +492,15 @@ impl Flow {
             }
             Err(reason) => return Progress::Failed(reason),
         };
+        let Some(audience) = self.audience.clone() else {
+            return Progress::Failed(Reason::WrongAudience);
+        };
         let now_s = now_ms / 1000;
         if let Some(cached) = engine.tokens.get(token, now_ms).cloned() {
             match engine.jwks.lookup(cached.token.kid(), now_ms) {
-                Lookup::Found(key) if *key.verifying_key() == cached.key => {
+                Lookup::Found(key)
+                    if *key.verifying_key() == cached.key && cached.audience == audience =>
+                {
                     self.token_cache_hit = !self.verified_here;
                     return match cached.token.check_time(now_s, engine.expect.clock_skew_s) {
                         Ok(()) => Progress::Done(cached.token),
@@ -483,7 +508,8 @@ impl Flow {
                     };
                 }
                 Lookup::Stale => return Progress::Failed(Reason::JwksUnavailable),
-                // The key was rotated away or replaced: verify afresh against the current set.
+                // The key was rotated away or replaced, or the token was verified for another
+                // listener's audience: verify afresh.
                 _ => engine.tokens.remove(token),
             }
         }
@@ -526,13 +552,24 @@ impl Flow {
                 });
             }
         };
-        match verify_access_token(jws, key, &engine.expect, now_s) {
+        let derived;
+        let expect = if engine.configured_audience.is_some() {
+            &engine.expect
+        } else {
+            derived = Expectations {
+                audience: audience.to_string(),
+                ..engine.expect.clone()
+            };
+            &derived
+        };
+        match verify_access_token(jws, key, expect, now_s) {
             Ok(verified) => {
                 let verified = Rc::new(verified);
                 let until = verified.exp().saturating_mul(1000);
                 let entry = CachedToken {
                     token: Rc::clone(&verified),
                     key: *key.verifying_key(),
+                    audience,
                 };
                 engine.tokens.insert(Rc::from(token), entry, until, now_ms);
                 self.verified_here = true;
@@ -549,7 +586,7 @@ impl Flow {
             client_id: token.client_id(),
             action: &self.facts.method,
             resource: resource_of(&self.facts.path),
-            audience: &engine.config.audience,
+            audience: self.audience.as_deref().unwrap_or_default(),
             scope: token.scope(),
             source_ip: self.facts.source_ip.as_deref(),
             iat: Some(token.iat()),
@@ -717,6 +754,7 @@ mod tests {
             source_ip: Some("127.0.0.1".into()),
             tls_version: Some("TLSv1.3".into()),
             dpop: Vec::new(),
+            local_uri_san: None,
         }
     }
 
@@ -1341,6 +1379,7 @@ mod tests {
                 source_ip: Some("127.0.0.1".into()),
                 tls_version: Some("TLSv1.3".into()),
                 dpop: proofs,
+                local_uri_san: None,
             }
         }
 
@@ -1615,4 +1654,7 @@ mod tests {
             );
         }
     }
+
+    /// One mesh-wide configuration: the audience from the listener's certificate.
+    mod audience;
 }

@@ -4,6 +4,7 @@
 
 pub mod binding;
 pub mod cache;
+pub mod caller;
 pub mod config;
 pub mod decision;
 pub mod dpop;

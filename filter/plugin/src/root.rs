@@ -47,7 +47,10 @@ impl RootContext for Root {
                 log::info!(
                     "[ctx {}] certbind configured: audience={} mode={}",
                     self.context_id,
-                    config.audience,
+                    config
+                        .audience
+                        .as_deref()
+                        .unwrap_or("(the listener's certificate)"),
                     config.mode.as_str()
                 );
                 let vm = Rc::new(RefCell::new(Vm::new(config, self.context_id)));

@@ -167,6 +167,7 @@ pub(crate) struct ConnFacts {
     peer: PeerIdentity,
     source_ip: Option<String>,
     tls_version: Option<String>,
+    local_uri_san: Option<String>,
 }
 
 /// Envoy's `connection.id` (a uint64, serialised as 8 little-endian bytes), if it answers.
@@ -220,6 +221,7 @@ pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
             facts.peer = known.peer.clone();
             facts.source_ip = known.source_ip.clone();
             facts.tls_version = known.tls_version.clone();
+            facts.local_uri_san = known.local_uri_san.clone();
             return Some(facts);
         }
     }
@@ -237,6 +239,22 @@ pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
     facts.source_ip = property(&["source", "address"]).map(|a| certbind_core::flow::source_ip(&a));
     facts.tls_version = property(&["connection", "tls_version"]);
     let mut v = vm.try_borrow_mut().ok()?;
+    if v.config().audience.is_none() {
+        // One mesh-wide configuration: this listener's certificate names the service.
+        facts.local_uri_san = property(&["connection", "uri_san_local_certificate"]);
+        if v.config()
+            .audience_for(facts.local_uri_san.as_deref())
+            .is_none()
+        {
+            log::warn!(
+                "certbind: no audience configured and the listener's certificate has no SPIFFE ID of the trust domain (URI SAN {}): every token is refused as wrong_audience",
+                facts
+                    .local_uri_san
+                    .as_deref()
+                    .map_or_else(|| "-".to_owned(), log_safe)
+            );
+        }
+    }
     facts.peer = v.engine.peer_identity(mtls, digest.as_deref(), || {
         let pem = property(&["connection", "peer_certificate"]);
         log::debug!(
@@ -254,6 +272,7 @@ pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
             peer: facts.peer.clone(),
             source_ip: facts.source_ip.clone(),
             tls_version: facts.tls_version.clone(),
+            local_uri_san: facts.local_uri_san.clone(),
         };
         v.conns.insert(id, known, u64::MAX, 0);
     }

@@ -58,7 +58,11 @@ pub fn policy_file(text: &str) -> (tempfile::TempDir, PathBuf) {
 /// App state over a policy file, allowing the `envoy` identity.
 pub fn state_for(path: &Path) -> AppState {
     let store = Arc::new(PolicyStore::open(path).unwrap());
-    AppState::new(store, Arc::new(Metrics::default()), vec![id("envoy")])
+    AppState::new(
+        store,
+        Arc::new(Metrics::default()),
+        certbind_core::caller::CallerList::parse(&[id("envoy")]).unwrap(),
+    )
 }
 
 /// One request through the router as `caller` (None: no client identity).
