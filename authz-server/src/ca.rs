@@ -504,8 +504,12 @@ impl LoadedCa {
         let Ok(der) = der::Encode::to_der(&cert) else {
             return false;
         };
+        // A leaf of the other profile (e.g. a client with serverAuth from an older `pki init`)
+        // is replaced.
+        let wants_server = matches!(Profile::for_name(name), Profile::Server { .. });
         key_matches(&cert, &key)
             && SpiffeId::from_cert_der(&der).is_ok_and(|got| &got == id)
+            && has_server_auth(&cert) == wants_server
             && ca_verifies_leaf(&self.cert_der, &der, now)
             && ca_verifies_leaf(&self.cert_der, &der, now + RENEW_MARGIN)
     }
@@ -561,6 +565,17 @@ impl LoadedCa {
         write_atomic(&crt_path, cert.pem().as_bytes(), PUBLIC_MODE).map_err(io_err(&crt_path))?;
         Ok(serial_hex)
     }
+}
+
+/// Whether the certificate's extended key usage includes serverAuth (1.3.6.1.5.5.7.3.1).
+fn has_server_auth(cert: &Certificate) -> bool {
+    const SERVER_AUTH: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+    cert.tbs_certificate()
+        .get_extension::<x509_cert::ext::pkix::ExtendedKeyUsage>()
+        .ok()
+        .flatten()
+        .is_some_and(|(_, eku)| eku.0.contains(&SERVER_AUTH))
 }
 
 /// 16 random bytes, high bit cleared so the DER INTEGER stays positive (RFC 5280 §4.1.2.2).

@@ -202,3 +202,30 @@ fn init_writes_an_sds_secret_per_leaf_and_for_the_ca_with_absolute_paths() {
         abs.display()
     )));
 }
+
+#[test]
+fn init_replaces_a_client_leaf_that_carries_a_server_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    init(dir.path(), &["consumer", "authz"], 1, false, now()).unwrap();
+    // An older `pki init` gave every workload serverAuth: simulate it with authz's pair.
+    let ca = LoadedCa::load(dir.path(), now()).unwrap();
+    let id = workload_id("consumer").unwrap();
+    let server = Profile::Server { extra_dns: vec![] };
+    ca.issue_leaf(
+        dir.path(),
+        "consumer",
+        &id,
+        &server,
+        time::Duration::days(1),
+        now(),
+    )
+    .unwrap();
+    let report = init(dir.path(), &["consumer", "authz"], 1, false, now()).unwrap();
+    assert_eq!(
+        report.leaves,
+        vec![
+            ("consumer".to_owned(), Outcome::Created),
+            ("authz".to_owned(), Outcome::Kept)
+        ]
+    );
+}
