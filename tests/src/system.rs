@@ -60,6 +60,8 @@ pub struct SystemBuilder {
     start_pdp: bool,
     tuning: FilterTuning,
     authz_args: Vec<String>,
+    /// Rewrites the rendered Envoy configuration (a deployment whose template is not ours).
+    envoy_edit: Option<fn(String) -> String>,
 }
 
 impl Default for SystemBuilder {
@@ -75,6 +77,7 @@ impl Default for SystemBuilder {
                 ..FilterTuning::default()
             },
             authz_args: Vec::new(),
+            envoy_edit: None,
         }
     }
 }
@@ -136,6 +139,13 @@ impl SystemBuilder {
     /// Extra `certbind-authz serve` arguments (e.g. `--feed-wait 1`).
     pub fn authz_args(mut self, args: &[&str]) -> Self {
         self.authz_args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Rewrites the rendered Envoy configuration before Envoy starts: a test of what the
+    /// filter alone does when the template's protections are not there.
+    pub fn envoy_config(mut self, edit: fn(String) -> String) -> Self {
+        self.envoy_edit = Some(edit);
         self
     }
 
@@ -331,7 +341,12 @@ impl System {
             tuning: b.tuning.clone(),
         };
         let config = root.join("envoy.yaml");
-        write_file(&config, &vars.render_sidecar()?)?;
+        let rendered = vars.render_sidecar()?;
+        let rendered = match b.envoy_edit {
+            Some(edit) => edit(rendered),
+            None => rendered,
+        };
+        write_file(&config, &rendered)?;
         let envoy = envoy::start(&config, ports.admin, b.concurrency, &logs)?;
 
         Ok(Self {

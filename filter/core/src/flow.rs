@@ -38,6 +38,17 @@ pub const HEADER_JTI: &str = "x-certbind-jti";
 /// Every request header with this prefix is removed before the upstream sees the request.
 pub const HEADER_PREFIX: &str = "x-certbind-";
 
+/// Whether a caller's header must be removed: its name, in any case and with `_` read as
+/// `-`, starts with [`HEADER_PREFIX`]. CGI, WSGI, Rack and PHP upstreams turn
+/// `x_certbind_subject` into the same variable as `x-certbind-subject`.
+pub fn is_reserved_header(name: &str) -> bool {
+    name.len() >= HEADER_PREFIX.len()
+        && name
+            .bytes()
+            .zip(HEADER_PREFIX.bytes())
+            .all(|(n, p)| n.to_ascii_lowercase() == p || (n == b'_' && p == b'-'))
+}
+
 /// A verified token in the cache, with the key that verified it: a hit counts only while the
 /// JWKS still publishes that very key under that `kid`.
 #[derive(Debug, Clone)]
@@ -107,10 +118,11 @@ impl Engine {
     }
 
     /// Keeps DPoP proof `jti`s in `store` (the host's shared data, so every worker VM sees
-    /// them) and creates its slots; call once, before the first request.
-    pub fn use_replay_store(&mut self, mut store: Box<dyn SharedStore>) {
-        if let Some(replay) = &self.replay {
-            replay.prepare(store.as_mut());
+    /// them), adopts the shared hash key (`random`, fresh from the host, if this VM is the
+    /// first) and creates its slots; call once, before the first request.
+    pub fn use_replay_store(&mut self, mut store: Box<dyn SharedStore>, random: [u8; 32]) {
+        if let Some(replay) = &mut self.replay {
+            replay.prepare(store.as_mut(), random);
         }
         self.replay_store = store;
     }
@@ -1197,6 +1209,34 @@ mod tests {
     }
 
     #[test]
+    fn reserved_headers_include_case_and_underscore_variants() {
+        for name in [
+            "x-certbind-subject",
+            "X-Certbind-Subject",
+            "x_certbind_subject",
+            "X_CERTBIND_SCOPE",
+            "x-certbind_jti",
+            "x_certbind-",
+        ] {
+            assert!(is_reserved_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn other_headers_are_not_reserved() {
+        for name in [
+            "x-certbind",
+            "x-certbindsubject",
+            "xx-certbind-subject",
+            "x-request-id",
+            "authorization",
+            "",
+        ] {
+            assert!(!is_reserved_header(name), "{name}");
+        }
+    }
+
+    #[test]
     fn source_ip_drops_the_port() {
         assert_eq!(source_ip("127.0.0.1:5678"), "127.0.0.1");
         assert_eq!(source_ip("[::1]:5678"), "::1");
@@ -1391,7 +1431,7 @@ mod tests {
 
         fn vm(shared: &Shared) -> Engine {
             let mut w = world_with(dpop_config);
-            w.engine.use_replay_store(Box::new(shared.clone()));
+            w.engine.use_replay_store(Box::new(shared.clone()), [7; 32]);
             w.engine
         }
 
@@ -1491,7 +1531,8 @@ mod tests {
                 dpop_config(c);
                 c["revocation"] = json!({"first_sync_wait_ms": 1000});
             });
-            w.engine.use_replay_store(Box::new(Shared::default()));
+            w.engine
+                .use_replay_store(Box::new(Shared::default()), [7; 32]);
             let token = dpop_token();
             let f = request(format!("DPoP {token}"), vec![proof("p-1", &token)]);
             let (mut flow, step) = start(&mut w.engine, f.clone());

@@ -277,7 +277,11 @@ mod tests {
                 Some("temporarily_unavailable"),
             ),
             (Reason::CertificateExpired, 401, Some("invalid_token")),
-            (Reason::ReplayCacheFull, 503, Some("temporarily_unavailable")),
+            (
+                Reason::ReplayCacheFull,
+                503,
+                Some("temporarily_unavailable"),
+            ),
         ];
         assert_eq!(table.len(), Reason::ALL.len());
         for ((reason, status, error), listed) in table.iter().zip(Reason::ALL) {

@@ -67,14 +67,22 @@ mod tests {
     #[test]
     fn refuses_after_not_after() {
         for now in [NOT_AFTER + 1, NOT_AFTER + 86_400, u64::MAX] {
-            assert_eq!(window().check(now), Err(Reason::CertificateExpired), "{now}");
+            assert_eq!(
+                window().check(now),
+                Err(Reason::CertificateExpired),
+                "{now}"
+            );
         }
     }
 
     #[test]
     fn refuses_before_not_before() {
         for now in [0, NOT_BEFORE - 1] {
-            assert_eq!(window().check(now), Err(Reason::CertificateExpired), "{now}");
+            assert_eq!(
+                window().check(now),
+                Err(Reason::CertificateExpired),
+                "{now}"
+            );
         }
     }
 

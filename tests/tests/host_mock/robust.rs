@@ -913,9 +913,10 @@ impl Episode {
                 None
             }
             6 => {
-                // What Envoy 1.40 really gives: no PEM, the first URI SAN only.
+                // No PEM, the first URI SAN only: the certificate's validity window is
+                // unknown, so the filter refuses (certificate_expired).
                 p.remove("connection.peer_certificate");
-                Some(true)
+                Some(false)
             }
             7 => {
                 p.remove("connection.peer_certificate");
