@@ -362,7 +362,7 @@ fn refuses_a_connection_whose_certificate_expired_and_admits_it_before() {
     let token = sidecar.token(cert).build();
     sidecar.request(cert, &token).admitted();
     // The connection lives on (a resumed TLS session) past the certificate's notAfter.
-    sidecar.advance_s(crate::certs::SHORT_LIVED_UNTIL_S + 1 - sidecar.now_s());
+    sidecar.advance_s(super::certs::SHORT_LIVED_UNTIL_S + 1 - sidecar.now_s());
     let token = sidecar.token(cert).build();
     sidecar
         .request(cert, &token)

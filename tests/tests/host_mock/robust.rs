@@ -913,10 +913,11 @@ impl Episode {
                 None
             }
             6 => {
-                // No PEM, the first URI SAN only: the certificate's validity window is
-                // unknown, so the filter refuses (certificate_expired).
+                // No PEM, the first URI SAN only: the validity window is unknown, so the
+                // filter refuses (certificate_expired), unless it parsed this digest's PEM
+                // on an earlier connection and remembers the window.
                 p.remove("connection.peer_certificate");
-                Some(false)
+                None
             }
             7 => {
                 p.remove("connection.peer_certificate");
