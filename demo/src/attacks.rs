@@ -1371,6 +1371,34 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
                 .and_then(|t| forge::high_s_twin(&t).map_err(|e| e.to_string()))
                 .map(|t| probe(Orders, Consumer, Request::get("/orders/1").bearer(&t))),
         ),
+        // ------------------------------------------------------------ request shape (issue 16)
+        Attack {
+            show: Show::Path,
+            ..row(
+                "path-parameter",
+                "Path parameter (;) to dodge the path match: Java upstreams strip `;...`",
+                "inventory cert + own orders:read token, GET /orders/;jsessionid=1 (policy: /orders/*)",
+                Expect::Rejected { status: 400 },
+                Ok(probe(
+                    Orders,
+                    Inventory,
+                    Request::get("/orders/;jsessionid=1").bearer(&ctx.inventory_read.access_token),
+                )),
+            )
+        },
+        row(
+            "underscore-identity-header",
+            "Underscore twin of the identity header (x_certbind_subject: CGI/WSGI/Rack/PHP read it as X-Certbind-Subject)",
+            "inventory cert + own token + `x_certbind_subject: …/sa/consumer`, GET /orders/1",
+            Expect::Rejected { status: 400 },
+            Ok(probe(
+                Orders,
+                Inventory,
+                Request::get("/orders/1")
+                    .bearer(&ctx.inventory_read.access_token)
+                    .header("x_certbind_subject", &consumer),
+            )),
+        ),
     ]
 }
 

@@ -18,7 +18,8 @@
 //! - `no_matching_rule`: no rule matched (default deny, `policy_id` = `default-deny`).
 //! - `unnormalized_path`: dot segments, `//`, `\`, a percent-encoded `/` `\` `%`, control or
 //!   unreserved character (`%2f`, `%5C`, `%2e`, `%61`...), a malformed escape, `?`/`#`, spaces
-//!   and controls, no leading `/` (`policy_id` = `path-guard`).
+//!   and controls, a `;` path parameter (plain or `%3B`: servlet upstreams strip it), no
+//!   leading `/` (`policy_id` = `path-guard`).
 //! - `invalid_subject`: the subject is not a SPIFFE ID (`policy_id` = `subject-guard`).
 //!
 //! When several allow rules nearly matched, `missing_scope` is preferred (obtaining the scope

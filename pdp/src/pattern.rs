@@ -212,7 +212,7 @@ fn path_probe(glob: &SegmentGlob) -> String {
 /// latter (§6.2.2.2), and the upstream would decode `/orders/%61dmin` to a path a deny rule
 /// on `/orders/admin` never saw.
 fn is_ambiguous_encoding(byte: u8) -> bool {
-    matches!(byte, b'/' | b'\\' | b'%' | 0x00..=0x1f | 0x7f)
+    matches!(byte, b'/' | b'\\' | b'%' | b';' | 0x00..=0x1f | 0x7f)
         || byte.is_ascii_alphanumeric()
         || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
@@ -227,12 +227,14 @@ fn hex_value(b: u8) -> Option<u8> {
 }
 
 /// A segment as it may appear in a normalised path: no backslash, no ambiguous or malformed
-/// percent-encoding, no control characters or spaces, no `?`/`#`.
+/// percent-encoding, no control characters or spaces, no `?`/`#`, and no `;` (plain or
+/// encoded): servlet containers and others strip `;…` path parameters, so `/orders/;x`
+/// would serve `/orders/` to a caller a rule admitted for `/orders/*`.
 fn is_normalized_segment(segment: &str) -> bool {
     let bytes = segment.as_bytes();
     for (i, &b) in bytes.iter().enumerate() {
         match b {
-            b'\\' | b'?' | b'#' => return false,
+            b'\\' | b'?' | b'#' | b';' => return false,
             b if b <= b' ' || b == 0x7f => return false,
             b'%' => {
                 let hi = bytes.get(i + 1).copied().and_then(hex_value);
@@ -312,7 +314,8 @@ mod tests {
     #[test]
     fn refuses_malformed_path_patterns() {
         for bad in [
-            "orders", "/a//b", "/a/../b", "/a/./b", "/a/**/b", "/a/b*", "/a/%2f", "/a/b\\c", "/a b",
+            "orders", "/a//b", "/a/../b", "/a/./b", "/a/**/b", "/a/b*", "/a/%2f", "/a/b\\c",
+            "/a b", "/a;b", "/a/;", "/a/%3b", "/a/%3B",
         ] {
             assert!(SegmentGlob::parse_path(bad).is_err(), "{bad}");
         }
@@ -394,6 +397,29 @@ mod tests {
             "/a%zz",
         ] {
             assert!(!is_normalized_path(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_parameters_never_pass_a_path_match() {
+        for bad in [
+            "/orders/;",
+            "/orders/;jsessionid=1",
+            "/orders/1;x=y",
+            "/orders;/1",
+            "/orders/%3B",
+            "/orders/%3bjsessionid=1",
+        ] {
+            assert!(!is_normalized_path(bad), "{bad}");
+        }
+        // The same shapes without `;` still pass.
+        for ok in [
+            "/orders/1",
+            "/orders/jsessionid=1",
+            "/orders/1,2",
+            "/orders/a:b",
+        ] {
+            assert!(is_normalized_path(ok), "{ok}");
         }
     }
 }

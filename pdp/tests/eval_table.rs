@@ -862,6 +862,39 @@ fn demo_policy_gives_the_contract_decisions() {
             "path-guard",
             UnnormalizedPath,
         ),
+        c(
+            "inventory's path parameter `;` refused (a servlet upstream serves /orders/)",
+            req("inventory", "GET", "/orders/;", "orders", &["orders:read"]),
+            false,
+            "path-guard",
+            UnnormalizedPath,
+        ),
+        c(
+            "inventory's ;jsessionid refused",
+            req(
+                "inventory",
+                "GET",
+                "/orders/;jsessionid=1",
+                "orders",
+                &["orders:read"],
+            ),
+            false,
+            "path-guard",
+            UnnormalizedPath,
+        ),
+        c(
+            "inventory's encoded %3B refused",
+            req(
+                "inventory",
+                "GET",
+                "/orders/%3Bx",
+                "orders",
+                &["orders:read"],
+            ),
+            false,
+            "path-guard",
+            UnnormalizedPath,
+        ),
     ];
     run(&p, cases);
 }

@@ -181,6 +181,18 @@ impl TlsClient {
 
     /// One request on a new connection. A refused handshake is [`Error::Tls`].
     pub fn send(&self, addr: SocketAddr, request: &Request) -> Result<Response, Error> {
+        self.send_resuming(addr, request)
+            .map(|(response, _)| response)
+    }
+
+    /// [`TlsClient::send`], also telling whether the TLS session was resumed (a ticket from an
+    /// earlier connection of this client, kept in its session store) rather than a full
+    /// handshake.
+    pub fn send_resuming(
+        &self,
+        addr: SocketAddr,
+        request: &Request,
+    ) -> Result<(Response, bool), Error> {
         let tcp = connect(addr)?;
         let conn = ClientConnection::new(Arc::clone(&self.config), self.server_name.clone())
             .map_err(|e| Error::Tls(e.to_string()))?;
@@ -190,10 +202,11 @@ impl TlsClient {
                 .complete_io(&mut tls.sock)
                 .map_err(|e| classify(e, "TLS handshake"))?;
         }
+        let resumed = tls.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         tls.write_all(&request_bytes(request))
             .and_then(|()| tls.flush())
             .map_err(|e| classify(e, "sending the request"))?;
-        read_response(&mut tls)
+        read_response(&mut tls).map(|response| (response, resumed))
     }
 }
 

@@ -63,6 +63,8 @@ pub struct SystemBuilder {
     pki_args: Vec<String>,
     /// The authz-server's `--issuer` (default `https://127.0.0.1:<its port>`).
     issuer: Option<String>,
+    /// Rewrites the rendered Envoy configuration (a deployment whose template is not ours).
+    envoy_edit: Option<fn(String) -> String>,
 }
 
 impl Default for SystemBuilder {
@@ -80,6 +82,7 @@ impl Default for SystemBuilder {
             authz_args: Vec::new(),
             pki_args: Vec::new(),
             issuer: None,
+            envoy_edit: None,
         }
     }
 }
@@ -144,13 +147,20 @@ impl SystemBuilder {
         self
     }
 
-    /// Any other plugin setting (see [`FilterTuning`]).
+    /// Rewrites the rendered Envoy configuration before Envoy starts: a test of what the
+    /// filter alone does when the template's protections are not there.
+    pub fn envoy_config(mut self, edit: fn(String) -> String) -> Self {
+        self.envoy_edit = Some(edit);
+        self
+    }
+
     /// Extra arguments for `certbind-authz pki init` (e.g. `--leaf-secs 120`).
     pub fn pki_args(mut self, args: &[&str]) -> Self {
         self.pki_args = args.iter().map(|a| (*a).to_owned()).collect();
         self
     }
 
+    /// Any other plugin setting (see [`FilterTuning`]).
     pub fn tuning(mut self, tune: impl FnOnce(&mut FilterTuning)) -> Self {
         tune(&mut self.tuning);
         self
@@ -352,7 +362,12 @@ impl System {
             tuning: b.tuning.clone(),
         };
         let config = root.join("envoy.yaml");
-        write_file(&config, &vars.render_sidecar()?)?;
+        let rendered = vars.render_sidecar()?;
+        let rendered = match b.envoy_edit {
+            Some(edit) => edit(rendered),
+            None => rendered,
+        };
+        write_file(&config, &rendered)?;
         let envoy = envoy::start(&config, ports.admin, b.concurrency, &logs)?;
 
         Ok(Self {

@@ -28,7 +28,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 /// The attack rows issue 7 asks for by name.
-const REQUIRED: [&str; 30] = [
+const REQUIRED: [&str; 32] = [
     "stolen-token-from-inventory",
     "stolen-token-no-cert",
     "forged-xfcc",
@@ -59,6 +59,8 @@ const REQUIRED: [&str; 30] = [
     "jwks-down-unknown-kid",
     "control-consumer-reads-order",
     "control-consumer-reads-billing",
+    "path-parameter",
+    "underscore-identity-header",
 ];
 
 /// Attacks that work against the bearer-only baseline: the reason certbind exists. If one of

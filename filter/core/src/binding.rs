@@ -5,6 +5,7 @@
 use crate::dpop::VerifiedProof;
 use crate::reason::Reason;
 use crate::token::VerifiedToken;
+use crate::validity::CertValidity;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use der::{Decode, DecodePem};
@@ -290,6 +291,8 @@ pub fn cert_pem_to_der(pem: &str) -> Result<Vec<u8>, BindingError> {
 pub struct PeerIdentity {
     thumbprint: Option<CertThumbprint>,
     spiffe_id: Option<SpiffeId>,
+    /// Known only from the certificate itself (the PEM), never from Envoy's digest or SAN.
+    validity: Option<CertValidity>,
 }
 
 impl PeerIdentity {
@@ -309,7 +312,11 @@ impl PeerIdentity {
         let digest = digest_hex.and_then(|h| CertThumbprint::from_hex(h).ok());
         match cert_pem.filter(|p| !p.is_empty()) {
             Some(pem) => {
-                let Ok(der) = cert_pem_to_der(pem) else {
+                use der::Encode;
+                let Some((cert, der)) = Certificate::from_pem(pem)
+                    .ok()
+                    .and_then(|c| c.to_der().ok().map(|der| (c, der)))
+                else {
                     return Self::default();
                 };
                 let thumbprint = CertThumbprint::from_der(&der);
@@ -318,21 +325,25 @@ impl PeerIdentity {
                 }
                 Self {
                     thumbprint: Some(thumbprint),
-                    spiffe_id: SpiffeId::from_cert_der(&der).ok(),
+                    spiffe_id: SpiffeId::from_cert(&cert).ok(),
+                    validity: Some(CertValidity::of(&cert)),
                 }
             }
             None => Self {
                 thumbprint: digest,
                 spiffe_id: digest.and(uri_san).and_then(|u| SpiffeId::parse(u).ok()),
+                validity: None,
             },
         }
     }
 
     /// Directly from a DER certificate (tests and tools).
     pub fn from_cert_der(der: &[u8]) -> Self {
+        let cert = Certificate::from_der(der).ok();
         Self {
             thumbprint: Some(CertThumbprint::from_der(der)),
             spiffe_id: SpiffeId::from_cert_der(der).ok(),
+            validity: cert.as_ref().map(CertValidity::of),
         }
     }
 
@@ -342,6 +353,11 @@ impl PeerIdentity {
 
     pub fn spiffe_id(&self) -> Option<&SpiffeId> {
         self.spiffe_id.as_ref()
+    }
+
+    /// The certificate's validity window, when its PEM was read.
+    pub fn validity(&self) -> Option<&CertValidity> {
+        self.validity.as_ref()
     }
 }
 
@@ -736,6 +752,11 @@ pub(crate) mod bind_tests {
             .collect();
         let peer = PeerIdentity::from_envoy(true, Some(&hex), None, Some(CONSUMER));
         assert!(bind(token_for(cnf_of(&der), CONSUMER), &peer, TRUST_DOMAIN).is_ok());
-        assert_eq!(PeerIdentity::from_cert_der(&der), peer);
+        let from_der = PeerIdentity::from_cert_der(&der);
+        assert_eq!(from_der.thumbprint(), peer.thumbprint());
+        assert_eq!(from_der.spiffe_id(), peer.spiffe_id());
+        // Without the certificate itself its validity window is unknown (the flow refuses).
+        assert_eq!(peer.validity(), None);
+        assert!(from_der.validity().is_some());
     }
 }

@@ -77,6 +77,9 @@ pub enum DpopError {
     /// The replay cache is full of live entries: a new proof cannot be remembered, so it is
     /// refused rather than risk forgetting a replay.
     ReplayCacheFull,
+    /// The proof key (`jkt`) already holds its share of the shared replay cache: refused so
+    /// one client cannot crowd the others out.
+    ClientShareFull,
 }
 
 impl DpopError {
@@ -103,14 +106,17 @@ impl DpopError {
             Self::JktMismatch => "jkt_mismatch",
             Self::Replayed => "replayed",
             Self::ReplayCacheFull => "replay_cache_full",
+            Self::ClientShareFull => "client_share_full",
         }
     }
 
-    /// The CONTRACT §4 reason: `dpop_replay` when the proof may be a replay, else
-    /// `dpop_invalid`.
+    /// The CONTRACT §4 reason: `dpop_replay` only for a proof seen before; a proof that
+    /// cannot be remembered (cache or its key's share full) is `replay_cache_full` (503: it
+    /// was never seen, try again later); anything else `dpop_invalid`.
     pub fn reason(self) -> Reason {
         match self {
-            Self::Replayed | Self::ReplayCacheFull => Reason::DpopReplay,
+            Self::Replayed => Reason::DpopReplay,
+            Self::ReplayCacheFull | Self::ClientShareFull => Reason::ReplayCacheFull,
             _ => Reason::DpopInvalid,
         }
     }
@@ -1360,7 +1366,9 @@ mod tests {
     #[test]
     fn errors_map_to_the_contract_reasons() {
         assert_eq!(DpopError::Replayed.reason(), Reason::DpopReplay);
-        assert_eq!(DpopError::ReplayCacheFull.reason(), Reason::DpopReplay);
+        assert_eq!(DpopError::Replayed.reason(), Reason::DpopReplay);
+        assert_eq!(DpopError::ReplayCacheFull.reason(), Reason::ReplayCacheFull);
+        assert_eq!(DpopError::ClientShareFull.reason(), Reason::ReplayCacheFull);
         assert_eq!(DpopError::BadSignature.reason(), Reason::DpopInvalid);
         assert_eq!(DpopError::TooOld.reason(), Reason::DpopInvalid);
         assert_eq!(DpopError::AthMismatch.oauth_error(), "invalid_dpop_proof");

@@ -1,12 +1,21 @@
 //! The DPoP replay cache every worker VM shares: proof `jti`s kept in a fixed set of
 //! shared-data slots, each changed only by compare-and-swap, so a proof replayed to another
-//! worker is caught. Pure: the host's shared data comes in through [`SharedStore`].
+//! worker is caught. Pure: the host's shared data comes in through [`SharedStore`], the
+//! random hash key from the glue.
 //!
 //! Why slots and not one key per `jti`: Envoy's shared data never forgets a key and creates
 //! a missing key unconditionally (a CAS only guards keys that exist), so per-`jti` keys would
 //! grow without bound and two workers could both "create" the same `jti`. A fixed number of
 //! slots bounds the memory, and [`SharedReplayCache::prepare`] creates them all when a VM is
 //! configured, before it serves a request, so every later update is a real CAS.
+//!
+//! Why a keyed hash and a share per client: the `jti` is the client's choice. With a public
+//! hash a client could aim proofs at one slot and fill it, so another client's fresh proof
+//! landing there was refused. The slot comes from SHA-256 over a random 32-byte key (one per
+//! Envoy, in shared data so every worker agrees) and the `jti`, which a client cannot aim;
+//! and each proof key (`jkt`) may hold at most [`CLIENT_SHARE_DIVISOR`]⁻¹ of any slot, so
+//! one client flooding at full speed fills only its own share and is refused (503
+//! `replay_cache_full`, never `dpop_replay`: its proof was never seen) while others fit.
 
 use crate::dpop::{DpopError, VerifiedProof};
 use base64::Engine;
@@ -15,15 +24,25 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt::Debug;
 
-/// Prefix of the slot keys in shared data.
-pub const SLOT_KEY_PREFIX: &str = "certbind.dpop.replay.v1";
+/// Prefix of the slot keys in shared data (v2: entries carry the client's tag).
+pub const SLOT_KEY_PREFIX: &str = "certbind.dpop.replay.v2";
+/// The shared-data key of the hash key (64 hex digits).
+pub const HASH_KEY_KEY: &str = "certbind.dpop.replay.key.v1";
 /// Most slots: each one is a shared-data entry.
 const MAX_SLOTS: usize = 1024;
 /// Live entries one slot is meant to hold on average; a slot may hold twice that, so uneven
 /// hashing does not refuse proofs long before `capacity` is reached.
 const ENTRIES_PER_SLOT: usize = 64;
+/// One proof key may hold at most 1/`CLIENT_SHARE_DIVISOR` of a slot's entries: half, so one
+/// flooding key never fills a slot, and one busy legitimate key still fits (S5d's 2,290
+/// proofs/s from one key, 16 s each, use ~36 of 98 entries a slot on average).
+pub const CLIENT_SHARE_DIVISOR: usize = 2;
 /// Lost CAS races tolerated for one proof before it is refused (fail closed).
 const MAX_CAS_ATTEMPTS: usize = 16;
+/// A CAS no entry carries in practice: Envoy creates a missing key whatever CAS is given, but
+/// refuses to overwrite an existing one whose CAS differs, so this makes "create if absent"
+/// (Envoy's CAS counter would have to reach exactly this value on that very key).
+const CREATE_ONLY: Option<u32> = Some(u32::MAX);
 
 /// Why a shared-data write did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,44 +92,80 @@ impl SharedStore for MemoryStore {
     }
 }
 
-/// The shape of the shared replay cache: how many slots, how many entries each may hold.
-/// Each entry is `<replay_until_s> <id>` with `id` the first 128 bits of SHA-256(`jti`)
-/// in base64url, so any `jti` costs the same 34 bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The shape of the shared replay cache: how many slots, how many entries each may hold and
+/// how many of them one proof key may hold, and the hash key. Each entry is
+/// `<replay_until_s> <id> <client>`: `id` the first 128 bits of the keyed hash of the `jti`,
+/// `client` 64 bits of the keyed hash of the `jkt`, both base64url, so any proof costs the
+/// same 46 bytes.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SharedReplayCache {
     slots: usize,
     per_slot: usize,
+    per_client: usize,
+    key: [u8; 32],
+}
+
+impl Debug for SharedReplayCache {
+    // The hash key stays out of logs: knowing it, a client could aim at a slot again.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedReplayCache")
+            .field("slots", &self.slots)
+            .field("per_slot", &self.per_slot)
+            .field("per_client", &self.per_client)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SharedReplayCache {
     /// A cache meant for `capacity` live proofs across all VMs (at most 2 × `capacity`
-    /// entries are kept: see [`ENTRIES_PER_SLOT`]).
+    /// entries are kept: see [`ENTRIES_PER_SLOT`]). Its hash key is all zeros until
+    /// [`SharedReplayCache::prepare`] installs the shared random one.
     pub fn new(capacity: usize) -> Self {
         let slots = (capacity / ENTRIES_PER_SLOT).clamp(1, MAX_SLOTS);
         let per_slot = capacity.div_ceil(slots).max(1).saturating_mul(2);
-        Self { slots, per_slot }
+        Self {
+            slots,
+            per_slot,
+            per_client: (per_slot / CLIENT_SHARE_DIVISOR).max(1),
+            key: [0; 32],
+        }
     }
 
     fn slot_key(&self, slot: usize) -> String {
         format!("{SLOT_KEY_PREFIX}:{}:{slot}", self.slots)
     }
 
-    /// Creates every slot that does not exist yet, empty. Call when a VM is configured,
-    /// before its first request (see the module documentation for why).
-    pub fn prepare(&self, store: &mut dyn SharedStore) {
+    /// Adopts the hash key every VM sharing `store` uses (the first VM's `candidate`, a fresh
+    /// random value from the host), and creates every slot that does not exist yet, empty.
+    /// Call when a VM is configured, before its first request (see the module documentation).
+    /// If the store cannot hold the key, this VM keeps `candidate`: its replays are still
+    /// caught, only not across VMs that disagree.
+    pub fn prepare(&mut self, store: &mut dyn SharedStore, candidate: [u8; 32]) {
+        let _ = store.set(HASH_KEY_KEY, hex_encode(&candidate).as_bytes(), CREATE_ONLY);
+        self.key = store
+            .get(HASH_KEY_KEY)
+            .and_then(|(value, _)| hex_decode_32(&value))
+            .unwrap_or(candidate);
         for slot in 0..self.slots {
-            let key = self.slot_key(slot);
-            if store.get(&key).is_none() {
-                let _ = store.set(&key, b"", None);
-            }
+            let _ = store.set(&self.slot_key(slot), b"", CREATE_ONLY);
         }
+    }
+
+    /// SHA-256 over the hash key, a domain label and `value`.
+    fn keyed(&self, label: &[u8], value: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(label);
+        h.update(value.as_bytes());
+        h.finalize().into()
     }
 
     /// Admits `proof` once across every VM sharing `store`: records its `jti` until
     /// [`VerifiedProof::replay_until_s`], or refuses it as [`DpopError::Replayed`] (seen and
-    /// still live), [`DpopError::TooOld`] (its window closed), or
-    /// [`DpopError::ReplayCacheFull`] (the slot is full of live entries, the host refused
-    /// the write, or the CAS kept failing): never admitted without being remembered.
+    /// still live), [`DpopError::TooOld`] (its window closed), [`DpopError::ClientShareFull`]
+    /// (its `jkt` holds its share of the slot already) or [`DpopError::ReplayCacheFull`] (the
+    /// slot is full of live entries, the host refused the write, or the CAS kept failing):
+    /// never admitted without being remembered.
     pub fn check_and_record(
         &self,
         store: &mut dyn SharedStore,
@@ -120,9 +175,14 @@ impl SharedReplayCache {
         if proof.replay_until_s() <= now_s {
             return Err(DpopError::TooOld);
         }
-        let digest = Sha256::digest(proof.jti().as_bytes());
+        let digest = self.keyed(b"jti\0", proof.jti());
         let (id_bytes, slot_bytes) = digest.split_at(16);
         let id = URL_SAFE_NO_PAD.encode(id_bytes);
+        let client = URL_SAFE_NO_PAD.encode(
+            self.keyed(b"jkt\0", proof.jkt())
+                .get(..8)
+                .unwrap_or_default(),
+        );
         let slot = slot_bytes
             .iter()
             .take(4)
@@ -135,16 +195,23 @@ impl SharedReplayCache {
                 None => (Vec::new(), None),
             };
             let mut live = live_entries(&value, now_s);
-            if live.iter().any(|(_, seen)| *seen == id) {
+            if live.iter().any(|e| e.id == id) {
                 return Err(DpopError::Replayed);
+            }
+            if live.iter().filter(|e| e.client == client).count() >= self.per_client {
+                return Err(DpopError::ClientShareFull);
             }
             if live.len() >= self.per_slot {
                 return Err(DpopError::ReplayCacheFull);
             }
-            live.push((proof.replay_until_s(), id.as_str()));
+            live.push(Entry {
+                until: proof.replay_until_s(),
+                id: &id,
+                client: &client,
+            });
             let encoded: String = live
                 .iter()
-                .map(|(until, seen)| format!("{until} {seen}\n"))
+                .map(|e| format!("{} {} {}\n", e.until, e.id, e.client))
                 .collect();
             match store.set(&key, encoded.as_bytes(), cas) {
                 Ok(()) => return Ok(()),
@@ -156,19 +223,50 @@ impl SharedReplayCache {
     }
 }
 
+/// One remembered proof in a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry<'a> {
+    until: u64,
+    id: &'a str,
+    client: &'a str,
+}
+
 /// The entries of a slot value still live at `now_s` (an entry is live while
 /// `now_s < until`). Lines that do not parse are dropped: only this module writes slots.
-fn live_entries(value: &[u8], now_s: u64) -> Vec<(u64, &str)> {
+fn live_entries(value: &[u8], now_s: u64) -> Vec<Entry<'_>> {
     let Ok(text) = std::str::from_utf8(value) else {
         return Vec::new();
     };
     text.lines()
         .filter_map(|line| {
-            let (until, id) = line.split_once(' ')?;
-            let until: u64 = until.parse().ok()?;
-            (until > now_s && !id.is_empty()).then_some((until, id))
+            let mut parts = line.split(' ');
+            let until: u64 = parts.next()?.parse().ok()?;
+            let id = parts.next().filter(|id| !id.is_empty())?;
+            let client = parts.next().filter(|c| !c.is_empty())?;
+            (until > now_s && parts.next().is_none()).then_some(Entry { until, id, client })
         })
         .collect()
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 64 lowercase hex digits → 32 bytes; anything else `None`.
+fn hex_decode_32(text: &[u8]) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        let digit = |c: u8| {
+            char::from(c)
+                .to_digit(16)
+                .and_then(|d| u8::try_from(d).ok())
+        };
+        *byte = digit(*pair.first()?)? << 4 | digit(*pair.get(1)?)?;
+    }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -238,14 +336,45 @@ pub(crate) mod tests {
         verify_proof(&proof, &check).unwrap()
     }
 
+    /// The hash key the tests' first VM draws.
+    const KEY_A: [u8; 32] = [0xa5; 32];
+
+    fn prepared(capacity: usize, store: &mut dyn SharedStore) -> SharedReplayCache {
+        let mut cache = SharedReplayCache::new(capacity);
+        cache.prepare(store, KEY_A);
+        cache
+    }
+
+    /// A proof signed by the key of `seed` (`0x11`: the one of [`proof_with_jti`]).
+    fn proof_by(seed: u8, jti: &str, iat: u64) -> VerifiedProof {
+        let claims = json!({
+            "jti": jti, "htm": "GET", "htu": HTU, "iat": iat, "ath": access_token_hash(TOKEN),
+        });
+        let key = proof_key(seed);
+        let proof = sign_proof(&key, &proof_header(&key), &claims);
+        let check = ProofCheck {
+            method: "GET",
+            htu: HTU,
+            now_s: iat,
+            window: ProofWindow {
+                max_age_s: 60,
+                clock_skew_s: 5,
+            },
+            access_token: Some(TOKEN),
+            jkt: None,
+            nonces: &[],
+        };
+        verify_proof(&proof, &check).unwrap()
+    }
+
     /// Two worker VMs: two caches over one store.
     #[test]
     fn refuses_a_proof_replayed_to_another_vm() {
         let mut store = MemoryStore::default();
-        let vm1 = SharedReplayCache::new(1024);
-        let vm2 = SharedReplayCache::new(1024);
-        vm1.prepare(&mut store);
-        vm2.prepare(&mut store);
+        let vm1 = prepared(1024, &mut store);
+        let mut vm2 = SharedReplayCache::new(1024);
+        vm2.prepare(&mut store, [0x5a; 32]);
+        assert_eq!(vm2, vm1, "the second VM adopts the first VM's hash key");
         let p = proof_with_jti("a", NOW);
         assert_eq!(vm1.check_and_record(&mut store, &p, NOW), Ok(()));
         assert_eq!(
@@ -261,8 +390,7 @@ pub(crate) mod tests {
     #[test]
     fn admits_distinct_proofs() {
         let mut store = MemoryStore::default();
-        let cache = SharedReplayCache::new(1024);
-        cache.prepare(&mut store);
+        let cache = prepared(1024, &mut store);
         for i in 0..200 {
             let p = proof_with_jti(&format!("jti-{i}"), NOW);
             assert_eq!(cache.check_and_record(&mut store, &p, NOW), Ok(()), "{i}");
@@ -272,7 +400,7 @@ pub(crate) mod tests {
     #[test]
     fn forgets_a_jti_once_its_window_closed() {
         let mut store = MemoryStore::default();
-        let cache = SharedReplayCache::new(1);
+        let cache = prepared(1, &mut store);
         let p = proof_with_jti("a", NOW);
         cache.check_and_record(&mut store, &p, NOW).unwrap();
         assert_eq!(
@@ -283,9 +411,9 @@ pub(crate) mod tests {
             cache.check_and_record(&mut store, &p, p.replay_until_s()),
             Err(DpopError::TooOld)
         );
-        // Its entry no longer takes room: a later proof fits in the one-slot cache.
+        // Its entry no longer takes room: later proofs fit in the one-slot cache.
         let later = proof_with_jti("b", p.replay_until_s());
-        let other = proof_with_jti("c", p.replay_until_s());
+        let other = proof_by(0x22, "c", p.replay_until_s());
         assert_eq!(
             cache.check_and_record(&mut store, &later, p.replay_until_s()),
             Ok(())
@@ -297,23 +425,115 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn refuses_new_proofs_when_a_slot_is_full_of_live_entries() {
+    fn refuses_new_proofs_when_a_slot_is_full_of_live_entries_but_never_as_a_replay() {
         let mut store = MemoryStore::default();
-        let cache = SharedReplayCache::new(1);
-        assert_eq!((cache.slots, cache.per_slot), (1, 2));
-        for jti in ["a", "b"] {
+        let cache = prepared(1, &mut store);
+        assert_eq!((cache.slots, cache.per_slot, cache.per_client), (1, 2, 1));
+        for (seed, jti) in [(0x11, "a"), (0x22, "b")] {
             cache
-                .check_and_record(&mut store, &proof_with_jti(jti, NOW), NOW)
+                .check_and_record(&mut store, &proof_by(seed, jti, NOW), NOW)
                 .unwrap();
         }
         assert_eq!(
-            cache.check_and_record(&mut store, &proof_with_jti("c", NOW), NOW),
+            cache.check_and_record(&mut store, &proof_by(0x33, "c", NOW), NOW),
             Err(DpopError::ReplayCacheFull)
+        );
+        assert_eq!(
+            DpopError::ReplayCacheFull.reason(),
+            crate::reason::Reason::ReplayCacheFull
         );
         assert_eq!(
             cache.check_and_record(&mut store, &proof_with_jti("a", NOW), NOW),
             Err(DpopError::Replayed)
         );
+    }
+
+    #[test]
+    fn one_flooding_key_fills_only_its_share_and_fresh_proofs_of_others_pass() {
+        let mut store = MemoryStore::default();
+        let cache = prepared(1024, &mut store);
+        assert_eq!(
+            (cache.slots, cache.per_slot, cache.per_client),
+            (16, 128, 64)
+        );
+        let mut admitted = 0;
+        for i in 0..2_000 {
+            match cache.check_and_record(&mut store, &proof_by(0x11, &format!("f{i}"), NOW), NOW) {
+                Ok(()) => admitted += 1,
+                Err(e) => assert_eq!(e, DpopError::ClientShareFull, "flood proof {i}"),
+            }
+        }
+        // Every slot holds exactly the flooder's share, no more.
+        assert_eq!(admitted, 16 * 64);
+        // Another key's fresh proofs all fit (200 spread over 16 slots stay below its share).
+        for i in 0..200 {
+            let p = proof_by(0x22, &format!("v{i}"), NOW);
+            assert_eq!(
+                cache.check_and_record(&mut store, &p, NOW),
+                Ok(()),
+                "victim {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn jtis_aimed_at_one_slot_under_one_key_spread_under_another() {
+        let slot_of = |cache: &SharedReplayCache, jti: &str| {
+            let d = cache.keyed(b"jti\0", jti);
+            d.get(16..20)
+                .unwrap()
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
+                % cache.slots
+        };
+        let mut a = SharedReplayCache::new(1024);
+        a.prepare(&mut MemoryStore::default(), KEY_A);
+        let mut b = SharedReplayCache::new(1024);
+        b.prepare(&mut MemoryStore::default(), [0x5a; 32]);
+        // An attacker who knew key A could aim 64 jtis at slot 0 ...
+        let aimed: Vec<String> = (0..)
+            .map(|i| format!("aim-{i}"))
+            .filter(|jti| slot_of(&a, jti) == 0)
+            .take(64)
+            .collect();
+        // ... but under the key it cannot know they land where chance puts them (~4 in 0).
+        let still_there = aimed.iter().filter(|jti| slot_of(&b, jti) == 0).count();
+        assert!(still_there < 16, "{still_there} of 64 still in slot 0");
+    }
+
+    /// A host whose shared data refuses everything.
+    #[derive(Debug)]
+    struct Broken;
+
+    impl SharedStore for Broken {
+        fn get(&mut self, _: &str) -> Option<(Vec<u8>, u32)> {
+            None
+        }
+        fn set(&mut self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), StoreError> {
+            Err(StoreError::Failed)
+        }
+    }
+
+    #[test]
+    fn keeps_its_own_key_when_the_host_cannot_store_one_and_refuses_unrecorded_proofs() {
+        let mut cache = SharedReplayCache::new(1024);
+        cache.prepare(&mut Broken, [0x42; 32]);
+        assert_eq!(cache.key, [0x42; 32]);
+        assert_eq!(
+            cache.check_and_record(&mut Broken, &proof_with_jti("a", NOW), NOW),
+            Err(DpopError::ReplayCacheFull)
+        );
+    }
+
+    #[test]
+    fn a_garbled_shared_key_is_not_used() {
+        let mut store = MemoryStore::default();
+        store.set(HASH_KEY_KEY, b"not hex", None).unwrap();
+        let mut cache = SharedReplayCache::new(1024);
+        cache.prepare(&mut store, [0x42; 32]);
+        assert_eq!(cache.key, [0x42; 32]);
+        assert_eq!(hex_decode_32(hex_encode(&KEY_A).as_bytes()), Some(KEY_A));
+        assert_eq!(hex_decode_32(&[b'g'; 64]), None);
     }
 
     /// A store whose first writes lose a CAS race to another VM recording the same `jti`.
@@ -333,7 +553,7 @@ pub(crate) mod tests {
                 self.races -= 1;
                 if let Some(rival) = self.rival.take() {
                     // The other VM wins the race with the very same proof.
-                    SharedReplayCache::new(1024)
+                    prepared(1024, &mut self.inner)
                         .check_and_record(&mut self.inner, &rival, NOW)
                         .unwrap();
                 } else {
@@ -353,8 +573,7 @@ pub(crate) mod tests {
             rival: Some(p.clone()),
             ..Racing::default()
         };
-        let cache = SharedReplayCache::new(1024);
-        cache.prepare(&mut store.inner);
+        let cache = prepared(1024, &mut store.inner);
         assert_eq!(
             cache.check_and_record(&mut store, &p, NOW),
             Err(DpopError::Replayed)
@@ -363,19 +582,18 @@ pub(crate) mod tests {
 
     #[test]
     fn retries_a_lost_cas_race_and_refuses_when_it_never_wins() {
-        let cache = SharedReplayCache::new(1024);
         let mut store = Racing {
             races: 3,
             ..Racing::default()
         };
-        cache.prepare(&mut store.inner);
+        let cache = prepared(1024, &mut store.inner);
         let p = proof_with_jti("a", NOW);
         assert_eq!(cache.check_and_record(&mut store, &p, NOW), Ok(()));
         let mut store = Racing {
             races: usize::MAX,
             ..Racing::default()
         };
-        cache.prepare(&mut store.inner);
+        let cache = prepared(1024, &mut store.inner);
         assert_eq!(
             cache.check_and_record(&mut store, &p, NOW),
             Err(DpopError::ReplayCacheFull)
@@ -385,13 +603,13 @@ pub(crate) mod tests {
     #[test]
     fn prepare_creates_every_slot_once_and_keeps_existing_ones() {
         let mut store = MemoryStore::default();
-        let cache = SharedReplayCache::new(16_384);
+        let mut cache = prepared(16_384, &mut store);
         assert_eq!((cache.slots, cache.per_slot), (256, 128));
-        cache.prepare(&mut store);
-        assert_eq!(store.entries.len(), 256);
+        assert_eq!(store.entries.len(), 256 + 1);
         let p = proof_with_jti("a", NOW);
         cache.check_and_record(&mut store, &p, NOW).unwrap();
-        cache.prepare(&mut store);
+        cache.prepare(&mut store, [0x5a; 32]);
+        assert_eq!(cache.key, KEY_A);
         assert_eq!(
             cache.check_and_record(&mut store, &p, NOW),
             Err(DpopError::Replayed)
@@ -402,8 +620,15 @@ pub(crate) mod tests {
     fn ignores_garbage_in_a_slot() {
         assert_eq!(live_entries(b"\xff\xfe", 0), Vec::new());
         assert_eq!(
-            live_entries(b"x y\n10\n5 gone\n20 live\n", 10),
-            vec![(20, "live")]
+            live_entries(
+                b"x y z\n10\n5 gone c\n20 live c\n20 noclient\n30 a b extra\n",
+                10
+            ),
+            vec![Entry {
+                until: 20,
+                id: "live",
+                client: "c"
+            }]
         );
     }
 }

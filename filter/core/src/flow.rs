@@ -38,6 +38,17 @@ pub const HEADER_JTI: &str = "x-certbind-jti";
 /// Every request header with this prefix is removed before the upstream sees the request.
 pub const HEADER_PREFIX: &str = "x-certbind-";
 
+/// Whether a caller's header must be removed: its name, in any case and with `_` read as
+/// `-`, starts with [`HEADER_PREFIX`]. CGI, WSGI, Rack and PHP upstreams turn
+/// `x_certbind_subject` into the same variable as `x-certbind-subject`.
+pub fn is_reserved_header(name: &str) -> bool {
+    name.len() >= HEADER_PREFIX.len()
+        && name
+            .bytes()
+            .zip(HEADER_PREFIX.bytes())
+            .all(|(n, p)| n.to_ascii_lowercase() == p || (n == b'_' && p == b'-'))
+}
+
 /// A verified token in the cache, with the key that verified it: a hit counts only while the
 /// JWKS still publishes that very key under that `kid`.
 #[derive(Debug, Clone)]
@@ -113,10 +124,11 @@ impl Engine {
     }
 
     /// Keeps DPoP proof `jti`s in `store` (the host's shared data, so every worker VM sees
-    /// them) and creates its slots; call once, before the first request.
-    pub fn use_replay_store(&mut self, mut store: Box<dyn SharedStore>) {
-        if let Some(replay) = &self.replay {
-            replay.prepare(store.as_mut());
+    /// them), adopts the shared hash key (`random`, fresh from the host, if this VM is the
+    /// first) and creates its slots; call once, before the first request.
+    pub fn use_replay_store(&mut self, mut store: Box<dyn SharedStore>, random: [u8; 32]) {
+        if let Some(replay) = &mut self.replay {
+            replay.prepare(store.as_mut(), random);
         }
         self.replay_store = store;
     }
@@ -425,12 +437,29 @@ impl Flow {
                 (None, None) => Err(Reason::MissingToken),
             },
         };
+        let bound = bound.and_then(|bound| {
+            self.check_certificate_window(engine, now_ms)
+                .map(|()| bound)
+        });
         match bound {
             Ok(bound) => match self.check_revocation(engine, &bound, now_ms) {
                 Some(step) => step,
                 None => self.decide(engine, bound, now_ms),
             },
             Err(reason) => self.finish(engine, Err(reason)),
+        }
+    }
+
+    /// On an mTLS listener, after binding and before revocation (CONTRACT §4): the connection's
+    /// certificate must be inside its validity window now, not only at the full handshake a
+    /// resumed TLS session skips. A window that is unknown (no PEM from the host) fails closed.
+    fn check_certificate_window(&self, engine: &Engine, now_ms: u64) -> Result<(), Reason> {
+        if engine.config.binding != Binding::Mtls {
+            return Ok(());
+        }
+        match self.facts.peer.validity() {
+            Some(window) => window.check(now_ms / 1000),
+            None => Err(Reason::CertificateExpired),
         }
     }
 
@@ -1145,6 +1174,106 @@ mod tests {
         assert_eq!(none, PeerIdentity::default());
     }
 
+    /// The consumer's certificate valid from `NOW - 60` until `not_after_s`: (DER, PEM).
+    fn consumer_cert_until(not_after_s: u64) -> (Vec<u8>, String) {
+        consumer_cert_between(NOW - 60, not_after_s)
+    }
+
+    fn consumer_cert_between(not_before_s: u64, not_after_s: u64) -> (Vec<u8>, String) {
+        use rcgen::{CertificateParams, KeyPair, SanType};
+        let at = |s: u64| rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(s);
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![SanType::URI(CONSUMER.try_into().unwrap())];
+        params.not_before = at(not_before_s);
+        params.not_after = at(not_after_s);
+        let cert = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        (cert.der().to_vec(), cert.pem())
+    }
+
+    #[test]
+    fn refuses_a_certificate_past_its_validity_even_with_token_and_decision_cached() {
+        let mut w = world();
+        w.consumer = consumer_cert_until(NOW + 10);
+        // Admitted while the certificate is valid, up to and including its last second.
+        full_allow(&mut w, NOW_MS);
+        let request = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        let (flow, step) = Flow::start(&mut w.engine, request.clone(), (NOW + 10) * 1000 + 999);
+        assert!(flow.decision_cache_hit());
+        allowed(step);
+        // One second later the same connection (a resumed TLS session) is refused.
+        let (flow, step) = Flow::start(&mut w.engine, request, (NOW + 11) * 1000);
+        assert!(flow.token_cache_hit());
+        let Step::Deny(d) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!((d.reason, d.status), (Reason::CertificateExpired, 401));
+        assert!(d.body.contains("\"error\":\"invalid_token\""), "{}", d.body);
+    }
+
+    #[test]
+    fn refuses_a_certificate_not_yet_valid() {
+        let mut w = world();
+        w.consumer = consumer_cert_between(NOW + 1, NOW + 600);
+        let request = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        let (_, step) = Flow::start(&mut w.engine, request, NOW_MS + 999);
+        assert_eq!(denied(step), Reason::CertificateExpired);
+    }
+
+    #[test]
+    fn refuses_a_connection_whose_certificate_window_is_unknown() {
+        let mut w = world();
+        let hex: String = CertThumbprint::from_der(&w.consumer.0)
+            .as_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut request = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
+        // Envoy's digest and URI SAN, but no PEM: the binding holds, the window is unknown.
+        request.peer = PeerIdentity::from_envoy(true, Some(&hex), None, Some(CONSUMER));
+        let (_, step) = Flow::start(&mut w.engine, request, NOW_MS);
+        assert_eq!(denied(step), Reason::CertificateExpired);
+    }
+
+    #[test]
+    fn binding_is_checked_before_the_certificate_window() {
+        let mut w = world();
+        w.consumer = consumer_cert_until(NOW - 1);
+        let stolen = token_bound_to(&w.inventory.0);
+        let request = facts(&w.consumer, bearer_of(&stolen));
+        assert_eq!(
+            denied(Flow::start(&mut w.engine, request, NOW_MS).1),
+            Reason::BindingMismatch
+        );
+    }
+
+    #[test]
+    fn reserved_headers_include_case_and_underscore_variants() {
+        for name in [
+            "x-certbind-subject",
+            "X-Certbind-Subject",
+            "x_certbind_subject",
+            "X_CERTBIND_SCOPE",
+            "x-certbind_jti",
+            "x_certbind-",
+        ] {
+            assert!(is_reserved_header(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn other_headers_are_not_reserved() {
+        for name in [
+            "x-certbind",
+            "x-certbindsubject",
+            "xx-certbind-subject",
+            "x-request-id",
+            "authorization",
+            "",
+        ] {
+            assert!(!is_reserved_header(name), "{name}");
+        }
+    }
+
     #[test]
     fn source_ip_drops_the_port() {
         assert_eq!(source_ip("127.0.0.1:5678"), "127.0.0.1");
@@ -1340,7 +1469,7 @@ mod tests {
 
         fn vm(shared: &Shared) -> Engine {
             let mut w = world_with(dpop_config);
-            w.engine.use_replay_store(Box::new(shared.clone()));
+            w.engine.use_replay_store(Box::new(shared.clone()), [7; 32]);
             w.engine
         }
 
@@ -1441,7 +1570,8 @@ mod tests {
                 dpop_config(c);
                 c["revocation"] = json!({"first_sync_wait_ms": 1000});
             });
-            w.engine.use_replay_store(Box::new(Shared::default()));
+            w.engine
+                .use_replay_store(Box::new(Shared::default()), [7; 32]);
             let token = dpop_token();
             let f = request(format!("DPoP {token}"), vec![proof("p-1", &token)]);
             let (mut flow, step) = start(&mut w.engine, f.clone());

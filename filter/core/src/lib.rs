@@ -18,3 +18,4 @@ pub mod revocation;
 pub mod revocation_guard;
 pub mod revocation_share;
 pub mod token;
+pub mod validity;

@@ -51,11 +51,18 @@ pub enum Reason {
     /// the filter cannot tell a revoked token from a good one, so it refuses (unless
     /// `revocation.fail_open`).
     RevocationUnavailable,
+    /// The connection's client certificate is outside its validity window at request time
+    /// (a resumed TLS session outlives the handshake's check), or its window is unknown.
+    CertificateExpired,
+    /// The shared DPoP replay cache has no room for this proof (its slot, or the share of
+    /// the proof's key, is full of live proofs): it cannot be remembered, so it is refused,
+    /// but it was never seen, so this is not `dpop_replay`.
+    ReplayCacheFull,
 }
 
 impl Reason {
     /// Every reason, for defining one counter each up front.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 23] = [
         Self::MissingToken,
         Self::MalformedToken,
         Self::UnsupportedAlg,
@@ -77,6 +84,8 @@ impl Reason {
         Self::JwksUnavailable,
         Self::PdpUnavailable,
         Self::RevocationUnavailable,
+        Self::CertificateExpired,
+        Self::ReplayCacheFull,
     ];
 
     /// The stable `reason` string of the body, the stat name and the log line.
@@ -103,6 +112,8 @@ impl Reason {
             Self::JwksUnavailable => "jwks_unavailable",
             Self::PdpUnavailable => "pdp_unavailable",
             Self::RevocationUnavailable => "revocation_unavailable",
+            Self::CertificateExpired => "certificate_expired",
+            Self::ReplayCacheFull => "replay_cache_full",
         }
     }
 
@@ -122,7 +133,10 @@ impl Reason {
     pub fn status(self) -> u32 {
         match self {
             Self::PolicyDenied | Self::InsufficientScope => 403,
-            Self::JwksUnavailable | Self::PdpUnavailable | Self::RevocationUnavailable => 503,
+            Self::JwksUnavailable
+            | Self::PdpUnavailable
+            | Self::RevocationUnavailable
+            | Self::ReplayCacheFull => 503,
             _ => 401,
         }
     }
@@ -134,9 +148,10 @@ impl Reason {
             Self::DpopInvalid | Self::DpopReplay => Some("invalid_dpop_proof"),
             Self::InsufficientScope => Some("insufficient_scope"),
             Self::PolicyDenied => Some("access_denied"),
-            Self::JwksUnavailable | Self::PdpUnavailable | Self::RevocationUnavailable => {
-                Some("temporarily_unavailable")
-            }
+            Self::JwksUnavailable
+            | Self::PdpUnavailable
+            | Self::RevocationUnavailable
+            | Self::ReplayCacheFull => Some("temporarily_unavailable"),
             _ => Some("invalid_token"),
         }
     }
@@ -188,7 +203,7 @@ impl Reason {
 /// How long a client should wait after a 503 before retrying.
 pub const RETRY_AFTER_S: u32 = 5;
 
-const STAT_NAMES: [(Reason, &str); 20] = [
+const STAT_NAMES: [(Reason, &str); 22] = [
     (Reason::MissingToken, "certbind.denied.missing_token"),
     (Reason::MalformedToken, "certbind.denied.malformed_token"),
     (Reason::UnsupportedAlg, "certbind.denied.unsupported_alg"),
@@ -212,6 +227,11 @@ const STAT_NAMES: [(Reason, &str); 20] = [
         Reason::RevocationUnavailable,
         "certbind.denied.revocation_unavailable",
     ),
+    (
+        Reason::CertificateExpired,
+        "certbind.denied.certificate_expired",
+    ),
+    (Reason::ReplayCacheFull, "certbind.denied.replay_cache_full"),
 ];
 
 impl fmt::Display for Reason {
@@ -253,6 +273,12 @@ mod tests {
             (Reason::PdpUnavailable, 503, Some("temporarily_unavailable")),
             (
                 Reason::RevocationUnavailable,
+                503,
+                Some("temporarily_unavailable"),
+            ),
+            (Reason::CertificateExpired, 401, Some("invalid_token")),
+            (
+                Reason::ReplayCacheFull,
                 503,
                 Some("temporarily_unavailable"),
             ),

@@ -85,7 +85,7 @@ impl Vm {
         let scope = format!("{}{}", config.jwks.cluster, config.jwks.path);
         let feed = crate::revocation::Feed::new(&config);
         let mut engine = Engine::new(config);
-        engine.use_replay_store(Box::new(EnvoySharedData));
+        engine.use_replay_store(Box::new(EnvoySharedData), replay_hash_key());
         Self {
             engine,
             root_id,
@@ -141,6 +141,19 @@ impl SharedStore for EnvoySharedData {
     }
 }
 
+/// A fresh random key for the DPoP replay cache's slot hash (the first VM's becomes every
+/// VM's). Without randomness the key is all zeros: replays are still caught, but a client
+/// could aim at slots again, so this is logged as an error.
+fn replay_hash_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut key) {
+        log::error!(
+            "certbind: no randomness for the DPoP replay cache key ({e}); using a fixed key"
+        );
+    }
+    key
+}
+
 pub fn now_ms() -> u64 {
     hostcalls::get_current_time()
         .ok()
@@ -185,20 +198,16 @@ fn header_text(value: Vec<u8>) -> String {
     String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// The facts of the current request, read from Envoy. Caller-sent `x-certbind-*` headers are
-/// removed here, before anything else can happen to the request.
+/// The facts of the current request, read from Envoy. Caller-sent `x-certbind-*` headers, and
+/// their `_` spellings, are removed here, before anything else can happen to the request.
 pub fn read_facts(vm: &VmRef) -> Option<certbind_core::flow::RequestFacts> {
     // One host call for every header, as bytes (names are HTTP tokens: ASCII); only the
     // values the checks use become text.
     let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
     let mut facts = certbind_core::flow::RequestFacts::default();
-    let prefix = certbind_core::flow::HEADER_PREFIX;
     for (name, value) in headers {
         let is = |n: &str| name.eq_ignore_ascii_case(n);
-        if name
-            .get(..prefix.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
-        {
+        if certbind_core::flow::is_reserved_header(&name) {
             let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, &name, None);
         } else if is("authorization") {
             if facts.authorization.is_none() {

@@ -95,7 +95,12 @@ pub struct Pki {
     pub no_san: Cert,
     /// Two URI SANs (SPIFFE allows exactly one).
     pub two_sans: Cert,
+    /// The consumer again, valid only until [`SHORT_LIVED_UNTIL_S`].
+    pub consumer_short_lived: Cert,
 }
+
+/// When `Pki::consumer_short_lived` expires: 60 s after the scenarios' clock starts.
+pub const SHORT_LIVED_UNTIL_S: u64 = 1_800_000_060;
 
 impl Pki {
     /// The same certificates on every run (deterministic keys and signatures), so a seeded
@@ -122,6 +127,12 @@ impl Pki {
             ),
             no_san: leaf("nosan", &[]),
             two_sans: leaf("twosans", &[spiffe("consumer"), spiffe("inventory")]),
+            consumer_short_lived: leaf_until(
+                &ca,
+                &[spiffe("consumer")],
+                seed.wrapping_add(100),
+                SHORT_LIVED_UNTIL_S,
+            ),
         }
     }
 }
@@ -198,8 +209,32 @@ fn authority(cn: &str, seed: u64) -> CertifiedIssuer<'static, SeededKey> {
 }
 
 fn leaf(ca: &CertifiedIssuer<'static, SeededKey>, name: &str, uris: &[String], seed: u64) -> Cert {
+    leaf_with(ca, name, uris, seed, |_| {})
+}
+
+/// A consumer certificate whose `notAfter` is `not_after_s` (Unix seconds).
+fn leaf_until(
+    ca: &CertifiedIssuer<'static, SeededKey>,
+    uris: &[String],
+    seed: u64,
+    not_after_s: u64,
+) -> Cert {
+    leaf_with(ca, "consumer", uris, seed, |params| {
+        params.not_after =
+            rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(not_after_s);
+    })
+}
+
+fn leaf_with(
+    ca: &CertifiedIssuer<'static, SeededKey>,
+    name: &str,
+    uris: &[String],
+    seed: u64,
+    edit: impl FnOnce(&mut CertificateParams),
+) -> Cert {
     let key = SeededKey::from_seed(seed);
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+    edit(&mut params);
     params.distinguished_name.push(DnType::CommonName, name);
     params.subject_alt_names = uris
         .iter()

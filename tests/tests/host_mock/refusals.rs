@@ -290,18 +290,15 @@ fn refuses_certificates_outside_the_trust_domain_or_without_one_spiffe_id() {
 }
 
 #[test]
-fn uses_the_uri_san_property_when_envoy_gives_no_certificate_pem() {
+fn refuses_when_envoy_gives_no_certificate_pem_and_uses_the_uri_san_for_the_subject() {
     let mut sidecar = Sidecar::new();
     let pki = sidecar.pki.clone();
     let token = sidecar.token(&pki.consumer).build();
-    let headers = sidecar
+    // Without the certificate its validity window is unknown: fail closed.
+    sidecar
         .request(&pki.consumer, &token)
         .without_property("connection.peer_certificate")
-        .admitted();
-    assert_eq!(
-        headers.get_str("x-certbind-subject"),
-        Some(pki.consumer.spiffe_id())
-    );
+        .answers(401, "certificate_expired");
     let token = sidecar.token(&pki.inventory).build();
     sidecar
         .request(&pki.inventory, &token)
@@ -355,4 +352,50 @@ fn refuses_caller_identity_headers_with_a_bad_token_and_sends_nothing_upstream()
         .header("x-certbind-subject", pki.consumer.spiffe_id())
         .answers(401, "malformed_token");
     assert_eq!(sidecar.pdp_calls(), 0);
+}
+
+#[test]
+fn refuses_a_connection_whose_certificate_expired_and_admits_it_before() {
+    let mut sidecar = Sidecar::new();
+    let pki = sidecar.pki.clone();
+    let cert = &pki.consumer_short_lived;
+    let token = sidecar.token(cert).build();
+    sidecar.request(cert, &token).admitted();
+    // The connection lives on (a resumed TLS session) past the certificate's notAfter.
+    sidecar.advance_s(super::certs::SHORT_LIVED_UNTIL_S + 1 - sidecar.now_s());
+    let token = sidecar.token(cert).build();
+    sidecar
+        .request(cert, &token)
+        .answers(401, "certificate_expired");
+    // Another, valid certificate of the same workload still passes.
+    let token = sidecar.token(&pki.consumer).build();
+    sidecar.request(&pki.consumer, &token).admitted();
+}
+
+#[test]
+fn strips_underscore_and_case_variants_of_the_identity_headers() {
+    let mut sidecar = Sidecar::new();
+    let pki = sidecar.pki.clone();
+    let token = sidecar.token(&pki.consumer);
+    let headers = sidecar
+        .request(&pki.consumer, &token.build())
+        .header(
+            "x_certbind_subject",
+            "spiffe://certbind.test/ns/demo/sa/admin",
+        )
+        .add_header("X_Certbind_Scope", "orders:admin")
+        .add_header("x-certbind_extra", "smuggled")
+        .add_header("x_certbind", "not reserved: no trailing separator")
+        .admitted();
+    assert_identity(&headers, &token);
+    for name in ["x_certbind_subject", "X_Certbind_Scope", "x-certbind_extra"] {
+        assert!(
+            headers.all(name).is_empty(),
+            "{name} reached the upstream: {headers:?}"
+        );
+    }
+    assert_eq!(
+        headers.get_str("x_certbind").as_deref(),
+        Some("not reserved: no trailing separator")
+    );
 }

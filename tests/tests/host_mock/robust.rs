@@ -913,9 +913,11 @@ impl Episode {
                 None
             }
             6 => {
-                // What Envoy 1.40 really gives: no PEM, the first URI SAN only.
+                // No PEM, the first URI SAN only: the validity window is unknown, so the
+                // filter refuses (certificate_expired), unless it parsed this digest's PEM
+                // on an earlier connection and remembers the window.
                 p.remove("connection.peer_certificate");
-                Some(true)
+                None
             }
             7 => {
                 p.remove("connection.peer_certificate");
