@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use x509_cert::Certificate;
+use x509_cert::ext::pkix::SubjectAltName;
+use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::BasicConstraints as BasicConstraintsExt;
 
 /// The trust domain of every identity this CA issues.
@@ -58,6 +60,8 @@ pub enum CaError {
     BadName(String),
     #[error("--days must be between 1 and 3650")]
     BadDays,
+    #[error("--server-dns {0:?}: expected <workload>=<DNS name> for a workload pki init issues")]
+    BadServerDns(String),
     #[error("no usable CA in {0} (run `certbind-authz pki init` first)")]
     NoCa(PathBuf),
     #[error("certificate generation failed: {0}")]
@@ -119,7 +123,26 @@ pub fn init(
     force: bool,
     now: OffsetDateTime,
 ) -> Result<InitReport, CaError> {
+    init_with_server_dns(dir, names, &[], days, force, now)
+}
+
+/// [`init`], and each `(workload, dns name)` of `server_dns` adds that DNS name to the
+/// workload's certificate (`pki init --server-dns`: a server's host name where it is not
+/// `localhost`, e.g. `authz` on a compose network). A kept leaf must already carry its names.
+pub fn init_with_server_dns(
+    dir: &Path,
+    names: &[&str],
+    server_dns: &[(String, String)],
+    days: u32,
+    force: bool,
+    now: OffsetDateTime,
+) -> Result<InitReport, CaError> {
     check_days(days)?;
+    if let Some((workload, dns)) = server_dns.iter().find(|(w, d)| {
+        !names.contains(&w.as_str()) || rustls_pki_types::DnsName::try_from(d.as_str()).is_err()
+    }) {
+        return Err(CaError::BadServerDns(format!("{workload}={dns}")));
+    }
     let ids = names
         .iter()
         .map(|n| workload_id(n).map(|id| (*n, id)))
@@ -137,11 +160,16 @@ pub fn init(
     };
     let mut leaves = Vec::with_capacity(ids.len());
     for (name, id) in ids {
-        let keep = ca_outcome == Outcome::Kept && ca.leaf_still_good(dir, name, &id, now);
+        let dns: Vec<&str> = server_dns
+            .iter()
+            .filter(|(w, _)| w == name)
+            .map(|(_, d)| d.as_str())
+            .collect();
+        let keep = ca_outcome == Outcome::Kept && ca.leaf_still_good(dir, name, &id, &dns, now);
         let outcome = if keep {
             Outcome::Kept
         } else {
-            ca.issue_leaf(dir, name, &id, days, now)?;
+            ca.issue_leaf(dir, name, &id, &dns, days, now)?;
             Outcome::Created
         };
         leaves.push((name.to_owned(), outcome));
@@ -158,7 +186,7 @@ pub fn issue(dir: &Path, name: &str, days: u32, now: OffsetDateTime) -> Result<P
     check_days(days)?;
     let id = workload_id(name)?;
     let ca = LoadedCa::load(dir, now).ok_or_else(|| CaError::NoCa(dir.to_owned()))?;
-    ca.issue_leaf(dir, name, &id, days, now)?;
+    ca.issue_leaf(dir, name, &id, &[], days, now)?;
     write_sds(dir, &[name])?;
     Ok(dir.join(format!("{name}.crt")))
 }
@@ -182,7 +210,7 @@ pub fn rotate(
     let ca = LoadedCa::load(dir, now).ok_or_else(|| CaError::NoCa(dir.to_owned()))?;
     let mut out = Vec::with_capacity(ids.len());
     for (name, id) in ids {
-        let serial = ca.issue_leaf(dir, name, &id, days, now)?;
+        let serial = ca.issue_leaf(dir, name, &id, &[], days, now)?;
         out.push((name.to_owned(), serial));
     }
     write_sds(dir, names)?;
@@ -354,7 +382,14 @@ impl LoadedCa {
 
     /// A leaf is kept if its key matches, it chains to this CA, stays valid past the renewal
     /// margin, and carries exactly the expected SPIFFE ID.
-    fn leaf_still_good(&self, dir: &Path, name: &str, id: &SpiffeId, now: OffsetDateTime) -> bool {
+    fn leaf_still_good(
+        &self,
+        dir: &Path,
+        name: &str,
+        id: &SpiffeId,
+        dns: &[&str],
+        now: OffsetDateTime,
+    ) -> bool {
         let (Ok(cert_pem), Ok(key_pem)) = (
             std::fs::read_to_string(dir.join(format!("{name}.crt"))),
             std::fs::read_to_string(dir.join(format!("{name}.key"))),
@@ -371,6 +406,7 @@ impl LoadedCa {
             return false;
         };
         key_matches(&cert, &key)
+            && has_dns_names(&cert, dns)
             && SpiffeId::from_cert_der(&der).is_ok_and(|got| &got == id)
             && ca_verifies_leaf(&self.cert_der, &der, now)
             && ca_verifies_leaf(&self.cert_der, &der, now + RENEW_MARGIN)
@@ -381,6 +417,7 @@ impl LoadedCa {
         dir: &Path,
         name: &str,
         id: &SpiffeId,
+        dns: &[&str],
         days: u32,
         now: OffsetDateTime,
     ) -> Result<String, CaError> {
@@ -395,6 +432,9 @@ impl LoadedCa {
             SanType::DnsName("localhost".try_into()?),
             SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         ];
+        for name in dns {
+            params.subject_alt_names.push(SanType::DnsName((*name).try_into()?));
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![
@@ -417,6 +457,18 @@ impl LoadedCa {
         write_atomic(&crt_path, cert.pem().as_bytes(), PUBLIC_MODE).map_err(io_err(&crt_path))?;
         Ok(serial_hex)
     }
+}
+
+/// Whether `cert` carries every DNS name of `dns` (its subject alternative names).
+fn has_dns_names(cert: &Certificate, dns: &[&str]) -> bool {
+    let sans = match cert.tbs_certificate().get_extension::<SubjectAltName>() {
+        Ok(Some((_, sans))) => sans.0,
+        _ => Vec::new(),
+    };
+    dns.iter().all(|want| {
+        sans.iter()
+            .any(|san| matches!(san, GeneralName::DnsName(got) if got.as_str() == *want))
+    })
 }
 
 fn key_matches(cert: &Certificate, key: &KeyPair) -> bool {

@@ -86,6 +86,9 @@ pub enum PkiCommand {
         /// Regenerate the CA and every certificate.
         #[arg(long)]
         force: bool,
+        /// Add a DNS name to a workload's certificate, e.g. `authz=authz` (repeatable).
+        #[arg(long = "server-dns", value_name = "WORKLOAD=DNS", value_parser = workload_dns)]
+        server_dns: Vec<(String, String)>,
     },
     /// Issue one more workload certificate `<name>.crt`/`<name>.key` from the existing CA.
     Issue {
@@ -185,12 +188,34 @@ fn rotate_keys(state_dir: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `--server-dns WORKLOAD=DNS`.
+fn workload_dns(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((workload, dns)) if !workload.is_empty() && !dns.is_empty() => {
+            Ok((workload.to_owned(), dns.to_owned()))
+        }
+        _ => Err(format!("{arg:?}: expected WORKLOAD=DNS, e.g. authz=authz")),
+    }
+}
+
 fn run_pki(command: PkiCommand) -> Result<(), String> {
     let now = time::OffsetDateTime::now_utc();
     match command {
-        PkiCommand::Init { dir, days, force } => {
-            let report = ca::init(&dir, &ca::DEFAULT_WORKLOADS, days, force, now)
-                .map_err(|e| e.to_string())?;
+        PkiCommand::Init {
+            dir,
+            days,
+            force,
+            server_dns,
+        } => {
+            let report = ca::init_with_server_dns(
+                &dir,
+                &ca::DEFAULT_WORKLOADS,
+                &server_dns,
+                days,
+                force,
+                now,
+            )
+            .map_err(|e| e.to_string())?;
             println!("{}: {}", dir.join("ca.crt").display(), report.ca);
             for (name, outcome) in report.leaves {
                 println!(
