@@ -18,9 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use x509_cert::Certificate;
+use x509_cert::ext::pkix::BasicConstraints as BasicConstraintsExt;
 use x509_cert::ext::pkix::SubjectAltName;
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::BasicConstraints as BasicConstraintsExt;
 
 /// The trust domain of every identity this CA issues.
 pub const TRUST_DOMAIN: &str = "certbind.test";
@@ -433,7 +433,9 @@ impl LoadedCa {
             SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)),
         ];
         for name in dns {
-            params.subject_alt_names.push(SanType::DnsName((*name).try_into()?));
+            params
+                .subject_alt_names
+                .push(SanType::DnsName((*name).try_into()?));
         }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -222,7 +222,10 @@ fn pki_init_server_dns_names_only_that_leaf_and_refuses_bad_pairs() {
     assert_eq!(dns_names(&leaf("authz")), ["localhost", "authz"]);
     assert_eq!(dns_names(&leaf("orders")), ["localhost", "envoy"]);
     assert_eq!(dns_names(&leaf("consumer")), ["localhost"]);
-    assert!(ca_signed(&cert(&dir.path().join("ca.crt")), &cert(&leaf("authz"))));
+    assert!(ca_signed(
+        &cert(&dir.path().join("ca.crt")),
+        &cert(&leaf("authz"))
+    ));
 
     // Kept while it carries its names; a leaf missing a requested name is reissued.
     let (_, out, _) = with(&["authz=authz", "orders=envoy"]);
@@ -240,8 +243,15 @@ fn pki_init_server_dns_names_only_that_leaf_and_refuses_bad_pairs() {
         let before = std::fs::read(leaf("authz")).unwrap();
         let (ok, _, err) = with(&[bad]);
         assert!(!ok, "accepted --server-dns {bad:?}");
-        assert!(err.contains("server-dns") || err.contains("WORKLOAD=DNS"), "{bad:?}: {err}");
-        assert_eq!(std::fs::read(leaf("authz")).unwrap(), before, "{bad:?} changed a leaf");
+        assert!(
+            err.contains("server-dns") || err.contains("WORKLOAD=DNS"),
+            "{bad:?}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(leaf("authz")).unwrap(),
+            before,
+            "{bad:?} changed a leaf"
+        );
     }
 }
 
