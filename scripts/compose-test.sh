@@ -191,6 +191,13 @@ t0=$SECONDS
 got=$(call "$T")
 [[ $got == "200 orders" ]] || fail "right after the cut: $got, expected 200 (cached keys)"
 ok "right after the cut: 200, the cached signing keys keep serving"
+# The attack table's "JWKS down: unknown kid still refused" row, which needs process control:
+# the same token under a kid the JWKS lacks (checked before the signature).
+kid=$(printf '{"alg":"ES256","typ":"at+jwt","kid":"not-a-published-kid"}' | base64 -w0 | tr '+/' '-_' | tr -d '=')
+got=$(call "$kid.${T#*.}")
+[[ $got == "401 unknown_kid" || $got == "503 jwks_unavailable" ]] ||
+  fail "unknown kid during the cut: $got, expected 401 unknown_kid or 503 jwks_unavailable"
+ok "unknown kid during the cut: $got, not admitted"
 allowed=0
 while :; do
   got=$(call "$T")
