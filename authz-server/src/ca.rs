@@ -381,7 +381,7 @@ impl LoadedCa {
     }
 
     /// A leaf is kept if its key matches, it chains to this CA, stays valid past the renewal
-    /// margin, and carries exactly the expected SPIFFE ID.
+    /// margin, and carries exactly the expected SPIFFE ID and every requested DNS name.
     fn leaf_still_good(
         &self,
         dir: &Path,
