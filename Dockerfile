@@ -19,6 +19,8 @@ ARG BASE_IMAGE=debian:bookworm-slim
 # ---------------------------------------------------------------- build: native bins + .wasm
 FROM ${RUST_IMAGE} AS build
 ARG BINARIES=source
+# Names the stage's image, so a test can remove its own leftovers (`docker image prune --filter`).
+LABEL org.certbind.stage=build
 # Pin the toolchain (rust-toolchain.toml says "stable", which would download whatever stable
 # is today) and add the filter's target.
 ENV RUSTUP_TOOLCHAIN=1.95.0 CARGO_TERM_COLOR=never

@@ -91,8 +91,14 @@ ok "Envoy stand-in $ENVOY_IMAGE: $("$ENVOY_BIN" --version | grep -o 'version: [^
 rm -rf .prebuilt && mkdir .prebuilt
 for b in "${BINS[@]}"; do cp "$BIN_DIR/$b" .prebuilt/; done
 cp "$WASM" .prebuilt/
+old_image=$(docker image inspect -f '{{.Id}}' "$CERTBIND_IMAGE" 2>/dev/null || true)
 "${DC[@]}" build -q init >/dev/null || fail "docker-compose build (Dockerfile, BINARIES=prebuilt)"
 rm -rf .prebuilt
+# No pile of images across runs: the replaced image and the build stage's dangling one go.
+if [[ -n $old_image && $old_image != $(docker image inspect -f '{{.Id}}' "$CERTBIND_IMAGE") ]]; then
+  docker rmi "$old_image" >/dev/null 2>&1 || true
+fi
+docker image prune -f --filter label=org.certbind.stage=build >/dev/null
 ok "Rust services $CERTBIND_IMAGE: docker-compose build from the Dockerfile (BINARIES=prebuilt, $BIN_DIR)"
 
 # ------------------------------------------------------------------------------ the stack
