@@ -90,11 +90,19 @@ pub enum Profile {
 }
 
 impl Profile {
-    /// The profile of `name`, a server's with these extra DNS names.
+    /// The profile of `name`, a server's with these extra DNS names: `NAME` goes to every
+    /// server, `WORKLOAD=NAME` only to that workload (so one server's certificate never
+    /// carries another server's host name).
     pub fn with_dns(name: &str, dns: &[String]) -> Self {
         match Self::for_name(name) {
             Self::Server { .. } => Self::Server {
-                extra_dns: dns.to_vec(),
+                extra_dns: dns
+                    .iter()
+                    .filter_map(|entry| match entry.split_once('=') {
+                        Some((workload, host)) => (workload == name).then(|| host.to_owned()),
+                        None => Some(entry.clone()),
+                    })
+                    .collect(),
             },
             client => client,
         }

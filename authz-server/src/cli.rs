@@ -141,10 +141,35 @@ pub struct LifeArgs {
     /// Validity of a new CA in seconds (overrides --ca-days).
     #[arg(long)]
     pub ca_secs: Option<u32>,
-    /// Extra DNS names for the server certificates (authz, pdp, orders, billing), e.g. the
-    /// host names of a compose network (repeatable).
-    #[arg(long = "dns")]
+    /// Extra DNS names for the server certificates (authz, pdp, orders, billing): `NAME` for
+    /// every server, `WORKLOAD=NAME` for that one only, e.g. the host names of a compose
+    /// network (repeatable).
+    #[arg(long = "dns", value_name = "[WORKLOAD=]NAME", value_parser = server_dns)]
     pub dns: Vec<String>,
+}
+
+/// `NAME` or `WORKLOAD=NAME` where WORKLOAD holds a server certificate and NAME is a DNS name.
+fn server_dns(arg: &str) -> Result<String, String> {
+    let (workload, host) = match arg.split_once('=') {
+        Some((w, h)) => (Some(w), h),
+        None => (None, arg),
+    };
+    if let Some(w) = workload {
+        if !ca::SERVERS.contains(&w) {
+            return Err(format!("{w:?} holds no server certificate (servers: {:?})", ca::SERVERS));
+        }
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err(format!("{host:?} is not a DNS name"));
+    }
+    Ok(arg.to_owned())
 }
 
 impl LifeArgs {

@@ -206,6 +206,66 @@ fn pki_init_keeps_what_is_valid_and_force_regenerates_everything() {
     }
 }
 
+fn dns_names(path: &Path) -> Vec<String> {
+    sans(&cert(path))
+        .into_iter()
+        .filter_map(|san| match san {
+            GeneralName::DnsName(name) => Some(name.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn pki_init_dns_for_one_workload_names_only_that_leaf_and_refuses_bad_pairs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().to_str().unwrap();
+    let leaf = |name: &str| dir.path().join(format!("{name}.crt"));
+    let with = |extra: &[&str]| {
+        let mut args = vec!["pki", "init", "--dir", pki];
+        for pair in extra {
+            args.extend(["--dns", pair]);
+        }
+        run(&args)
+    };
+    let (ok, _, err) = with(&["authz=authz", "orders=envoy"]);
+    assert!(ok, "{err}");
+    assert_eq!(dns_names(&leaf("authz")), ["localhost", "authz"]);
+    assert_eq!(dns_names(&leaf("orders")), ["localhost", "envoy"]);
+    assert_eq!(dns_names(&leaf("consumer")), ["localhost"]);
+    assert!(ca_signed(
+        &cert(&dir.path().join("ca.crt")),
+        &cert(&leaf("authz"))
+    ));
+
+    // Kept while it carries its names; a leaf missing a requested name is reissued.
+    let (_, out, _) = with(&["authz=authz", "orders=envoy"]);
+    assert_eq!(out.matches(": kept").count(), 9, "{out}");
+    let (ok, out, _) = with(&["authz=authz.certbind.test"]);
+    assert!(ok);
+    assert!(out.contains("authz.crt: created"), "{out}");
+    assert_eq!(out.matches(": kept").count(), 8, "{out}");
+    assert_eq!(
+        dns_names(&leaf("authz")),
+        ["localhost", "authz.certbind.test"]
+    );
+
+    for bad in ["nobody=x", "consumer=x", "authz=bad_name!", "authz=", "=authz", "-x"] {
+        let before = std::fs::read(leaf("authz")).unwrap();
+        let (ok, _, err) = with(&[bad]);
+        assert!(!ok, "accepted --dns {bad:?}");
+        assert!(
+            err.contains("--dns") || err.contains("WORKLOAD"),
+            "{bad:?}: {err}"
+        );
+        assert_eq!(
+            std::fs::read(leaf("authz")).unwrap(),
+            before,
+            "{bad:?} changed a leaf"
+        );
+    }
+}
+
 #[test]
 fn pki_issue_adds_a_leaf_and_refuses_bad_names() {
     let dir = tempfile::tempdir().unwrap();

@@ -11,6 +11,16 @@ pub mod dpop;
 pub mod forge;
 pub mod report;
 
+/// A `--authz`/`--orders`/... argument: `address:port`, or `host:port` resolved once at start
+/// (docker compose: each service its own host name). The first address wins.
+pub fn socket_addr(arg: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    arg.to_socket_addrs()
+        .map_err(|e| format!("{arg:?}: {e} (expected host:port)"))?
+        .next()
+        .ok_or_else(|| format!("{arg:?}: the name has no address"))
+}
+
 /// The fixed addresses of CONTRACT §2 (what `make up` uses).
 pub mod defaults {
     pub const AUTHZ: &str = "127.0.0.1:9443";
@@ -28,4 +38,21 @@ pub mod defaults {
     pub const AUTHZ_PID_FILE: &str = ".run/pids/authz.pid";
     pub const JSON: &str = ".run/attacks.json";
     pub const MARKDOWN: &str = "docs/attacks.md";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::socket_addr;
+
+    #[test]
+    fn socket_addr_takes_addresses_and_host_names_and_refuses_the_rest() {
+        assert_eq!(
+            socket_addr("127.0.0.1:9443").unwrap().to_string(),
+            "127.0.0.1:9443"
+        );
+        assert_eq!(socket_addr("localhost:8443").unwrap().port(), 8443);
+        for bad in ["127.0.0.1", "authz", "", "host.invalid:9443"] {
+            assert!(socket_addr(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

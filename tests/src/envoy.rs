@@ -161,6 +161,13 @@ impl EnvoyVars {
                 self.billing_upstream_port.to_string(),
             ),
             ("CB_ISSUER", self.issuer.clone()),
+            // Every service on loopback (docker compose sets host names, see the template).
+            ("CB_LISTEN_ADDRESS", "127.0.0.1".to_owned()),
+            ("CB_AUTHZ_HOST", "127.0.0.1".to_owned()),
+            ("CB_PDP_HOST", "127.0.0.1".to_owned()),
+            ("CB_ORDERS_UPSTREAM_HOST", "127.0.0.1".to_owned()),
+            ("CB_BILLING_UPSTREAM_HOST", "127.0.0.1".to_owned()),
+            ("CB_CLUSTER_TYPE", "STATIC".to_owned()),
             ("CB_MODE", self.mode.as_str().to_owned()),
             ("CB_JWKS_EXTRA", self.tuning.jwks_extra()),
             ("CB_PDP_EXTRA", self.tuning.pdp_extra()),

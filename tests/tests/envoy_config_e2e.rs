@@ -154,7 +154,8 @@ fn the_make_up_rendering_with_only_the_required_variables_passes_validate() {
         .iter()
         .filter(|(k, _)| !k.ends_with("_EXTRA"))
         .collect();
-    assert_eq!(required.len(), 14);
+    // 14, and the 6 that place the services (listen address, four hosts, cluster type).
+    assert_eq!(required.len(), 20);
     let mut child = Command::new("envsubst")
         .env_clear()
         .envs(required)

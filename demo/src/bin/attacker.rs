@@ -19,22 +19,22 @@ use std::sync::Arc;
 )]
 struct Cli {
     /// The authz-server (tokens for the legitimate workloads, JWKS).
-    #[arg(long, default_value = defaults::AUTHZ)]
+    #[arg(long, default_value = defaults::AUTHZ, value_parser = certbind_demo::socket_addr)]
     authz: SocketAddr,
     /// certbind's orders sidecar listener.
-    #[arg(long, default_value = defaults::ORDERS)]
+    #[arg(long, default_value = defaults::ORDERS, value_parser = certbind_demo::socket_addr)]
     orders: SocketAddr,
     /// certbind's billing sidecar listener.
-    #[arg(long, default_value = defaults::BILLING)]
+    #[arg(long, default_value = defaults::BILLING, value_parser = certbind_demo::socket_addr)]
     billing: SocketAddr,
     /// The baseline orders listener (TLS + jwt_authn).
-    #[arg(long, default_value = defaults::BASELINE_ORDERS)]
+    #[arg(long, default_value = defaults::BASELINE_ORDERS, value_parser = certbind_demo::socket_addr)]
     baseline_orders: SocketAddr,
     /// The baseline billing listener.
-    #[arg(long, default_value = defaults::BASELINE_BILLING)]
+    #[arg(long, default_value = defaults::BASELINE_BILLING, value_parser = certbind_demo::socket_addr)]
     baseline_billing: SocketAddr,
     /// certbind's orders edge listener (DPoP, no client certificate).
-    #[arg(long, default_value = defaults::EDGE)]
+    #[arg(long, default_value = defaults::EDGE, value_parser = certbind_demo::socket_addr)]
     edge: SocketAddr,
     /// The edge listener's public origin, as proofs name it.
     #[arg(long, default_value = defaults::EDGE_ORIGIN)]

@@ -22,10 +22,10 @@ const INVENTORY: &str = "spiffe://certbind.test/ns/demo/sa/inventory";
 )]
 struct Cli {
     /// The authz-server (token endpoint and admin API).
-    #[arg(long, default_value = defaults::AUTHZ)]
+    #[arg(long, default_value = defaults::AUTHZ, value_parser = certbind_demo::socket_addr)]
     authz: SocketAddr,
     /// The orders sidecar listener.
-    #[arg(long, default_value = defaults::ORDERS)]
+    #[arg(long, default_value = defaults::ORDERS, value_parser = certbind_demo::socket_addr)]
     orders: SocketAddr,
     /// Holds ca.crt and <name>.crt/.key (operator included).
     #[arg(long, default_value = defaults::PKI_DIR)]

@@ -19,13 +19,13 @@ use std::time::Duration;
 )]
 struct Cli {
     /// The authz-server (token endpoint).
-    #[arg(long, default_value = defaults::AUTHZ)]
+    #[arg(long, default_value = defaults::AUTHZ, value_parser = certbind_demo::socket_addr)]
     authz: SocketAddr,
     /// The orders sidecar listener.
-    #[arg(long, default_value = defaults::ORDERS)]
+    #[arg(long, default_value = defaults::ORDERS, value_parser = certbind_demo::socket_addr)]
     orders: SocketAddr,
     /// The billing sidecar listener.
-    #[arg(long, default_value = defaults::BILLING)]
+    #[arg(long, default_value = defaults::BILLING, value_parser = certbind_demo::socket_addr)]
     billing: SocketAddr,
     /// Holds ca.crt and <name>.crt/.key.
     #[arg(long, default_value = defaults::PKI_DIR)]
@@ -47,7 +47,7 @@ struct Cli {
     #[arg(long)]
     dpop: bool,
     /// The orders edge listener (DPoP mode).
-    #[arg(long, default_value = defaults::EDGE)]
+    #[arg(long, default_value = defaults::EDGE, value_parser = certbind_demo::socket_addr)]
     edge: SocketAddr,
     /// The edge listener's public origin, as proofs name it (DPoP mode).
     #[arg(long, default_value = defaults::EDGE_ORIGIN)]
