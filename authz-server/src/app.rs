@@ -303,15 +303,15 @@ async fn introspect_endpoint(
     body: Body,
 ) -> Result<Response, OAuthError> {
     // RFC 7662 §2.1: the caller must be authenticated; any workload of our CA may ask.
-    let caller_ok = peer
+    let Some(caller) = peer
         .as_ref()
-        .is_some_and(|Extension(p)| SpiffeId::from_cert_der(&p.0).is_ok());
-    if !caller_ok {
+        .and_then(|Extension(p)| SpiffeId::from_cert_der(&p.0).ok())
+    else {
         return Err(OAuthError::new(
             ErrorCode::InvalidClient,
             "a client certificate with a SPIFFE ID is required",
         ));
-    }
+    };
     let form = read_form(&headers, body).await?;
     let Some(token) = form.get("token") else {
         return Err(OAuthError::new(
@@ -322,10 +322,24 @@ async fn introspect_endpoint(
     let keys = current_keys(&state)?;
     let now = (state.clock)();
     let answer = match token::verify(token, &keys, &state.issuer, now) {
+        Some(claims) if !entitled(&state, &caller, &claims) => {
+            // RFC 7662 §4: a stranger learns nothing, not even that the token is live.
+            let mut resp =
+                (no_store(), Json(serde_json::json!({ "active": false }))).into_response();
+            resp.extensions_mut().insert(LoggedDetail("not_entitled"));
+            return Ok(resp);
+        }
         Some(claims) if !revoked(&state, &claims, now) => active_answer(&claims),
         _ => serde_json::json!({ "active": false }),
     };
     Ok((no_store(), Json(answer)).into_response())
+}
+
+/// RFC 7662 §4: who may learn that a token is live and what it carries — the service it is
+/// for (`aud`), the client it was issued to (`sub`), or a sidecar identity (the feed callers,
+/// which enforce tokens for every audience).
+fn entitled(state: &AppState, caller: &SpiffeId, c: &Claims) -> bool {
+    caller.as_str() == c.aud || caller.as_str() == c.sub || state.feed_callers.contains(caller)
 }
 
 /// Whether a token we issued is revoked, by the same check the filter runs.
@@ -337,11 +351,16 @@ fn revoked(state: &AppState, c: &Claims, now: u64) -> bool {
         token::Confirmation::Certificate(x) => CertThumbprint::from_cnf(&x.x5t_s256).ok(),
         token::Confirmation::DpopKey(_) => None,
     };
+    // Every token we issue names the certificate it was issued over: refuse one that cannot.
+    let Ok(issued_over) = CertThumbprint::from_cnf(&c.client_x5t_s256) else {
+        return true;
+    };
     let presented = Presented {
         jti: &c.jti,
         subject: &subject,
         iat: c.iat,
         cert: cert.as_ref(),
+        issued_over: Some(&issued_over),
     };
     state.revocations.is_revoked(&presented, now).is_some()
 }

@@ -10,6 +10,7 @@ pub mod grant;
 pub mod keys;
 pub mod oauth;
 pub mod posture;
+pub mod quota;
 pub mod revocation;
 pub mod revoke;
 pub mod server;

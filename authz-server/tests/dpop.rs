@@ -152,7 +152,12 @@ async fn issues_a_dpop_bound_token_with_the_jkt_of_the_proof_key() {
     assert_eq!(c["client_id"], "consumer");
     assert_eq!(c["aud"], ORDERS);
     assert_eq!(c["iat"], NOW);
-    assert_eq!(c.as_object().unwrap().len(), 10);
+    // The certificate that obtained it (CONTRACT §3, `client_x5t#S256`).
+    assert_eq!(
+        c["client_x5t#S256"],
+        certbind_core::binding::CertThumbprint::from_der(&pki.der("consumer")).to_cnf()
+    );
+    assert_eq!(c.as_object().unwrap().len(), 11);
 }
 
 #[tokio::test]
@@ -365,4 +370,64 @@ async fn metadata_advertises_es256_for_dpop_proofs() {
     let m: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(m["dpop_signing_alg_values_supported"], json!(["ES256"]));
     assert_eq!(m["tls_client_certificate_bound_access_tokens"], true);
+}
+
+#[tokio::test]
+async fn revoking_the_certificate_that_obtained_a_dpop_token_makes_it_inactive() {
+    let pki = Pki::new();
+    let (_s, st) = fixed_state();
+    let jwt = token(&st, &pki, &[&proof("j-cert-revoked")]).await.json["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(jwt.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let thumbprint = certbind_core::binding::CertThumbprint::from_der(&pki.der("consumer"));
+    assert_eq!(claims["client_x5t#S256"], thumbprint.to_cnf());
+    let body = format!("token={}", enc(&jwt));
+    let orders = pki.der("orders");
+    let introspect = || send(&st, "/introspect", Some(&orders), &[], &body);
+    assert_eq!(introspect().await.json["active"], true);
+    // Another client's DPoP token, obtained over another certificate, is not touched.
+    let other = send(
+        &st,
+        "/token",
+        Some(&pki.der("inventory")),
+        &[&proof("j-other-cert")],
+        &token_body(ORDERS, ""),
+    )
+    .await
+    .json["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoke = Request::builder()
+        .method("POST")
+        .uri("/v1/admin/revocations")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"kind": "cert", "value": thumbprint.to_cnf()}).to_string(),
+        ))
+        .unwrap();
+    let mut revoke = revoke;
+    revoke
+        .extensions_mut()
+        .insert(PeerCertificate(Arc::new(pki.der("operator"))));
+    let resp = app(st.clone()).oneshot(revoke).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(introspect().await.json, json!({"active": false}));
+    let other_body = format!("token={}", enc(&other));
+    let a = send(
+        &st,
+        "/introspect",
+        Some(&pki.der("orders")),
+        &[],
+        &other_body,
+    )
+    .await;
+    assert_eq!(a.json["active"], true, "{}", a.json);
 }
