@@ -5,6 +5,7 @@ pub mod app;
 pub mod ca;
 pub mod cli;
 pub mod clients;
+pub mod dpop_jtis;
 pub mod fsutil;
 pub mod grant;
 pub mod keys;

@@ -12,8 +12,8 @@ use axum::http::{Request, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use certbind_authz::app::{AppState, PeerCertificate, app};
+use certbind_authz::dpop_jtis::ProofJtis;
 use certbind_core::binding::ec_p256_jwk_thumbprint;
-use certbind_core::dpop::ReplayCache;
 use common::{ISSUER, ORDERS, Pki, enc, state, token_body};
 use http_body_util::BodyExt;
 use p256::ecdsa::signature::Signer;
@@ -213,15 +213,42 @@ async fn refuses_a_replayed_proof_and_admits_a_fresh_one_from_the_same_key() {
 }
 
 #[tokio::test]
-async fn refuses_proofs_when_the_replay_set_is_full_rather_than_forget_one() {
+async fn a_client_at_its_proof_share_is_told_so_and_another_client_is_still_admitted() {
     let pki = Pki::new();
     let (_s, mut st) = fixed_state();
-    st.dpop_replay = Arc::new(Mutex::new(ReplayCache::new(1)));
+    st.dpop_replay = Arc::new(Mutex::new(ProofJtis::new(1)));
     assert_eq!(
         token(&st, &pki, &[&proof("j-1")]).await.status,
         StatusCode::OK
     );
-    assert_invalid_proof(&token(&st, &pki, &[&proof("j-2")]).await);
+    // The consumer's share is full: a clear 429, not "replayed", and no live entry forgotten.
+    let full = token(&st, &pki, &[&proof("j-2")]).await;
+    assert_eq!(full.status, StatusCode::TOO_MANY_REQUESTS, "{}", full.json);
+    assert_eq!(full.json["error"], "invalid_request");
+    assert!(
+        full.json["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many DPoP proofs"),
+        "{}",
+        full.json
+    );
+    assert!(full.json.get("access_token").is_none());
+    let again = token(&st, &pki, &[&proof("j-1")]).await;
+    assert_eq!(
+        again.json["error_description"],
+        "the DPoP proof was already used"
+    );
+    // inventory has its own share: its fresh proof is admitted.
+    let other = send(
+        &st,
+        "/token",
+        Some(&pki.der("inventory")),
+        &[&proof("j-3")],
+        &token_body(ORDERS, ""),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.json);
 }
 
 #[tokio::test]

@@ -559,6 +559,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn keeps_the_issuing_certificate_thumbprint_and_refuses_one_that_cannot_be() {
+        let mut c = claims();
+        let t = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        c["client_x5t#S256"] = t.clone().into();
+        let v = check(&sign(&header(), &c)).unwrap();
+        assert_eq!(v.client_x5t_s256(), Some(t.as_str()));
+        for bad in [
+            Value::from(URL_SAFE_NO_PAD.encode([7u8; 31])),
+            Value::from("not base64!"),
+            Value::from(7),
+        ] {
+            c["client_x5t#S256"] = bad.clone();
+            assert_eq!(
+                check(&sign(&header(), &c)).unwrap_err(),
+                Reason::MalformedToken,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn bearer_extracts_the_token() {
         assert_eq!(bearer("Bearer abc.def.ghi"), Ok("abc.def.ghi"));
         assert_eq!(bearer("bearer  abc"), Ok("abc"));
