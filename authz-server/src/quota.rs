@@ -14,8 +14,9 @@
 //! - operators add new `jti` rows only below [`LIST_CAP`] and any new row only below
 //!   [`HARD_CAP`].
 //!
-//! So the live list stays below [`HARD_CAP`] plus one coalesced row per registered client,
-//! under the filter's own limit (`certbind_core::revocation::MAX_REVOCATIONS`, 50,000).
+//! So the live list stays below [`HARD_CAP`] plus one coalesced row per registered client
+//! (at most [`crate::clients::MAX_CLIENTS`]): 49,096, under the filter's own limit
+//! (`certbind_core::revocation::MAX_REVOCATIONS`, 50,000); `the_bound_is_under_the_filters_limit`.
 
 use crate::revocation::{CLOCK_SKEW_MARGIN, Invalid, MAX_TOKEN_TTL};
 use crate::store::{NewRevocation, Row};
@@ -264,6 +265,16 @@ mod tests {
         assert_eq!(row.expires_at, None);
         assert_eq!(row.revoked_at, 500);
         assert_eq!(row.not_before_iat, Some(1000));
+    }
+
+    #[test]
+    fn the_bound_is_under_the_filters_limit() {
+        let bound = HARD_CAP + crate::clients::MAX_CLIENTS;
+        assert!(
+            bound < certbind_core::revocation::MAX_REVOCATIONS,
+            "{bound}"
+        );
+        assert!(LIST_CAP < HARD_CAP);
     }
 
     #[test]
