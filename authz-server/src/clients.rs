@@ -83,7 +83,7 @@ impl Registry {
     pub fn from_yaml(text: &str) -> Result<Self, RegistryError> {
         let file: RegistryFile = serde_yaml::from_str(text)?;
         // Each client may own one coalesced revocation row beyond the list's caps
-        // (crate::quota): this keeps the list under the filter's limit.
+        // (quota.rs): this keeps the list under the filter's limit.
         if file.clients.len() > MAX_CLIENTS {
             return Err(RegistryError::Invalid(format!(
                 "{} clients registered; at most {MAX_CLIENTS}",

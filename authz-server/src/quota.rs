@@ -16,19 +16,29 @@
 //!
 //! So the live list stays below [`HARD_CAP`] plus one coalesced row per registered client
 //! (at most [`crate::clients::MAX_CLIENTS`]): 49,096, under the filter's own limit
-//! (`certbind_core::revocation::MAX_REVOCATIONS`, 50,000); `the_bound_is_under_the_filters_limit`.
+//! (`certbind_core::revocation::MAX_REVOCATIONS`, 50,000), checked when this compiles.
 
-use crate::revocation::{CLOCK_SKEW_MARGIN, Invalid, MAX_TOKEN_TTL};
 use crate::store::{NewRevocation, Row};
 use certbind_core::binding::SpiffeId;
 use certbind_core::revocation::Kind;
 
+/// The longest token lifetime the server can be configured with (`serve --token-ttl`).
+pub const MAX_TOKEN_TTL: u64 = 300;
+/// Kept beyond the last covered token's expiry: sidecars accept `exp` with some clock skew
+/// (30 s by default), so the row must outlive that.
+pub const CLOCK_SKEW_MARGIN: u64 = 60;
 /// Live `jti` rows one client may hold through `/revoke`.
 pub const CLIENT_JTI_QUOTA: u64 = 64;
 /// Rows in the list past which clients' revocations coalesce and operators add no `jti` row.
 pub const LIST_CAP: usize = 40_000;
 /// Rows in the list past which operators add no new row at all (replacing one still works).
 pub const HARD_CAP: usize = 45_000;
+// The server's bound stays under what the filter takes, or this does not compile.
+const _: () = assert!(
+    LIST_CAP < HARD_CAP
+        && HARD_CAP + crate::clients::MAX_CLIENTS < certbind_core::revocation::MAX_REVOCATIONS
+);
+
 /// The reason of a coalesced row.
 pub const COALESCED_REASON: &str = "client_request_coalesced";
 
@@ -124,20 +134,16 @@ pub fn plan_client_revocation(
 }
 
 /// Whether an operator may add a row of `kind` to a list of `list_len` rows; replacing an
-/// existing key never grows the list and is always allowed.
-pub fn operator_may_add(kind: Kind, replaces: bool, list_len: usize) -> Result<(), Invalid> {
+/// existing key never grows the list and is always allowed. `Err`: why not (safe to send).
+pub fn operator_may_add(kind: Kind, replaces: bool, list_len: usize) -> Result<(), &'static str> {
     if replaces {
         return Ok(());
     }
     if list_len >= HARD_CAP {
-        return Err(Invalid(
-            "the revocation list is full; wait for entries to expire",
-        ));
+        return Err("the revocation list is full; wait for entries to expire");
     }
     if kind == Kind::Jti && list_len >= LIST_CAP {
-        return Err(Invalid(
-            "the revocation list is near its bound: revoke the token's subject instead",
-        ));
+        return Err("the revocation list is near its bound: revoke the token's subject instead");
     }
     Ok(())
 }
@@ -265,16 +271,6 @@ mod tests {
         assert_eq!(row.expires_at, None);
         assert_eq!(row.revoked_at, 500);
         assert_eq!(row.not_before_iat, Some(1000));
-    }
-
-    #[test]
-    fn the_bound_is_under_the_filters_limit() {
-        let bound = HARD_CAP + crate::clients::MAX_CLIENTS;
-        assert!(
-            bound < certbind_core::revocation::MAX_REVOCATIONS,
-            "{bound}"
-        );
-        assert!(LIST_CAP < HARD_CAP);
     }
 
     #[test]

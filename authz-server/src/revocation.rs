@@ -28,11 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The longest token lifetime the server can be configured with (`serve --token-ttl`).
-pub const MAX_TOKEN_TTL: u64 = 300;
-/// Kept beyond the last covered token's expiry: sidecars accept `exp` with some clock skew
-/// (30 s by default), so the row must outlive that.
-pub const CLOCK_SKEW_MARGIN: u64 = 60;
+pub use crate::quota::{CLOCK_SKEW_MARGIN, MAX_TOKEN_TTL};
 /// Longest reason accepted.
 pub const MAX_REASON_LEN: usize = 200;
 /// How often the watcher checks the store for other writers and compacts.
@@ -319,7 +315,7 @@ impl Revocations {
         let replaces = existing.as_ref().is_some_and(|r| r.live(now));
         let len = self.mirror().by_seq.len();
         if let Err(e) = crate::quota::operator_may_add(req.kind, replaces || req.lift, len) {
-            return Ok(Err(e));
+            return Ok(Err(Invalid(e)));
         }
         match plan(req, now, existing.as_ref()) {
             Ok(new) => self.record(&new, now).map(Ok),
