@@ -10,7 +10,7 @@ RUN    := .run
 BIN    := target/release
 CARGO  := cargo
 
-.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check compose-test bench fuzz-wasm fuzz rotate-certs soak overload oci deploy-check
+.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check compose-test bench fuzz-wasm fuzz rotate-certs soak overload oci deploy-check revocation-flood
 
 help:
 	@echo "make demo   build, start the whole system, show the happy path and the attack table"
@@ -129,6 +129,13 @@ soak: deps build wasm
 OVERLOAD_SECONDS ?= 60
 overload: deps build wasm
 	$(CARGO) run --release --locked -p certbind-bench -- overload --seconds $(OVERLOAD_SECONDS)
+
+## One workload floods /revoke with its own fresh tokens for 5 minutes while another calls the
+## orders sidecar (after 5 quiet minutes): victim p99 both phases, 503s (must be 0), list size;
+## bench/results/revocation_flood.json. make test runs a 10 s + 10 s version.
+FLOOD_SECONDS ?= 300
+revocation-flood: deps build wasm
+	$(CARGO) run --release --locked -p certbind-bench -- revocation-flood --seconds $(FLOOD_SECONDS)
 
 ## cargo-fuzz (fuzz/, nightly, its own workspace): every target FUZZ_SECONDS (default 600) each.
 ## make test replays the committed seeds through the same targets on stable (fuzz_seeds).

@@ -3,6 +3,7 @@
 //! so tests drive `app(state)` without sockets.
 
 use crate::clients::Registry;
+use crate::dpop_jtis::{CLIENT_SHARE, ProofJtis, Refusal};
 use crate::grant;
 use crate::keys::{KeySet, KeyStore};
 use crate::oauth::{
@@ -20,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use certbind_core::binding::{CertThumbprint, SpiffeId};
-use certbind_core::dpop::{self, ProofCheck, ProofWindow, ReplayCache};
+use certbind_core::dpop::{self, ProofCheck, ProofWindow};
 use certbind_core::revocation::Presented;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -47,8 +48,6 @@ pub fn system_clock() -> Clock {
 pub const DPOP_MAX_AGE_S: u64 = 60;
 /// Clock difference tolerated between a DPoP client and us, both ways.
 pub const DPOP_CLOCK_SKEW_S: u64 = 5;
-/// Most DPoP proof `jti`s remembered at once; when full of live ones, new proofs are refused.
-pub const DPOP_REPLAY_CAPACITY: usize = 65_536;
 /// How long a feed long-poll waits for news before answering an empty delta.
 pub const DEFAULT_FEED_WAIT: Duration = Duration::from_secs(25);
 /// Who may use the admin API unless `--operators` says otherwise.
@@ -67,8 +66,9 @@ pub struct AppState {
     pub clock: Clock,
     /// The `iat` window of DPoP proofs at `/token`.
     pub dpop_window: ProofWindow,
-    /// `jti`s of the DPoP proofs accepted at `/token`, until they leave the window.
-    pub dpop_replay: Arc<Mutex<ReplayCache>>,
+    /// `jti`s of the DPoP proofs accepted at `/token`, until they leave the window, with a
+    /// share per client.
+    pub dpop_replay: Arc<Mutex<ProofJtis>>,
     /// The durable revocation store and its in-memory mirror.
     pub revocations: Arc<Revocations>,
     /// Identities allowed to use the admin API.
@@ -105,7 +105,7 @@ impl AppState {
                 max_age_s: DPOP_MAX_AGE_S,
                 clock_skew_s: DPOP_CLOCK_SKEW_S,
             },
-            dpop_replay: Arc::new(Mutex::new(ReplayCache::new(DPOP_REPLAY_CAPACITY))),
+            dpop_replay: Arc::new(Mutex::new(ProofJtis::new(CLIENT_SHARE))),
             revocations,
             operators: default_ids(DEFAULT_OPERATOR),
             feed_callers: Arc::new(
@@ -192,9 +192,11 @@ async fn token_endpoint(
 ) -> Result<Response, OAuthError> {
     let cert = peer.as_ref().map(|Extension(p)| p.0.as_slice());
     // Authenticate before reading the body: an anonymous caller learns nothing else.
-    grant::authenticate(&state.registry, cert)?;
+    let client_id = grant::authenticate(&state.registry, cert)?
+        .client_id
+        .clone();
     // The proof is checked (and its `jti` spent) before the body is read.
-    let dpop_jkt = dpop_proof_key(&state, &headers)?;
+    let dpop_jkt = dpop_proof_key(&state, &client_id, &headers)?;
     let form = read_form(&headers, body).await?;
     let grant = grant::decide(&state.registry, cert, &form)?;
     // A banned subject or a revoked certificate gets no new token (checked after the grant,
@@ -246,7 +248,11 @@ async fn token_endpoint(
 /// with exactly one, the proof is checked — `htm` POST, `htu` this endpoint, `iat` in the
 /// window, `jti` never seen — and its key's `jkt` returned. Anything else is
 /// `invalid_dpop_proof`; which check failed goes to the log only.
-fn dpop_proof_key(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, OAuthError> {
+fn dpop_proof_key(
+    state: &AppState,
+    client_id: &str,
+    headers: &HeaderMap,
+) -> Result<Option<String>, OAuthError> {
     let refused = |description: &'static str, detail: &'static str| {
         OAuthError::new(ErrorCode::InvalidDpopProof, description).with_detail(detail)
     };
@@ -280,12 +286,27 @@ fn dpop_proof_key(state: &AppState, headers: &HeaderMap) -> Result<Option<String
     };
     let verified = dpop::verify_proof(proof, &check).map_err(invalid)?;
     // A panic cannot happen while the lock is held; a poisoned set is still the best record.
-    state
+    let recorded = state
         .dpop_replay
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .check_and_record(&verified, now)
-        .map_err(invalid)?;
+        .check_and_record(client_id, verified.jti(), verified.replay_until_s(), now);
+    match recorded {
+        Ok(()) => {}
+        Err(Refusal::Replayed) => return Err(invalid(dpop::DpopError::Replayed)),
+        Err(Refusal::TooOld) => return Err(invalid(dpop::DpopError::TooOld)),
+        // This client's own share is full: say so, never "replayed" for an unseen proof.
+        Err(Refusal::ClientShareFull) => {
+            return Err(OAuthError {
+                status: axum::http::StatusCode::TOO_MANY_REQUESTS,
+                ..OAuthError::new(
+                    ErrorCode::InvalidRequest,
+                    "too many DPoP proofs from this client within the proof window; retry later",
+                )
+                .with_detail("client_proof_share_full")
+            });
+        }
+    }
     Ok(Some(verified.jkt().to_owned()))
 }
 
@@ -306,15 +327,15 @@ async fn introspect_endpoint(
     body: Body,
 ) -> Result<Response, OAuthError> {
     // RFC 7662 §2.1: the caller must be authenticated; any workload of our CA may ask.
-    let caller_ok = peer
+    let Some(caller) = peer
         .as_ref()
-        .is_some_and(|Extension(p)| SpiffeId::from_cert_der(&p.0).is_ok());
-    if !caller_ok {
+        .and_then(|Extension(p)| SpiffeId::from_cert_der(&p.0).ok())
+    else {
         return Err(OAuthError::new(
             ErrorCode::InvalidClient,
             "a client certificate with a SPIFFE ID is required",
         ));
-    }
+    };
     let form = read_form(&headers, body).await?;
     let Some(token) = form.get("token") else {
         return Err(OAuthError::new(
@@ -325,10 +346,24 @@ async fn introspect_endpoint(
     let keys = current_keys(&state)?;
     let now = (state.clock)();
     let answer = match token::verify(token, &keys, &state.issuer, now) {
+        Some(claims) if !entitled(&state, &caller, &claims) => {
+            // RFC 7662 §4: a stranger learns nothing, not even that the token is live.
+            let mut resp =
+                (no_store(), Json(serde_json::json!({ "active": false }))).into_response();
+            resp.extensions_mut().insert(LoggedDetail("not_entitled"));
+            return Ok(resp);
+        }
         Some(claims) if !revoked(&state, &claims, now) => active_answer(&claims),
         _ => serde_json::json!({ "active": false }),
     };
     Ok((no_store(), Json(answer)).into_response())
+}
+
+/// RFC 7662 §4: who may learn that a token is live and what it carries — the service it is
+/// for (`aud`), the client it was issued to (`sub`), or a sidecar identity (the feed callers,
+/// which enforce tokens for every audience).
+fn entitled(state: &AppState, caller: &SpiffeId, c: &Claims) -> bool {
+    caller.as_str() == c.aud || caller.as_str() == c.sub || state.feed_callers.contains(caller)
 }
 
 /// Whether a token we issued is revoked, by the same check the filter runs.
@@ -340,11 +375,16 @@ fn revoked(state: &AppState, c: &Claims, now: u64) -> bool {
         token::Confirmation::Certificate(x) => CertThumbprint::from_cnf(&x.x5t_s256).ok(),
         token::Confirmation::DpopKey(_) => None,
     };
+    // Every token we issue names the certificate it was issued over: refuse one that cannot.
+    let Ok(issued_over) = CertThumbprint::from_cnf(&c.client_x5t_s256) else {
+        return true;
+    };
     let presented = Presented {
         jti: &c.jti,
         subject: &subject,
         iat: c.iat,
         cert: cert.as_ref(),
+        issued_over: Some(&issued_over),
     };
     state.revocations.is_revoked(&presented, now).is_some()
 }

@@ -22,6 +22,9 @@ pub enum RegistryError {
     Invalid(String),
 }
 
+/// Most clients a registry may hold.
+pub const MAX_CLIENTS: usize = 4_096;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RegistryFile {
@@ -79,6 +82,14 @@ impl Registry {
 
     pub fn from_yaml(text: &str) -> Result<Self, RegistryError> {
         let file: RegistryFile = serde_yaml::from_str(text)?;
+        // Each client may own one coalesced revocation row beyond the list's caps
+        // (quota.rs): this keeps the list under the filter's limit.
+        if file.clients.len() > MAX_CLIENTS {
+            return Err(RegistryError::Invalid(format!(
+                "{} clients registered; at most {MAX_CLIENTS}",
+                file.clients.len()
+            )));
+        }
         let mut ids = HashSet::new();
         let mut spiffe_ids = HashSet::new();
         let mut clients = Vec::with_capacity(file.clients.len());
@@ -187,6 +198,16 @@ mod tests {
         assert!(inventory.scopes_for(billing).is_none());
         assert!(!reg.by_spiffe_id(&id("orders")).unwrap().has_audiences());
         assert!(reg.by_spiffe_id(&id("envoy")).is_none());
+    }
+
+    #[test]
+    fn refuses_more_clients_than_the_revocation_bound_allows() {
+        let entry = |i: usize| {
+            format!("  - client_id: c{i}\n    spiffe_id: spiffe://certbind.test/ns/demo/sa/c{i}\n")
+        };
+        let yaml = |n: usize| format!("clients:\n{}", (0..n).map(entry).collect::<String>());
+        assert!(Registry::from_yaml(&yaml(MAX_CLIENTS)).is_ok());
+        assert!(Registry::from_yaml(&yaml(MAX_CLIENTS + 1)).is_err());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Host posture → revocation (issue 8, the seeds' continuous posture assessment): the rules
 //! file, the pure evaluation of one report against it, and the bookkeeping of who reported
 //! when. A non-compliant report (or, for a required subject, no report within the interval)
-//! bans the subject through the revocation store; a compliant report lifts a ban that posture
-//! imposed — never one an operator imposed.
+//! bans the subject through the revocation store. A compliant report lifts nothing: it comes
+//! from the host itself, and a compromised host reports whatever the attacker wants, so a ban
+//! (posture's or an operator's) is lifted only by an operator (admin API `"lift": true` or
+//! `certbind-authz revoke --lift`).
 //!
 //! Rules file (`serve --posture <file>`, YAML, unknown fields refused):
 //!
@@ -22,7 +24,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
-/// The reason prefix of bans imposed by posture (only these are lifted by a good report).
+/// The reason prefix of bans imposed by posture.
 pub const POSTURE_REASON: &str = "posture";
 
 /// Why the rules file was refused.

@@ -28,11 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The longest token lifetime the server can be configured with (`serve --token-ttl`).
-pub const MAX_TOKEN_TTL: u64 = 300;
-/// Kept beyond the last covered token's expiry: sidecars accept `exp` with some clock skew
-/// (30 s by default), so the row must outlive that.
-pub const CLOCK_SKEW_MARGIN: u64 = 60;
+pub use crate::quota::{CLOCK_SKEW_MARGIN, MAX_TOKEN_TTL};
 /// Longest reason accepted.
 pub const MAX_REASON_LEN: usize = 200;
 /// How often the watcher checks the store for other writers and compacts.
@@ -123,6 +119,7 @@ pub fn plan(req: &Request, now: u64, existing: Option<&Row>) -> Result<NewRevoca
             not_before_iat: Some(since),
             expires_at: Some(after_last_token(since)),
             banned: false,
+            client_id: None,
         });
     }
     let (not_before_iat, expires_at, banned) = match req.kind {
@@ -145,6 +142,7 @@ pub fn plan(req: &Request, now: u64, existing: Option<&Row>) -> Result<NewRevoca
         not_before_iat,
         expires_at,
         banned,
+        client_id: None,
     })
 }
 
@@ -314,10 +312,48 @@ impl Revocations {
             Err(e) => return Ok(Err(e)),
         };
         let existing = self.store().get(req.kind, &value)?;
+        let replaces = existing.as_ref().is_some_and(|r| r.live(now));
+        let len = self.mirror().by_seq.len();
+        if let Err(e) = crate::quota::operator_may_add(req.kind, replaces || req.lift, len) {
+            return Ok(Err(Invalid(e)));
+        }
         match plan(req, now, existing.as_ref()) {
             Ok(new) => self.record(&new, now).map(Ok),
             Err(e) => Ok(Err(e)),
         }
+    }
+
+    /// A client revokes its own verified token (`/revoke`): a `jti` row within its quota,
+    /// else its coalesced subject row, nothing when already covered (see [`crate::quota`]).
+    /// The store lock is held from the counts to the write, so concurrent requests of one
+    /// client cannot overshoot the quota. Blocking.
+    pub fn client_revoke(
+        &self,
+        t: &crate::quota::Revoked<'_>,
+        now: u64,
+    ) -> Result<(crate::quota::Outcome, Option<Row>), StoreError> {
+        let mut store = self.store();
+        let live = |r: Option<Row>| r.filter(|r| r.live(now));
+        let jti_row = live(store.get(Kind::Jti, t.jti)?);
+        let subject_row = live(store.get(Kind::Subject, t.subject.as_str())?);
+        let client_live = store.live_client_jtis(t.client_id, now)?;
+        // Rows expired but not yet compacted still count: the bound errs on the safe side.
+        let len = self.mirror().by_seq.len();
+        let outcome = crate::quota::plan_client_revocation(
+            t,
+            jti_row.as_ref(),
+            subject_row.as_ref(),
+            client_live,
+            len,
+            now,
+        );
+        let Some(new) = outcome.row() else {
+            return Ok((outcome, None));
+        };
+        let row = store.record(new)?;
+        drop(store);
+        self.refresh(now)?;
+        Ok((outcome, Some(row)))
     }
 
     /// The live row of `(kind, value)` in the store. Blocking.
@@ -325,9 +361,10 @@ impl Revocations {
         Ok(self.store().get(kind, value)?.filter(|r| r.live(now)))
     }
 
-    /// Applies a posture verdict for `subject`: violations ban it (unless already banned);
-    /// a clean report lifts a ban that posture imposed, never an operator's. Returns whether
-    /// the subject is banned afterwards. Blocking.
+    /// Applies a posture verdict for `subject`: violations ban it (unless already banned).
+    /// A clean report changes nothing: the report comes from the host itself, and a host an
+    /// attacker owns reports whatever lifts its ban. Only an operator lifts a ban (admin API
+    /// or `certbind-authz revoke --lift`). Returns whether the subject is banned. Blocking.
     pub fn posture_verdict(
         &self,
         subject: &SpiffeId,
@@ -336,33 +373,20 @@ impl Revocations {
     ) -> Result<bool, StoreError> {
         let existing = self.get(Kind::Subject, subject.as_str(), now)?;
         let banned = existing.as_ref().is_some_and(|r| r.entry.banned);
-        let by_posture = existing
-            .as_ref()
-            .is_some_and(|r| r.entry.reason.starts_with(crate::posture::POSTURE_REASON));
-        let req = |lift: bool, reason: String| Request {
+        if violations.is_empty() || banned {
+            return Ok(banned);
+        }
+        let req = Request {
             kind: Kind::Subject,
             value: subject.as_str().to_owned(),
-            reason: Some(reason),
+            reason: Some(crate::posture::ban_reason(violations)),
             expires_at: None,
-            lift,
+            lift: false,
         };
-        if !violations.is_empty() {
-            if !banned {
-                let reason = crate::posture::ban_reason(violations);
-                if let Err(e) = self.apply_request(&req(false, reason), now)? {
-                    tracing::error!(error = %e, "posture ban refused");
-                }
-            }
-            return Ok(true);
+        if let Err(e) = self.apply_request(&req, now)? {
+            tracing::error!(error = %e, "posture ban refused");
         }
-        if banned && by_posture {
-            let reason = format!("{}: compliant", crate::posture::POSTURE_REASON);
-            if let Err(e) = self.apply_request(&req(true, reason), now)? {
-                tracing::error!(error = %e, "posture lift refused");
-            }
-            return Ok(false);
-        }
-        Ok(banned)
+        Ok(true)
     }
 
     /// Deletes expired rows from the store and the mirror. Blocking.
@@ -589,6 +613,7 @@ mod tests {
             subject: &inv,
             iat: 999,
             cert: None,
+            issued_over: None,
         };
         assert_eq!(revs.is_revoked(&old, 1101), Some(Kind::Subject));
         assert_eq!(

@@ -13,7 +13,7 @@
 use crate::app::{AppState, PeerCertificate, internal, read_form};
 use crate::oauth::{ErrorCode, LoggedDetail, MAX_BODY, OAuthError, no_store};
 use crate::revocation::Request;
-use crate::store::{NewRevocation, Row};
+use crate::store::Row;
 use crate::token;
 use axum::body::Body;
 use axum::extract::State;
@@ -81,23 +81,28 @@ pub async fn revoke_endpoint(
     if claims.client_id != client.client_id {
         return Ok(with_detail(ok(), "not_owner"));
     }
-    let new = NewRevocation {
-        kind: Kind::Jti,
-        value: claims.jti,
-        reason: "client_request".to_owned(),
-        revoked_at: now,
-        not_before_iat: None,
-        expires_at: Some(
-            claims
-                .exp
-                .saturating_add(crate::revocation::CLOCK_SKEW_MARGIN),
-        ),
-        banned: false,
+    // Our own token names a valid subject; anything else is not a token we can revoke.
+    let Ok(subject) = SpiffeId::parse(&claims.sub) else {
+        return Ok(with_detail(ok(), "unknown_token"));
     };
     let revs = state.revocations.clone();
-    let row = blocking(move || revs.record(&new, now)).await?;
-    let mut resp = with_detail(ok(), "revoked");
-    resp.extensions_mut().insert(Recorded(row.seq));
+    // Past the client's quota the token is still revoked, by its coalesced subject row
+    // (crate::quota), so the answer is the same 200 either way.
+    let (outcome, row) = blocking(move || {
+        let t = crate::quota::Revoked {
+            client_id: &claims.client_id,
+            subject: &subject,
+            jti: &claims.jti,
+            iat: claims.iat,
+            exp: claims.exp,
+        };
+        revs.client_revoke(&t, now)
+    })
+    .await?;
+    let mut resp = with_detail(ok(), outcome.detail());
+    if let Some(row) = row {
+        resp.extensions_mut().insert(Recorded(row.seq));
+    }
     Ok(resp)
 }
 
@@ -219,8 +224,8 @@ pub async fn admin_endpoint(
 }
 
 /// `POST /v1/posture`: a host agent reports, with its workload's certificate, facts about its
-/// host; the posture rules decide. Violations ban the subject; a clean report lifts a ban that
-/// posture imposed. Answer: `{"compliant": bool, "violations": [...], "banned": bool}`.
+/// host; the posture rules decide. Violations ban the subject; a clean report never lifts a
+/// ban (only an operator does). Answer: `{"compliant": bool, "violations": [...], "banned": bool}`.
 pub async fn posture_endpoint(
     State(state): State<AppState>,
     peer: Option<Extension<PeerCertificate>>,

@@ -50,6 +50,9 @@ pub struct NewRevocation {
     pub expires_at: Option<u64>,
     /// `subject`: new tokens are refused while the row is live and banned.
     pub banned: bool,
+    /// `jti` revoked by its own client through `/revoke`: the client it counts against
+    /// (per-client quota); `None` for operator and posture rows.
+    pub client_id: Option<String>,
 }
 
 /// A recorded revocation.
@@ -113,6 +116,7 @@ CREATE TABLE IF NOT EXISTS revocations (
     not_before_iat INTEGER,
     expires_at     INTEGER,
     banned         INTEGER NOT NULL DEFAULT 0,
+    client_id      TEXT,
     UNIQUE (kind, value)
 );
 CREATE INDEX IF NOT EXISTS revocations_expiry ON revocations (expires_at);
@@ -122,7 +126,16 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 ";
 
-const COLUMNS: &str = "seq, kind, value, reason, revoked_at, not_before_iat, expires_at, banned";
+/// Added after the first schema: a store written before it gets the column on open.
+const CLIENT_COLUMN: &str = "
+ALTER TABLE revocations ADD COLUMN client_id TEXT;
+";
+const CLIENT_INDEX: &str = "
+CREATE INDEX IF NOT EXISTS revocations_client ON revocations (client_id, expires_at);
+";
+
+const COLUMNS: &str =
+    "seq, kind, value, reason, revoked_at, not_before_iat, expires_at, banned, client_id";
 
 impl Store {
     /// Opens (creating if needed) `<state_dir>/revocations.db`.
@@ -143,6 +156,15 @@ impl Store {
         // crash or power loss (NORMAL would only survive a process crash).
         conn.execute_batch("PRAGMA synchronous=FULL;")?;
         conn.execute_batch(SCHEMA)?;
+        let has_client: bool = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('revocations') WHERE name = 'client_id'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_client {
+            conn.execute_batch(CLIENT_COLUMN)?;
+        }
+        conn.execute_batch(CLIENT_INDEX)?;
         Ok(Self { conn, path })
     }
 
@@ -160,8 +182,8 @@ impl Store {
             params![new.kind.as_str(), new.value],
         )?;
         tx.execute(
-            "INSERT INTO revocations (kind, value, reason, revoked_at, not_before_iat, expires_at, banned)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO revocations (kind, value, reason, revoked_at, not_before_iat, expires_at, banned, client_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 new.kind.as_str(),
                 new.value,
@@ -170,6 +192,7 @@ impl Store {
                 opt_i64(new.not_before_iat)?,
                 opt_i64(new.expires_at)?,
                 new.banned,
+                new.client_id,
             ],
         )?;
         let seq = tx.last_insert_rowid();
@@ -191,6 +214,17 @@ impl Store {
             )
             .optional()?;
         row.map(decode).transpose()
+    }
+
+    /// How many `jti` rows `client_id` revoked itself that are live at `now` (its quota use).
+    pub fn live_client_jtis(&self, client_id: &str, now: u64) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM revocations
+             WHERE client_id = ?1 AND kind = 'jti' AND (expires_at IS NULL OR expires_at > ?2)",
+            params![client_id, to_i64(now)?],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     /// Everything recorded after `since`, with the latest `seq` and the compaction point.
@@ -262,6 +296,7 @@ type RawRow = (
     Option<i64>,
     Option<i64>,
     bool,
+    Option<String>,
 );
 
 fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
@@ -274,12 +309,13 @@ fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         r.get(5)?,
         r.get(6)?,
         r.get(7)?,
+        r.get(8)?,
     ))
 }
 
 /// Checks a row read back: a row another writer left invalid is an error, never trusted.
 fn decode(raw: RawRow) -> Result<Row, StoreError> {
-    let (seq, kind, value, reason, revoked_at, not_before_iat, expires_at, banned) = raw;
+    let (seq, kind, value, reason, revoked_at, not_before_iat, expires_at, banned, client_id) = raw;
     let bad = || StoreError::BadRow(seq);
     let kind = Kind::parse(&kind).ok_or_else(bad)?;
     if !certbind_core::revocation::valid_value(kind, &value) {
@@ -296,6 +332,7 @@ fn decode(raw: RawRow) -> Result<Row, StoreError> {
             not_before_iat: not_before_iat.map(u).transpose()?,
             expires_at: expires_at.map(u).transpose()?,
             banned,
+            client_id,
         },
     })
 }
@@ -313,6 +350,7 @@ mod tests {
             not_before_iat: None,
             expires_at: Some(exp),
             banned: false,
+            client_id: None,
         }
     }
 
@@ -388,6 +426,46 @@ mod tests {
         b.record(&jti("b", 500)).unwrap();
         assert_eq!(a.changes_since(0).unwrap().latest, 2);
         assert_eq!(b.changes_since(1).unwrap().rows[0].entry.value, "b");
+    }
+
+    #[test]
+    fn counts_a_clients_live_jtis_and_adds_the_column_to_an_older_store() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A store from before the client column.
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            conn.execute_batch(&SCHEMA.replace("    client_id      TEXT,\n", ""))
+                .unwrap();
+            conn.execute(
+                "INSERT INTO revocations (kind, value, reason, revoked_at, expires_at) VALUES ('jti', 'old', 'x', 1, 500)",
+                [],
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            s.get(Kind::Jti, "old").unwrap().unwrap().entry.client_id,
+            None
+        );
+        let mine = |v: &str, exp: u64| NewRevocation {
+            client_id: Some("consumer".into()),
+            ..jti(v, exp)
+        };
+        s.record(&mine("a", 200)).unwrap();
+        s.record(&mine("b", 300)).unwrap();
+        s.record(&jti("c", 300)).unwrap();
+        assert_eq!(s.live_client_jtis("consumer", 100).unwrap(), 2);
+        assert_eq!(s.live_client_jtis("consumer", 200).unwrap(), 1);
+        assert_eq!(s.live_client_jtis("inventory", 100).unwrap(), 0);
+        assert_eq!(
+            s.get(Kind::Jti, "a")
+                .unwrap()
+                .unwrap()
+                .entry
+                .client_id
+                .as_deref(),
+            Some("consumer")
+        );
     }
 
     #[test]

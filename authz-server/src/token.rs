@@ -56,6 +56,10 @@ pub struct Claims {
     pub exp: u64,
     pub jti: String,
     pub cnf: Confirmation,
+    /// The thumbprint (`x5t#S256` form) of the client certificate the token was issued over,
+    /// whatever the binding: a certificate revocation reaches DPoP-bound tokens through it.
+    #[serde(rename = "client_x5t#S256")]
+    pub client_x5t_s256: String,
 }
 
 impl Claims {
@@ -74,6 +78,7 @@ impl Claims {
             cnf: Confirmation::Certificate(CertificateConfirmation {
                 x5t_s256: grant.thumbprint.to_cnf(),
             }),
+            client_x5t_s256: grant.thumbprint.to_cnf(),
         }
     }
 
@@ -207,6 +212,7 @@ mod tests {
             [
                 "aud",
                 "client_id",
+                "client_x5t#S256",
                 "cnf",
                 "exp",
                 "iat",
@@ -243,7 +249,12 @@ mod tests {
         let jws = encode(&claims, set.active().unwrap()).unwrap();
         let body = b64json(jws.split('.').nth(1).unwrap());
         assert_eq!(body["cnf"], serde_json::json!({ "jkt": jkt }));
-        assert_eq!(body.as_object().unwrap().len(), 10);
+        // The certificate that obtained it is still named, so its revocation reaches it.
+        assert_eq!(
+            body["client_x5t#S256"],
+            CertThumbprint::from_der(b"cert").to_cnf()
+        );
+        assert_eq!(body.as_object().unwrap().len(), 11);
         assert_eq!(verify(&jws, &set, ISS, 1000), Some(claims));
     }
 

@@ -107,7 +107,11 @@ async fn issues_a_certificate_bound_token_to_the_consumer() {
         c["cnf"]["x5t#S256"],
         CertThumbprint::from_der(&der).to_cnf()
     );
-    assert_eq!(c.as_object().unwrap().len(), 10);
+    assert_eq!(
+        c["client_x5t#S256"],
+        CertThumbprint::from_der(&der).to_cnf()
+    );
+    assert_eq!(c.as_object().unwrap().len(), 11);
     let h = header_of(jwt);
     assert_eq!(h["alg"], "ES256");
     assert_eq!(h["typ"], "at+jwt");
@@ -482,6 +486,42 @@ async fn introspection_reports_invalid_expired_and_foreign_tokens_as_inactive() 
         introspect(&st, Some(&envoy), &ours).await.json["active"],
         true
     );
+}
+
+#[tokio::test]
+async fn introspection_tells_a_stranger_nothing_about_another_clients_live_token() {
+    let pki = Pki::new();
+    let (_s, st) = state();
+    let jwt = token(&st, Some(&pki.der("consumer")), &token_body(ORDERS, ""))
+        .await
+        .json["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // inventory is neither the token's audience nor its client: RFC 7662 §4.
+    let a = introspect(&st, Some(&pki.der("inventory")), &jwt).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.json, serde_json::json!({"active": false}));
+    // billing is a service too, but not this token's audience.
+    let a = introspect(&st, Some(&pki.der("billing")), &jwt).await;
+    assert_eq!(a.json, serde_json::json!({"active": false}));
+}
+
+#[tokio::test]
+async fn introspection_answers_the_tokens_audience_its_client_and_the_sidecar() {
+    let pki = Pki::new();
+    let (_s, st) = state();
+    let jwt = token(&st, Some(&pki.der("consumer")), &token_body(ORDERS, ""))
+        .await
+        .json["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for caller in ["orders", "consumer", "envoy"] {
+        let a = introspect(&st, Some(&pki.der(caller)), &jwt).await;
+        assert_eq!(a.json["active"], true, "{caller}: {}", a.json);
+        assert_eq!(a.json["client_id"], "consumer", "{caller}");
+    }
 }
 
 #[tokio::test]

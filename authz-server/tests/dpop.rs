@@ -12,8 +12,8 @@ use axum::http::{Request, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use certbind_authz::app::{AppState, PeerCertificate, app};
+use certbind_authz::dpop_jtis::ProofJtis;
 use certbind_core::binding::ec_p256_jwk_thumbprint;
-use certbind_core::dpop::ReplayCache;
 use common::{ISSUER, ORDERS, Pki, enc, state, token_body};
 use http_body_util::BodyExt;
 use p256::ecdsa::signature::Signer;
@@ -152,7 +152,12 @@ async fn issues_a_dpop_bound_token_with_the_jkt_of_the_proof_key() {
     assert_eq!(c["client_id"], "consumer");
     assert_eq!(c["aud"], ORDERS);
     assert_eq!(c["iat"], NOW);
-    assert_eq!(c.as_object().unwrap().len(), 10);
+    // The certificate that obtained it (CONTRACT §3, `client_x5t#S256`).
+    assert_eq!(
+        c["client_x5t#S256"],
+        certbind_core::binding::CertThumbprint::from_der(&pki.der("consumer")).to_cnf()
+    );
+    assert_eq!(c.as_object().unwrap().len(), 11);
 }
 
 #[tokio::test]
@@ -208,15 +213,42 @@ async fn refuses_a_replayed_proof_and_admits_a_fresh_one_from_the_same_key() {
 }
 
 #[tokio::test]
-async fn refuses_proofs_when_the_replay_set_is_full_rather_than_forget_one() {
+async fn a_client_at_its_proof_share_is_told_so_and_another_client_is_still_admitted() {
     let pki = Pki::new();
     let (_s, mut st) = fixed_state();
-    st.dpop_replay = Arc::new(Mutex::new(ReplayCache::new(1)));
+    st.dpop_replay = Arc::new(Mutex::new(ProofJtis::new(1)));
     assert_eq!(
         token(&st, &pki, &[&proof("j-1")]).await.status,
         StatusCode::OK
     );
-    assert_invalid_proof(&token(&st, &pki, &[&proof("j-2")]).await);
+    // The consumer's share is full: a clear 429, not "replayed", and no live entry forgotten.
+    let full = token(&st, &pki, &[&proof("j-2")]).await;
+    assert_eq!(full.status, StatusCode::TOO_MANY_REQUESTS, "{}", full.json);
+    assert_eq!(full.json["error"], "invalid_request");
+    assert!(
+        full.json["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("too many DPoP proofs"),
+        "{}",
+        full.json
+    );
+    assert!(full.json.get("access_token").is_none());
+    let again = token(&st, &pki, &[&proof("j-1")]).await;
+    assert_eq!(
+        again.json["error_description"],
+        "the DPoP proof was already used"
+    );
+    // inventory has its own share: its fresh proof is admitted.
+    let other = send(
+        &st,
+        "/token",
+        Some(&pki.der("inventory")),
+        &[&proof("j-3")],
+        &token_body(ORDERS, ""),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.json);
 }
 
 #[tokio::test]
@@ -365,4 +397,64 @@ async fn metadata_advertises_es256_for_dpop_proofs() {
     let m: Value = serde_json::from_slice(&bytes).unwrap();
     assert_eq!(m["dpop_signing_alg_values_supported"], json!(["ES256"]));
     assert_eq!(m["tls_client_certificate_bound_access_tokens"], true);
+}
+
+#[tokio::test]
+async fn revoking_the_certificate_that_obtained_a_dpop_token_makes_it_inactive() {
+    let pki = Pki::new();
+    let (_s, st) = fixed_state();
+    let jwt = token(&st, &pki, &[&proof("j-cert-revoked")]).await.json["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(jwt.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let thumbprint = certbind_core::binding::CertThumbprint::from_der(&pki.der("consumer"));
+    assert_eq!(claims["client_x5t#S256"], thumbprint.to_cnf());
+    let body = format!("token={}", enc(&jwt));
+    let orders = pki.der("orders");
+    let introspect = || send(&st, "/introspect", Some(&orders), &[], &body);
+    assert_eq!(introspect().await.json["active"], true);
+    // Another client's DPoP token, obtained over another certificate, is not touched.
+    let other = send(
+        &st,
+        "/token",
+        Some(&pki.der("inventory")),
+        &[&proof("j-other-cert")],
+        &token_body(ORDERS, ""),
+    )
+    .await
+    .json["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoke = Request::builder()
+        .method("POST")
+        .uri("/v1/admin/revocations")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            json!({"kind": "cert", "value": thumbprint.to_cnf()}).to_string(),
+        ))
+        .unwrap();
+    let mut revoke = revoke;
+    revoke
+        .extensions_mut()
+        .insert(PeerCertificate(Arc::new(pki.der("operator"))));
+    let resp = app(st.clone()).oneshot(revoke).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(introspect().await.json, json!({"active": false}));
+    let other_body = format!("token={}", enc(&other));
+    let a = send(
+        &st,
+        "/introspect",
+        Some(&pki.der("orders")),
+        &[],
+        &other_body,
+    )
+    .await;
+    assert_eq!(a.json["active"], true, "{}", a.json);
 }

@@ -163,6 +163,54 @@ async fn a_client_revokes_its_own_token_and_introspection_reports_it_inactive() 
 }
 
 #[tokio::test]
+async fn a_client_flooding_revoke_cannot_grow_the_list_past_its_quota_yet_every_token_dies() {
+    use certbind_authz::quota::CLIENT_JTI_QUOTA;
+    let pki = Pki::new();
+    let (_s, mut st) = state();
+    let now = (st.clock)();
+    st.clock = Arc::new(move || now);
+    let consumer = pki.der("consumer");
+    let inventory_token = token_for(&st, &pki.der("inventory")).await;
+    let n = usize::try_from(CLIENT_JTI_QUOTA).unwrap() + 40;
+    let mut tokens = Vec::new();
+    for _ in 0..n {
+        tokens.push(token_for(&st, &consumer).await);
+    }
+    for t in &tokens {
+        let a = revoke(&st, Some(&consumer), t).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.json);
+    }
+    // Every revoked token is refused, the quota's worth by jti, the rest by one subject row.
+    for t in &tokens {
+        assert!(!active(&st, &pki, t).await);
+    }
+    let f = feed_answer(&feed(&st, Some(&pki.der("envoy")), None).await);
+    let jtis = f.revocations.iter().filter(|r| r.kind == Kind::Jti).count();
+    let subjects: Vec<_> = f
+        .revocations
+        .iter()
+        .filter(|r| r.kind == Kind::Subject)
+        .collect();
+    assert_eq!(jtis, usize::try_from(CLIENT_JTI_QUOTA).unwrap());
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].value, CONSUMER);
+    assert_eq!(subjects[0].not_before_iat, Some(now));
+    // Revoking the same tokens again writes nothing: the flood does not even wake sidecars.
+    let latest = st.revocations.latest();
+    for t in tokens.iter().rev().take(10) {
+        revoke(&st, Some(&consumer), t).await;
+    }
+    assert_eq!(st.revocations.latest(), latest);
+    // Issuance goes on: the client is not banned, and a token issued later is live.
+    let mut later = st.clone();
+    later.clock = Arc::new(move || now + 1);
+    let fresh = token_for(&later, &consumer).await;
+    assert!(active(&later, &pki, &fresh).await);
+    // Another client is untouched.
+    assert!(active(&st, &pki, &inventory_token).await);
+}
+
+#[tokio::test]
 async fn another_clients_token_is_answered_200_and_not_revoked() {
     let pki = Pki::new();
     let (_s, st) = state();
@@ -513,7 +561,7 @@ fn facts(firewall: bool) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn a_non_compliant_posture_report_bans_the_subject_until_a_compliant_one() {
+async fn a_non_compliant_posture_report_bans_the_subject_until_an_operator_lifts_it() {
     let pki = Pki::new();
     let (_s, st) = state();
     let st = with_posture(st, POSTURE);
@@ -548,6 +596,36 @@ async fn a_non_compliant_posture_report_bans_the_subject_until_a_compliant_one()
     let mut later = st.clone();
     let now = (st.clock)();
     later.clock = Arc::new(move || now + 2);
+    // The host's own clean report does not lift its ban (a compromised host lies).
+    let a = report(&later, Some(&inventory), facts(true)).await;
+    assert_eq!(a.json["compliant"], true, "{}", a.json);
+    assert_eq!(a.json["banned"], true, "{}", a.json);
+    let t = call(
+        &later,
+        "POST",
+        "/token",
+        Some(&inventory),
+        Some(FORM),
+        token_body(ORDERS, ""),
+    )
+    .await;
+    assert_eq!(t.status, StatusCode::UNAUTHORIZED);
+    // Nor can the workload lift it through the admin API.
+    let a = admin(
+        &later,
+        Some(&inventory),
+        serde_json::json!({"kind": "subject", "value": INVENTORY, "lift": true}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.json);
+    // The operator lifts it.
+    let a = admin(
+        &later,
+        Some(&pki.der("operator")),
+        serde_json::json!({"kind": "subject", "value": INVENTORY, "lift": true}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
     let a = report(&later, Some(&inventory), facts(true)).await;
     assert_eq!(a.json["banned"], false, "{}", a.json);
     let fresh = token_for(&later, &inventory).await;
@@ -644,7 +722,7 @@ async fn a_required_subject_that_stops_reporting_is_banned() {
     .await;
     assert_eq!(t.status, StatusCode::UNAUTHORIZED);
     token_for(&st, &pki.der("consumer")).await;
-    // A compliant report lifts it.
+    // Reporting again (clean) does not lift the watchdog's ban either.
     let a = report(&st, Some(&pki.der("inventory")), facts(true)).await;
-    assert_eq!(a.json["banned"], false, "{}", a.json);
+    assert_eq!(a.json["banned"], true, "{}", a.json);
 }

@@ -11,6 +11,7 @@ pub mod overload;
 pub mod procstat;
 pub mod report;
 pub mod revocation;
+pub mod revocation_flood;
 pub mod scenarios;
 pub mod setup;
 pub mod soak;

@@ -64,6 +64,14 @@ enum Command {
         #[arg(long)]
         figures: Option<PathBuf>,
     },
+    /// One workload floods `/revoke` with its own fresh tokens while another calls a sidecar:
+    /// a quiet phase, then the flood, `seconds` each; writes revocation_flood.json.
+    RevocationFlood {
+        #[arg(long, default_value_t = 300.0)]
+        seconds: f64,
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +97,7 @@ fn main() -> ExitCode {
             results,
             figures,
         } => all(smoke, scenarios, rounds, seconds, results, figures),
+        Command::RevocationFlood { seconds, results } => revocation_flood(seconds, results),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -230,6 +239,34 @@ fn overload(
             "overload run failed: wrong answers (see {})",
             results.join("overload.json").display()
         ));
+    }
+    Ok(())
+}
+
+fn revocation_flood(seconds: f64, results: Option<PathBuf>) -> Result<(), String> {
+    let (results, _) = outputs(results, None);
+    let report = certbind_bench::revocation_flood::run(seconds, &mut progress())?;
+    std::fs::create_dir_all(&results).map_err(|e| format!("{}: {e}", results.display()))?;
+    let file = results.join("revocation_flood.json");
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&file, text + "\n").map_err(|e| format!("{}: {e}", file.display()))?;
+    for phase in ["quiet", "flood"] {
+        let p = &report[phase];
+        println!(
+            "{phase:>5}: {} requests, p50 {} ms, p99 {} ms, non-200 {} (503: {})",
+            p["requests"], p["p50_ms"], p["p99_ms"], p["non_200"], p["unavailable_503"]
+        );
+    }
+    println!(
+        "flood: {} revocations ({} /s), list entries max {} (after {}), last revoked token refused: {}",
+        report["revocations_answered_200"],
+        report["revocations_per_s"],
+        report["list_entries_max"],
+        report["list_entries_after"],
+        report["last_revoked_token_refused"]
+    );
+    if report["flood"]["non_200"] != 0 || report["last_revoked_token_refused"] != true {
+        return Err(format!("revocation flood failed (see {})", file.display()));
     }
     Ok(())
 }

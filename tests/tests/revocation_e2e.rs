@@ -3,7 +3,7 @@
 //! and decisions included — fails closed when the feed goes quiet, and keeps enforcing across a
 //! kill -9 of the authz-server.
 
-use certbind_tests::tokens::{cert_thumbprint, decode_claims};
+use certbind_tests::tokens::{EcKey, cert_thumbprint, decode_claims, dpop_proof};
 use certbind_tests::{Request, Response, System, spiffe_id};
 use std::time::{Duration, Instant};
 
@@ -395,4 +395,80 @@ fn one_worker_vm_per_envoy_long_polls_the_feed_and_every_worker_enforces_it() {
         );
     }
     println!("refused on every worker after {took:?}");
+}
+
+/// `GET /orders/1` on the edge listener with `token` as `DPoP` and a fresh proof by `key`.
+fn edge_get(system: &System, key: &EcKey, token: &str) -> Response {
+    let htu = format!("{}{ORDER}", system.edge_origin());
+    let proof = dpop_proof(key, "GET", &htu, Some(token)).unwrap();
+    let request = Request::get(ORDER)
+        .header("authorization", &format!("DPoP {token}"))
+        .header("dpop", &proof);
+    system
+        .client(None)
+        .unwrap()
+        .send(system.edge(), &request)
+        .unwrap()
+}
+
+fn introspect(system: &System, caller: &str, token: &str) -> serde_json::Value {
+    let r = system
+        .client(Some(caller))
+        .unwrap()
+        .send(
+            system.authz_addr(),
+            &Request::post("/introspect").form(&[("token", token)]),
+        )
+        .unwrap();
+    ok(r).json().unwrap()
+}
+
+#[test]
+fn revoking_a_certificate_refuses_the_dpop_tokens_it_obtained_at_the_edge_within_a_second() {
+    let system = System::builder().concurrency(2).start();
+    let key = EcKey::generate().unwrap();
+    let consumer = system
+        .dpop_token("consumer", "orders", "orders:read", &key)
+        .unwrap();
+    let inventory = system
+        .dpop_token("inventory", "orders", "orders:read", &key)
+        .unwrap();
+    let x5t = cert_thumbprint(&system.pki_dir().join("consumer.crt")).unwrap();
+    assert_eq!(decode_claims(&consumer).unwrap()["client_x5t#S256"], x5t);
+    for _ in 0..3 {
+        ok(edge_get(&system, &key, &consumer));
+        ok(edge_get(&system, &key, &inventory));
+    }
+    assert_eq!(introspect(&system, "orders", &consumer)["active"], true);
+
+    // The operator revokes the certificate that obtained the DPoP token; no request on the
+    // edge carries that certificate, only the token's claim names it.
+    ok(system.revoke("cert", &x5t).unwrap());
+    let start = Instant::now();
+    loop {
+        let r = edge_get(&system, &key, &consumer);
+        if r.status == 401 && reason(&r) == "revoked" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "still {} {} after 1 s\n{}",
+            r.status,
+            r.text(),
+            system.logs_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "DPoP token of a revoked certificate refused at the edge after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        introspect(&system, "orders", &consumer),
+        serde_json::json!({"active": false})
+    );
+    // Another client's DPoP token, from another certificate, passes; so does its introspection.
+    ok(edge_get(&system, &key, &inventory));
+    assert_eq!(introspect(&system, "orders", &inventory)["active"], true);
+    assert!(system.envoy_log().contains("revoked=cert"));
 }

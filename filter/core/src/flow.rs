@@ -475,11 +475,16 @@ impl Flow {
     ) -> Option<Step> {
         let guard = engine.revocations.as_ref()?;
         let token = bound.token();
+        // Validated as a 32-byte base64url value when the claims were checked.
+        let issued_over = token
+            .client_x5t_s256()
+            .and_then(|t| CertThumbprint::from_cnf(t).ok());
         let presented = Presented {
             jti: token.jti(),
             subject: bound.subject(),
             iat: token.iat(),
             cert: self.facts.peer.thumbprint(),
+            issued_over: issued_over.as_ref(),
         };
         let verdict = guard.check(&presented, now_ms);
         let wait_until_ms = self

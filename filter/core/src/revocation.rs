@@ -224,6 +224,9 @@ pub struct Presented<'a> {
     pub iat: u64,
     /// The connection's client certificate, when there is one (none on the DPoP edge).
     pub cert: Option<&'a CertThumbprint>,
+    /// The certificate the token was issued over (its `client_x5t#S256` claim), whatever the
+    /// binding: revoking a certificate also revokes the DPoP tokens it obtained.
+    pub issued_over: Option<&'a CertThumbprint>,
 }
 
 /// The revocations a sidecar knows, by kind and key. Built empty, then fed feed answers.
@@ -367,9 +370,11 @@ impl RevocationSet {
     /// Which revocation, if any, covers this request at `now`. Checked in the order
     /// certificate, subject, token, so the broadest cause is the one reported.
     pub fn is_revoked(&self, p: &Presented<'_>, now: u64) -> Option<Kind> {
-        if p.cert
-            .and_then(|cert| self.certs.get(cert.as_bytes()))
-            .is_some_and(|h| h.live(now))
+        if [p.cert, p.issued_over]
+            .into_iter()
+            .flatten()
+            .filter_map(|cert| self.certs.get(cert.as_bytes()))
+            .any(|h| h.live(now))
         {
             return Some(Kind::Cert);
         }
@@ -475,6 +480,7 @@ mod tests {
             subject: sub,
             iat,
             cert,
+            issued_over: None,
         }
     }
 
@@ -536,6 +542,25 @@ mod tests {
         );
         assert_eq!(set.is_revoked(&req("j", &sub, 5, Some(&other)), 10), None);
         assert_eq!(set.is_revoked(&req("j", &sub, 5, None), 10), None);
+    }
+
+    #[test]
+    fn a_revoked_certificate_reaches_the_dpop_tokens_it_obtained() {
+        let mut set = RevocationSet::new();
+        let t = thumb(1);
+        set.apply_body(
+            &body(1, true, &[entry(1, Kind::Cert, &t.to_cnf(), None, None)]),
+            10,
+        )
+        .unwrap();
+        let sub = id(CONSUMER);
+        let other = thumb(2);
+        // On the DPoP edge there is no connection certificate, only the token's claim.
+        let mut dpop = req("j", &sub, 5, None);
+        dpop.issued_over = Some(&t);
+        assert_eq!(set.is_revoked(&dpop, 10), Some(Kind::Cert));
+        dpop.issued_over = Some(&other);
+        assert_eq!(set.is_revoked(&dpop, 10), None);
     }
 
     #[test]

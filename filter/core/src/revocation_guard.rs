@@ -156,6 +156,7 @@ mod tests {
             subject: sub,
             iat,
             cert: None,
+            issued_over: None,
         }
     }
 

@@ -240,6 +240,9 @@ struct RawClaims {
     client_id: Option<String>,
     scope: Option<String>,
     cnf: Option<RawCnf>,
+    /// The certificate the token was issued over (certbind's claim, any binding).
+    #[serde(rename = "client_x5t#S256")]
+    client_x5t_s256: Option<String>,
 }
 
 /// An RFC 7519 NumericDate as whole seconds (fractions truncated); negative or non-finite
@@ -274,6 +277,7 @@ pub struct VerifiedToken {
     nbf: Option<u64>,
     cnf_x5t_s256: Option<String>,
     cnf_jkt: Option<String>,
+    client_x5t_s256: Option<String>,
 }
 
 impl VerifiedToken {
@@ -310,6 +314,11 @@ impl VerifiedToken {
     /// `cnf.jkt` (DPoP-bound token).
     pub fn cnf_jkt(&self) -> Option<&str> {
         self.cnf_jkt.as_deref()
+    }
+    /// `client_x5t#S256`: the certificate the token was issued over (checked to be a
+    /// base64url SHA-256 when present), for certificate revocations of DPoP-bound tokens.
+    pub fn client_x5t_s256(&self) -> Option<&str> {
+        self.client_x5t_s256.as_deref()
     }
 
     /// The lifetime checks again, for a token verified earlier (the token cache).
@@ -379,6 +388,14 @@ pub fn validate_claims(
     let (cnf_x5t_s256, cnf_jkt) = claims
         .cnf
         .map_or((None, None), |cnf| (cnf.x5t_s256, cnf.jkt));
+    // A thumbprint that cannot be one could never match a revocation: refuse it.
+    let client_x5t_s256 = claims.client_x5t_s256;
+    if client_x5t_s256
+        .as_deref()
+        .is_some_and(|t| URL_SAFE_NO_PAD.decode(t).map_or(true, |d| d.len() != 32))
+    {
+        return Err(Reason::MalformedToken);
+    }
     Ok(VerifiedToken {
         kid: kid.to_owned(),
         sub,
@@ -390,6 +407,7 @@ pub fn validate_claims(
         nbf,
         cnf_x5t_s256,
         cnf_jkt,
+        client_x5t_s256,
     })
 }
 
@@ -538,6 +556,27 @@ pub(crate) mod tests {
         assert_eq!(t.exp(), NOW + 290);
         assert_eq!(t.iat(), NOW - 10);
         assert!(t.cnf_x5t_s256().is_some());
+    }
+
+    #[test]
+    fn keeps_the_issuing_certificate_thumbprint_and_refuses_one_that_cannot_be() {
+        let mut c = claims();
+        let t = URL_SAFE_NO_PAD.encode([7u8; 32]);
+        c["client_x5t#S256"] = t.clone().into();
+        let v = check(&sign(&header(), &c)).unwrap();
+        assert_eq!(v.client_x5t_s256(), Some(t.as_str()));
+        for bad in [
+            Value::from(URL_SAFE_NO_PAD.encode([7u8; 31])),
+            Value::from("not base64!"),
+            Value::from(7),
+        ] {
+            c["client_x5t#S256"] = bad.clone();
+            assert_eq!(
+                check(&sign(&header(), &c)).unwrap_err(),
+                Reason::MalformedToken,
+                "{bad}"
+            );
+        }
     }
 
     #[test]
