@@ -363,7 +363,7 @@ async fn introspect_endpoint(
 /// for (`aud`), the client it was issued to (`sub`), or a sidecar identity (the feed callers,
 /// which enforce tokens for every audience).
 fn entitled(state: &AppState, caller: &SpiffeId, c: &Claims) -> bool {
-    caller.as_str() == c.aud || caller.as_str() == c.sub || state.feed_callers.contains(caller)
+    caller.as_str() == c.aud || caller.as_str() == c.sub || state.feed_callers.allows(caller)
 }
 
 /// Whether a token we issued is revoked, by the same check the filter runs.
