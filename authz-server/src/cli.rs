@@ -156,7 +156,10 @@ fn server_dns(arg: &str) -> Result<String, String> {
     };
     if let Some(w) = workload {
         if !ca::SERVERS.contains(&w) {
-            return Err(format!("{w:?} holds no server certificate (servers: {:?})", ca::SERVERS));
+            return Err(format!(
+                "{w:?} holds no server certificate (servers: {:?})",
+                ca::SERVERS
+            ));
         }
     }
     let label_ok = |l: &str| {

@@ -250,7 +250,14 @@ fn pki_init_dns_for_one_workload_names_only_that_leaf_and_refuses_bad_pairs() {
         ["localhost", "authz.certbind.test"]
     );
 
-    for bad in ["nobody=x", "consumer=x", "authz=bad_name!", "authz=", "=authz", "-x"] {
+    for bad in [
+        "nobody=x",
+        "consumer=x",
+        "authz=bad_name!",
+        "authz=",
+        "=authz",
+        "-x",
+    ] {
         let before = std::fs::read(leaf("authz")).unwrap();
         let (ok, _, err) = with(&[bad]);
         assert!(!ok, "accepted --dns {bad:?}");
