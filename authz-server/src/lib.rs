@@ -9,6 +9,8 @@ pub mod fsutil;
 pub mod grant;
 pub mod keys;
 pub mod oauth;
+pub mod pg;
+pub mod pg_keys;
 pub mod posture;
 pub mod revocation;
 pub mod revoke;

@@ -18,14 +18,19 @@
 //! A write made by this process is in the mirror before the `200`; a write made by another
 //! process (`certbind-authz revoke`) is picked up by [`Revocations::spawn_watcher`] within
 //! one poll interval.
+//!
+//! On a store shared by replicas (PostgreSQL) a replica also follows `NOTIFY`
+//! ([`Revocations::spawn_listener`]), and counts as current only while it has read the store
+//! within [`STALE_AFTER`]: cut from the database it stops answering the feed and issuing
+//! tokens ([`Revocations::is_current`]) until a read succeeds again.
 
-use crate::store::{Changes, NewRevocation, Row, Store, StoreError};
+use crate::store::{Backend, Changes, NewRevocation, Row, Store, StoreError};
 use certbind_core::binding::{CertThumbprint, SpiffeId};
 use certbind_core::revocation::{FeedAnswer, Kind, Presented, RevocationSet};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// The longest token lifetime the server can be configured with (`serve --token-ttl`).
@@ -37,6 +42,8 @@ pub const CLOCK_SKEW_MARGIN: u64 = 60;
 pub const MAX_REASON_LEN: usize = 200;
 /// How often the watcher checks the store for other writers and compacts.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// A replica of a shared store that has not read it for this long is not current.
+pub const STALE_AFTER: Duration = Duration::from_secs(2);
 /// How often expired rows are deleted.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
@@ -246,7 +253,11 @@ type Memo = Option<((Option<u64>, u64, u64, u64), FeedBody)>;
 /// The revocation service shared by every handler.
 #[derive(Debug)]
 pub struct Revocations {
-    store: Mutex<Store>,
+    store: Mutex<Box<dyn Backend>>,
+    /// The store is shared by replicas: freshness is watched.
+    shared: bool,
+    /// When the store was last read successfully.
+    synced: Mutex<Option<Instant>>,
     mirror: RwLock<Mirror>,
     latest: watch::Sender<u64>,
     memo: Mutex<Memo>,
@@ -255,9 +266,15 @@ pub struct Revocations {
 impl Revocations {
     /// Opens `<state_dir>/revocations.db` and loads it.
     pub fn open(state_dir: &Path, now: u64) -> Result<Self, StoreError> {
-        let store = Store::open(state_dir)?;
+        Self::with_backend(Box::new(Store::open(state_dir)?), now)
+    }
+
+    /// Loads a store of any kind.
+    pub fn with_backend(store: Box<dyn Backend>, now: u64) -> Result<Self, StoreError> {
         let (latest, _) = watch::channel(0);
         let this = Self {
+            shared: store.shared(),
+            synced: Mutex::new(None),
             store: Mutex::new(store),
             mirror: RwLock::new(Mirror::default()),
             latest,
@@ -267,7 +284,7 @@ impl Revocations {
         Ok(this)
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+    fn store(&self) -> std::sync::MutexGuard<'_, Box<dyn Backend>> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions).
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -279,9 +296,10 @@ impl Revocations {
     /// Loads what other writers added; wakes subscribers if the latest `seq` moved.
     /// Blocking (SQLite): call from `spawn_blocking` in async code.
     pub fn refresh(&self, now: u64) -> Result<u64, StoreError> {
-        let store = self.store();
+        let mut store = self.store();
         let since = self.mirror().latest;
         let changes = store.changes_since(since)?;
+        *self.synced.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         let latest = {
             let mut m = self.mirror.write().unwrap_or_else(PoisonError::into_inner);
             m.apply(changes, now);
@@ -294,6 +312,41 @@ impl Revocations {
             moved
         });
         Ok(latest)
+    }
+
+    /// Whether this server may answer from its mirror as current: always for a store of its
+    /// own; for a shared store, only while it read the store within [`STALE_AFTER`].
+    pub fn is_current(&self) -> bool {
+        !self.shared
+            || self
+                .synced
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_some_and(|t| t.elapsed() < STALE_AFTER)
+    }
+
+    /// Whether replicas share the store.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Records a DPoP proof `jti` in the shared set; `Ok(false)` for a replay. Blocking.
+    pub fn spend_dpop_jti(&self, jti: &str, until: u64, now: u64) -> Result<bool, StoreError> {
+        self.store().spend_dpop_jti(jti, until, now)
+    }
+
+    /// Follows `NOTIFY` from a shared PostgreSQL store: each notification reads the new rows
+    /// at once (the watcher's poll stays as the backstop).
+    pub fn spawn_listener(
+        self: Arc<Self>,
+        config: postgres::Config,
+        clock: crate::app::Clock,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        crate::pg::spawn_listener(config, move || {
+            if let Err(e) = self.refresh(clock()) {
+                tracing::warn!(error = %e, "revocation refresh after NOTIFY failed");
+            }
+        })
     }
 
     /// Records a row durably (fsynced) and publishes it before returning. Blocking.
@@ -322,7 +375,8 @@ impl Revocations {
 
     /// The live row of `(kind, value)` in the store. Blocking.
     pub fn get(&self, kind: Kind, value: &str, now: u64) -> Result<Option<Row>, StoreError> {
-        Ok(self.store().get(kind, value)?.filter(|r| r.live(now)))
+        let row = self.store().get(kind, value)?;
+        Ok(row.filter(|r| r.live(now)))
     }
 
     /// Applies a posture verdict for `subject`: violations ban it (unless already banned);
