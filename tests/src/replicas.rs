@@ -1,0 +1,126 @@
+//! Several authz-server replicas behind one Envoy cluster: the rendered sidecar config's
+//! `certbind_authz` cluster gets one endpoint per replica and an active health check on
+//! `GET /v1/health` (a replica cut from its database answers 503 and leaves the rotation);
+//! and a TCP proxy a test can cut, to partition one replica from the database.
+
+use crate::Error;
+use crate::ports::loopback;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The health check added to the replicated cluster: every 500 ms, one failure takes a
+/// replica out, one success brings it back.
+const HEALTH_CHECK: &str = "    health_checks:
+    - timeout: 1s
+      interval: 0.5s
+      no_traffic_interval: 0.5s
+      unhealthy_threshold: 1
+      healthy_threshold: 1
+      http_health_check: { path: /v1/health }
+";
+
+/// `rendered` with the `certbind_authz` cluster (whose one endpoint is `port`) pointing at
+/// every port of `replicas`, health-checked.
+pub fn authz_cluster(rendered: &str, port: u16, replicas: &[u16]) -> Result<String, Error> {
+    let endpoint = |p: u16| {
+        format!(
+            "        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {p} }}\n"
+        )
+    };
+    let start = rendered
+        .find("  - name: certbind_authz\n")
+        .ok_or_else(|| Error::Proc("no certbind_authz cluster in the sidecar config".into()))?;
+    let (head, tail) = rendered.split_at(start);
+    let one = endpoint(port);
+    let transport = "    transport_socket:\n";
+    if !tail.contains(&one) || !tail.contains(transport) {
+        return Err(Error::Proc(
+            "the certbind_authz cluster changed shape".into(),
+        ));
+    }
+    let all: String = replicas.iter().map(|p| endpoint(*p)).collect();
+    let tail =
+        tail.replacen(&one, &all, 1)
+            .replacen(transport, &format!("{HEALTH_CHECK}{transport}"), 1);
+    Ok(format!("{head}{tail}"))
+}
+
+/// A TCP proxy from a free local port to `target`, which [`CutProxy::cut`] turns into a
+/// partition (open connections reset, new ones closed at once) until [`CutProxy::heal`].
+pub struct CutProxy {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl CutProxy {
+    pub fn start(target: SocketAddr) -> Result<Self, Error> {
+        let listener = TcpListener::bind(loopback(0)).map_err(Error::io("binding the proxy"))?;
+        let addr = listener.local_addr().map_err(Error::io("proxy address"))?;
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (c, o) = (Arc::clone(&cut), Arc::clone(&open));
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if c.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
+                    continue;
+                };
+                let streams = [&client, &server].map(|s| s.try_clone());
+                if let Ok(mut list) = o.lock() {
+                    list.extend(streams.into_iter().flatten());
+                }
+                pipe(&client, &server);
+                pipe(&server, &client);
+            }
+        });
+        Ok(Self { addr, cut, open })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Partitions: every open connection is shut down, new ones are closed on accept.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        if let Ok(mut list) = self.open.lock() {
+            for s in list.drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+
+    /// Ends the partition.
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` → `to` on a thread until either side closes.
+fn pipe(from: &TcpStream, to: &TcpStream) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
