@@ -472,6 +472,50 @@ mod tests {
     }
 
     #[test]
+    fn the_store_is_sqlite_unless_a_url_is_given_and_rotation_by_age_needs_one() {
+        let cli = Cli::try_parse_from(["certbind-authz", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.store, None);
+        let url = "postgres://certbind@127.0.0.1:5432/certbind";
+        let cli = Cli::try_parse_from([
+            "certbind-authz",
+            "serve",
+            "--store",
+            url,
+            "--rotate-keys-every",
+            "3600",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            (args.store.as_deref(), args.rotate_keys_every),
+            (Some(url), Some(3600))
+        );
+        assert!(
+            Cli::try_parse_from(["certbind-authz", "serve", "--rotate-keys-every", "3600"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "certbind-authz",
+                "serve",
+                "--store",
+                url,
+                "--rotate-keys-every",
+                "4"
+            ])
+            .is_err()
+        );
+        assert!(
+            open_revocations(Some("mysql://x/y"), std::path::Path::new("/nonexistent")).is_err()
+        );
+    }
+
+    #[test]
     fn refuses_token_lifetimes_above_300_seconds() {
         assert!(Cli::try_parse_from(["certbind-authz", "serve", "--token-ttl", "301"]).is_err());
         assert!(Cli::try_parse_from(["certbind-authz", "serve", "--token-ttl", "0"]).is_err());

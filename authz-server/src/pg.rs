@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS certbind_dpop_jtis (
     jti        TEXT   PRIMARY KEY,
     expires_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS certbind_posture_reports (
+    subject TEXT   PRIMARY KEY,
+    at      BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS certbind_signing_keys (
     kid            TEXT   PRIMARY KEY,
     pkcs8_pem      TEXT   NOT NULL,
@@ -300,6 +304,28 @@ impl Backend for PgStore {
         Ok(n == 1)
     }
 
+    fn record_posture_report(&mut self, subject: &str, at: u64) -> Result<(), StoreError> {
+        let at = to_i64(at)?;
+        self.conn.run(|c| {
+            c.execute(
+                "INSERT INTO certbind_posture_reports (subject, at) VALUES ($1, $2)
+                 ON CONFLICT (subject) DO UPDATE SET at = GREATEST(certbind_posture_reports.at, EXCLUDED.at)",
+                &[&subject, &at],
+            )
+        })?;
+        Ok(())
+    }
+
+    fn posture_reports(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows = self
+            .conn
+            .run(|c| c.query("SELECT subject, at FROM certbind_posture_reports", &[]))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, non_negative(r.try_get(1)?))))
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(StoreError::from)
+    }
+
     fn shared(&self) -> bool {
         true
     }
@@ -341,5 +367,33 @@ fn listen_once(config: &Config, on_news: &impl Fn()) -> Result<(), postgres::Err
         }
         // A cheap round trip: a dead connection is noticed within a second.
         client.simple_query("")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn takes_postgres_urls_with_our_timeouts() {
+        let c = config("postgres://certbind@127.0.0.1:5432/certbind").unwrap();
+        assert_eq!(c.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert_eq!(c.get_dbname(), Some("certbind"));
+        let own = config("postgresql://u@h/db?connect_timeout=9").unwrap();
+        assert_eq!(own.get_connect_timeout(), Some(&Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn refuses_other_urls_without_repeating_a_password() {
+        for bad in [
+            "sqlite:///x.db",
+            "mysql://u:secret@h/db",
+            "/var/lib/db",
+            "postgres://u:secret@h:notaport/db",
+        ] {
+            let err = config(bad).unwrap_err();
+            assert!(!err.contains("secret"), "{err}");
+        }
     }
 }

@@ -335,6 +335,16 @@ impl Revocations {
         self.store().spend_dpop_jti(jti, until, now)
     }
 
+    /// Records a posture report in the shared store (other replicas' watchdogs see it). Blocking.
+    pub fn record_posture_report(&self, subject: &SpiffeId, at: u64) -> Result<(), StoreError> {
+        self.store().record_posture_report(subject.as_str(), at)
+    }
+
+    /// Every subject's last posture report in the shared store. Blocking.
+    pub fn posture_reports(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.store().posture_reports()
+    }
+
     /// Follows `NOTIFY` from a shared PostgreSQL store: each notification reads the new rows
     /// at once (the watcher's poll stays as the backstop).
     pub fn spawn_listener(

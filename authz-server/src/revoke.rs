@@ -264,6 +264,11 @@ pub async fn posture_endpoint(
         })?;
     let now = (state.clock)();
     state.posture_reports.record(&subject, now);
+    if state.revocations.is_shared() {
+        // Replicas share reports: a subject reporting here is not overdue at the others.
+        let (revs, who) = (state.revocations.clone(), subject.clone());
+        blocking(move || revs.record_posture_report(&who, now)).await?;
+    }
     let violations = crate::posture::violations(&policy.rules, &report);
     let revs = state.revocations.clone();
     let (who, found) = (subject.clone(), violations.clone());
@@ -292,6 +297,20 @@ pub fn spawn_posture_watchdog(state: AppState) -> Option<tokio::task::JoinHandle
         loop {
             tick.tick().await;
             let now = (state.clock)();
+            if state.revocations.is_shared() {
+                // Reports made at other replicas count; without them no subject is overdue.
+                let revs = state.revocations.clone();
+                match blocking(move || revs.posture_reports()).await {
+                    Ok(reports) => {
+                        for (subject, at) in reports {
+                            if let Ok(id) = SpiffeId::parse(&subject) {
+                                state.posture_reports.merge(&id, at);
+                            }
+                        }
+                    }
+                    Err(_) => continue,
+                }
+            }
             for subject in state.posture_reports.overdue(&policy, now) {
                 let revs = state.revocations.clone();
                 let who = subject.clone();

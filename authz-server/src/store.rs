@@ -74,6 +74,11 @@ pub trait Backend: Send + std::fmt::Debug {
     /// recorded and still live (a replay). `Ok(true)` without recording for a store that
     /// leaves the set to the process (SQLite: one node, its in-memory cache is the set).
     fn spend_dpop_jti(&mut self, jti: &str, until: u64, now: u64) -> Result<bool, StoreError>;
+    /// Records that `subject` reported its posture at `at` (Unix seconds). A no-op for a store
+    /// that leaves reports to the process (SQLite: one node).
+    fn record_posture_report(&mut self, subject: &str, at: u64) -> Result<(), StoreError>;
+    /// Every subject's last posture report, as recorded by any server sharing the store.
+    fn posture_reports(&mut self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Whether several servers share this store, so each must watch its own connection to it
     /// (and stop answering as current when cut off).
     fn shared(&self) -> bool;
@@ -94,6 +99,12 @@ impl Backend for Store {
     }
     fn spend_dpop_jti(&mut self, _jti: &str, _until: u64, _now: u64) -> Result<bool, StoreError> {
         Ok(true)
+    }
+    fn record_posture_report(&mut self, _subject: &str, _at: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn posture_reports(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(Vec::new())
     }
     fn shared(&self) -> bool {
         false
