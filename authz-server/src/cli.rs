@@ -399,6 +399,7 @@ fn spawn_key_watcher(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(crate::revocation::WATCH_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
         loop {
             tick.tick().await;
             let k = Arc::clone(&keys);
@@ -410,8 +411,12 @@ fn spawn_key_watcher(
             })
             .await;
             match done {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "shared key store read failed"),
+                Ok(Ok(())) => failing = false,
+                Ok(Err(e)) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "shared key store read failed; serving the keys read last");
+                }
+                Ok(Err(_)) => {}
                 Err(e) => tracing::error!(error = %e, "shared key store task failed"),
             }
         }

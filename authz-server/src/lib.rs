@@ -12,6 +12,7 @@ pub mod oauth;
 pub mod pg;
 pub mod pg_keys;
 pub mod posture;
+pub mod replica;
 pub mod revocation;
 pub mod revoke;
 pub mod server;

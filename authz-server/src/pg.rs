@@ -131,10 +131,10 @@ impl Conn {
             return Err(StoreError::Unavailable);
         };
         let result = f(client);
-        if let Err(e) = &result {
-            if e.is_closed() || e.as_db_error().is_none() {
-                self.client = None;
-            }
+        if let Err(e) = &result
+            && (e.is_closed() || e.as_db_error().is_none())
+        {
+            self.client = None;
         }
         result.map_err(StoreError::from)
     }
@@ -341,9 +341,14 @@ pub fn spawn_listener(
     std::thread::Builder::new()
         .name("pg-listen".into())
         .spawn(move || {
+            let mut attempts = 0u64;
             loop {
                 if let Err(e) = listen_once(&config, &on_news) {
-                    tracing::warn!(error = %e, "revocation listener lost the database; reconnecting");
+                    // The first failure and then one in 50 (10 s): the watcher logs the rest.
+                    if attempts.is_multiple_of(50) {
+                        tracing::warn!(error = %e, "revocation listener lost the database; reconnecting");
+                    }
+                    attempts += 1;
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }

@@ -19,10 +19,8 @@
 //! process (`certbind-authz revoke`) is picked up by [`Revocations::spawn_watcher`] within
 //! one poll interval.
 //!
-//! On a store shared by replicas (PostgreSQL) a replica also follows `NOTIFY`
-//! ([`Revocations::spawn_listener`]), and counts as current only while it has read the store
-//! within [`STALE_AFTER`]: cut from the database it stops answering the feed and issuing
-//! tokens ([`Revocations::is_current`]) until a read succeeds again.
+//! On a store shared by replicas (PostgreSQL) a replica also follows `NOTIFY` and watches its
+//! own freshness ([`crate::replica`]).
 
 use crate::store::{Backend, Changes, NewRevocation, Row, Store, StoreError};
 use certbind_core::binding::{CertThumbprint, SpiffeId};
@@ -255,9 +253,9 @@ type Memo = Option<((Option<u64>, u64, u64, u64), FeedBody)>;
 pub struct Revocations {
     store: Mutex<Box<dyn Backend>>,
     /// The store is shared by replicas: freshness is watched.
-    shared: bool,
+    pub(crate) shared: bool,
     /// When the store was last read successfully.
-    synced: Mutex<Option<Instant>>,
+    pub(crate) synced: Mutex<Option<Instant>>,
     mirror: RwLock<Mirror>,
     latest: watch::Sender<u64>,
     memo: Mutex<Memo>,
@@ -284,7 +282,7 @@ impl Revocations {
         Ok(this)
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, Box<dyn Backend>> {
+    pub(crate) fn store(&self) -> std::sync::MutexGuard<'_, Box<dyn Backend>> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions).
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -312,51 +310,6 @@ impl Revocations {
             moved
         });
         Ok(latest)
-    }
-
-    /// Whether this server may answer from its mirror as current: always for a store of its
-    /// own; for a shared store, only while it read the store within [`STALE_AFTER`].
-    pub fn is_current(&self) -> bool {
-        !self.shared
-            || self
-                .synced
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_some_and(|t| t.elapsed() < STALE_AFTER)
-    }
-
-    /// Whether replicas share the store.
-    pub fn is_shared(&self) -> bool {
-        self.shared
-    }
-
-    /// Records a DPoP proof `jti` in the shared set; `Ok(false)` for a replay. Blocking.
-    pub fn spend_dpop_jti(&self, jti: &str, until: u64, now: u64) -> Result<bool, StoreError> {
-        self.store().spend_dpop_jti(jti, until, now)
-    }
-
-    /// Records a posture report in the shared store (other replicas' watchdogs see it). Blocking.
-    pub fn record_posture_report(&self, subject: &SpiffeId, at: u64) -> Result<(), StoreError> {
-        self.store().record_posture_report(subject.as_str(), at)
-    }
-
-    /// Every subject's last posture report in the shared store. Blocking.
-    pub fn posture_reports(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.store().posture_reports()
-    }
-
-    /// Follows `NOTIFY` from a shared PostgreSQL store: each notification reads the new rows
-    /// at once (the watcher's poll stays as the backstop).
-    pub fn spawn_listener(
-        self: Arc<Self>,
-        config: postgres::Config,
-        clock: crate::app::Clock,
-    ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        crate::pg::spawn_listener(config, move || {
-            if let Err(e) = self.refresh(clock()) {
-                tracing::warn!(error = %e, "revocation refresh after NOTIFY failed");
-            }
-        })
     }
 
     /// Records a row durably (fsynced) and publishes it before returning. Blocking.
@@ -447,6 +400,7 @@ impl Revocations {
             let mut tick = tokio::time::interval(WATCH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_compaction = tokio::time::Instant::now();
+            let mut failing = false;
             loop {
                 tick.tick().await;
                 let compact = last_compaction.elapsed() >= COMPACT_EVERY;
@@ -463,9 +417,18 @@ impl Revocations {
                     }
                 })
                 .await;
+                // One line when the store is lost and one when it is back, not one per poll.
                 match done {
+                    Ok(Ok(())) if failing => {
+                        failing = false;
+                        tracing::info!("revocation store reachable again");
+                    }
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "revocation store poll failed"),
+                    Ok(Err(e)) if !failing => {
+                        failing = true;
+                        tracing::error!(error = %e, "revocation store poll failed");
+                    }
+                    Ok(Err(_)) => {}
                     Err(e) => tracing::error!(error = %e, "revocation store poll panicked"),
                 }
             }

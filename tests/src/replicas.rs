@@ -3,8 +3,9 @@
 //! `GET /v1/health` (a replica cut from its database answers 503 and leaves the rotation);
 //! and a TCP proxy a test can cut, to partition one replica from the database.
 
-use crate::Error;
 use crate::ports::loopback;
+use crate::proc::{Proc, Ready};
+use crate::{Error, System, prereq};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +22,41 @@ const HEALTH_CHECK: &str = "    health_checks:
       healthy_threshold: 1
       http_health_check: { path: /v1/health }
 ";
+
+impl System {
+    /// Another authz-server `name` on `port` with the same PKI, clients and issuer, its own
+    /// state directory, and `args` (e.g. `--store postgres://…`); not started yet.
+    pub fn authz_replica(&self, name: &str, port: u16, args: &[&str]) -> Result<Proc, Error> {
+        let clients = prereq::repo_file("authz-server/clients.yaml")?;
+        let state = self.dir().join(format!("{name}-state"));
+        let mut all: Vec<String> = [
+            "serve".into(),
+            "--listen".into(),
+            loopback(port).to_string(),
+            "--pki-dir".into(),
+            self.pki_dir().display().to_string(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--clients".into(),
+            clients.display().to_string(),
+            "--issuer".into(),
+            self.issuer().to_owned(),
+        ]
+        .into();
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        Ok(Proc::new(
+            name,
+            &self.authz_bin,
+            &all,
+            &self.dir().join("logs"),
+        ))
+    }
+
+    /// When an authz-server started with [`Proc::start`] counts as ready.
+    pub fn authz_ready() -> Ready {
+        crate::system::authz_ready()
+    }
+}
 
 /// `rendered` with the `certbind_authz` cluster (whose one endpoint is `port`) pointing at
 /// every port of `replicas`, health-checked.

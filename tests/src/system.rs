@@ -230,7 +230,7 @@ pub struct System {
     mode: Mode,
     pki: PathBuf,
     state: PathBuf,
-    authz_bin: PathBuf,
+    pub(crate) authz_bin: PathBuf,
     // Drop order: Envoy first, then the services it calls, then the directory.
     envoy: Proc,
     authz: Proc,
@@ -703,39 +703,6 @@ impl System {
         self.pdp.pid()
     }
 
-    /// Another authz-server `name` on `port` with the same PKI, clients and issuer, its own
-    /// state directory, and `args` (e.g. `--store postgres://…`); not started yet.
-    pub fn authz_replica(&self, name: &str, port: u16, args: &[&str]) -> Result<Proc, Error> {
-        let clients = prereq::repo_file("authz-server/clients.yaml")?;
-        let state = self.dir().join(format!("{name}-state"));
-        let mut all: Vec<String> = [
-            "serve".into(),
-            "--listen".into(),
-            loopback(port).to_string(),
-            "--pki-dir".into(),
-            self.pki.display().to_string(),
-            "--state-dir".into(),
-            state.display().to_string(),
-            "--clients".into(),
-            clients.display().to_string(),
-            "--issuer".into(),
-            self.issuer.clone(),
-        ]
-        .into();
-        all.extend(args.iter().map(|a| (*a).to_owned()));
-        Ok(Proc::new(
-            name,
-            &self.authz_bin,
-            &all,
-            &self.dir().join("logs"),
-        ))
-    }
-
-    /// When an authz-server started with [`Proc::start`] counts as ready.
-    pub fn authz_ready() -> Ready {
-        authz_ready()
-    }
-
     /// The authz-server's pid while it runs.
     pub fn authz_pid(&self) -> Option<u32> {
         self.authz.pid()
@@ -759,7 +726,7 @@ pub fn signal(pid: u32, signal: &str) -> Result<(), Error> {
     }
 }
 
-fn authz_ready() -> Ready {
+pub(crate) fn authz_ready() -> Ready {
     Ready::LogLine("certbind-authz listening on".into())
 }
 

@@ -12,7 +12,7 @@ use certbind_tests::tokens::decode_claims;
 use certbind_tests::{Request, Response, System, spiffe_id};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const READY: Duration = Duration::from_secs(20);
@@ -208,44 +208,32 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// Load in the background: round after round, a token from the next replica (retrying on the
-/// others) and a call through the sidecar, which must be 200. Returns (stop flag, calls,
-/// failures, the thread).
-fn load(
-    ha: &Arc<Ha>,
-) -> (
-    Arc<AtomicBool>,
-    Arc<AtomicU64>,
-    Arc<std::sync::Mutex<Vec<String>>>,
-    std::thread::JoinHandle<()>,
-) {
+/// others) and a call through the sidecar, which must be 200. Set the flag to stop; the thread
+/// returns the calls made and the failures.
+fn load(ha: &Arc<Ha>) -> (Arc<AtomicBool>, std::thread::JoinHandle<(u64, Vec<String>)>) {
     let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (h, s, c, f) = (
-        Arc::clone(ha),
-        Arc::clone(&stop),
-        Arc::clone(&calls),
-        Arc::clone(&failures),
-    );
+    let (h, s) = (Arc::clone(ha), Arc::clone(&stop));
     let thread = std::thread::spawn(move || {
-        let mut i = 0usize;
+        let (mut calls, mut failures) = (0u64, Vec::new());
         while !s.load(Ordering::SeqCst) {
-            i += 1;
-            let outcome = h.token_retrying(i, "orders", "orders:read").and_then(|t| {
-                let r = h.call("orders", &t);
-                if r.status == 200 {
-                    Ok(())
-                } else {
-                    Err(format!("call: {} {}", r.status, r.text()))
-                }
-            });
-            c.fetch_add(1, Ordering::SeqCst);
+            calls += 1;
+            let outcome = h
+                .token_retrying(calls as usize, "orders", "orders:read")
+                .and_then(|t| {
+                    let r = h.call("orders", &t);
+                    if r.status == 200 {
+                        Ok(())
+                    } else {
+                        Err(format!("call: {} {}", r.status, r.text()))
+                    }
+                });
             if let Err(e) = outcome {
-                f.lock().unwrap().push(e);
+                failures.push(e);
             }
         }
+        (calls, failures)
     });
-    (stop, calls, failures, thread)
+    (stop, thread)
 }
 
 #[test]
@@ -262,7 +250,7 @@ fn revocations_at_one_replica_reach_the_sidecar_following_another_and_a_killed_f
         "a first 200 through the sidecar",
         || ha.call("orders", &first).status == 200,
     );
-    let (stop, calls, failures, thread) = load(&ha);
+    let (stop, thread) = load(&ha);
     let mut revoked: Vec<(String, String)> = Vec::new();
     let mut before_move = Vec::new();
     let mut after_move = Vec::new();
@@ -295,7 +283,7 @@ fn revocations_at_one_replica_reach_the_sidecar_following_another_and_a_killed_f
         }
     }
     stop.store(true, Ordering::SeqCst);
-    thread.join().unwrap();
+    let (calls, failed) = thread.join().unwrap();
     // Nothing revoked is ever admitted, before or after the move.
     for (service, token) in &revoked {
         let r = ha.call(service, token);
@@ -304,12 +292,11 @@ fn revocations_at_one_replica_reach_the_sidecar_following_another_and_a_killed_f
             (401, Some("revoked"))
         );
     }
-    let failed = failures.lock().unwrap().clone();
     assert!(
         failed.is_empty(),
         "{} of {} calls failed: {failed:?}\n{}",
         failed.len(),
-        calls.load(Ordering::SeqCst),
+        calls,
         ha.logs()
     );
     before_move.sort();
@@ -321,7 +308,7 @@ fn revocations_at_one_replica_reach_the_sidecar_following_another_and_a_killed_f
         percentile(&before_move, 0.99),
         percentile(&after_move, 0.5),
         after_move.last().unwrap(),
-        calls.load(Ordering::SeqCst)
+        calls
     );
     assert!(
         max_before <= Duration::from_secs(1),
@@ -507,7 +494,7 @@ fn key_rotation_with_three_replicas_under_load_publishes_one_new_key_everywhere(
     eventually(&ha, Duration::from_secs(20), "a first 200", || {
         ha.call("orders", &token).status == 200
     });
-    let (stop, calls, failures, thread) = load(&ha);
+    let (stop, thread) = load(&ha);
     // Every replica signs with the same new key.
     eventually(
         &ha,
@@ -522,7 +509,7 @@ fn key_rotation_with_three_replicas_under_load_publishes_one_new_key_everywhere(
     );
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::SeqCst);
-    thread.join().unwrap();
+    let (calls, failed) = thread.join().unwrap();
     let published: Vec<Vec<String>> = all.iter().map(|at| jwks(*at)).collect();
     assert_eq!(published[0].len(), 2, "exactly one new key: {published:?}");
     assert!(
@@ -537,15 +524,11 @@ fn key_rotation_with_three_replicas_under_load_publishes_one_new_key_everywhere(
         kids.iter().all(|k| *k == kids[0] && *k != first_kid),
         "{kids:?}"
     );
-    let failed = failures.lock().unwrap().clone();
     assert!(
         failed.is_empty(),
         "{} of {} calls failed: {failed:?}",
         failed.len(),
-        calls.load(Ordering::SeqCst)
+        calls
     );
-    eprintln!(
-        "rotation under load: {} calls, 0 failed",
-        calls.load(Ordering::SeqCst)
-    );
+    eprintln!("rotation under load: {} calls, 0 failed", calls);
 }
