@@ -6,7 +6,7 @@
 //! every token it signed has expired: [`RETIRED_KEY_RETENTION`] after its retirement it leaves
 //! the JWKS and its file moves to `keys/retired/` (kept for audit, never loaded again).
 //!
-//! Replicas share their keys through a [`KeySource`] instead (PostgreSQL, [`crate::pg_keys`]).
+//! Replicas share their keys through a [`KeySource`] instead (PostgreSQL, `pg_keys.rs`).
 
 use crate::fsutil::{PRIVATE_MODE, ensure_private_dir, write_atomic};
 use base64::Engine;

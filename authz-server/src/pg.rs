@@ -1,6 +1,6 @@
 //! The PostgreSQL store for authz-server replicas (`serve --store postgres://…`): revocations
 //! in one global, gap-free order, the DPoP proof `jti` set, and the connection that reconnects
-//! on its own. Signing keys live in the same database ([`crate::pg_keys`]).
+//! on its own. Signing keys live in the same database (`pg_keys.rs`).
 //!
 //! Order: a revocation takes the next `seq` by updating one counter row
 //! (`certbind_meta.latest`) inside its transaction. The row lock serializes writers until

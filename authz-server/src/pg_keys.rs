@@ -2,10 +2,10 @@
 //! and a rotation happens once, by whichever replica holds the advisory lock.
 //!
 //! A new key is published [`ACTIVATION_DELAY`] before it signs, so every replica (which
-//! rereads the table every [`crate::revocation::WATCH_INTERVAL`]) already serves it when the
+//! rereads the table every 100 ms, the revocation watcher's interval) already serves it when the
 //! first token carrying its `kid` reaches a sidecar; the sidecar's refetch of an unknown `kid`
 //! then finds it on any replica. Retired keys leave the JWKS after
-//! [`crate::keys::RETIRED_KEY_RETENTION`], as in a key directory; their rows stay for audit.
+//! [`RETIRED_KEY_RETENTION`], as in a key directory; their rows stay for audit.
 
 use crate::keys::{
     Key, KeyError, KeySet, KeySource, RETIRED_KEY_RETENTION, key_from_pem, new_key_pem,

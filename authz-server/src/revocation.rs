@@ -20,7 +20,7 @@
 //! one poll interval.
 //!
 //! On a store shared by replicas (PostgreSQL) a replica also follows `NOTIFY` and watches its
-//! own freshness ([`crate::replica`]).
+//! own freshness (`replica.rs`).
 
 use crate::store::{Backend, Changes, NewRevocation, Row, Store, StoreError};
 use certbind_core::binding::{CertThumbprint, SpiffeId};

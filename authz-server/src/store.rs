@@ -1,5 +1,5 @@
 //! The durable revocation store: the [`Backend`] every store implements (SQLite here for one
-//! node, PostgreSQL in [`crate::pg`] for replicas), and the SQLite one: one file `<state-dir>/revocations.db` in WAL mode with
+//! node, PostgreSQL in `pg.rs` for replicas), and the SQLite one: one file `<state-dir>/revocations.db` in WAL mode with
 //! `synchronous=FULL`, so a revocation is on disk before any `200` says so, and a second
 //! writer (the `revoke` command) can add rows while the server runs.
 //!

@@ -1,7 +1,6 @@
-//! Several authz-server replicas behind one Envoy cluster: the rendered sidecar config's
-//! `certbind_authz` cluster gets one endpoint per replica and an active health check on
-//! `GET /v1/health` (a replica cut from its database answers 503 and leaves the rotation);
-//! and a TCP proxy a test can cut, to partition one replica from the database.
+//! Several authz-server replicas: one more beside a System (Envoy reaches them all as one
+//! health-checked cluster, [`crate::envoy::authz_cluster`]), and a TCP proxy a test can cut, to
+//! partition one replica from the database.
 
 use crate::ports::loopback;
 use crate::proc::{Proc, Ready};
@@ -11,17 +10,6 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// The health check added to the replicated cluster: every 500 ms, one failure takes a
-/// replica out, one success brings it back.
-const HEALTH_CHECK: &str = "    health_checks:
-    - timeout: 1s
-      interval: 0.5s
-      no_traffic_interval: 0.5s
-      unhealthy_threshold: 1
-      healthy_threshold: 1
-      http_health_check: { path: /v1/health }
-";
 
 impl System {
     /// Another authz-server `name` on `port` with the same PKI, clients and issuer, its own
@@ -56,32 +44,6 @@ impl System {
     pub fn authz_ready() -> Ready {
         crate::system::authz_ready()
     }
-}
-
-/// `rendered` with the `certbind_authz` cluster (whose one endpoint is `port`) pointing at
-/// every port of `replicas`, health-checked.
-pub fn authz_cluster(rendered: &str, port: u16, replicas: &[u16]) -> Result<String, Error> {
-    let endpoint = |p: u16| {
-        format!(
-            "        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {p} }}\n"
-        )
-    };
-    let start = rendered
-        .find("  - name: certbind_authz\n")
-        .ok_or_else(|| Error::Proc("no certbind_authz cluster in the sidecar config".into()))?;
-    let (head, tail) = rendered.split_at(start);
-    let one = endpoint(port);
-    let transport = "    transport_socket:\n";
-    if !tail.contains(&one) || !tail.contains(transport) {
-        return Err(Error::Proc(
-            "the certbind_authz cluster changed shape".into(),
-        ));
-    }
-    let all: String = replicas.iter().map(|p| endpoint(*p)).collect();
-    let tail =
-        tail.replacen(&one, &all, 1)
-            .replacen(transport, &format!("{HEALTH_CHECK}{transport}"), 1);
-    Ok(format!("{head}{tail}"))
 }
 
 /// A TCP proxy from a free local port to `target`, which [`CutProxy::cut`] turns into a

@@ -348,7 +348,7 @@ impl System {
                 .iter()
                 .map(|p| if *p == 0 { ports.authz } else { *p })
                 .collect();
-            rendered = crate::replicas::authz_cluster(&rendered, ports.authz, &list)?;
+            rendered = crate::envoy::authz_cluster(&rendered, ports.authz, &list)?;
         }
         write_file(&config, &rendered)?;
         let envoy = envoy::start(&config, ports.admin, b.concurrency, &logs)?;

@@ -348,6 +348,14 @@ fn writes_at_every_replica_share_one_gap_free_order() {
             })
         })
         .collect();
+    // The replicated cluster Envoy runs with is a valid config naming both replicas.
+    let config = ha.system.dir().join("envoy.yaml");
+    certbind_tests::envoy::validate(&config).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("path: /v1/health"));
+    for port in [b, c] {
+        assert!(text.contains(&format!("port_value: {port} }}")), "{port}");
+    }
     let mut seqs: Vec<u64> = writers
         .into_iter()
         .flat_map(|t| t.join().unwrap())
