@@ -53,4 +53,12 @@ impl Revocations {
             }
         })
     }
+
+    /// Whether a follower at `since` is ahead of this replica's mirror while the store is
+    /// shared: it saw a newer row at another replica, and this one has not read it yet. Answering
+    /// from the mirror would send a snapshot at an older `seq` that drops rows the follower
+    /// already applied, so the store is read first ([`Self::refresh`]).
+    pub fn lags_behind(&self, since: Option<u64>) -> bool {
+        self.shared && since.is_some_and(|s| s > self.latest())
+    }
 }

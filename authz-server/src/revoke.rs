@@ -383,6 +383,10 @@ pub async fn feed_endpoint(
     if !revs.is_current() {
         return Err(unavailable());
     }
+    if revs.lags_behind(since) {
+        let (r, now) = (revs.clone(), (state.clock)());
+        blocking(move || r.refresh(now)).await?;
+    }
     // Subscribe before looking, so a revocation between the look and the wait still wakes us.
     let mut rx = revs.subscribe();
     let deadline = tokio::time::Instant::now() + state.feed_wait;

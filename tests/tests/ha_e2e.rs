@@ -379,6 +379,11 @@ fn writes_at_every_replica_share_one_gap_free_order() {
             (18..=30).collect::<Vec<_>>(),
             "since=17 at {at}"
         );
+        // A follower ahead of the store itself (a replaced database) gets a snapshot at 30.
+        assert_eq!(
+            ha.feed(*at, Some(35)),
+            (200, (1..=30).collect::<Vec<_>>(), 30)
+        );
     }
 }
 
