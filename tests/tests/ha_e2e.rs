@@ -545,3 +545,40 @@ fn key_rotation_with_three_replicas_under_load_publishes_one_new_key_everywhere(
     );
     eprintln!("rotation under load: {} calls, 0 failed", calls);
 }
+
+#[test]
+fn a_dpop_proof_spent_at_one_replica_is_a_replay_at_another() {
+    use certbind_tests::tokens::{EcKey, dpop_proof};
+    let b = free_port().unwrap();
+    let ha = Ha::start(&[b], &[0, b], &[]);
+    let key = EcKey::generate().unwrap();
+    let htu = format!("{}/token", ha.system.issuer());
+    let aud = spiffe_id("orders");
+    let request = |proof: &str| {
+        Request::post("/token").header("dpop", proof).form(&[
+            ("grant_type", "client_credentials"),
+            ("audience", aud.as_str()),
+            ("scope", "orders:read"),
+        ])
+    };
+    let proof = dpop_proof(&key, "POST", &htu, None).unwrap();
+    let first = ha.send("consumer", ha.a(), &request(&proof)).unwrap();
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.json_str("token_type").as_deref(), Some("DPoP"));
+    // The same proof at B: a replay, though B never saw it.
+    let replay = ha
+        .send("consumer", ha.replicas[0].0, &request(&proof))
+        .unwrap();
+    assert_eq!(
+        (replay.status, replay.json_str("error").as_deref()),
+        (400, Some("invalid_dpop_proof")),
+        "{}",
+        replay.text()
+    );
+    // A fresh proof is admitted at B.
+    let fresh = dpop_proof(&key, "POST", &htu, None).unwrap();
+    let ok = ha
+        .send("consumer", ha.replicas[0].0, &request(&fresh))
+        .unwrap();
+    assert_eq!(ok.status, 200, "{}", ok.text());
+}
