@@ -582,3 +582,58 @@ fn a_dpop_proof_spent_at_one_replica_is_a_replay_at_another() {
         .unwrap();
     assert_eq!(ok.status, 200, "{}", ok.text());
 }
+
+#[test]
+fn posture_reports_at_one_replica_keep_the_subject_in_good_standing_at_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("posture.yaml");
+    let inventory = spiffe_id("inventory");
+    std::fs::write(
+        &policy,
+        format!(
+            "rules: {{require_firewall: true}}\nreport_interval_s: 3\nrequired: [{inventory}]\n"
+        ),
+    )
+    .unwrap();
+    let policy = policy.display().to_string();
+    let b = free_port().unwrap();
+    let ha = Ha::start(&[b], &[0, b], &["--posture", &policy]);
+    let (a, b) = (ha.a(), ha.replicas[0].0);
+    let token = |at: SocketAddr| {
+        let aud = spiffe_id("orders");
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("audience", aud.as_str()),
+            ("scope", "orders:read"),
+        ];
+        ha.send("inventory", at, &Request::post("/token").form(&form))
+            .unwrap()
+    };
+    let report =
+        serde_json::json!({"firewall": true, "blocked_processes": [], "os_patch_age_days": 1});
+    // Reports go to A only, for longer than twice the interval: B must not call them missing.
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        let r = ha
+            .send("inventory", a, &Request::post("/v1/posture").json(&report))
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let at_b = token(b);
+    assert_eq!(
+        at_b.status,
+        200,
+        "banned at B: {}\n{}",
+        at_b.text(),
+        ha.logs()
+    );
+    assert_eq!(ha.feed(b, None).1, Vec::<u64>::new(), "no ban recorded");
+    // Reports stop: the subject is banned (once), and refused at every replica.
+    eventually(&ha, Duration::from_secs(10), "banned at B", || {
+        token(b).status == 401
+    });
+    assert_eq!(token(a).status, 401);
+    // One live ban row (two replicas banning at the same instant replace each other's row).
+    assert_eq!(ha.feed(a, None).1.len(), 1, "one ban row");
+}
