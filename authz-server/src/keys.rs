@@ -5,6 +5,8 @@
 //! A key stops signing when a newer one appears (its retirement), but stays published until
 //! every token it signed has expired: [`RETIRED_KEY_RETENTION`] after its retirement it leaves
 //! the JWKS and its file moves to `keys/retired/` (kept for audit, never loaded again).
+//!
+//! Replicas share their keys through a [`KeySource`] instead (PostgreSQL, `pg_keys.rs`).
 
 use crate::fsutil::{PRIVATE_MODE, ensure_private_dir, write_atomic};
 use base64::Engine;
@@ -41,6 +43,8 @@ pub enum KeyError {
     Generate(String),
     #[error("key store lock poisoned")]
     Poisoned,
+    #[error("shared key store: {0}")]
+    Shared(String),
 }
 
 /// One signing key with its public JWK members.
@@ -111,12 +115,19 @@ impl Key {
 #[derive(Debug, Clone)]
 pub struct KeySet {
     keys: Vec<Arc<Key>>,
+    /// Index of the key that signs (a shared store publishes a new key before it signs).
+    active: usize,
 }
 
 impl KeySet {
+    /// Keys newest first, of which `keys[active]` signs.
+    pub(crate) fn new(keys: Vec<Arc<Key>>, active: usize) -> Self {
+        Self { keys, active }
+    }
+
     /// The key that signs new tokens.
     pub fn active(&self) -> Option<&Arc<Key>> {
-        self.keys.first()
+        self.keys.get(self.active)
     }
 
     pub fn find(&self, kid: &str) -> Option<&Arc<Key>> {
@@ -137,6 +148,31 @@ impl KeySet {
     }
 }
 
+/// Signing keys kept elsewhere than a local directory, shared by replicas.
+pub trait KeySource: Send + Sync + std::fmt::Debug {
+    /// The keys to publish and sign with now.
+    fn current(&self) -> Result<KeySet, KeyError>;
+    /// Adds a new key; returns its `kid`.
+    fn rotate(&self) -> Result<String, KeyError>;
+}
+
+/// A new key: its `kid` and PKCS#8 PEM.
+pub(crate) fn new_key_pem() -> Result<(String, String), KeyError> {
+    let key = Key::from_signing(generate()?, SystemTime::now())
+        .ok_or_else(|| KeyError::Generate("key has no affine coordinates".into()))?;
+    let pem = key
+        .signing
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| KeyError::Generate(e.to_string()))?;
+    Ok((key.kid, pem.to_string()))
+}
+
+/// A key from PKCS#8 PEM, if it is a P-256 key whose thumbprint is `kid`.
+pub(crate) fn key_from_pem(kid: &str, pem: &str, created: SystemTime) -> Option<Key> {
+    let signing = SigningKey::from_pkcs8_pem(pem).ok()?;
+    Key::from_signing(signing, created).filter(|k| k.kid == kid)
+}
+
 /// One key file as last seen: its mtime and the parsed key (`None` if the file is unusable).
 type CachedFile = (SystemTime, Option<Arc<Key>>);
 
@@ -145,6 +181,8 @@ type CachedFile = (SystemTime, Option<Arc<Key>>);
 pub struct KeyStore {
     dir: PathBuf,
     cache: Mutex<HashMap<PathBuf, CachedFile>>,
+    /// When set, the keys come from here and `dir` is unused.
+    shared: Option<Arc<dyn KeySource>>,
 }
 
 impl KeyStore {
@@ -158,6 +196,7 @@ impl KeyStore {
         let store = Self {
             dir: state_dir.join("keys"),
             cache: Mutex::new(HashMap::new()),
+            shared: None,
         };
         ensure_private_dir(&store.dir).map_err(|source| KeyError::Io {
             path: store.dir.clone(),
@@ -170,12 +209,24 @@ impl KeyStore {
         Ok((store, created))
     }
 
+    /// Keys from a shared source (replicas) instead of a directory.
+    pub fn shared(source: Arc<dyn KeySource>) -> Self {
+        Self {
+            dir: PathBuf::new(),
+            cache: Mutex::new(HashMap::new()),
+            shared: Some(source),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Generates a new key and writes it as `<kid>.pem` (mode 0600); it becomes the active key.
     pub fn rotate(&self) -> Result<String, KeyError> {
+        if let Some(shared) = &self.shared {
+            return shared.rotate();
+        }
         let signing = generate()?;
         let key = Key::from_signing(signing, SystemTime::now())
             .ok_or_else(|| KeyError::Generate("key has no affine coordinates".into()))?;
@@ -193,6 +244,9 @@ impl KeyStore {
     /// Files that are not a P-256 PKCS#8 key named after its own RFC 7638 thumbprint are ignored
     /// (and logged once): a renamed or foreign file can never be published or sign.
     pub fn current(&self) -> Result<KeySet, KeyError> {
+        if let Some(shared) = &self.shared {
+            return shared.current();
+        }
         self.current_at(SystemTime::now())
     }
 
@@ -215,7 +269,7 @@ impl KeyStore {
                 kept.push(key);
             }
         }
-        Ok(KeySet { keys: kept })
+        Ok(KeySet::new(kept, 0))
     }
 
     /// Moves a key past its retention out of the published directory (best effort: if the
@@ -274,7 +328,7 @@ impl KeyStore {
             }
         }
         keys.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.kid.cmp(&a.kid)));
-        Ok(KeySet { keys })
+        Ok(KeySet::new(keys, 0))
     }
 }
 

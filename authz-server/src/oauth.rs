@@ -31,6 +31,9 @@ pub enum ErrorCode {
     AccessDenied,
     /// Something broke on our side; the detail is logged, never echoed.
     ServerError,
+    /// RFC 6749 §4.1.2.1: the store is out of reach for now (a replica cut from its
+    /// database); 503, try another replica or later.
+    TemporarilyUnavailable,
 }
 
 impl ErrorCode {
@@ -45,6 +48,7 @@ impl ErrorCode {
             Self::InvalidDpopProof => "invalid_dpop_proof",
             Self::AccessDenied => "access_denied",
             Self::ServerError => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
         }
     }
 }
@@ -65,6 +69,7 @@ impl OAuthError {
             ErrorCode::InvalidClient => StatusCode::UNAUTHORIZED,
             ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
             ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         };
         Self {

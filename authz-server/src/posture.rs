@@ -167,6 +167,13 @@ impl Reports {
             .insert(subject.clone(), now);
     }
 
+    /// Takes a report another replica recorded, if it is newer than the one known here.
+    pub fn merge(&self, subject: &SpiffeId, at: u64) {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = last.entry(subject.clone()).or_insert(at);
+        *known = (*known).max(at);
+    }
+
     /// Required subjects whose last report (or the server's start, if none) is older than the
     /// interval at `now`.
     pub fn overdue(&self, policy: &Policy, now: u64) -> Vec<SpiffeId> {
@@ -205,6 +212,19 @@ required: [spiffe://certbind.test/ns/demo/sa/inventory]
             blocked_processes: vec![],
             os_patch_age_days: 3,
         }
+    }
+
+    #[test]
+    fn a_report_from_another_replica_counts_only_when_newer() {
+        let policy = Policy::from_yaml(POLICY).unwrap();
+        let inv = SpiffeId::parse("spiffe://certbind.test/ns/demo/sa/inventory").unwrap();
+        let reports = Reports::new(1000);
+        assert_eq!(reports.overdue(&policy, 1061), vec![inv.clone()]);
+        reports.merge(&inv, 1050);
+        assert!(reports.overdue(&policy, 1061).is_empty());
+        reports.merge(&inv, 900);
+        assert!(reports.overdue(&policy, 1110).is_empty());
+        assert_eq!(reports.overdue(&policy, 1111), vec![inv]);
     }
 
     #[test]

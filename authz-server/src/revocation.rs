@@ -18,14 +18,17 @@
 //! A write made by this process is in the mirror before the `200`; a write made by another
 //! process (`certbind-authz revoke`) is picked up by [`Revocations::spawn_watcher`] within
 //! one poll interval.
+//!
+//! On a store shared by replicas (PostgreSQL) a replica also follows `NOTIFY` and watches its
+//! own freshness (`replica.rs`).
 
-use crate::store::{Changes, NewRevocation, Row, Store, StoreError};
+use crate::store::{Backend, Changes, NewRevocation, Row, Store, StoreError};
 use certbind_core::binding::{CertThumbprint, SpiffeId};
 use certbind_core::revocation::{FeedAnswer, Kind, Presented, RevocationSet};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 pub use crate::quota::{CLOCK_SKEW_MARGIN, MAX_TOKEN_TTL};
@@ -33,6 +36,8 @@ pub use crate::quota::{CLOCK_SKEW_MARGIN, MAX_TOKEN_TTL};
 pub const MAX_REASON_LEN: usize = 200;
 /// How often the watcher checks the store for other writers and compacts.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+/// A replica of a shared store that has not read it for this long is not current.
+pub const STALE_AFTER: Duration = Duration::from_secs(2);
 /// How often expired rows are deleted.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
 
@@ -244,7 +249,11 @@ type Memo = Option<((Option<u64>, u64, u64, u64), FeedBody)>;
 /// The revocation service shared by every handler.
 #[derive(Debug)]
 pub struct Revocations {
-    store: Mutex<Store>,
+    store: Mutex<Box<dyn Backend>>,
+    /// The store is shared by replicas: freshness is watched.
+    pub(crate) shared: bool,
+    /// When the store was last read successfully.
+    pub(crate) synced: Mutex<Option<Instant>>,
     mirror: RwLock<Mirror>,
     latest: watch::Sender<u64>,
     memo: Mutex<Memo>,
@@ -253,9 +262,15 @@ pub struct Revocations {
 impl Revocations {
     /// Opens `<state_dir>/revocations.db` and loads it.
     pub fn open(state_dir: &Path, now: u64) -> Result<Self, StoreError> {
-        let store = Store::open(state_dir)?;
+        Self::with_backend(Box::new(Store::open(state_dir)?), now)
+    }
+
+    /// Loads a store of any kind.
+    pub fn with_backend(store: Box<dyn Backend>, now: u64) -> Result<Self, StoreError> {
         let (latest, _) = watch::channel(0);
         let this = Self {
+            shared: store.shared(),
+            synced: Mutex::new(None),
             store: Mutex::new(store),
             mirror: RwLock::new(Mirror::default()),
             latest,
@@ -265,7 +280,7 @@ impl Revocations {
         Ok(this)
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
+    pub(crate) fn store(&self) -> std::sync::MutexGuard<'_, Box<dyn Backend>> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions).
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -277,9 +292,10 @@ impl Revocations {
     /// Loads what other writers added; wakes subscribers if the latest `seq` moved.
     /// Blocking (SQLite): call from `spawn_blocking` in async code.
     pub fn refresh(&self, now: u64) -> Result<u64, StoreError> {
-        let store = self.store();
+        let mut store = self.store();
         let since = self.mirror().latest;
         let changes = store.changes_since(since)?;
+        *self.synced.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         let latest = {
             let mut m = self.mirror.write().unwrap_or_else(PoisonError::into_inner);
             m.apply(changes, now);
@@ -358,7 +374,8 @@ impl Revocations {
 
     /// The live row of `(kind, value)` in the store. Blocking.
     pub fn get(&self, kind: Kind, value: &str, now: u64) -> Result<Option<Row>, StoreError> {
-        Ok(self.store().get(kind, value)?.filter(|r| r.live(now)))
+        let row = self.store().get(kind, value)?;
+        Ok(row.filter(|r| r.live(now)))
     }
 
     /// Applies a posture verdict for `subject`: violations ban it (unless already banned).
@@ -407,6 +424,7 @@ impl Revocations {
             let mut tick = tokio::time::interval(WATCH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_compaction = tokio::time::Instant::now();
+            let mut failing = false;
             loop {
                 tick.tick().await;
                 let compact = last_compaction.elapsed() >= COMPACT_EVERY;
@@ -423,9 +441,18 @@ impl Revocations {
                     }
                 })
                 .await;
+                // One line when the store is lost and one when it is back, not one per poll.
                 match done {
+                    Ok(Ok(())) if failing => {
+                        failing = false;
+                        tracing::info!("revocation store reachable again");
+                    }
                     Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::error!(error = %e, "revocation store poll failed"),
+                    Ok(Err(e)) if !failing => {
+                        failing = true;
+                        tracing::error!(error = %e, "revocation store poll failed");
+                    }
+                    Ok(Err(_)) => {}
                     Err(e) => tracing::error!(error = %e, "revocation store poll panicked"),
                 }
             }

@@ -42,9 +42,22 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, OAuthError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) if e.is_unavailable() => {
+            tracing::error!(error = %e, "revocation store unreachable");
+            Err(unavailable())
+        }
         Ok(Err(e)) => Err(internal("revocation store failed", &e)),
         Err(e) => Err(internal("revocation store task failed", &e)),
     }
+}
+
+/// 503 `temporarily_unavailable`: this replica cannot reach its shared store.
+pub(crate) fn unavailable() -> OAuthError {
+    OAuthError::new(
+        ErrorCode::TemporarilyUnavailable,
+        "the revocation store is unreachable from this server",
+    )
+    .with_detail("store_unavailable")
 }
 
 fn with_detail(mut resp: Response, detail: &'static str) -> Response {
@@ -256,6 +269,11 @@ pub async fn posture_endpoint(
         })?;
     let now = (state.clock)();
     state.posture_reports.record(&subject, now);
+    if state.revocations.is_shared() {
+        // Replicas share reports: a subject reporting here is not overdue at the others.
+        let (revs, who) = (state.revocations.clone(), subject.clone());
+        blocking(move || revs.record_posture_report(&who, now)).await?;
+    }
     let violations = crate::posture::violations(&policy.rules, &report);
     let revs = state.revocations.clone();
     let (who, found) = (subject.clone(), violations.clone());
@@ -284,6 +302,20 @@ pub fn spawn_posture_watchdog(state: AppState) -> Option<tokio::task::JoinHandle
         loop {
             tick.tick().await;
             let now = (state.clock)();
+            if state.revocations.is_shared() {
+                // Reports made at other replicas count; without them no subject is overdue.
+                let revs = state.revocations.clone();
+                match blocking(move || revs.posture_reports()).await {
+                    Ok(reports) => {
+                        for (subject, at) in reports {
+                            if let Ok(id) = SpiffeId::parse(&subject) {
+                                state.posture_reports.merge(&id, at);
+                            }
+                        }
+                    }
+                    Err(_) => continue,
+                }
+            }
             for subject in state.posture_reports.overdue(&policy, now) {
                 let revs = state.revocations.clone();
                 let who = subject.clone();
@@ -315,6 +347,22 @@ fn parse_since(uri: &Uri) -> Result<Option<u64>, ()> {
     value.parse().map(Some).map_err(|_| ())
 }
 
+/// `GET /v1/health`: `200 {"status":"ok"}` while this server answers as current, else `503
+/// {"status":"store_unavailable"}` (Envoy's active health check takes it out of the cluster).
+pub async fn health_endpoint(State(state): State<AppState>) -> Response {
+    if state.revocations.is_current() {
+        (no_store(), Json(serde_json::json!({"status": "ok"}))).into_response()
+    } else {
+        let mut resp = (
+            no_store(),
+            Json(serde_json::json!({"status": "store_unavailable"})),
+        )
+            .into_response();
+        *resp.status_mut() = axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        resp
+    }
+}
+
 /// `GET /v1/revocations?since=<seq>`: the long-poll feed for sidecar identities.
 pub async fn feed_endpoint(
     State(state): State<AppState>,
@@ -335,6 +383,15 @@ pub async fn feed_endpoint(
         )
     })?;
     let revs = &state.revocations;
+    // Cut from a shared store, the mirror may be stale: never serve it as current (the
+    // sidecar's staleness bound takes over, and Envoy's health check moves it elsewhere).
+    if !revs.is_current() {
+        return Err(unavailable());
+    }
+    if revs.lags_behind(since) {
+        let (r, now) = (revs.clone(), (state.clock)());
+        blocking(move || r.refresh(now)).await?;
+    }
     // Subscribe before looking, so a revocation between the look and the wait still wakes us.
     let mut rx = revs.subscribe();
     let deadline = tokio::time::Instant::now() + state.feed_wait;
@@ -344,8 +401,11 @@ pub async fn feed_endpoint(
         }
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => {}
-            // Timed out, or the service is shutting down: nothing new.
+            // Timed out, or the service is shutting down: nothing new (if still current).
             Ok(Err(_)) | Err(_) => {
+                if !revs.is_current() {
+                    return Err(unavailable());
+                }
                 let json = serde_json::to_vec(&revs.nothing_new())
                     .map_err(|e| internal("cannot serialize the feed answer", &e))?;
                 break crate::revocation::FeedBody {

@@ -1,4 +1,5 @@
-//! The durable revocation store: one SQLite file `<state-dir>/revocations.db` in WAL mode with
+//! The durable revocation store: the [`Backend`] every store implements (SQLite here for one
+//! node, PostgreSQL in `pg.rs` for replicas), and the SQLite one: one file `<state-dir>/revocations.db` in WAL mode with
 //! `synchronous=FULL`, so a revocation is on disk before any `200` says so, and a second
 //! writer (the `revoke` command) can add rows while the server runs.
 //!
@@ -33,6 +34,86 @@ pub enum StoreError {
     BadRow(i64),
     #[error("a number does not fit the store: {0}")]
     Range(u64),
+    #[error("the database is not connected")]
+    Unavailable,
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] postgres::Error),
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (a transient state: answer 503, retry),
+    /// as opposed to a refused statement or a bad row.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Unavailable => true,
+            Self::Postgres(e) => e.is_closed() || e.as_db_error().is_none(),
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// What a revocation store does. Blocking (call from `spawn_blocking` in async code); `&mut`
+/// because a database client runs one statement at a time. New state (quotas, counters) is
+/// added as methods here with one implementation per store.
+pub trait Backend: Send + std::fmt::Debug {
+    /// Records `new`, replacing any row of the same `(kind, value)` under a new, higher `seq`;
+    /// durable on return. Sequence numbers become visible in order, without gaps that a later
+    /// commit could fill.
+    fn record(&mut self, new: &NewRevocation) -> Result<Row, StoreError>;
+    /// The row of `(kind, value)`, if any (live or not).
+    fn get(&mut self, kind: Kind, value: &str) -> Result<Option<Row>, StoreError>;
+    /// Everything recorded after `since`, read in one consistent view.
+    fn changes_since(&mut self, since: u64) -> Result<Changes, StoreError>;
+    /// Deletes rows expired at `now`; returns how many.
+    fn compact(&mut self, now: u64) -> Result<usize, StoreError>;
+    /// How many `jti` rows `client_id` revoked itself that are live at `now` (its quota use).
+    fn live_client_jtis(&mut self, client_id: &str, now: u64) -> Result<u64, StoreError>;
+    /// Records a DPoP proof `jti` until `until` (Unix seconds); `Ok(false)` if it was already
+    /// recorded and still live (a replay). `Ok(true)` without recording for a store that
+    /// leaves the set to the process (SQLite: one node, its in-memory cache is the set).
+    fn spend_dpop_jti(&mut self, jti: &str, until: u64, now: u64) -> Result<bool, StoreError>;
+    /// Records that `subject` reported its posture at `at` (Unix seconds). A no-op for a store
+    /// that leaves reports to the process (SQLite: one node).
+    fn record_posture_report(&mut self, subject: &str, at: u64) -> Result<(), StoreError>;
+    /// Every subject's last posture report, as recorded by any server sharing the store.
+    fn posture_reports(&mut self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Whether several servers share this store, so each must watch its own connection to it
+    /// (and stop answering as current when cut off).
+    fn shared(&self) -> bool;
+}
+
+impl Backend for Store {
+    fn record(&mut self, new: &NewRevocation) -> Result<Row, StoreError> {
+        Store::record(self, new)
+    }
+    fn get(&mut self, kind: Kind, value: &str) -> Result<Option<Row>, StoreError> {
+        Store::get(self, kind, value)
+    }
+    fn changes_since(&mut self, since: u64) -> Result<Changes, StoreError> {
+        Store::changes_since(self, since)
+    }
+    fn compact(&mut self, now: u64) -> Result<usize, StoreError> {
+        Store::compact(self, now)
+    }
+    fn live_client_jtis(&mut self, client_id: &str, now: u64) -> Result<u64, StoreError> {
+        Store::live_client_jtis(self, client_id, now)
+    }
+    fn spend_dpop_jti(&mut self, _jti: &str, _until: u64, _now: u64) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    fn record_posture_report(&mut self, _subject: &str, _at: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn posture_reports(&mut self) -> Result<Vec<(String, u64)>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A revocation to record.
@@ -98,11 +179,11 @@ pub struct Store {
     path: PathBuf,
 }
 
-fn to_i64(v: u64) -> Result<i64, StoreError> {
+pub(crate) fn to_i64(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Range(v))
 }
 
-fn opt_i64(v: Option<u64>) -> Result<Option<i64>, StoreError> {
+pub(crate) fn opt_i64(v: Option<u64>) -> Result<Option<i64>, StoreError> {
     v.map(to_i64).transpose()
 }
 
@@ -287,7 +368,7 @@ impl Store {
     }
 }
 
-type RawRow = (
+pub(crate) type RawRow = (
     i64,
     String,
     String,
@@ -314,7 +395,7 @@ fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
 }
 
 /// Checks a row read back: a row another writer left invalid is an error, never trusted.
-fn decode(raw: RawRow) -> Result<Row, StoreError> {
+pub(crate) fn decode(raw: RawRow) -> Result<Row, StoreError> {
     let (seq, kind, value, reason, revoked_at, not_before_iat, expires_at, banned, client_id) = raw;
     let bad = || StoreError::BadRow(seq);
     let kind = Kind::parse(&kind).ok_or_else(bad)?;

@@ -9,6 +9,7 @@ pub mod method;
 pub mod mint;
 pub mod overload;
 pub mod procstat;
+pub mod replicas;
 pub mod report;
 pub mod revocation;
 pub mod revocation_flood;

@@ -1,5 +1,6 @@
 //! certbind's Envoy for tests: the template's variables as a struct, rendering, `envoy --mode
-//! validate`, starting Envoy, and reading its stats from the admin port.
+//! validate`, starting Envoy, reading its stats from the admin port, and the replicated
+//! `certbind_authz` cluster (several health-checked authz-servers).
 
 use crate::client::{Request, http_plain};
 use crate::proc::{Proc, Ready};
@@ -303,4 +304,41 @@ impl Admin {
             .map(|(_, v)| *v)
             .sum())
     }
+}
+
+/// The health check added to the replicated cluster: every 500 ms, one failure takes a
+/// replica out, one success brings it back.
+const HEALTH_CHECK: &str = "    health_checks:
+    - timeout: 1s
+      interval: 0.5s
+      no_traffic_interval: 0.5s
+      unhealthy_threshold: 1
+      healthy_threshold: 1
+      http_health_check: { path: /v1/health }
+";
+
+/// `rendered` with the `certbind_authz` cluster (whose one endpoint is `port`) pointing at
+/// every port of `replicas`, health-checked.
+pub fn authz_cluster(rendered: &str, port: u16, replicas: &[u16]) -> Result<String, Error> {
+    let endpoint = |p: u16| {
+        format!(
+            "        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {p} }}\n"
+        )
+    };
+    let start = rendered
+        .find("  - name: certbind_authz\n")
+        .ok_or_else(|| Error::Proc("no certbind_authz cluster in the sidecar config".into()))?;
+    let (head, tail) = rendered.split_at(start);
+    let one = endpoint(port);
+    let transport = "    transport_socket:\n";
+    if !tail.contains(&one) || !tail.contains(transport) {
+        return Err(Error::Proc(
+            "the certbind_authz cluster changed shape".into(),
+        ));
+    }
+    let all: String = replicas.iter().map(|p| endpoint(*p)).collect();
+    let tail =
+        tail.replacen(&one, &all, 1)
+            .replacen(transport, &format!("{HEALTH_CHECK}{transport}"), 1);
+    Ok(format!("{head}{tail}"))
 }

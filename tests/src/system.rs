@@ -65,6 +65,8 @@ pub struct SystemBuilder {
     issuer: Option<String>,
     /// Rewrites the rendered Envoy configuration (a deployment whose template is not ours).
     envoy_edit: Option<fn(String) -> String>,
+    /// Ports of authz-server replicas for Envoy's `certbind_authz` cluster (empty: the one).
+    authz_replicas: Vec<u16>,
 }
 
 impl Default for SystemBuilder {
@@ -83,6 +85,7 @@ impl Default for SystemBuilder {
             pki_args: Vec::new(),
             issuer: None,
             envoy_edit: None,
+            authz_replicas: Vec::new(),
         }
     }
 }
@@ -166,7 +169,6 @@ impl SystemBuilder {
         self
     }
 
-    /// Starts everything, or fails with what is missing and how to get it.
     /// The issuer URL the authz-server signs with and the filter expects (e.g. the cluster
     /// name a mesh manifest gives it); only a name, the server still listens on loopback.
     pub fn issuer(mut self, issuer: &str) -> Self {
@@ -174,6 +176,14 @@ impl SystemBuilder {
         self
     }
 
+    /// Envoy reaches the authz-server as one health-checked cluster of these ports (replicas
+    /// the test starts with [`System::authz_replica`]; 0 stands for the System's own).
+    pub fn authz_replicas(mut self, ports: &[u16]) -> Self {
+        self.authz_replicas = ports.to_vec();
+        self
+    }
+
+    /// Starts everything, or fails with what is missing and how to get it.
     pub fn try_start(self) -> Result<System, Error> {
         System::start_with(self)
     }
@@ -248,7 +258,7 @@ pub struct System {
     mode: Mode,
     pki: PathBuf,
     state: PathBuf,
-    authz_bin: PathBuf,
+    pub(crate) authz_bin: PathBuf,
     // Drop order: Envoy first, then the services it calls, then the directory.
     envoy: Proc,
     authz: Proc,
@@ -362,11 +372,18 @@ impl System {
             tuning: b.tuning.clone(),
         };
         let config = root.join("envoy.yaml");
-        let rendered = vars.render_sidecar()?;
-        let rendered = match b.envoy_edit {
-            Some(edit) => edit(rendered),
-            None => rendered,
-        };
+        let mut rendered = vars.render_sidecar()?;
+        if let Some(edit) = b.envoy_edit {
+            rendered = edit(rendered);
+        }
+        if !b.authz_replicas.is_empty() {
+            let list: Vec<u16> = b
+                .authz_replicas
+                .iter()
+                .map(|p| if *p == 0 { ports.authz } else { *p })
+                .collect();
+            rendered = crate::envoy::authz_cluster(&rendered, ports.authz, &list)?;
+        }
         write_file(&config, &rendered)?;
         let envoy = envoy::start(&config, ports.admin, b.concurrency, &logs)?;
 
@@ -756,7 +773,7 @@ pub fn signal(pid: u32, signal: &str) -> Result<(), Error> {
     }
 }
 
-fn authz_ready() -> Ready {
+pub(crate) fn authz_ready() -> Ready {
     Ready::LogLine("certbind-authz listening on".into())
 }
 
