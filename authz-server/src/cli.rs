@@ -158,13 +158,13 @@ fn server_dns(arg: &str) -> Result<String, String> {
         Some((w, h)) => (Some(w), h),
         None => (None, arg),
     };
-    if let Some(w) = workload {
-        if !ca::SERVERS.contains(&w) {
-            return Err(format!(
-                "{w:?} holds no server certificate (servers: {:?})",
-                ca::SERVERS
-            ));
-        }
+    if let Some(w) = workload
+        && !ca::SERVERS.contains(&w)
+    {
+        return Err(format!(
+            "{w:?} holds no server certificate (servers: {:?})",
+            ca::SERVERS
+        ));
     }
     let label_ok = |l: &str| {
         !l.is_empty()
