@@ -295,6 +295,9 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     );
     state.operators = Arc::new(operators);
     state.feed_callers = Arc::new(feed_callers);
+    state.usage = Some(Arc::new(
+        crate::usage::UsageCounter::open(&args.state_dir).map_err(|e| e.to_string())?,
+    ));
     state.feed_wait = Duration::from_secs(args.feed_wait);
     if let Some(path) = &args.posture {
         let policy =

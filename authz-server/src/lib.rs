@@ -16,5 +16,6 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod usage;
 
 pub use app::{AppState, PeerCertificate, app};

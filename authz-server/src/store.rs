@@ -13,6 +13,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod usage;
+pub use usage::UseOutcome;
+
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "revocations.db";
 /// How long a writer waits for the other writer's lock before failing.

@@ -56,6 +56,9 @@ pub struct Claims {
     pub exp: u64,
     pub jti: String,
     pub cnf: Confirmation,
+    /// A usage-bound token: how many uses it was issued with (issue 22); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u32>,
 }
 
 impl Claims {
@@ -74,6 +77,7 @@ impl Claims {
             cnf: Confirmation::Certificate(CertificateConfirmation {
                 x5t_s256: grant.thumbprint.to_cnf(),
             }),
+            max_uses: None,
         }
     }
 
