@@ -101,6 +101,10 @@ pub struct FilterConfig {
     /// (the Envoy template always sets it). See [`RevocationConfig`].
     #[serde(default)]
     pub revocation: Option<RevocationConfig>,
+    /// The shared counter of usage-bound tokens (issue 22); absent: such tokens are refused
+    /// with 503 `usage_unavailable`. See [`crate::usage::UsageConfig`].
+    #[serde(default)]
+    pub usage: Option<crate::usage::UsageConfig>,
 }
 
 /// How the filter follows the authz-server's revocation feed (`GET /v1/revocations?since=N`,
@@ -160,6 +164,15 @@ fn default_revocation_max_staleness_s() -> u64 {
 }
 
 impl FilterConfig {
+    /// The usage counter's cluster and authority (defaulting to the JWKS ones).
+    pub fn usage_target(&self) -> Option<(&str, &str)> {
+        let u = self.usage.as_ref()?;
+        Some((
+            u.cluster.as_deref().unwrap_or(&self.jwks.cluster),
+            u.authority.as_deref().unwrap_or(&self.jwks.authority),
+        ))
+    }
+
     /// The revocation feed's cluster and authority (defaulting to the JWKS ones).
     pub fn revocation_target(&self) -> Option<(&str, &str)> {
         let r = self.revocation.as_ref()?;
@@ -472,6 +485,9 @@ impl FilterConfig {
         if let Some(r) = &self.revocation {
             r.validate()?;
         }
+        if let Some(u) = &self.usage {
+            u.validate()?;
+        }
         match (self.binding, &self.dpop) {
             (Binding::Mtls, None) => Ok(()),
             (Binding::Mtls, Some(_)) => bad("dpop", "is only for `binding: dpop`"),
@@ -519,7 +535,7 @@ impl DpopConfig {
 }
 
 /// Printable ASCII without spaces' neighbours CR/LF: safe to put in a header or log line.
-fn is_header_safe(s: &str) -> bool {
+pub(crate) fn is_header_safe(s: &str) -> bool {
     s.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 

@@ -17,3 +17,4 @@ pub mod revocation;
 pub mod revocation_guard;
 pub mod revocation_share;
 pub mod token;
+pub mod usage;

@@ -51,11 +51,15 @@ pub enum Reason {
     /// the filter cannot tell a revoked token from a good one, so it refuses (unless
     /// `revocation.fail_open`).
     RevocationUnavailable,
+    /// A usage-bound token whose uses are all spent (or that the counter never issued).
+    UsageExhausted,
+    /// The usage counter timed out, failed or answered garbage: the use cannot be counted.
+    UsageUnavailable,
 }
 
 impl Reason {
     /// Every reason, for defining one counter each up front.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 23] = [
         Self::MissingToken,
         Self::MalformedToken,
         Self::UnsupportedAlg,
@@ -77,6 +81,8 @@ impl Reason {
         Self::JwksUnavailable,
         Self::PdpUnavailable,
         Self::RevocationUnavailable,
+        Self::UsageExhausted,
+        Self::UsageUnavailable,
     ];
 
     /// The stable `reason` string of the body, the stat name and the log line.
@@ -103,6 +109,8 @@ impl Reason {
             Self::JwksUnavailable => "jwks_unavailable",
             Self::PdpUnavailable => "pdp_unavailable",
             Self::RevocationUnavailable => "revocation_unavailable",
+            Self::UsageExhausted => "usage_exhausted",
+            Self::UsageUnavailable => "usage_unavailable",
         }
     }
 
@@ -122,7 +130,10 @@ impl Reason {
     pub fn status(self) -> u32 {
         match self {
             Self::PolicyDenied | Self::InsufficientScope => 403,
-            Self::JwksUnavailable | Self::PdpUnavailable | Self::RevocationUnavailable => 503,
+            Self::JwksUnavailable
+            | Self::PdpUnavailable
+            | Self::RevocationUnavailable
+            | Self::UsageUnavailable => 503,
             _ => 401,
         }
     }
@@ -134,9 +145,10 @@ impl Reason {
             Self::DpopInvalid | Self::DpopReplay => Some("invalid_dpop_proof"),
             Self::InsufficientScope => Some("insufficient_scope"),
             Self::PolicyDenied => Some("access_denied"),
-            Self::JwksUnavailable | Self::PdpUnavailable | Self::RevocationUnavailable => {
-                Some("temporarily_unavailable")
-            }
+            Self::JwksUnavailable
+            | Self::PdpUnavailable
+            | Self::RevocationUnavailable
+            | Self::UsageUnavailable => Some("temporarily_unavailable"),
             _ => Some("invalid_token"),
         }
     }
@@ -188,7 +200,7 @@ impl Reason {
 /// How long a client should wait after a 503 before retrying.
 pub const RETRY_AFTER_S: u32 = 5;
 
-const STAT_NAMES: [(Reason, &str); 20] = [
+const STAT_NAMES: [(Reason, &str); 22] = [
     (Reason::MissingToken, "certbind.denied.missing_token"),
     (Reason::MalformedToken, "certbind.denied.malformed_token"),
     (Reason::UnsupportedAlg, "certbind.denied.unsupported_alg"),
@@ -211,6 +223,11 @@ const STAT_NAMES: [(Reason, &str); 20] = [
     (
         Reason::RevocationUnavailable,
         "certbind.denied.revocation_unavailable",
+    ),
+    (Reason::UsageExhausted, "certbind.denied.usage_exhausted"),
+    (
+        Reason::UsageUnavailable,
+        "certbind.denied.usage_unavailable",
     ),
 ];
 
@@ -253,6 +270,12 @@ mod tests {
             (Reason::PdpUnavailable, 503, Some("temporarily_unavailable")),
             (
                 Reason::RevocationUnavailable,
+                503,
+                Some("temporarily_unavailable"),
+            ),
+            (Reason::UsageExhausted, 401, Some("invalid_token")),
+            (
+                Reason::UsageUnavailable,
                 503,
                 Some("temporarily_unavailable"),
             ),

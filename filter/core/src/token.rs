@@ -240,6 +240,7 @@ struct RawClaims {
     client_id: Option<String>,
     scope: Option<String>,
     cnf: Option<RawCnf>,
+    max_uses: Option<Number>,
 }
 
 /// An RFC 7519 NumericDate as whole seconds (fractions truncated); negative or non-finite
@@ -274,9 +275,14 @@ pub struct VerifiedToken {
     nbf: Option<u64>,
     cnf_x5t_s256: Option<String>,
     cnf_jkt: Option<String>,
+    max_uses: Option<u32>,
 }
 
 impl VerifiedToken {
+    /// `max_uses` of a usage-bound token (issue 22): each admission spends one use.
+    pub fn max_uses(&self) -> Option<u32> {
+        self.max_uses
+    }
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -376,6 +382,16 @@ pub fn validate_claims(
     {
         return Err(Reason::MalformedToken);
     }
+    // A usage-bound token names a whole number of uses, at least one.
+    let max_uses = match claims.max_uses {
+        None => None,
+        Some(n) => Some(
+            n.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or(Reason::MalformedToken)?,
+        ),
+    };
     let (cnf_x5t_s256, cnf_jkt) = claims
         .cnf
         .map_or((None, None), |cnf| (cnf.x5t_s256, cnf.jkt));
@@ -390,6 +406,7 @@ pub fn validate_claims(
         nbf,
         cnf_x5t_s256,
         cnf_jkt,
+        max_uses,
     })
 }
 
