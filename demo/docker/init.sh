@@ -21,7 +21,7 @@ export CB_PKI_DIR="$ENVOY_PKI" CB_WASM="$ENVOY_DIR/certbind_filter.wasm" \
   CB_BASELINE_ORDERS_PORT=8080 CB_BASELINE_BILLING_PORT=8081 \
   CB_AUTHZ_PORT=9443 CB_PDP_PORT=9191 CB_ORDERS_UPSTREAM_PORT=7001 CB_BILLING_UPSTREAM_PORT=7002 \
   CB_ISSUER=https://127.0.0.1:9443 CB_MODE="${CB_MODE:-enforce}" \
-  CB_JWKS_EXTRA="" CB_PDP_EXTRA="" CB_FILTER_EXTRA="" CB_REVOCATION_EXTRA=""
+  CB_JWKS_EXTRA="" CB_PDP_EXTRA="" CB_FILTER_EXTRA="" CB_REVOCATION_EXTRA="" CB_USAGE_EXTRA=""
 # Only the CB_ variables are substituted, whatever else the environment holds.
 VARS=$(env | sed -n 's/^\(CB_[A-Z_]*\)=.*/${\1}/p' | tr '\n' ' ')
 envsubst "$VARS" < "$TEMPLATE" > "$OUT/envoy.yaml.tmp"

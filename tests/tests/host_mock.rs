@@ -21,4 +21,5 @@ mod host_mock {
     mod revocations;
     mod robust;
     mod smoke;
+    mod usage;
 }
