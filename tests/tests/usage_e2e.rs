@@ -9,15 +9,19 @@ use certbind_tests::ports::{free_port, loopback};
 use certbind_tests::proc::{Proc, write_file};
 use certbind_tests::{Request, Response, System, TlsClient, prereq, spiffe_id};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 const ORDER: &str = "/orders/1";
 
-/// Generous under a loaded machine: a timed-out call may have spent a use it cannot report.
+/// Generous timeouts for a loaded machine (100 cold decisions at once against a debug PDP):
+/// what is under test is the count, and a timed-out counter call may have spent a use it
+/// cannot report (fail closed: one fewer admitted, never one more).
 fn tuning(t: &mut FilterTuning) {
     t.usage_timeout_ms = Some(15_000);
+    t.pdp_timeout_ms = Some(15_000);
 }
 
 fn usage_token(system: &System, max_uses: u32) -> String {
@@ -101,7 +105,12 @@ impl SecondEnvoy {
 }
 
 fn send(system: &System, addr: SocketAddr, token: &str) -> Option<Response> {
-    let client = TlsClient::for_workload(system.pki_dir(), Some("consumer")).ok()?;
+    send_from(system.pki_dir(), addr, token)
+}
+
+/// One call as `consumer` on a new connection (`None`: no answer, e.g. refused).
+fn send_from(pki: &Path, addr: SocketAddr, token: &str) -> Option<Response> {
+    let client = TlsClient::for_workload(pki, Some("consumer")).ok()?;
     client.send(addr, &Request::get(ORDER).bearer(token)).ok()
 }
 
@@ -199,15 +208,16 @@ fn a_restart_of_the_authz_server_mid_run_loses_no_use_and_grants_no_extra_one() 
     let unavailable = AtomicUsize::new(0);
     let wrong = Mutex::new(Vec::new());
     let deadline = Instant::now() + Duration::from_secs(90);
+    let pki = system.pki_dir().to_path_buf();
     std::thread::scope(|scope| {
         for i in 0..100 {
-            let (token, system_ref) = (&token, &system);
+            let (token, pki) = (&token, pki.as_path());
             let (admitted, unavailable, wrong) = (&admitted, &unavailable, &wrong);
             scope.spawn(move || {
                 // Spread the callers over the restart.
                 std::thread::sleep(Duration::from_millis(20 * i));
                 loop {
-                    match send(system_ref, targets[0], token) {
+                    match send_from(pki, targets[0], token) {
                         Some(r) if r.status == 200 => {
                             admitted.fetch_add(1, Ordering::SeqCst);
                             return;
