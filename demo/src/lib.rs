@@ -10,6 +10,7 @@ pub mod control;
 pub mod dpop;
 pub mod forge;
 pub mod report;
+pub mod usage;
 
 /// The fixed addresses of CONTRACT §2 (what `make up` uses).
 pub mod defaults {
