@@ -16,6 +16,7 @@ pub mod setup;
 pub mod soak;
 pub mod stats;
 pub mod traffic;
+pub mod usage;
 
 use method::Plan;
 use scenarios::Scenario;
