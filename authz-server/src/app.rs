@@ -133,7 +133,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/admin/revocations", post(revoke::admin_endpoint))
         .route("/v1/revocations", get(revoke::feed_endpoint))
         .route("/v1/posture", post(revoke::posture_endpoint))
-        .route("/v1/usage/consume", post(crate::usage::consume_endpoint))
+        .route("/v1/usage/consume", post(usage_endpoint))
         .route("/.well-known/jwks.json", get(jwks_endpoint))
         .route(
             "/.well-known/oauth-authorization-server",
@@ -259,6 +259,24 @@ async fn token_endpoint(
         kid: key.kid().to_owned(),
     });
     Ok(resp)
+}
+
+/// `POST /v1/usage/consume` (see [`crate::usage::consume`]).
+async fn usage_endpoint(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OAuthError> {
+    let peer = peer.as_ref().map(|Extension(p)| p.0.as_slice());
+    crate::usage::consume(
+        state.usage.clone(),
+        &state.feed_callers,
+        peer,
+        &headers,
+        body,
+    )
+    .await
 }
 
 /// RFC 9449 §5: with no `DPoP` header, `None` (the token is bound to the client certificate);

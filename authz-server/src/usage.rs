@@ -4,21 +4,19 @@
 //! `{"jti": "..."}`, answered `200 {"outcome": "consumed", "remaining": n}`,
 //! `{"outcome": "exhausted"}` or `{"outcome": "unknown"}`.
 
-use crate::app::{AppState, PeerCertificate, internal};
 use crate::clients::Client;
 use crate::grant::Grant;
 use crate::oauth::{ErrorCode, Form, LoggedDetail, MAX_BODY, OAuthError, no_store};
 use crate::store::{Store, StoreError, UseOutcome};
+use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use certbind_core::binding::SpiffeId;
 use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// The form parameter of `/token` that asks for a usage-bound token.
 pub const MAX_USES_PARAM: &str = "max_uses";
@@ -106,30 +104,37 @@ struct ConsumeBody {
     jti: String,
 }
 
-/// `POST /v1/usage/consume`: only the sidecar identities (`--feed-callers`) may spend uses.
-pub async fn consume_endpoint(
-    State(state): State<AppState>,
-    peer: Option<Extension<PeerCertificate>>,
-    headers: HeaderMap,
+/// A failure on our side: logged, answered as a generic `server_error`.
+fn failed(what: &str, err: &dyn std::fmt::Display) -> OAuthError {
+    tracing::error!(error = %err, "{what}");
+    OAuthError::new(ErrorCode::ServerError, "internal error")
+}
+
+/// `POST /v1/usage/consume`: only the sidecar identities (`callers`, the feed's callers) may
+/// spend uses. `peer` is the DER of the CA-verified client certificate.
+pub async fn consume(
+    counter: Option<Arc<UsageCounter>>,
+    callers: &[SpiffeId],
+    peer: Option<&[u8]>,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, OAuthError> {
     let who = peer
-        .as_ref()
-        .and_then(|Extension(p)| SpiffeId::from_cert_der(&p.0).ok())
+        .and_then(|der| SpiffeId::from_cert_der(der).ok())
         .ok_or_else(|| {
             OAuthError::new(
                 ErrorCode::InvalidClient,
                 "a client certificate with a SPIFFE ID is required",
             )
         })?;
-    if !state.feed_callers.contains(&who) {
+    if !callers.contains(&who) {
         return Err(OAuthError::new(
             ErrorCode::AccessDenied,
             "only a sidecar identity may consume token uses",
         ));
     }
-    let Some(counter) = state.usage.clone() else {
-        return Err(internal("usage counter", &"not configured"));
+    let Some(counter) = counter else {
+        return Err(failed("usage counter", &"not configured"));
     };
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -156,8 +161,8 @@ pub async fn consume_endpoint(
         })?;
     let outcome = match tokio::task::spawn_blocking(move || counter.consume(&jti)).await {
         Ok(Ok(o)) => o,
-        Ok(Err(e)) => return Err(internal("usage counter failed", &e)),
-        Err(e) => return Err(internal("usage counter task failed", &e)),
+        Ok(Err(e)) => return Err(failed("usage counter failed", &e)),
+        Err(e) => return Err(failed("usage counter task failed", &e)),
     };
     let (json, detail) = match outcome {
         UseOutcome::Consumed { remaining } => (

@@ -13,7 +13,6 @@ use certbind_authz::app::{AppState, PeerCertificate, app};
 use certbind_authz::keys::KeyStore;
 use certbind_core::binding::CertThumbprint;
 use common::{Answer, BILLING, ISSUER, ORDERS, Pki, call, enc, state, token_body};
-use http_body_util::BodyExt;
 use std::sync::Arc;
 use tower::ServiceExt;
 

@@ -216,6 +216,33 @@ impl RevocationConfig {
     }
 }
 
+/// Checks `usage` (kept here, beside the other sections' checks, so `usage` needs nothing
+/// from this module).
+fn validate_usage(u: &crate::usage::UsageConfig) -> Result<(), ConfigError> {
+    let bad = |field, why| Err(ConfigError::Invalid { field, why });
+    for (field, value) in [
+        ("usage.cluster", &u.cluster),
+        ("usage.authority", &u.authority),
+    ] {
+        if value
+            .as_deref()
+            .is_some_and(|v| v.is_empty() || !is_header_safe(v))
+        {
+            return bad(field, "must be non-empty printable ASCII");
+        }
+    }
+    if !u.path.starts_with('/') || u.path.contains('?') || !is_header_safe(&u.path) {
+        return bad(
+            "usage.path",
+            "must be an absolute path of printable ASCII without a query",
+        );
+    }
+    if u.timeout_ms == 0 || u.timeout_ms > 60_000 {
+        return bad("usage.timeout_ms", "must be in 1..=60000");
+    }
+    Ok(())
+}
+
 /// What a token must be bound to (CONTRACT §3): the client certificate of the connection, or
 /// a key the caller proves it holds with a DPoP proof in every request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -486,7 +513,7 @@ impl FilterConfig {
             r.validate()?;
         }
         if let Some(u) = &self.usage {
-            u.validate()?;
+            validate_usage(u)?;
         }
         match (self.binding, &self.dpop) {
             (Binding::Mtls, None) => Ok(()),
@@ -535,7 +562,7 @@ impl DpopConfig {
 }
 
 /// Printable ASCII without spaces' neighbours CR/LF: safe to put in a header or log line.
-pub(crate) fn is_header_safe(s: &str) -> bool {
+fn is_header_safe(s: &str) -> bool {
     s.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 

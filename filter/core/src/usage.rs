@@ -12,7 +12,6 @@
 //! }
 //! ```
 
-use crate::config::{ConfigError, is_header_safe};
 use crate::reason::Reason;
 use serde::Deserialize;
 
@@ -44,33 +43,6 @@ fn default_path() -> String {
 }
 fn default_timeout_ms() -> u64 {
     1000
-}
-
-impl UsageConfig {
-    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field, why| Err(ConfigError::Invalid { field, why });
-        for (field, value) in [
-            ("usage.cluster", &self.cluster),
-            ("usage.authority", &self.authority),
-        ] {
-            if value
-                .as_deref()
-                .is_some_and(|v| v.is_empty() || !is_header_safe(v))
-            {
-                return bad(field, "must be non-empty printable ASCII");
-            }
-        }
-        if !self.path.starts_with('/') || self.path.contains('?') || !is_header_safe(&self.path) {
-            return bad(
-                "usage.path",
-                "must be an absolute path of printable ASCII without a query",
-            );
-        }
-        if self.timeout_ms == 0 || self.timeout_ms > 60_000 {
-            return bad("usage.timeout_ms", "must be in 1..=60000");
-        }
-        Ok(())
-    }
 }
 
 /// The body that spends one use of the token `jti` (a verified claim: printable ASCII).
@@ -198,6 +170,36 @@ mod tests {
             read_use_answer(Some(200), long.as_bytes()),
             Err(Reason::UsageUnavailable)
         );
+    }
+
+    #[test]
+    fn the_counter_defaults_to_the_jwks_cluster_and_refuses_unusable_settings() {
+        use crate::config::FilterConfig;
+        use crate::config::tests::MINIMAL;
+        let with = |usage: &str| {
+            let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
+            v["usage"] = serde_json::from_str(usage).unwrap();
+            FilterConfig::from_json(v.to_string().as_bytes())
+        };
+        let plain = FilterConfig::from_json(MINIMAL.as_bytes()).unwrap();
+        assert_eq!((&plain.usage, plain.usage_target()), (&None, None));
+        let c = with("{}").unwrap();
+        let u = c.usage.clone().unwrap();
+        assert_eq!((u.path.as_str(), u.timeout_ms), ("/v1/usage/consume", 1000));
+        assert_eq!(c.usage_target(), Some(("authz_server", "127.0.0.1:9443")));
+        let c = with(r#"{"cluster": "counter", "authority": "a:1", "timeout_ms": 50}"#).unwrap();
+        assert_eq!(c.usage_target(), Some(("counter", "a:1")));
+        for bad in [
+            r#"{"path": "v1/usage"}"#,
+            r#"{"path": "/v1/usage?x=1"}"#,
+            r#"{"cluster": ""}"#,
+            r#"{"authority": "a\u0001"}"#,
+            r#"{"timeout_ms": 0}"#,
+            r#"{"timeout_ms": 60001}"#,
+            r#"{"extra": 1}"#,
+        ] {
+            assert!(with(bad).is_err(), "accepted {bad}");
+        }
     }
 
     #[test]
