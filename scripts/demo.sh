@@ -36,6 +36,24 @@ echo "== 1b. the same consumer behind a TLS-terminating hop: DPoP-bound tokens (
 $BIN/certbind-consumer --pki-dir .run/pki --dpop
 
 echo
+echo "== 1c. a usage-bound token (max_uses=3): every sidecar shares one count at the authz-server =="
+usage=$(curl -sS --fail-with-body --cacert $P/ca.crt --cert $P/consumer.crt --key $P/consumer.key \
+  -d grant_type=client_credentials -d audience=spiffe://certbind.test/ns/demo/sa/orders \
+  -d scope=orders:read -d max_uses=3 https://127.0.0.1:9443/token \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+for i in 1 2 3 4; do
+  answer=$(curl -sS -o /tmp/certbind-usage.$$ -w '%{http_code}' --cacert $P/ca.crt --cert $P/consumer.crt \
+    --key $P/consumer.key -H "authorization: Bearer $usage" https://127.0.0.1:8443/orders/$i)
+  reason=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("reason","admitted"))' \
+    /tmp/certbind-usage.$$ 2>/dev/null || echo admitted)
+  echo "use $i: $answer $reason"
+  expected=200; [[ $i == 4 ]] && expected=401
+  if [[ $answer != "$expected" ]]; then rm -f /tmp/certbind-usage.$$; echo "-> use $i: expected $expected" >&2; exit 1; fi
+done
+rm -f /tmp/certbind-usage.$$
+echo "-> three uses admitted, the fourth refused (401 usage_exhausted)"
+
+echo
 echo "== 2. the attack table: bearer-token baseline vs certbind =="
 scripts/attacks.sh
 

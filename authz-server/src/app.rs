@@ -81,6 +81,8 @@ pub struct AppState {
     pub posture: Option<Arc<crate::posture::Policy>>,
     /// When each subject last reported its posture.
     pub posture_reports: Arc<crate::posture::Reports>,
+    /// The usage counter of usage-bound tokens; `None` refuses `max_uses` at `/token`.
+    pub usage: Option<Arc<crate::usage::UsageCounter>>,
 }
 
 fn default_ids(id: &str) -> Arc<Vec<SpiffeId>> {
@@ -115,6 +117,7 @@ impl AppState {
             feed_wait: DEFAULT_FEED_WAIT,
             posture: None,
             posture_reports: Arc::new(crate::posture::Reports::new(system_clock()())),
+            usage: None,
         }
     }
 
@@ -134,6 +137,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/revocations", get(revoke::feed_endpoint))
         .route("/v1/posture", post(revoke::posture_endpoint))
         .route("/v1/health", get(revoke::health_endpoint))
+        .route("/v1/usage/consume", post(usage_endpoint))
         .route("/.well-known/jwks.json", get(jwks_endpoint))
         .route(
             "/.well-known/oauth-authorization-server",
@@ -208,6 +212,8 @@ async fn token_endpoint(
     let dpop_jkt = dpop_jkt.map(|(jkt, _, _)| jkt);
     let form = read_form(&headers, body).await?;
     let grant = grant::decide(&state.registry, cert, &form)?;
+    let client = grant::authenticate(&state.registry, cert)?;
+    let max_uses = crate::usage::requested_uses(client, &grant, &form)?;
     // A banned subject or a revoked certificate gets no new token (checked after the grant,
     // so the answer for an unregistered client stays the same).
     if let Some(kind) =
@@ -234,14 +240,30 @@ async fn token_endpoint(
     if let Some(jkt) = &dpop_jkt {
         claims = claims.bound_to_dpop_key(jkt);
     }
+    if let Some(n) = max_uses {
+        // The count is on disk before the token exists, so no sidecar can meet an unknown jti.
+        let Some(counter) = state.usage.clone() else {
+            return Err(internal("usage counter", &"not configured"));
+        };
+        let (jti, exp, now) = (claims.jti.clone(), claims.exp, (state.clock)());
+        match tokio::task::spawn_blocking(move || counter.register(&jti, n, exp, now)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(internal("usage counter failed", &e)),
+            Err(e) => return Err(internal("usage counter task failed", &e)),
+        }
+        claims.max_uses = Some(n);
+    }
     let access_token =
         token::encode(&claims, key).map_err(|e| internal("cannot encode token", &e))?;
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "access_token": access_token,
         "token_type": claims.token_type(),
         "expires_in": state.token_ttl,
         "scope": claims.scope,
     });
+    if let Some(n) = claims.max_uses {
+        body["max_uses"] = n.into();
+    }
     let mut resp = (no_store(), Json(body)).into_response();
     resp.extensions_mut().insert(Issued {
         token_type: claims.token_type(),
@@ -271,6 +293,24 @@ async fn spend_shared_jti(state: &AppState, jti: String, until: u64) -> Result<(
         Ok(Err(e)) => Err(internal("DPoP jti set failed", &e)),
         Err(e) => Err(internal("DPoP jti task failed", &e)),
     }
+}
+
+/// `POST /v1/usage/consume` (see [`crate::usage::consume`]).
+async fn usage_endpoint(
+    State(state): State<AppState>,
+    peer: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, OAuthError> {
+    let peer = peer.as_ref().map(|Extension(p)| p.0.as_slice());
+    crate::usage::consume(
+        state.usage.clone(),
+        &state.feed_callers,
+        peer,
+        &headers,
+        body,
+    )
+    .await
 }
 
 /// RFC 9449 §5: with no `DPoP` header, `None` (the token is bound to the client certificate);
@@ -424,7 +464,7 @@ fn revoked(state: &AppState, c: &Claims, now: u64) -> bool {
 }
 
 fn active_answer(c: &Claims) -> serde_json::Value {
-    serde_json::json!({
+    let mut answer = serde_json::json!({
         "active": true,
         "scope": c.scope,
         "client_id": c.client_id,
@@ -437,7 +477,11 @@ fn active_answer(c: &Claims) -> serde_json::Value {
         "jti": c.jti,
         "token_type": c.token_type(),
         "cnf": c.cnf,
-    })
+    });
+    if let Some(n) = c.max_uses {
+        answer["max_uses"] = n.into();
+    }
+    answer
 }
 
 async fn jwks_endpoint(State(state): State<AppState>) -> Result<Response, OAuthError> {

@@ -497,6 +497,15 @@ fn run_serve(args: ServeArgs) -> Result<(), String> {
     );
     state.operators = Arc::new(operators);
     state.feed_callers = Arc::new(feed_callers);
+    // With replicas the count lives in the shared store, so a token's uses are spent once.
+    let usage = match args.store.as_deref() {
+        Some(url) => crate::usage::UsageCounter::on(Box::new(
+            crate::pg::PgStore::open(crate::pg::config(url)?)
+                .map_err(|e| format!("--store: {e}"))?,
+        )),
+        None => crate::usage::UsageCounter::open(&args.state_dir).map_err(|e| e.to_string())?,
+    };
+    state.usage = Some(Arc::new(usage));
     state.feed_wait = Duration::from_secs(args.feed_wait);
     if let Some(path) = &args.posture {
         let policy =

@@ -39,7 +39,22 @@ struct ClientFile {
     /// audience SPIFFE ID → scopes the client may get there.
     #[serde(default)]
     audiences: BTreeMap<String, Vec<String>>,
+    /// Whether, and how far, the client may ask for usage-bound tokens (`max_uses`).
+    #[serde(default)]
+    usage_bound: Option<UsageBound>,
 }
+
+/// `usage_bound` of a client: the scopes a usage-bound token may carry and the most uses one
+/// token may be issued with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageBound {
+    pub scopes: Vec<String>,
+    pub max_uses: u32,
+}
+
+/// The most uses any client may be configured to grant one token.
+pub const MAX_USES_LIMIT: u32 = 1_000_000;
 
 /// One registered client.
 #[derive(Debug, Clone)]
@@ -48,6 +63,8 @@ pub struct Client {
     pub spiffe_id: SpiffeId,
     /// (audience, allowed scopes in registry order)
     audiences: Vec<(SpiffeId, Vec<String>)>,
+    /// `None`: the client may not ask for usage-bound tokens.
+    pub usage_bound: Option<UsageBound>,
 }
 
 impl Client {
@@ -129,10 +146,30 @@ impl Registry {
                 }
                 audiences.push((aud_id, scopes.clone()));
             }
+            if let Some(u) = &c.usage_bound {
+                if u.max_uses == 0 || u.max_uses > MAX_USES_LIMIT {
+                    return Err(invalid(format!(
+                        "usage_bound.max_uses must be in 1..={MAX_USES_LIMIT}"
+                    )));
+                }
+                if u.scopes.is_empty() {
+                    return Err(invalid("usage_bound.scopes is empty".into()));
+                }
+                if let Some(s) = u
+                    .scopes
+                    .iter()
+                    .find(|s| !audiences.iter().any(|(_, granted)| granted.contains(s)))
+                {
+                    return Err(invalid(format!(
+                        "usage_bound scope {s:?} is not granted for any audience"
+                    )));
+                }
+            }
             clients.push(Client {
                 client_id: c.client_id,
                 spiffe_id,
                 audiences,
+                usage_bound: c.usage_bound,
             });
         }
         Ok(Self { clients })
@@ -198,6 +235,14 @@ mod tests {
         assert!(inventory.scopes_for(billing).is_none());
         assert!(!reg.by_spiffe_id(&id("orders")).unwrap().has_audiences());
         assert!(reg.by_spiffe_id(&id("envoy")).is_none());
+        assert_eq!(
+            consumer.usage_bound,
+            Some(UsageBound {
+                scopes: vec!["orders:read".into()],
+                max_uses: 100
+            })
+        );
+        assert_eq!(inventory.usage_bound, None);
     }
 
     #[test]
@@ -239,6 +284,11 @@ mod tests {
             "clients:\n  - {client_id: a, spiffe_id: 'spiffe://t/a', audiences: {'spiffe://t/o': [x, x]}}\n",
             // empty client_id
             "clients:\n  - {client_id: '', spiffe_id: 'spiffe://t/a'}\n",
+            // usage_bound: no uses, too many, no scopes, a scope granted nowhere
+            "clients:\n  - {client_id: a, spiffe_id: 'spiffe://t/a', audiences: {'spiffe://t/o': [x]}, usage_bound: {scopes: [x], max_uses: 0}}\n",
+            "clients:\n  - {client_id: a, spiffe_id: 'spiffe://t/a', audiences: {'spiffe://t/o': [x]}, usage_bound: {scopes: [x], max_uses: 1000001}}\n",
+            "clients:\n  - {client_id: a, spiffe_id: 'spiffe://t/a', audiences: {'spiffe://t/o': [x]}, usage_bound: {scopes: [], max_uses: 5}}\n",
+            "clients:\n  - {client_id: a, spiffe_id: 'spiffe://t/a', audiences: {'spiffe://t/o': [x]}, usage_bound: {scopes: [y], max_uses: 5}}\n",
         ] {
             assert!(Registry::from_yaml(yaml).is_err(), "accepted {yaml}");
         }

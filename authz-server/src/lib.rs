@@ -13,6 +13,7 @@ pub mod keys;
 pub mod oauth;
 pub mod pg;
 pub mod pg_keys;
+pub mod pg_usage;
 pub mod posture;
 pub mod quota;
 pub mod renew;
@@ -24,6 +25,7 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod usage;
 pub mod x509;
 
 pub use app::{AppState, PeerCertificate, app};

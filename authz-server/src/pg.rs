@@ -116,6 +116,7 @@ impl Conn {
             let mut tx = c.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
             tx.batch_execute(SCHEMA)?;
+            tx.batch_execute(crate::pg_usage::SCHEMA)?;
             tx.commit()
         })?;
         Ok(this)
@@ -155,6 +156,10 @@ impl PgStore {
         Ok(Self {
             conn: Conn::open(config)?,
         })
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut Conn {
+        &mut self.conn
     }
 }
 

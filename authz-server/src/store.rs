@@ -14,6 +14,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod usage;
+pub use usage::{UsageStore, UseOutcome};
+
 /// The database file inside the state directory.
 pub const DB_FILE: &str = "revocations.db";
 /// How long a writer waits for the other writer's lock before failing.

@@ -60,6 +60,9 @@ pub struct Claims {
     /// whatever the binding: a certificate revocation reaches DPoP-bound tokens through it.
     #[serde(rename = "client_x5t#S256")]
     pub client_x5t_s256: String,
+    /// A usage-bound token: how many uses it was issued with (issue 22); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<u32>,
 }
 
 impl Claims {
@@ -79,6 +82,7 @@ impl Claims {
                 x5t_s256: grant.thumbprint.to_cnf(),
             }),
             client_x5t_s256: grant.thumbprint.to_cnf(),
+            max_uses: None,
         }
     }
 

@@ -12,47 +12,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use certbind_authz::app::{AppState, PeerCertificate, app};
 use certbind_authz::keys::KeyStore;
 use certbind_core::binding::CertThumbprint;
-use common::{BILLING, ISSUER, ORDERS, Pki, enc, state, token_body};
-use http_body_util::BodyExt;
+use common::{Answer, BILLING, ISSUER, ORDERS, Pki, call, enc, state, token_body};
 use std::sync::Arc;
 use tower::ServiceExt;
 
 const FORM: &str = "application/x-www-form-urlencoded";
-
-struct Answer {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    json: serde_json::Value,
-}
-
-async fn call(
-    state: &AppState,
-    method: &str,
-    path: &str,
-    peer: Option<&[u8]>,
-    content_type: Option<&str>,
-    body: Body,
-) -> Answer {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(ct) = content_type {
-        req = req.header(header::CONTENT_TYPE, ct);
-    }
-    let mut req = req.body(body).unwrap();
-    if let Some(der) = peer {
-        req.extensions_mut()
-            .insert(PeerCertificate(Arc::new(der.to_vec())));
-    }
-    let resp = app(state.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    Answer {
-        status,
-        headers,
-        json,
-    }
-}
 
 async fn token(state: &AppState, peer: Option<&[u8]>, body: &str) -> Answer {
     call(

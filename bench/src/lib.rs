@@ -18,6 +18,7 @@ pub mod setup;
 pub mod soak;
 pub mod stats;
 pub mod traffic;
+pub mod usage;
 
 use method::Plan;
 use scenarios::Scenario;

@@ -84,6 +84,15 @@ enum Command {
         #[arg(long)]
         results: Option<PathBuf>,
     },
+    /// The added latency of a usage-bound token (issue 22): ordinary vs usage-bound requests,
+    /// alternating on one connection; writes usage.json.
+    Usage {
+        /// Samples of each kind.
+        #[arg(long, default_value_t = 2000)]
+        samples: usize,
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -101,6 +110,7 @@ fn main() -> ExitCode {
             results,
             figures,
         } => overload(seconds, factor, recovery_seconds, results, figures),
+        Command::Usage { samples, results } => usage(samples, results),
         Command::All {
             smoke,
             scenarios,
@@ -123,6 +133,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn usage(samples: usize, results: Option<PathBuf>) -> Result<(), String> {
+    let (results, _) = outputs(results, None);
+    let report = certbind_bench::usage::measure(samples)?;
+    std::fs::create_dir_all(&results).map_err(|e| e.to_string())?;
+    let path = results.join("usage.json");
+    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+    std::fs::write(&path, format!("{text}\n")).map_err(|e| e.to_string())?;
+    println!("{text}\nwritten to {}", path.display());
+    Ok(())
 }
 
 fn all(

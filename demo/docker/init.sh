@@ -27,7 +27,8 @@ export CB_PKI_DIR="$PKI" CB_WASM="$OUT/certbind_filter.wasm" \
   CB_AUTHZ_HOST=authz CB_PDP_HOST=pdp CB_ORDERS_UPSTREAM_HOST=orders CB_BILLING_UPSTREAM_HOST=billing \
   CB_ISSUER=https://authz:9443 CB_MODE="${CB_MODE:-enforce}" \
   CB_JWKS_EXTRA="${CB_JWKS_EXTRA:-}" CB_PDP_EXTRA="${CB_PDP_EXTRA:-}" \
-  CB_FILTER_EXTRA="${CB_FILTER_EXTRA:-}" CB_REVOCATION_EXTRA="${CB_REVOCATION_EXTRA:-}"
+  CB_FILTER_EXTRA="${CB_FILTER_EXTRA:-}" CB_REVOCATION_EXTRA="${CB_REVOCATION_EXTRA:-}" \
+  CB_USAGE_EXTRA="${CB_USAGE_EXTRA:-}"
 # Only the CB_ variables are substituted, whatever else the environment holds.
 VARS=$(env | sed -n 's/^\(CB_[A-Z_]*\)=.*/${\1}/p' | tr '\n' ' ')
 envsubst "$VARS" < "$TEMPLATE" > "$OUT/envoy.yaml.tmp"

@@ -421,6 +421,10 @@ pub struct Context {
     /// A consumer token used once, then revoked by the consumer itself (RFC 7009): a token
     /// leaked after its owner revoked it. Only this token is revoked, so no other row changes.
     revoked: Result<String, String>,
+    /// A 2-use token whose owner spent both uses, as a thief captured it (issue 22).
+    usage_spent: Result<String, String>,
+    /// A race of 30 parallel uses of one 5-use token (issue 22).
+    usage_race: Result<crate::usage::Race, String>,
 }
 
 impl fmt::Debug for Context {
@@ -526,8 +530,13 @@ impl Context {
             Err(e) => Err(e.clone()),
         };
         let revoked = revoked_token(&as_consumer, &consumer, &target).await;
+        let usage_spent =
+            crate::usage::spent_token(&as_consumer, &consumer, target.orders, 2).await;
+        let usage_race = crate::usage::race(&as_consumer, &consumer, target.orders, 5, 30).await;
         Ok(Self {
             revoked,
+            usage_spent,
+            usage_race,
             dpop_key,
             dpop_read,
             dpop_write,
@@ -1399,6 +1408,47 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
                     .header("x_certbind_subject", &consumer),
             )),
         ),
+        // ------------------------------------------------------- usage-bound tokens (issue 22)
+        row(
+            "usage-token-replayed-after-spent",
+            "A captured usage-bound token (max_uses=2) replayed after its owner spent both uses",
+            "consumer used the token twice; consumer cert + the same token, GET /orders/1",
+            deny(401, "usage_exhausted"),
+            ctx.usage_spent
+                .clone()
+                .map(|t| probe(Orders, Consumer, Request::get("/orders/1").bearer(&t))),
+        ),
+        {
+            // The race ran in `prepare`; exactly `max_uses` admitted is the row's first
+            // condition, one more use refused its second.
+            let (how, expect, probe) = match &ctx.usage_race {
+                Ok(r) => (
+                    format!(
+                        "{} parallel GET /orders/1 with one {}-use token: certbind admitted {}, refused {} as usage_exhausted; then one more use",
+                        r.attempts, r.max_uses, r.admitted, r.exhausted
+                    ),
+                    if r.admitted == r.max_uses as usize {
+                        deny(401, "usage_exhausted")
+                    } else {
+                        // Never matches: a wrong count fails the row.
+                        Expect::Deny(Vec::new())
+                    },
+                    Ok(probe(
+                        Orders,
+                        Consumer,
+                        Request::get("/orders/1").bearer(&r.token),
+                    )),
+                ),
+                Err(e) => (String::new(), deny(401, "usage_exhausted"), Err(e.clone())),
+            };
+            row(
+                "usage-token-race",
+                "Race: many parallel uses of one usage-bound token",
+                &how,
+                expect,
+                probe,
+            )
+        },
     ]
 }
 

@@ -109,12 +109,35 @@ impl AuthzClient {
 
     /// `grant_type=client_credentials` for `service`'s SPIFFE ID with `scope`.
     pub async fn token(&self, service: &str, scope: &str) -> Result<IssuedToken, AuthzError> {
+        self.token_with(service, scope, &[]).await
+    }
+
+    /// A usage-bound token (issue 22): good for `max_uses` admitted requests in all.
+    pub async fn usage_token(
+        &self,
+        service: &str,
+        scope: &str,
+        max_uses: u32,
+    ) -> Result<IssuedToken, AuthzError> {
+        let n = max_uses.to_string();
+        self.token_with(service, scope, &[("max_uses", &n)]).await
+    }
+
+    /// [`Self::token`] with `extra` form fields.
+    async fn token_with(
+        &self,
+        service: &str,
+        scope: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<IssuedToken, AuthzError> {
         let audience = spiffe_id(service);
-        let mut request = Request::post("/token").form(&[
+        let mut fields = vec![
             ("grant_type", "client_credentials"),
             ("audience", &audience),
             ("scope", scope),
-        ]);
+        ];
+        fields.extend_from_slice(extra);
+        let mut request = Request::post("/token").form(&fields);
         if let Some((key, token_endpoint)) = &self.dpop {
             let proof = crate::dpop::proof(key, "POST", token_endpoint, None)
                 .map_err(|e| AuthzError::BadAnswer(format!("cannot sign a DPoP proof: {e}")))?;

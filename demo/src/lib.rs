@@ -10,6 +10,7 @@ pub mod control;
 pub mod dpop;
 pub mod forge;
 pub mod report;
+pub mod usage;
 
 /// A `--authz`/`--orders`/... argument: `address:port`, or `host:port` resolved once at start
 /// (docker compose: each service its own host name). The first address wins.

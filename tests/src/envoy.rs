@@ -55,6 +55,8 @@ pub struct FilterTuning {
     pub revocation_max_staleness_s: Option<u64>,
     pub revocation_fail_open: Option<bool>,
     pub revocation_first_sync_wait_ms: Option<u64>,
+    /// The usage counter call's timeout (`usage.timeout_ms`).
+    pub usage_timeout_ms: Option<u64>,
 }
 
 /// `, "name": value` for every member that is set.
@@ -99,6 +101,11 @@ impl FilterTuning {
                 text(self.revocation_first_sync_wait_ms),
             ),
         ])
+    }
+
+    /// `CB_USAGE_EXTRA`: members appended to the `usage` object.
+    pub fn usage_extra(&self) -> String {
+        members(&[("timeout_ms", text(self.usage_timeout_ms))])
     }
 
     /// `CB_FILTER_EXTRA`: members appended at the top level.
@@ -174,6 +181,7 @@ impl EnvoyVars {
             ("CB_PDP_EXTRA", self.tuning.pdp_extra()),
             ("CB_FILTER_EXTRA", self.tuning.filter_extra()),
             ("CB_REVOCATION_EXTRA", self.tuning.revocation_extra()),
+            ("CB_USAGE_EXTRA", self.tuning.usage_extra()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

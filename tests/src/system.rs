@@ -706,6 +706,25 @@ impl System {
         self.authz.stop();
     }
 
+    /// Stops the authz-server gracefully (SIGTERM: it finishes the requests it has begun, as
+    /// in a rolling restart) and waits until it has exited.
+    pub fn terminate_authz(&mut self) -> Result<(), Error> {
+        if let Some(pid) = self.authz.pid() {
+            signal(pid, "TERM")?;
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.authz.is_running() {
+            if Instant::now() > deadline {
+                return Err(Error::Proc(
+                    "the authz-server ignored SIGTERM for 30 s".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.authz.stop();
+        Ok(())
+    }
+
     /// Starts (or restarts) the authz-server on its port with the same state (keys).
     pub fn start_authz(&mut self) -> Result<(), Error> {
         self.authz.start(authz_ready(), SERVICE_READY)

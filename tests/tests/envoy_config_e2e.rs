@@ -122,6 +122,7 @@ fn rendered_configs_pass_envoy_validate_in_both_modes_and_on_contract_ports() {
         revocation_max_staleness_s: Some(1),
         revocation_fail_open: Some(true),
         revocation_first_sync_wait_ms: Some(500),
+        usage_timeout_ms: Some(100),
     };
     configs.push(("tight", tight));
     for (name, vars) in configs {

@@ -22,4 +22,5 @@ mod host_mock {
     mod revocations;
     mod robust;
     mod smoke;
+    mod usage;
 }

@@ -69,10 +69,11 @@ pub fn state() -> (TempDir, AppState) {
     let keys = KeyStore::open(state_dir.path()).unwrap();
     let now = (certbind_authz::app::system_clock())();
     let revocations = Arc::new(Revocations::open(state_dir.path(), now).unwrap());
-    (
-        state_dir,
-        AppState::new(registry, keys, revocations, ISSUER, 300),
-    )
+    let mut state = AppState::new(registry, keys, revocations, ISSUER, 300);
+    state.usage = Some(Arc::new(
+        certbind_authz::usage::UsageCounter::open(state_dir.path()).unwrap(),
+    ));
+    (state_dir, state)
 }
 
 /// A TLS 1.3 client trusting `ca_dir/ca.crt`, presenting `identity` (`<dir>/<name>.crt|key`).
@@ -175,4 +176,44 @@ pub fn token_body(audience: &str, extra: &str) -> String {
         "grant_type=client_credentials&audience={}{extra}",
         enc(audience)
     )
+}
+
+/// What `app(state)` answered: status, headers and the JSON body (`Null` if none).
+pub struct Answer {
+    pub status: axum::http::StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub json: serde_json::Value,
+}
+
+/// One request through `app(state)` without a socket; `peer` is the verified client
+/// certificate's DER.
+pub async fn call(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    peer: Option<&[u8]>,
+    content_type: Option<&str>,
+    body: axum::body::Body,
+) -> Answer {
+    let mut req = axum::http::Request::builder().method(method).uri(path);
+    if let Some(ct) = content_type {
+        req = req.header(axum::http::header::CONTENT_TYPE, ct);
+    }
+    let mut req = req.body(body).unwrap();
+    if let Some(der) = peer {
+        req.extensions_mut()
+            .insert(certbind_authz::PeerCertificate(Arc::new(der.to_vec())));
+    }
+    let resp = tower::ServiceExt::oneshot(certbind_authz::app(state.clone()), req)
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Answer {
+        status,
+        headers,
+        json,
+    }
 }

@@ -108,6 +108,10 @@ pub struct FilterConfig {
     /// (the Envoy template always sets it). See [`RevocationConfig`].
     #[serde(default)]
     pub revocation: Option<RevocationConfig>,
+    /// The shared counter of usage-bound tokens (issue 22); absent: such tokens are refused
+    /// with 503 `usage_unavailable`. See [`crate::usage::UsageConfig`].
+    #[serde(default)]
+    pub usage: Option<crate::usage::UsageConfig>,
 }
 
 /// How the filter follows the authz-server's revocation feed (`GET /v1/revocations?since=N`,
@@ -167,6 +171,15 @@ fn default_revocation_max_staleness_s() -> u64 {
 }
 
 impl FilterConfig {
+    /// The usage counter's cluster and authority (defaulting to the JWKS ones).
+    pub fn usage_target(&self) -> Option<(&str, &str)> {
+        let u = self.usage.as_ref()?;
+        Some((
+            u.cluster.as_deref().unwrap_or(&self.jwks.cluster),
+            u.authority.as_deref().unwrap_or(&self.jwks.authority),
+        ))
+    }
+
     /// The revocation feed's cluster and authority (defaulting to the JWKS ones).
     pub fn revocation_target(&self) -> Option<(&str, &str)> {
         let r = self.revocation.as_ref()?;
@@ -208,6 +221,33 @@ impl RevocationConfig {
         }
         Ok(())
     }
+}
+
+/// Checks `usage` (kept here, beside the other sections' checks, so `usage` needs nothing
+/// from this module).
+fn validate_usage(u: &crate::usage::UsageConfig) -> Result<(), ConfigError> {
+    let bad = |field, why| Err(ConfigError::Invalid { field, why });
+    for (field, value) in [
+        ("usage.cluster", &u.cluster),
+        ("usage.authority", &u.authority),
+    ] {
+        if value
+            .as_deref()
+            .is_some_and(|v| v.is_empty() || !is_header_safe(v))
+        {
+            return bad(field, "must be non-empty printable ASCII");
+        }
+    }
+    if !u.path.starts_with('/') || u.path.contains('?') || !is_header_safe(&u.path) {
+        return bad(
+            "usage.path",
+            "must be an absolute path of printable ASCII without a query",
+        );
+    }
+    if u.timeout_ms == 0 || u.timeout_ms > 60_000 {
+        return bad("usage.timeout_ms", "must be in 1..=60000");
+    }
+    Ok(())
 }
 
 /// What a token must be bound to (CONTRACT §3): the client certificate of the connection, or
@@ -494,6 +534,9 @@ impl FilterConfig {
         }
         if let Some(r) = &self.revocation {
             r.validate()?;
+        }
+        if let Some(u) = &self.usage {
+            validate_usage(u)?;
         }
         match (self.binding, &self.dpop) {
             (Binding::Mtls, None) => Ok(()),

@@ -24,6 +24,7 @@ use crate::token::{
     AuthScheme, Expectations, VerifiedToken, authorization_token, bearer, decode_metadata,
     verify_access_token,
 };
+use crate::usage::{UseAnswer, consume_body, read_use_answer};
 use p256::ecdsa::VerifyingKey;
 use std::rc::Rc;
 
@@ -223,6 +224,9 @@ pub enum Step {
     /// No revocation snapshot yet: pause the request, then call [`Flow::resume_jwks`] when
     /// the first snapshot arrives or `wait_until_ms` passes (the same re-run as for keys).
     AwaitRevocations { wait_until_ms: u64 },
+    /// A usage-bound token passed every check: spend one use (POST `body` to the usage
+    /// counter, timeout `timeout_ms`), then call [`Flow::usage_answered`].
+    ConsumeUse { body: String, timeout_ms: u64 },
 }
 
 /// An allowed request (or, in shadow mode, one that passes despite `shadowed`).
@@ -284,6 +288,10 @@ enum State {
         bound: BoundToken,
         request: EncodedRequest,
     },
+    /// Admitted but for one use of a usage-bound token: waiting for the counter.
+    Usage {
+        bound: BoundToken,
+    },
     Done,
 }
 
@@ -319,6 +327,8 @@ pub struct Flow {
     revoked: Option<Kind>,
     /// `fail_open`: admitted although the revocation feed was stale.
     revocation_unchecked: bool,
+    /// What the usage counter answered, for the log line.
+    usage: Option<UseAnswer>,
 }
 
 impl Flow {
@@ -347,6 +357,7 @@ impl Flow {
             dpop_bound: None,
             revoked: None,
             revocation_unchecked: false,
+            usage: None,
         };
         let step = flow.run(engine, now_ms);
         (flow, step)
@@ -376,7 +387,33 @@ impl Flow {
                 .remember(&request, &decision, bound.token().exp(), now_ms);
             bound
         });
-        Some(self.finish(engine, outcome))
+        Some(match outcome {
+            Ok(bound) => self.admit(engine, bound),
+            Err(reason) => self.finish(engine, Err(reason)),
+        })
+    }
+
+    /// The usage counter answered (`status` `None`: timeout or failed call). `None` when this
+    /// flow was not waiting for it.
+    pub fn usage_answered(
+        &mut self,
+        engine: &Engine,
+        status: Option<u32>,
+        body: &[u8],
+    ) -> Option<Step> {
+        let State::Usage { bound } = std::mem::replace(&mut self.state, State::Done) else {
+            return None;
+        };
+        let outcome = read_use_answer(status, body).and_then(|answer| {
+            self.usage = Some(answer);
+            answer.verdict()
+        });
+        Some(self.finish(engine, outcome.map(|()| bound)))
+    }
+
+    /// What the usage counter answered (a usage-bound token only), for the log line.
+    pub fn usage(&self) -> Option<UseAnswer> {
+        self.usage
     }
 
     pub fn facts(&self) -> &RequestFacts {
@@ -630,7 +667,7 @@ impl Flow {
         let key = question.key();
         if engine.decisions.get(&key, now_ms).is_some() {
             self.decision_cache_hit = true;
-            return self.finish(engine, Ok(bound));
+            return self.admit(engine, bound);
         }
         let request = EncodedRequest::new(&question);
         let body = request.body.clone();
@@ -639,6 +676,22 @@ impl Flow {
             body,
             timeout_ms: engine.config.pdp.timeout_ms,
         }
+    }
+
+    /// Every check passed. An ordinary token is allowed now; a usage-bound one first spends
+    /// a use at the shared counter (never skipped by a cached token or decision), or is
+    /// refused when no counter is configured here.
+    fn admit(&mut self, engine: &Engine, bound: BoundToken) -> Step {
+        if bound.token().max_uses().is_none() {
+            return self.finish(engine, Ok(bound));
+        }
+        let Some(usage) = engine.config.usage.as_ref() else {
+            return self.finish(engine, Err(Reason::UsageUnavailable));
+        };
+        let body = consume_body(bound.token().jti());
+        let timeout_ms = usage.timeout_ms;
+        self.state = State::Usage { bound };
+        Step::ConsumeUse { body, timeout_ms }
     }
 
     fn finish(&mut self, engine: &Engine, outcome: Result<BoundToken, Reason>) -> Step {
@@ -733,7 +786,7 @@ fn resource_of(path: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::binding::bind_tests::{CONSUMER, cert};
     use crate::config::tests::MINIMAL;
@@ -744,9 +797,9 @@ mod tests {
     const NOW_MS: u64 = NOW * 1000;
     const INVENTORY: &str = "spiffe://certbind.test/ns/demo/sa/inventory";
 
-    struct World {
-        engine: Engine,
-        consumer: (Vec<u8>, String),
+    pub(crate) struct World {
+        pub(crate) engine: Engine,
+        pub(crate) consumer: (Vec<u8>, String),
         inventory: (Vec<u8>, String),
     }
 
@@ -756,7 +809,7 @@ mod tests {
         FilterConfig::from_json(v.to_string().as_bytes()).unwrap()
     }
 
-    fn world_with(edit: impl FnOnce(&mut serde_json::Value)) -> World {
+    pub(crate) fn world_with(edit: impl FnOnce(&mut serde_json::Value)) -> World {
         let mut engine = Engine::new(config(edit));
         engine
             .install_jwks(&jwks_body(&[jwk("k1", RFC7515_X, RFC7515_Y)]), NOW_MS)
@@ -778,7 +831,7 @@ mod tests {
         sign(&header(), &c)
     }
 
-    fn facts(cert: &(Vec<u8>, String), authorization: Option<String>) -> RequestFacts {
+    pub(crate) fn facts(cert: &(Vec<u8>, String), authorization: Option<String>) -> RequestFacts {
         RequestFacts {
             authorization,
             request_id: "req-1".into(),
@@ -792,20 +845,21 @@ mod tests {
         }
     }
 
-    fn bearer_of(token: &str) -> Option<String> {
+    pub(crate) fn bearer_of(token: &str) -> Option<String> {
         Some(format!("Bearer {token}"))
     }
 
-    const PDP_ALLOW: &[u8] = br#"{"allow":true,"policy_id":"p","reason":"matched","ttl_s":60}"#;
+    pub(crate) const PDP_ALLOW: &[u8] =
+        br#"{"allow":true,"policy_id":"p","reason":"matched","ttl_s":60}"#;
 
-    fn denied(step: Step) -> Reason {
+    pub(crate) fn denied(step: Step) -> Reason {
         match step {
             Step::Deny(d) => d.reason,
             other => panic!("expected a denial, got {other:?}"),
         }
     }
 
-    fn allowed(step: Step) -> Allow {
+    pub(crate) fn allowed(step: Step) -> Allow {
         match step {
             Step::Allow(a) => a,
             other => panic!("expected an allow, got {other:?}"),

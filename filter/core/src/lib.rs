@@ -18,4 +18,5 @@ pub mod revocation;
 pub mod revocation_guard;
 pub mod revocation_share;
 pub mod token;
+pub mod usage;
 pub mod validity;

@@ -58,11 +58,15 @@ pub enum Reason {
     /// the proof's key, is full of live proofs): it cannot be remembered, so it is refused,
     /// but it was never seen, so this is not `dpop_replay`.
     ReplayCacheFull,
+    /// A usage-bound token whose uses are all spent (or that the counter never issued).
+    UsageExhausted,
+    /// The usage counter timed out, failed or answered garbage: the use cannot be counted.
+    UsageUnavailable,
 }
 
 impl Reason {
     /// Every reason, for defining one counter each up front.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 25] = [
         Self::MissingToken,
         Self::MalformedToken,
         Self::UnsupportedAlg,
@@ -86,6 +90,8 @@ impl Reason {
         Self::RevocationUnavailable,
         Self::CertificateExpired,
         Self::ReplayCacheFull,
+        Self::UsageExhausted,
+        Self::UsageUnavailable,
     ];
 
     /// The stable `reason` string of the body, the stat name and the log line.
@@ -114,6 +120,8 @@ impl Reason {
             Self::RevocationUnavailable => "revocation_unavailable",
             Self::CertificateExpired => "certificate_expired",
             Self::ReplayCacheFull => "replay_cache_full",
+            Self::UsageExhausted => "usage_exhausted",
+            Self::UsageUnavailable => "usage_unavailable",
         }
     }
 
@@ -136,7 +144,8 @@ impl Reason {
             Self::JwksUnavailable
             | Self::PdpUnavailable
             | Self::RevocationUnavailable
-            | Self::ReplayCacheFull => 503,
+            | Self::ReplayCacheFull
+            | Self::UsageUnavailable => 503,
             _ => 401,
         }
     }
@@ -151,7 +160,8 @@ impl Reason {
             Self::JwksUnavailable
             | Self::PdpUnavailable
             | Self::RevocationUnavailable
-            | Self::ReplayCacheFull => Some("temporarily_unavailable"),
+            | Self::ReplayCacheFull
+            | Self::UsageUnavailable => Some("temporarily_unavailable"),
             _ => Some("invalid_token"),
         }
     }
@@ -203,7 +213,7 @@ impl Reason {
 /// How long a client should wait after a 503 before retrying.
 pub const RETRY_AFTER_S: u32 = 5;
 
-const STAT_NAMES: [(Reason, &str); 22] = [
+const STAT_NAMES: [(Reason, &str); 24] = [
     (Reason::MissingToken, "certbind.denied.missing_token"),
     (Reason::MalformedToken, "certbind.denied.malformed_token"),
     (Reason::UnsupportedAlg, "certbind.denied.unsupported_alg"),
@@ -232,6 +242,11 @@ const STAT_NAMES: [(Reason, &str); 22] = [
         "certbind.denied.certificate_expired",
     ),
     (Reason::ReplayCacheFull, "certbind.denied.replay_cache_full"),
+    (Reason::UsageExhausted, "certbind.denied.usage_exhausted"),
+    (
+        Reason::UsageUnavailable,
+        "certbind.denied.usage_unavailable",
+    ),
 ];
 
 impl fmt::Display for Reason {
@@ -279,6 +294,12 @@ mod tests {
             (Reason::CertificateExpired, 401, Some("invalid_token")),
             (
                 Reason::ReplayCacheFull,
+                503,
+                Some("temporarily_unavailable"),
+            ),
+            (Reason::UsageExhausted, 401, Some("invalid_token")),
+            (
+                Reason::UsageUnavailable,
                 503,
                 Some("temporarily_unavailable"),
             ),

@@ -243,6 +243,7 @@ struct RawClaims {
     /// The certificate the token was issued over (certbind's claim, any binding).
     #[serde(rename = "client_x5t#S256")]
     client_x5t_s256: Option<String>,
+    max_uses: Option<Number>,
 }
 
 /// An RFC 7519 NumericDate as whole seconds (fractions truncated); negative or non-finite
@@ -278,9 +279,14 @@ pub struct VerifiedToken {
     cnf_x5t_s256: Option<String>,
     cnf_jkt: Option<String>,
     client_x5t_s256: Option<String>,
+    max_uses: Option<u32>,
 }
 
 impl VerifiedToken {
+    /// `max_uses` of a usage-bound token (issue 22): each admission spends one use.
+    pub fn max_uses(&self) -> Option<u32> {
+        self.max_uses
+    }
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -385,6 +391,16 @@ pub fn validate_claims(
     {
         return Err(Reason::MalformedToken);
     }
+    // A usage-bound token names a whole number of uses, at least one.
+    let max_uses = match claims.max_uses {
+        None => None,
+        Some(n) => Some(
+            n.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or(Reason::MalformedToken)?,
+        ),
+    };
     let (cnf_x5t_s256, cnf_jkt) = claims
         .cnf
         .map_or((None, None), |cnf| (cnf.x5t_s256, cnf.jkt));
@@ -408,6 +424,7 @@ pub fn validate_claims(
         cnf_x5t_s256,
         cnf_jkt,
         client_x5t_s256,
+        max_uses,
     })
 }
 

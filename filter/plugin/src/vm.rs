@@ -17,6 +17,7 @@ use certbind_core::jwks::{
     FetchKind, FetchRecord, FetchStart, MAX_JWKS_BYTES, decode_shared_set, encode_shared_set,
 };
 use certbind_core::reason::Reason;
+use certbind_core::usage::MAX_USE_ANSWER_BYTES;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 use std::cell::RefCell;
@@ -43,6 +44,10 @@ enum Wait {
     Pdp {
         token: u32,
     },
+    /// The usage counter's answer (a usage-bound token, after every other check).
+    Usage {
+        token: u32,
+    },
     /// The first revocation snapshot (`crate::revocation`); resumed like a keys wait.
     Revocations {
         until_ms: u64,
@@ -59,6 +64,7 @@ struct Parked {
 enum Call {
     Jwks { receiver: u32 },
     Pdp { ctx: u32, receiver: u32 },
+    Usage { ctx: u32, receiver: u32 },
 }
 
 pub struct Vm {
@@ -375,24 +381,47 @@ fn act(vm: &VmRef, ctx: u32, mut flow: Flow, mut step: Step, now: u64, resuming:
                 );
                 return false;
             }
-            Step::AskPdp { body, timeout_ms } => match dispatch_pdp(vm, &body, timeout_ms) {
-                Some(token) => {
-                    let receiver = active_context(vm);
-                    if let Ok(mut v) = vm.try_borrow_mut() {
-                        v.calls.insert(token, Call::Pdp { ctx, receiver });
+            Step::ConsumeUse { body, timeout_ms } => {
+                match dispatch_post(vm, Target::Usage, &body, timeout_ms) {
+                    Some(token) => {
+                        let receiver = active_context(vm);
+                        if let Ok(mut v) = vm.try_borrow_mut() {
+                            v.calls.insert(token, Call::Usage { ctx, receiver });
+                        }
+                        park(vm, ctx, flow, Wait::Usage { token });
+                        return false;
                     }
-                    park(vm, ctx, flow, Wait::Pdp { token });
-                    return false;
+                    // Not dispatched (no such cluster, breaker open): the use cannot be counted.
+                    None => match vm.try_borrow() {
+                        Ok(v) => flow
+                            .usage_answered(&v.engine, None, b"")
+                            .unwrap_or_else(|| {
+                                Step::Deny(Deny::new(Reason::UsageUnavailable, "certbind", ""))
+                            }),
+                        Err(_) => return fail_closed(ctx, &flow.facts().request_id),
+                    },
                 }
-                None => match vm.try_borrow_mut() {
-                    Ok(mut v) => flow
-                        .pdp_answered(&mut v.engine, None, b"", now)
-                        .unwrap_or_else(|| {
-                            Step::Deny(Deny::new(Reason::PdpUnavailable, "certbind", ""))
-                        }),
-                    Err(_) => return fail_closed(ctx, &flow.facts().request_id),
-                },
-            },
+            }
+            Step::AskPdp { body, timeout_ms } => {
+                match dispatch_post(vm, Target::Pdp, &body, timeout_ms) {
+                    Some(token) => {
+                        let receiver = active_context(vm);
+                        if let Ok(mut v) = vm.try_borrow_mut() {
+                            v.calls.insert(token, Call::Pdp { ctx, receiver });
+                        }
+                        park(vm, ctx, flow, Wait::Pdp { token });
+                        return false;
+                    }
+                    None => match vm.try_borrow_mut() {
+                        Ok(mut v) => flow
+                            .pdp_answered(&mut v.engine, None, b"", now)
+                            .unwrap_or_else(|| {
+                                Step::Deny(Deny::new(Reason::PdpUnavailable, "certbind", ""))
+                            }),
+                        Err(_) => return fail_closed(ctx, &flow.facts().request_id),
+                    },
+                }
+            }
         };
     }
 }
@@ -480,7 +509,7 @@ fn record(vm: &VmRef, ctx: u32, flow: &Flow, outcome: Outcome) {
         );
     }
     log::info!(
-        "certbind decision ctx={ctx} request_id={} outcome={word} reason={reason} subject={} mode={} token_cache={} decision_cache={}{}{}",
+        "certbind decision ctx={ctx} request_id={} outcome={word} reason={reason} subject={} mode={} token_cache={} decision_cache={}{}{}{}",
         log_safe(&flow.facts().request_id),
         flow.subject().map_or_else(|| "-".to_owned(), log_safe),
         v.config().mode.as_str(),
@@ -498,6 +527,8 @@ fn record(vm: &VmRef, ctx: u32, flow: &Flow, outcome: Outcome) {
             .map_or_else(String::new, |d| format!(" dpop={d}")),
         flow.revoked()
             .map_or_else(String::new, |k| format!(" revoked={k}")),
+        flow.usage()
+            .map_or_else(String::new, |u| format!(" usage={}", u.as_str())),
     );
 }
 
@@ -516,7 +547,9 @@ pub fn forget_context(vm: &VmRef, ctx: u32) {
     v.parked.remove(&ctx);
     let mut orphaned_fetch = false;
     v.calls.retain(|_, call| match *call {
-        Call::Pdp { ctx: c, receiver } => c != ctx && receiver != ctx,
+        Call::Pdp { ctx: c, receiver } | Call::Usage { ctx: c, receiver } => {
+            c != ctx && receiver != ctx
+        }
         Call::Jwks { receiver } => {
             orphaned_fetch |= receiver == ctx;
             receiver != ctx
@@ -654,11 +687,29 @@ fn dispatch_jwks(vm: &VmRef) -> Option<u32> {
     hostcalls::dispatch_http_call(&cluster, headers, None, vec![], timeout).ok()
 }
 
-fn dispatch_pdp(vm: &VmRef, body: &str, timeout_ms: u64) -> Option<u32> {
+/// Where a JSON `POST` of the flow goes.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Pdp,
+    Usage,
+}
+
+fn dispatch_post(vm: &VmRef, target: Target, body: &str, timeout_ms: u64) -> Option<u32> {
     let (cluster, authority, path) = {
         let v = vm.try_borrow().ok()?;
-        let p = &v.config().pdp;
-        (p.cluster.clone(), p.authority.clone(), p.path.clone())
+        let c = v.config();
+        match target {
+            Target::Pdp => (
+                c.pdp.cluster.clone(),
+                c.pdp.authority.clone(),
+                c.pdp.path.clone(),
+            ),
+            Target::Usage => {
+                let (cluster, authority) = c.usage_target()?;
+                let path = c.usage.as_ref()?.path.clone();
+                (cluster.to_owned(), authority.to_owned(), path)
+            }
+        }
     };
     let headers = vec![
         (":method", "POST"),
@@ -706,7 +757,18 @@ pub fn on_call_response(vm: &VmRef, receiver: u32, token: u32, body_size: usize)
     }
     match call {
         Some(Call::Jwks { .. }) => on_jwks_response(vm, receiver, body_size),
-        Some(Call::Pdp { ctx, .. }) => on_pdp_response(vm, receiver, ctx, token, body_size),
+        Some(Call::Pdp { ctx, .. }) => {
+            on_flow_call_response(vm, receiver, ctx, token, |flow, engine, now| {
+                let (status, body) = call_response(body_size, MAX_DECISION_BYTES);
+                flow.pdp_answered(engine, status, &body, now)
+            })
+        }
+        Some(Call::Usage { ctx, .. }) => {
+            on_flow_call_response(vm, receiver, ctx, token, |flow, engine, _| {
+                let (status, body) = call_response(body_size, MAX_USE_ANSWER_BYTES);
+                flow.usage_answered(engine, status, &body)
+            })
+        }
         // A late answer for a request that is gone, or a repeated callback.
         None => {}
     }
@@ -766,7 +828,7 @@ fn on_jwks_response(vm: &VmRef, receiver: u32, body_size: usize) {
 fn resume_jwks_waiters(vm: &VmRef, now: u64, all: bool) {
     resume_waiters(vm, now, |wait| match wait {
         Wait::Jwks { until_ms } | Wait::Revocations { until_ms } => all || now >= until_ms,
-        Wait::Pdp { .. } => false,
+        Wait::Pdp { .. } | Wait::Usage { .. } => false,
     });
 }
 
@@ -813,11 +875,21 @@ fn resume_one_jwks_waiter(vm: &VmRef, ctx: u32, now: u64, switch_context: bool) 
     act(vm, ctx, flow, step, now, true);
 }
 
-fn on_pdp_response(vm: &VmRef, receiver: u32, ctx: u32, token: u32, body_size: usize) {
+/// The answer to a call request `ctx` waits for (the PDP's or the usage counter's):
+/// `answered` reads it (while the call's answer is the current one) and moves the flow on.
+fn on_flow_call_response(
+    vm: &VmRef,
+    receiver: u32,
+    ctx: u32,
+    token: u32,
+    answered: impl FnOnce(&mut Flow, &mut Engine, u64) -> Option<Step>,
+) {
     let now = now_ms();
     let parked = match vm.try_borrow_mut() {
         Ok(mut v) => match v.parked.get(&ctx).map(|p| p.wait) {
-            Some(Wait::Pdp { token: t }) if t == token => v.parked.remove(&ctx),
+            Some(Wait::Pdp { token: t } | Wait::Usage { token: t }) if t == token => {
+                v.parked.remove(&ctx)
+            }
             _ => None,
         },
         Err(_) => None,
@@ -825,14 +897,14 @@ fn on_pdp_response(vm: &VmRef, receiver: u32, ctx: u32, token: u32, body_size: u
     let Some(Parked { mut flow, .. }) = parked else {
         return;
     };
-    let (status, body) = call_response(body_size, MAX_DECISION_BYTES);
+    // Read the answer before switching context: it belongs to the call being delivered.
+    let step = match vm.try_borrow_mut() {
+        Ok(mut v) => answered(&mut flow, &mut v.engine, now),
+        Err(_) => None,
+    };
     if receiver != ctx && hostcalls::set_effective_context(ctx).is_err() {
         return;
     }
-    let step = match vm.try_borrow_mut() {
-        Ok(mut v) => flow.pdp_answered(&mut v.engine, status, &body, now),
-        Err(_) => None,
-    };
     if let Some(step) = step {
         act(vm, ctx, flow, step, now, true);
     }

@@ -125,6 +125,8 @@ pub enum Endpoint {
     Pdp,
     /// The authz-server's revocation feed (`/v1/revocations`).
     Revocations,
+    /// The authz-server's usage counter (`/v1/usage/consume`).
+    Usage,
     Other,
 }
 
@@ -283,6 +285,7 @@ impl Builder {
             jwks: None,
             pdp: None,
             revocations: None,
+            usage: None,
             pending: Vec::new(),
             dispatched: Vec::new(),
             seq: 0,
@@ -356,6 +359,7 @@ pub struct Sidecar {
     jwks: Option<Responder>,
     pdp: Option<Responder>,
     revocations: Option<Responder>,
+    usage: Option<Responder>,
     pending: Vec<Pending>,
     /// Every call the filter made, in order.
     pub dispatched: Vec<Dispatched>,
@@ -408,6 +412,11 @@ impl Sidecar {
         self.revocations = Some(Box::new(f));
     }
 
+    /// Replaces what the usage counter answers from now on (default: silence).
+    pub fn set_usage(&mut self, f: impl FnMut(&Dispatched) -> Answer + 'static) {
+        self.usage = Some(Box::new(f));
+    }
+
     /// Replaces what the PDP answers from now on.
     pub fn set_pdp(&mut self, f: impl FnMut(&Dispatched) -> Answer + 'static) {
         self.pdp = Some(Box::new(f));
@@ -447,6 +456,8 @@ impl Sidecar {
             Endpoint::Pdp
         } else if path.starts_with("/v1/revocations") {
             Endpoint::Revocations
+        } else if path == "/v1/usage/consume" {
+            Endpoint::Usage
         } else if Some(call.cluster.as_str()) == jwks["cluster"].as_str()
             && path == jwks["path"].as_str().unwrap_or("/.well-known/jwks.json")
         {
@@ -606,6 +617,7 @@ impl Sidecar {
                     Endpoint::Pdp => self.pdp.as_mut(),
                     Endpoint::Jwks => self.jwks.as_mut(),
                     Endpoint::Revocations => self.revocations.as_mut(),
+                    Endpoint::Usage => self.usage.as_mut(),
                     Endpoint::Other => None,
                 };
                 let answer = responder.map_or(Answer::Silent, |f| f(&d));
