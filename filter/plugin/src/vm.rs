@@ -86,10 +86,12 @@ impl Vm {
         let feed = crate::revocation::Feed::new(&config);
         let mut engine = Engine::new(config);
         engine.use_replay_store(Box::new(EnvoySharedData));
+        let metrics = Metrics::define();
+        crate::crypto::use_host_signatures(&mut engine, &metrics, root_id);
         Self {
             engine,
             root_id,
-            metrics: Metrics::define(),
+            metrics,
             parked: HashMap::new(),
             calls: HashMap::new(),
             jwks_cas: None,
