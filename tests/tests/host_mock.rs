@@ -13,6 +13,7 @@ mod host_mock {
     pub mod vm;
 
     mod caches;
+    mod crypto;
     mod dpop;
     mod jwks;
     mod lifecycle;

@@ -386,8 +386,10 @@ fn park(vm: &VmRef, ctx: u32, flow: Flow, wait: Wait) {
 }
 
 fn allow_request(vm: &VmRef, ctx: u32, flow: &Flow, allow: &Allow) {
+    // `add`, not `replace`: read_facts removed every caller-sent `x-certbind-*` header, so
+    // Envoy need not look for one to replace.
     for (name, value) in &allow.headers {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+        let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
     }
     // Removing a header the request does not carry is a host call for nothing.
     if allow.remove_authorization {
