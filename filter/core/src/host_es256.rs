@@ -197,13 +197,19 @@ const PROBE_JWS: &str = concat!(
     "DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSA",
     "pmWQxfKTUJqPP3-Kg6NU1Q"
 );
-const PROBE_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
-const PROBE_Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+/// Its public key as an uncompressed SEC1 point (the RFC's `x` and `y`, decoded).
+const PROBE_KEY: [u8; 65] = [
+    0x04, 0x7f, 0xcd, 0xce, 0x27, 0x70, 0xf6, 0xc4, 0x5d, 0x41, 0x83, 0xcb, 0xee, 0x6f, 0xdb, 0x4b,
+    0x7b, 0x58, 0x07, 0x33, 0x35, 0x7b, 0xe9, 0xef, 0x13, 0xba, 0xcf, 0x6e, 0x3c, 0x7b, 0xd1, 0x54,
+    0x45, 0xc7, 0xf1, 0x44, 0xcd, 0x1b, 0xbd, 0x9b, 0x7e, 0x87, 0x2c, 0xdf, 0xed, 0xb9, 0xee, 0xb9,
+    0xf4, 0xb3, 0x69, 0x5d, 0x6e, 0xa9, 0x0b, 0x24, 0xad, 0x8a, 0x46, 0x23, 0x28, 0x85, 0x88, 0xe5,
+    0xad,
+];
 
 /// Asks the host once, at configuration, with a known genuine signature and the same with one
 /// bit flipped: only a host that answers both rightly verifies this VM's signatures.
 pub fn probe(host: &dyn ForeignFunctions) -> Probe {
-    let Some(key) = crate::jwks::ec_p256_key(PROBE_X, PROBE_Y) else {
+    let Ok(key) = VerifyingKey::from_sec1_bytes(&PROBE_KEY) else {
         return Probe::Wrong;
     };
     let Some((signing_input, signature)) = PROBE_JWS.rsplit_once('.') else {
@@ -405,5 +411,9 @@ mod tests {
         let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
         let sig = Signature::from_slice(&sig).unwrap();
         assert!(rfc_key().verify(input.as_bytes(), &sig).is_ok());
+        assert_eq!(
+            VerifyingKey::from_sec1_bytes(&PROBE_KEY).unwrap(),
+            rfc_key()
+        );
     }
 }
