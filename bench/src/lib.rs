@@ -7,6 +7,7 @@ pub mod figures;
 pub mod load;
 pub mod method;
 pub mod mint;
+pub mod native_peer;
 pub mod overload;
 pub mod procstat;
 pub mod replicas;

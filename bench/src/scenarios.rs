@@ -2,6 +2,7 @@
 //! same upstream, differing only in the transport and the HTTP filters, so every difference in
 //! cost is the difference the scenario is about.
 
+use crate::native_peer::{CLAIM_HEADERS, PAYLOAD_IN_METADATA, binding_filters};
 use certbind_tests::render::render;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,6 +22,9 @@ pub enum Scenario {
     S3,
     /// The same without the cache.
     S3u,
+    /// The best native equal-function peer: cached `jwt_authn` + Lua binding check + `rbac`
+    /// (`crate::native_peer`).
+    S3b,
     /// mTLS + cached `jwt_authn` + `ext_authz` (HTTP service) asking certbind-pdp over mTLS.
     S4,
     /// certbind, the same token repeated (token and decision caches warm).
@@ -41,13 +45,14 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Self::S0,
         Self::S1,
         Self::S2,
         Self::S2w,
         Self::S3,
         Self::S3u,
+        Self::S3b,
         Self::S4,
         Self::S5,
         Self::S5p,
@@ -63,6 +68,7 @@ impl Scenario {
             Self::S2w => "S2w",
             Self::S3 => "S3",
             Self::S3u => "S3u",
+            Self::S3b => "S3b",
             Self::S4 => "S4",
             Self::S5 => "S5",
             Self::S5p => "S5p",
@@ -87,6 +93,7 @@ impl Scenario {
             Self::S2w => "mTLS + no-op Wasm filter",
             Self::S3 => "mTLS + jwt_authn (cached)",
             Self::S3u => "mTLS + jwt_authn (uncached)",
+            Self::S3b => "mTLS + jwt_authn (cached) + Lua binding + rbac",
             Self::S4 => "mTLS + jwt_authn + ext_authz",
             Self::S5 => "certbind (warm caches)",
             Self::S5p => "certbind, decision cache off",
@@ -469,8 +476,16 @@ pub fn envoy_config(scenario: Scenario, v: &ConfigVars) -> Result<String, String
     let (filters, clusters) = match scenario {
         Scenario::S0 | Scenario::S1 | Scenario::S2 => (String::new(), String::new()),
         Scenario::S2w => (r(NOOP_FILTER)?, String::new()),
-        Scenario::S3 => (jwt(JWT_CACHE)?, String::new()),
-        Scenario::S3u => (jwt("")?, String::new()),
+        Scenario::S3 => (jwt(&format!("{JWT_CACHE}{CLAIM_HEADERS}"))?, String::new()),
+        Scenario::S3u => (jwt(CLAIM_HEADERS)?, String::new()),
+        Scenario::S3b => (
+            format!(
+                "{}\n{}",
+                jwt(&format!("{JWT_CACHE}{CLAIM_HEADERS}{PAYLOAD_IN_METADATA}"))?,
+                binding_filters()
+            ),
+            String::new(),
+        ),
         Scenario::S4 => (
             format!(
                 "{}\n{}",
@@ -539,6 +554,15 @@ mod tests {
         assert!(c(Scenario::S2w).contains("/n.wasm"));
         assert!(c(Scenario::S3).contains("jwt_cache_config"));
         assert!(!c(Scenario::S3u).contains("jwt_cache_config"));
+        for s in [Scenario::S3, Scenario::S3u, Scenario::S3b] {
+            assert!(
+                c(s).contains("claim_name: jti"),
+                "{s:?} lacks the identity headers"
+            );
+        }
+        let s3b = c(Scenario::S3b);
+        assert!(s3b.contains("payload_in_metadata") && s3b.contains("jwt_cache_config"));
+        assert!(s3b.contains("envoy.filters.http.lua") && s3b.contains("envoy.filters.http.rbac"));
         assert!(c(Scenario::S4).contains("ext_authz") && c(Scenario::S4).contains("x-jwt-payload"));
         assert!(c(Scenario::S5).contains("\"decision_cache_size\": 1024"));
         assert!(c(Scenario::S5p).contains("\"decision_cache_size\": 0"));

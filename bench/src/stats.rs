@@ -33,6 +33,36 @@ pub fn median_diff(a: &[f64], b: &[f64]) -> Option<f64> {
     median(&diffs)
 }
 
+/// The mean of per-pair differences `a[k] - b[k]` with its 95 % confidence interval (Student's
+/// t over the pairs: the pairing cancels the machine's drift, so a few µs show once there are
+/// enough rounds). `None` for fewer than two pairs.
+pub fn paired_diff_ci95(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| a - b)
+        .filter(|x| x.is_finite())
+        .collect();
+    let n = d.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let half = t975(n - 1) * (var / n as f64).sqrt();
+    Some((mean, mean - half, mean + half))
+}
+
+/// Student's t, two-sided 95 %, for `df` degrees of freedom (table to 30, then 1.96).
+fn t975(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    T.get(df.wrapping_sub(1)).copied().unwrap_or(1.96)
+}
+
 /// Rounds a figure for the JSON (3 significant decimals are plenty for this machine's noise).
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
@@ -57,6 +87,16 @@ mod tests {
         let b = [100.0, 20.0, 120.0];
         assert_eq!(median_ratio(&a, &b), Some(0.5));
         assert_eq!(median_ratio(&[1.0], &[0.0]), None);
+    }
+
+    #[test]
+    fn confidence_interval_of_paired_differences() {
+        // Differences 4, 6, 5, 5: mean 5, s = 0.8165, t(3) = 3.182, half-width 1.299.
+        let (mean, lo, hi) =
+            paired_diff_ci95(&[14.0, 26.0, 15.0, 45.0], &[10.0, 20.0, 10.0, 40.0]).unwrap();
+        assert_eq!(mean, 5.0);
+        assert!((hi - lo - 2.0 * 1.299).abs() < 0.01, "{lo} {hi}");
+        assert_eq!(paired_diff_ci95(&[1.0], &[0.0]), None);
     }
 
     #[test]

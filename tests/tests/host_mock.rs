@@ -14,6 +14,7 @@ mod host_mock {
 
     mod audience;
     mod caches;
+    mod crypto;
     mod dpop;
     mod jwks;
     mod lifecycle;

@@ -6,6 +6,7 @@
 use crate::binding::ec_p256_jwk_thumbprint;
 use crate::cache::ExpiringCache;
 use crate::es256::PreparedKey;
+use crate::host_es256::{ForeignFunctions, HostKey};
 use crate::json::from_slice_strict;
 use crate::jwks::ec_p256_key;
 use crate::reason::Reason;
@@ -233,6 +234,29 @@ pub fn verify_proof_with(
     expect: &ProofCheck<'_>,
     keys: Option<&mut ProofKeys>,
 ) -> Result<VerifiedProof, DpopError> {
+    check_proof(proof, expect, Verify::InModule(keys))
+}
+
+/// [`verify_proof`], the signature checked by the host's `verify_signature`. Same answers.
+pub fn verify_proof_by_host(
+    proof: &str,
+    expect: &ProofCheck<'_>,
+    host: &dyn ForeignFunctions,
+) -> Result<VerifiedProof, DpopError> {
+    check_proof(proof, expect, Verify::Host(host))
+}
+
+/// Where a proof's signature is checked.
+enum Verify<'a> {
+    InModule(Option<&'a mut ProofKeys>),
+    Host(&'a dyn ForeignFunctions),
+}
+
+fn check_proof(
+    proof: &str,
+    expect: &ProofCheck<'_>,
+    verify: Verify<'_>,
+) -> Result<VerifiedProof, DpopError> {
     if proof.is_empty() || proof.len() > MAX_PROOF_BYTES {
         return Err(DpopError::Malformed);
     }
@@ -243,9 +267,12 @@ pub fn verify_proof_with(
         Reason::UnsupportedAlg => DpopError::UnsupportedAlg,
         _ => DpopError::Malformed,
     })?;
-    let verified = match keys.and_then(|keys| keys.prepared(&x, &y, key)) {
-        Some(prepared) => jws.verify_signature(prepared.as_ref()),
-        None => jws.verify_signature(&key),
+    let verified = match verify {
+        Verify::Host(host) => jws.verify_signature(&HostKey::new(host, &key)),
+        Verify::InModule(keys) => match keys.and_then(|keys| keys.prepared(&x, &y, key)) {
+            Some(prepared) => jws.verify_signature(prepared.as_ref()),
+            None => jws.verify_signature(&key),
+        },
     }
     .map_err(|_| DpopError::BadSignature)?;
     let claims: RawClaims =

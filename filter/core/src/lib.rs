@@ -11,6 +11,9 @@ pub mod dpop;
 pub mod dpop_replay;
 pub mod es256;
 pub mod flow;
+pub mod host_es256;
+#[cfg(any(test, feature = "reference-host"))]
+pub mod host_es256_reference;
 pub mod json;
 pub mod jwks;
 pub mod reason;

@@ -1,13 +1,17 @@
 //! Third-party vectors (C2SP/wycheproof, see `tests/corpora/README.md`) against the one ES256
 //! verify of certbind-core, and the Wycheproof JWS file against the whole header → key →
-//! signature path: ES256 cases right, every other algorithm refused.
+//! signature path: ES256 cases right, every other algorithm refused. Every vector also goes
+//! through the host path (r‖s → DER, protobuf arguments) against a native DER verifier, which
+//! must give the very same answers.
 
 // Test helpers outside `#[test]` functions: a broken corpus must stop the test loudly.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use certbind_core::es256::PreparedKey;
+use certbind_core::host_es256::{HostKey, p1363_to_der};
+use certbind_core::host_es256_reference::ReferenceHost;
 use certbind_core::jwks::KeySet;
-use certbind_core::token::{decode_metadata, es256_verify};
+use certbind_core::token::{Es256Verifier, decode_metadata, es256_verify};
 use p256::ecdsa::VerifyingKey;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -54,6 +58,22 @@ fn all_262_ecdsa_p256_sha256_p1363_vectors() {
                 verdict.is_ok(),
                 "tcId {id}: tabulated verify differs"
             );
+            // Through the conversion to DER and a native DER verifier (the host path).
+            let host = ReferenceHost::default();
+            let via_host = key
+                .as_ref()
+                .map(|k| HostKey::new(&host, k).verify_es256(&msg, &sig).is_ok());
+            assert_eq!(
+                via_host.unwrap_or(false),
+                verdict.is_ok(),
+                "tcId {id}: the host path differs: {}",
+                t["comment"]
+            );
+            // A signature the conversion accepts is the same (r, s) in DER.
+            if let Some(der) = p1363_to_der(&sig) {
+                let back = p256::ecdsa::Signature::from_der(&der).unwrap();
+                assert_eq!(back.to_bytes().as_slice(), sig.as_slice(), "tcId {id}");
+            }
             match t["result"].as_str().unwrap() {
                 "valid" => {
                     valid += 1;
@@ -85,10 +105,19 @@ fn certbind_verdict(jws: &str, jwks: &Result<KeySet, String>) -> Result<Vec<u8>,
     let untrusted = decode_metadata(jws).map_err(|r| r.to_string())?;
     let kid = jws_kid(jws).unwrap_or_else(|| keys.kids().next().unwrap_or_default().to_owned());
     let key = keys.get(&kid).ok_or("unknown_kid")?;
-    untrusted
+    // The same JWS through the host path must get the same answer.
+    let host = ReferenceHost::default();
+    let via_host = decode_metadata(jws)
+        .map_err(|r| r.to_string())?
+        .verify_signature(&HostKey::new(&host, key.verifying_key()))
+        .map(|v| v.payload().to_vec())
+        .map_err(|r| r.to_string());
+    let in_module = untrusted
         .verify_signature(key)
         .map(|v| v.payload().to_vec())
-        .map_err(|r| r.to_string())
+        .map_err(|r| r.to_string());
+    assert_eq!(via_host, in_module, "the host path differs on {jws}");
+    in_module
 }
 
 /// The `kid` of the header, read independently of certbind's parser (test bookkeeping only).

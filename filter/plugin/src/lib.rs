@@ -3,6 +3,7 @@
 //! mapping of certbind-core's steps onto host calls. Every decision is made in certbind-core.
 #![deny(clippy::indexing_slicing)]
 
+mod crypto;
 mod http;
 mod metrics;
 mod revocation;

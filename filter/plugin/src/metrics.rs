@@ -13,6 +13,8 @@ pub const DECISION_CACHE_HIT: &str = "certbind.decision_cache.hit";
 pub const REVOCATION_FEED_OK: &str = "certbind.revocation.feed_ok";
 pub const REVOCATION_FEED_FAILED: &str = "certbind.revocation.feed_failed";
 pub const REVOCATION_FAIL_OPEN: &str = "certbind.revocation.fail_open";
+/// VMs verifying ES256 inside the module (the host's `verify_signature` missing or wrong).
+pub const ES256_IN_MODULE: &str = "certbind.es256.in_module";
 
 /// Which counter to bump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +29,7 @@ pub enum Counter {
     RevocationFeedOk,
     RevocationFeedFailed,
     RevocationFailOpen,
+    Es256InModule,
 }
 
 /// Metric ids by counter; a counter the host refused to define is skipped silently.
@@ -47,6 +50,7 @@ impl Metrics {
             (Counter::RevocationFeedOk, REVOCATION_FEED_OK),
             (Counter::RevocationFeedFailed, REVOCATION_FEED_FAILED),
             (Counter::RevocationFailOpen, REVOCATION_FAIL_OPEN),
+            (Counter::Es256InModule, ES256_IN_MODULE),
         ];
         named.extend(
             Reason::ALL

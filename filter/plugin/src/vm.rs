@@ -92,10 +92,12 @@ impl Vm {
         let feed = crate::revocation::Feed::new(&config);
         let mut engine = Engine::new(config);
         engine.use_replay_store(Box::new(EnvoySharedData), replay_hash_key());
+        let metrics = Metrics::define();
+        crate::crypto::use_host_signatures(&mut engine, &metrics, root_id);
         Self {
             engine,
             root_id,
-            metrics: Metrics::define(),
+            metrics,
             parked: HashMap::new(),
             calls: HashMap::new(),
             jwks_cas: None,
@@ -441,8 +443,10 @@ fn park(vm: &VmRef, ctx: u32, flow: Flow, wait: Wait) {
 }
 
 fn allow_request(vm: &VmRef, ctx: u32, flow: &Flow, allow: &Allow) {
+    // `add`, not `replace`: read_facts removed every caller-sent `x-certbind-*` header, so
+    // Envoy need not look for one to replace.
     for (name, value) in &allow.headers {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+        let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
     }
     // Removing a header the request does not carry is a host call for nothing.
     if allow.remove_authorization {

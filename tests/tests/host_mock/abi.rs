@@ -2,6 +2,7 @@
 //! memory only through bounds-checked helpers that answer an ABI error, never panic.
 
 use super::host::*;
+use certbind_core::host_es256_reference as reference_host;
 use wasmtime::{Caller, Extern, Linker};
 
 type Cx<'a> = Caller<'a, HostState>;
@@ -672,10 +673,34 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         cx.data_mut().done_signals += 1;
         ok(Status::Ok)
     })?;
+    // Envoy's `verify_signature` (and no other foreign function certbind calls).
     linker.func_wrap(
         "env",
         "proxy_call_foreign_function",
-        |_: Cx<'_>, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32| -> R { ok(Status::NotFound) },
+        |mut cx: Cx<'_>, np: u32, nn: u32, ap: u32, an: u32, ret_p: u32, ret_n: u32| -> R {
+            let name = arg!(&mut cx, np, nn, "proxy_call_foreign_function");
+            let args = arg!(&mut cx, ap, an, "proxy_call_foreign_function");
+            if name != b"verify_signature" {
+                return ok(Status::NotFound);
+            }
+            let h = cx.data_mut();
+            h.verify_calls += 1;
+            let answer = match h.faults.verify_signature {
+                ForeignVerify::Missing => return ok(Status::NotFound),
+                ForeignVerify::YesToEverything => vec![0x08, 0x01],
+                ForeignVerify::Native => match reference_host::verify_signature(&args) {
+                    Ok(answer) => answer,
+                    Err(_) => return ok(Status::BadArgument),
+                },
+            };
+            give(
+                &mut cx,
+                &answer,
+                ret_p,
+                ret_n,
+                "proxy_call_foreign_function",
+            )
+        },
     )?;
 
     // --- metrics ----------------------------------------------------------------------------

@@ -8,9 +8,9 @@ use certbind_core::binding::ec_p256_jwk_thumbprint;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-const ORIGIN: &str = "https://127.0.0.1:8445";
+pub(super) const ORIGIN: &str = "https://127.0.0.1:8445";
 
-fn edge() -> Sidecar {
+pub(super) fn edge() -> Sidecar {
     Sidecar::builder()
         .config(|c| {
             c["binding"] = json!("dpop");
@@ -20,12 +20,12 @@ fn edge() -> Sidecar {
 }
 
 /// The client's proof-of-possession key.
-fn client_key() -> Key {
+pub(super) fn client_key() -> Key {
     Key::from_seed(0xd0b0)
 }
 
 /// A token bound to `key` (`cnf.jkt`) for the consumer.
-fn dpop_token(sidecar: &mut Sidecar, key: &Key) -> String {
+pub(super) fn dpop_token(sidecar: &mut Sidecar, key: &Key) -> String {
     let pki = sidecar.pki.clone();
     sidecar
         .token(&pki.consumer)
@@ -37,7 +37,14 @@ fn dpop_token(sidecar: &mut Sidecar, key: &Key) -> String {
 }
 
 /// A DPoP proof by `key` for `method` and `url`, hashing `token` into `ath`.
-fn proof(sidecar: &Sidecar, key: &Key, jti: &str, method: &str, url: &str, token: &str) -> String {
+pub(super) fn proof(
+    sidecar: &Sidecar,
+    key: &Key,
+    jti: &str,
+    method: &str,
+    url: &str,
+    token: &str,
+) -> String {
     let jwk = json!({"kty": "EC", "crv": "P-256", "x": key.x, "y": key.y});
     let builder = TokenBuilder {
         header: json!({"typ": "dpop+jwt", "alg": "ES256", "jwk": jwk}),
@@ -53,7 +60,12 @@ fn proof(sidecar: &Sidecar, key: &Key, jti: &str, method: &str, url: &str, token
     builder.build()
 }
 
-fn send(sidecar: &mut Sidecar, token: &str, proof: Option<&str>, scheme: &str) -> Exchange {
+pub(super) fn send(
+    sidecar: &mut Sidecar,
+    token: &str,
+    proof: Option<&str>,
+    scheme: &str,
+) -> Exchange {
     let pki = sidecar.pki.clone();
     let mut r = sidecar
         .request_without_token(&pki.consumer)

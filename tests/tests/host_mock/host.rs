@@ -297,6 +297,20 @@ pub struct Faults {
     pub dispatch_fails: bool,
     /// Clusters Envoy knows; a call to another one answers BadArgument, as Envoy does.
     pub clusters: Vec<String>,
+    /// What `verify_signature` does (default: verifies natively, as Envoy does).
+    pub verify_signature: ForeignVerify,
+}
+
+/// The host's `verify_signature` foreign function.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForeignVerify {
+    /// Envoy's semantics with a real native verifier (p256: DER key, strict DER signature).
+    #[default]
+    Native,
+    /// A host without the function (`NotFound`), like a runtime that registers none.
+    Missing,
+    /// A broken host that answers `result: true` to everything.
+    YesToEverything,
 }
 
 /// Everything one VM's host functions use. Lives in `Store<HostState>`.
@@ -326,6 +340,10 @@ pub struct HostState {
     pub faults: Faults,
     /// Metric id (this VM's) → index into `Shared::metrics`.
     pub metric_ids: HashMap<u32, usize>,
+    /// `verify_signature` calls the guest made.
+    pub verify_calls: u32,
+    /// Every host function call the guest made.
+    pub host_calls: u64,
 }
 
 impl HostState {
@@ -350,6 +368,8 @@ impl HostState {
             done_signals: 0,
             faults: Faults::default(),
             metric_ids: HashMap::new(),
+            verify_calls: 0,
+            host_calls: 0,
         }
     }
 

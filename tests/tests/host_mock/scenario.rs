@@ -4,7 +4,9 @@
 
 use super::certs::{Cert, Pki, spiffe};
 use super::contract;
-use super::host::{CallResponse, Clock, HeaderMap, HttpCall, LocalResponse, Shared, Stream};
+use super::host::{
+    CallResponse, Clock, ForeignVerify, HeaderMap, HttpCall, LocalResponse, Shared, Stream,
+};
 use super::tokens::{Key, TokenBuilder, jwks};
 use super::vm::{Trap, Vm, host_state};
 use serde_json::{Value, json};
@@ -203,6 +205,7 @@ pub struct Builder {
     pki: Option<Rc<Pki>>,
     key: Option<Key>,
     warm: bool,
+    verify_signature: ForeignVerify,
 }
 
 impl Builder {
@@ -243,6 +246,11 @@ impl Builder {
     }
     pub fn key(mut self, key: Key) -> Self {
         self.key = Some(key);
+        self
+    }
+    /// What every VM's host does on `verify_signature` (default: verifies natively).
+    pub fn verify_signature(mut self, host: ForeignVerify) -> Self {
+        self.verify_signature = host;
         self
     }
 
@@ -308,6 +316,7 @@ impl Builder {
             state.vm_id = "certbind".into();
             state.plugin_config = plugin_config.clone();
             state.faults.clusters = clusters.clone();
+            state.faults.verify_signature = self.verify_signature;
             state
                 .vm_properties
                 .insert("plugin_name".into(), b"certbind".to_vec());
@@ -381,6 +390,7 @@ impl Sidecar {
             pki: None,
             key: None,
             warm: true,
+            verify_signature: ForeignVerify::default(),
         }
     }
 

@@ -136,6 +136,14 @@ impl Vm {
         state: HostState,
     ) -> Result<Self, Trap> {
         let mut store = Store::new(engine, state);
+        // Every host function the guest calls is counted: on the warm path, host calls are
+        // most of the filter's cost.
+        store.call_hook(|mut cx, hook| {
+            if matches!(hook, wasmtime::CallHook::CallingHost) {
+                cx.data_mut().host_calls += 1;
+            }
+            Ok(())
+        });
         store
             .set_fuel(FUEL_PER_CALL)
             .map_err(|e| Trap(format!("{e:#}")))?;

@@ -1,0 +1,141 @@
+//! ES256 through the host: every signature (access tokens, DPoP proofs) goes to the host's
+//! `verify_signature` (verified natively here, as Envoy does with BoringSSL) once the start-up
+//! probe found it working; a host without it, or one that answers wrongly, leaves
+//! verification inside the module, said once in the log and counted.
+
+use super::dpop::{ORIGIN, client_key, dpop_token, edge, proof, send};
+use super::host::ForeignVerify;
+use super::scenario::*;
+
+const IN_MODULE: &str = "certbind.es256.in_module";
+
+fn verify_calls(sidecar: &Sidecar) -> u32 {
+    sidecar.vms.iter().map(|vm| vm.host().verify_calls).sum()
+}
+
+#[test]
+fn verifies_tokens_through_the_hosts_verify_signature() {
+    let mut sidecar = Sidecar::new();
+    let pki = sidecar.pki.clone();
+    // The probe: one genuine and one tampered signature.
+    assert_eq!(verify_calls(&sidecar), 2);
+    let token = sidecar.token(&pki.consumer).build();
+    sidecar.request(&pki.consumer, &token).admitted();
+    assert_eq!(verify_calls(&sidecar), 3);
+    sidecar.request(&pki.consumer, &token).admitted();
+    assert_eq!(
+        verify_calls(&sidecar),
+        3,
+        "a cached token is not verified again"
+    );
+    let forged = sidecar.token(&pki.consumer).build_with_bad_signature();
+    sidecar
+        .request(&pki.consumer, &forged)
+        .answers(401, "bad_signature");
+    assert_eq!(verify_calls(&sidecar), 4);
+    assert_eq!(sidecar.counter(IN_MODULE), 0);
+    sidecar.assert_healthy();
+}
+
+#[test]
+fn verifies_dpop_proofs_through_the_host() {
+    let mut sidecar = edge();
+    let key = client_key();
+    let token = dpop_token(&mut sidecar, &key);
+    let url = format!("{ORIGIN}/orders/1");
+    let p = proof(&sidecar, &key, "p-1", "GET", &url, &token);
+    let mut ex = send(&mut sidecar, &token, Some(&p), "DPoP");
+    sidecar.verdict(&mut ex).admitted();
+    assert_eq!(
+        verify_calls(&sidecar),
+        2 + 2,
+        "the probe, the token, the proof"
+    );
+    // A proof by another key over the same claims: its signature fails at the host.
+    let thief = super::tokens::Key::from_seed(0xbad);
+    let stolen = proof(&sidecar, &key, "p-2", "GET", &url, &token);
+    let forged_sig = proof(&sidecar, &thief, "p-2", "GET", &url, &token);
+    let (input, _) = stolen.rsplit_once('.').unwrap();
+    let (_, sig) = forged_sig.rsplit_once('.').unwrap();
+    let mut ex = send(
+        &mut sidecar,
+        &token,
+        Some(&format!("{input}.{sig}")),
+        "DPoP",
+    );
+    sidecar.verdict(&mut ex).answers(401, "dpop_invalid");
+    assert_eq!(verify_calls(&sidecar), 5);
+    assert_eq!(sidecar.counter(IN_MODULE), 0);
+}
+
+#[test]
+fn without_verify_signature_the_module_verifies_and_says_so_once_per_vm() {
+    let mut sidecar = Sidecar::builder()
+        .vms(2)
+        .verify_signature(ForeignVerify::Missing)
+        .start();
+    let pki = sidecar.pki.clone();
+    assert_eq!(sidecar.counter(IN_MODULE), 2);
+    let said = sidecar
+        .logs()
+        .iter()
+        .filter(|l| l.contains("host has no verify_signature"))
+        .count();
+    assert_eq!(said, 2, "{:#?}", sidecar.logs());
+    let token = sidecar.token(&pki.consumer).build();
+    sidecar.request(&pki.consumer, &token).admitted();
+    let forged = sidecar.token(&pki.consumer).build_with_bad_signature();
+    sidecar
+        .request(&pki.consumer, &forged)
+        .answers(401, "bad_signature");
+    // Asked once per VM at start, never per request.
+    assert_eq!(verify_calls(&sidecar), 2);
+    assert_eq!(sidecar.counter(IN_MODULE), 2);
+}
+
+#[test]
+fn never_trusts_a_host_that_says_yes_to_everything() {
+    let mut sidecar = Sidecar::builder()
+        .verify_signature(ForeignVerify::YesToEverything)
+        .start();
+    let pki = sidecar.pki.clone();
+    assert_eq!(sidecar.counter(IN_MODULE), 1);
+    assert!(
+        sidecar
+            .logs()
+            .iter()
+            .any(|l| l.contains("answered a known case wrongly")),
+        "{:#?}",
+        sidecar.logs()
+    );
+    let forged = sidecar.token(&pki.consumer).build_with_bad_signature();
+    sidecar
+        .request(&pki.consumer, &forged)
+        .answers(401, "bad_signature");
+    let token = sidecar.token(&pki.consumer).build();
+    sidecar.request(&pki.consumer, &token).admitted();
+}
+
+/// The warm path's cost is mostly host calls. A request whose token, decision and connection
+/// are all cached makes exactly these: the clock, the header map, `connection.id`, the four
+/// identity headers (`add`), removing `authorization`, three counters (allowed, token and
+/// decision cache hits) and the decision's log line (dropped at Envoy's default `warn` level
+/// for Wasm; the mock logs everything). The no-op Rust filter in bench/ makes 3.
+#[test]
+fn a_warm_request_makes_a_pinned_number_of_host_calls() {
+    let mut sidecar = Sidecar::new();
+    let pki = sidecar.pki.clone();
+    let token = sidecar.token(&pki.consumer).build();
+    let connection = 7u64.to_le_bytes();
+    let on_one_connection = |sidecar: &mut Sidecar| {
+        sidecar
+            .request(&pki.consumer, &token)
+            .property("connection.id", connection)
+            .admitted();
+    };
+    on_one_connection(&mut sidecar);
+    let before = sidecar.vms[0].host().host_calls;
+    on_one_connection(&mut sidecar);
+    let warm = sidecar.vms[0].host().host_calls - before;
+    assert_eq!(warm, 12, "{:#?}", sidecar.logs());
+}
