@@ -78,7 +78,8 @@ unit:
 	$(CARGO) build --locked --bins
 	CERTBIND_BIN_DIR=$(CURDIR)/target/debug scripts/lifecycle-bg.sh start
 	CERTBIND_BIN_DIR=$(CURDIR)/target/debug $(CARGO) test --locked --workspace --no-fail-fast -- \
-	  --skip rotates_every_certificate_and_the_ca_under_traffic; rc=$$?; scripts/lifecycle-bg.sh wait && exit $$rc
+	  --skip rotates_every_certificate_and_the_ca_under_traffic || rc=$$?; \
+	  scripts/lifecycle-bg.sh wait; exit $${rc:-0}
 
 ## authz-server replicas on a real PostgreSQL behind a real Envoy (also part of make test).
 ha-test: deps wasm

@@ -227,7 +227,9 @@ pub fn init_with(
     };
     let mut leaves = Vec::with_capacity(ids.len());
     for (name, id) in ids {
-        let keep = ca_outcome == Outcome::Kept && ca.leaf_still_good(dir, name, &id, now);
+        let keep = ca_outcome == Outcome::Kept
+            && ca.leaf_still_good(dir, name, &id, now)
+            && carries_dns(dir, &Profile::with_dns(name, dns), name);
         let outcome = if keep {
             Outcome::Kept
         } else {
@@ -573,6 +575,38 @@ impl LoadedCa {
         write_atomic(&crt_path, cert.pem().as_bytes(), PUBLIC_MODE).map_err(io_err(&crt_path))?;
         Ok(serial_hex)
     }
+}
+
+/// Whether `<name>.crt` carries every extra DNS name its profile asks for (a kept server
+/// certificate missing a newly requested host name is reissued).
+fn carries_dns(dir: &Path, profile: &Profile, name: &str) -> bool {
+    let Profile::Server { extra_dns } = profile else {
+        return true;
+    };
+    if extra_dns.is_empty() {
+        return true;
+    }
+    let Some(cert) = crate::x509::read_cert_der(&dir.join(format!("{name}.crt")))
+        .and_then(|der| Certificate::from_der(&der).ok())
+    else {
+        return false;
+    };
+    let names: Vec<String> = cert
+        .tbs_certificate()
+        .get_extension::<x509_cert::ext::pkix::SubjectAltName>()
+        .ok()
+        .flatten()
+        .map(|(_, san)| {
+            san.0
+                .iter()
+                .filter_map(|n| match n {
+                    x509_cert::ext::pkix::name::GeneralName::DnsName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    extra_dns.iter().all(|d| names.contains(d))
 }
 
 /// Whether the certificate's extended key usage includes serverAuth (1.3.6.1.5.5.7.3.1).

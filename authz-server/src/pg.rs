@@ -28,6 +28,13 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(3);
 const SCHEMA_LOCK: i64 = 0x6365_7274_0001;
 
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS certbind_token_uses (
+    jti        TEXT    PRIMARY KEY,
+    max_uses   BIGINT  NOT NULL CHECK (max_uses > 0),
+    used       BIGINT  NOT NULL DEFAULT 0 CHECK (used >= 0 AND used <= max_uses),
+    expires_at BIGINT  NOT NULL
+);
+CREATE INDEX IF NOT EXISTS certbind_token_uses_expiry ON certbind_token_uses (expires_at);
 CREATE TABLE IF NOT EXISTS certbind_revocations (
     seq            BIGINT  PRIMARY KEY,
     kind           TEXT    NOT NULL CHECK (kind IN ('jti', 'subject', 'cert')),
@@ -116,7 +123,6 @@ impl Conn {
             let mut tx = c.transaction()?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
             tx.batch_execute(SCHEMA)?;
-            tx.batch_execute(crate::pg_usage::SCHEMA)?;
             tx.commit()
         })?;
         Ok(this)

@@ -1,22 +1,12 @@
 //! The usage counter of usage-bound tokens on the replicas' shared PostgreSQL store: the same
 //! contract as the SQLite one (`store/usage.rs`), so a token's uses are spent once across every
 //! replica. A single `UPDATE ... WHERE used < max_uses` takes the row lock, so concurrent
-//! consumers at different replicas can never spend more than `max_uses` between them.
+//! consumers at different replicas can never spend more than `max_uses` between them. Its
+//! table, `certbind_token_uses`, is created with the rest of the schema (`pg::SCHEMA`).
 
 use crate::pg::PgStore;
 use crate::store::usage::{UsageStore, UseOutcome};
 use crate::store::{StoreError, to_i64};
-
-/// Created with the rest of the schema (`pg::SCHEMA`).
-pub(crate) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS certbind_token_uses (
-    jti        TEXT    PRIMARY KEY,
-    max_uses   BIGINT  NOT NULL CHECK (max_uses > 0),
-    used       BIGINT  NOT NULL DEFAULT 0 CHECK (used >= 0 AND used <= max_uses),
-    expires_at BIGINT  NOT NULL
-);
-CREATE INDEX IF NOT EXISTS certbind_token_uses_expiry ON certbind_token_uses (expires_at);
-";
 
 impl UsageStore for PgStore {
     fn register_uses(

@@ -153,10 +153,20 @@ pub fn client_config(
     ca: &std::path::Path,
     identity: Option<(&std::path::Path, &std::path::Path)>,
 ) -> Result<Arc<ClientConfig>, String> {
+    client_config_for(ca, identity, "orders")
+}
+
+/// [`client_config`] for another server: `server` is the demo workload whose SPIFFE ID the
+/// server must present (e.g. `authz` for minting tokens).
+pub fn client_config_for(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+    server: &str,
+) -> Result<Arc<ClientConfig>, String> {
     use rustls_pki_types::PrivateKeyDer;
     use rustls_pki_types::pem::PemObject;
-    let orders = certbind_tls::demo_id("orders").map_err(|e| e.to_string())?;
-    let verifier = certbind_tls::SpiffeServerVerifier::from_file(ca, vec![orders])
+    let expected = certbind_tls::demo_id(server).map_err(|e| e.to_string())?;
+    let verifier = certbind_tls::SpiffeServerVerifier::from_file(ca, vec![expected])
         .map_err(|e| e.to_string())?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)

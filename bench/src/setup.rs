@@ -156,6 +156,8 @@ pub struct Bench {
     pub pki: PathBuf,
     pub authz_addr: SocketAddr,
     pub mtls: Arc<ClientConfig>,
+    /// The consumer's mTLS towards the authz-server (pinned to its SPIFFE ID), for minting.
+    pub authz_mtls: Arc<ClientConfig>,
     pub tls_only: Arc<ClientConfig>,
     pub envoys: BTreeMap<Scenario, ScenarioEnvoy>,
     /// S5d's DPoP proof key (one per run, like a workload's).
@@ -277,6 +279,14 @@ impl Bench {
                 &pki.join(format!("{}.key", mint::CLIENT)),
             )),
         )?;
+        let authz_mtls = crate::load::client_config_for(
+            &pki.join("ca.crt"),
+            Some((
+                &pki.join(format!("{}.crt", mint::CLIENT)),
+                &pki.join(format!("{}.key", mint::CLIENT)),
+            )),
+            "authz",
+        )?;
         let tls_only = client_config(&pki.join("ca.crt"), None)?;
 
         // Render every configuration first (a refused one fails before anything starts).
@@ -359,6 +369,7 @@ impl Bench {
             pki,
             authz_addr,
             mtls,
+            authz_mtls,
             tls_only,
             envoys,
             dpop_key: certbind_tests::tokens::EcKey::generate().map_err(|e| e.to_string())?,
@@ -369,7 +380,7 @@ impl Bench {
 
     /// Fresh tokens for the benchmark's one request (expire after the authz-server's lifetime).
     pub fn tokens(&self, n: usize) -> Result<Vec<String>, String> {
-        mint::tokens(self.authz_addr, Arc::clone(&self.mtls), n)
+        mint::tokens(self.authz_addr, Arc::clone(&self.authz_mtls), n)
     }
 
     /// A DPoP-bound token and `proofs` fresh proofs for `scenario`'s listener (S5d).

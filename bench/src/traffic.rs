@@ -65,7 +65,7 @@ impl Minter {
         let key = authz_active_key(&bench.dir().join("authz-state")).map_err(|e| e.to_string())?;
         Ok(Self {
             authz: bench.authz_addr,
-            mtls: Arc::clone(&bench.mtls),
+            mtls: Arc::clone(&bench.authz_mtls),
             forge: Forge::new(&issuer, &bench.pki, key),
         })
     }

@@ -637,3 +637,53 @@ fn posture_reports_at_one_replica_keep_the_subject_in_good_standing_at_another()
     // One live ban row (two replicas banning at the same instant replace each other's row).
     assert_eq!(ha.feed(a, None).1.len(), 1, "one ban row");
 }
+
+#[test]
+fn a_usage_bound_tokens_uses_are_spent_once_across_replicas() {
+    let b = free_port().unwrap();
+    let ha = Ha::start(&[b], &[0, b], &[]);
+    let (a, b) = (ha.a(), ha.replicas[0].0);
+    let aud = spiffe_id("orders");
+    let issued = ha
+        .send(
+            "consumer",
+            a,
+            &Request::post("/token").form(&[
+                ("grant_type", "client_credentials"),
+                ("audience", aud.as_str()),
+                ("scope", "orders:read"),
+                ("max_uses", "3"),
+            ]),
+        )
+        .unwrap();
+    assert_eq!(issued.status, 200, "{}", issued.text());
+    let jti = jti_of(&issued.json_str("access_token").unwrap());
+    let consume = |at: SocketAddr| {
+        let r = ha
+            .send(
+                "envoy",
+                at,
+                &Request::post("/v1/usage/consume").json(&serde_json::json!({ "jti": jti })),
+            )
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json_str("outcome").unwrap()
+    };
+    // Issued at A, spent alternately at B and A: three uses in all, then exhausted at both.
+    let outcomes: Vec<String> = [b, a, b, a, b].into_iter().map(consume).collect();
+    assert_eq!(
+        outcomes,
+        ["consumed", "consumed", "consumed", "exhausted", "exhausted"],
+        "uses spent across replicas"
+    );
+    // A jti never issued as usage-bound is unknown everywhere.
+    let stranger = ha
+        .send(
+            "envoy",
+            b,
+            &Request::post("/v1/usage/consume")
+                .json(&serde_json::json!({ "jti": "AAAAAAAAAAAAAAAAAAAAAA" })),
+        )
+        .unwrap();
+    assert_eq!(stranger.json_str("outcome").as_deref(), Some("unknown"));
+}
