@@ -425,6 +425,8 @@ pub struct Context {
     usage_spent: Result<String, String>,
     /// A race of 30 parallel uses of one 5-use token (issue 22).
     usage_race: Result<crate::usage::Race, String>,
+    /// A DPoP-bound token whose issuing certificate the operator revoked (issue 16).
+    revoked_cert_dpop: Result<crate::hardening::RevokedCertToken, String>,
 }
 
 impl fmt::Debug for Context {
@@ -533,7 +535,17 @@ impl Context {
         let usage_spent =
             crate::usage::spent_token(&as_consumer, &consumer, target.orders, 2).await;
         let usage_race = crate::usage::race(&as_consumer, &consumer, target.orders, 5, 30).await;
+        let endpoints = crate::hardening::Endpoints {
+            pki_dir: pki,
+            authz: target.authz,
+            issuer: &target.issuer,
+            edge: target.edge,
+            edge_origin: &target.edge_origin,
+        };
+        let revoked_cert_dpop =
+            crate::hardening::dpop_token_of_revoked_cert(&endpoints, &anonymous).await;
         Ok(Self {
+            revoked_cert_dpop,
             revoked,
             usage_spent,
             usage_race,
@@ -1446,6 +1458,33 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
                 "Race: many parallel uses of one usage-bound token",
                 &how,
                 expect,
+                probe,
+            )
+        },
+        // ---------------------------------------------- credentials that ended (issue 16)
+        {
+            // Revoking ran in `prepare`, on a second consumer certificate of its own, so no
+            // other row loses its credentials.
+            let (how, probe) = match &ctx.revoked_cert_dpop {
+                Ok(r) => (
+                    format!(
+                        "consumer (second certificate) got a DPoP token, used it (200); operator revoked that certificate; edge refused the token after {}; no client cert + the token + a fresh proof by its key, GET /orders/1",
+                        r.refused_after
+                            .map_or("more than 10 s".to_owned(), |d| format!(
+                                "{} ms",
+                                d.as_millis()
+                            ))
+                    ),
+                    crate::hardening::fresh_edge_get(&ctx.target.edge_origin, &r.key, &r.token)
+                        .map(|request| edge_probe(request, &r.token)),
+                ),
+                Err(e) => (String::new(), Err(e.clone())),
+            };
+            row(
+                "dpop-token-after-cert-revoked",
+                "DPoP token (and its proof key) used after the certificate that obtained it was revoked",
+                &how,
+                deny(401, "revoked"),
                 probe,
             )
         },

@@ -1,0 +1,146 @@
+//! Multi-step hardening attacks of the attack table (issue 16), run before the table like the
+//! usage-token race, so that a row's probe is only the decisive request: here a DPoP-bound
+//! token obtained over a certificate the operator has since revoked.
+
+use crate::authz::AuthzClient;
+use crate::client::{HttpsClient, Request, read_certs};
+use crate::forge::{EcKey, spiffe_id};
+use certbind_core::binding::CertThumbprint;
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, Issuer, KeyPair, SanType};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// A DPoP-bound token whose issuing certificate is revoked, and the proof key it is bound to:
+/// the token thief also stole the proof key, so only the revocation stands in the way.
+#[derive(Debug, Clone)]
+pub struct RevokedCertToken {
+    pub token: String,
+    pub key: EcKey,
+    /// How long after the operator's revocation the edge first refused the token (`None`:
+    /// still admitted after 10 s; the row's probe then shows it admitted).
+    pub refused_after: Option<Duration>,
+}
+
+/// Where the steps send their calls.
+pub struct Endpoints<'a> {
+    pub pki_dir: &'a Path,
+    pub authz: SocketAddr,
+    pub issuer: &'a str,
+    pub edge: SocketAddr,
+    pub edge_origin: &'a str,
+}
+
+/// A second consumer certificate (its own key, so its own thumbprint: revoking it touches no
+/// other row), signed with the demo CA's `ca.key`; and that thumbprint (`x5t#S256`).
+fn second_consumer_client(pki_dir: &Path) -> Result<(HttpsClient, String), String> {
+    let ca_pem = pki_dir.join("ca.crt");
+    let ca_certs = read_certs(&ca_pem).map_err(|e| format!("{}: {e}", ca_pem.display()))?;
+    let ca_der = ca_certs
+        .first()
+        .ok_or_else(|| format!("{} holds no certificate", ca_pem.display()))?;
+    let ca_key_path = pki_dir.join("ca.key");
+    let ca_key_pem = std::fs::read_to_string(&ca_key_path)
+        .map_err(|e| format!("needs the CA key {} ({e})", ca_key_path.display()))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| format!("ca.key: {e}"))?;
+    let issuer = Issuer::from_ca_cert_der(ca_der, ca_key).map_err(|e| format!("ca.crt: {e}"))?;
+    let key = KeyPair::generate().map_err(|e| format!("leaf key: {e}"))?;
+    let mut params = CertificateParams::default();
+    let uri = spiffe_id("consumer")
+        .try_into()
+        .map_err(|e| format!("SAN: {e}"))?;
+    params.subject_alt_names = vec![SanType::URI(uri)];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(|e| format!("signing the second consumer certificate: {e}"))?;
+    let x5t = CertThumbprint::from_der(cert.der()).to_cnf();
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let client = HttpsClient::new(
+        &ca_pem,
+        Some((vec![cert.der().clone()], key_der)),
+        "localhost",
+    )
+    .map_err(|e| format!("second consumer client: {e}"))?;
+    Ok((client, x5t))
+}
+
+/// `GET /orders/1` at the edge with `token` and a fresh proof by `key`.
+pub fn fresh_edge_get(edge_origin: &str, key: &EcKey, token: &str) -> Result<Request, String> {
+    let path = "/orders/1";
+    let htu = crate::dpop::htu(edge_origin, path);
+    let proof = crate::dpop::proof(key, "GET", &htu, Some(token)).map_err(|e| e.to_string())?;
+    Ok(Request::get(path)
+        .header("authorization", &format!("DPoP {token}"))
+        .header("dpop", &proof))
+}
+
+/// The consumer, on a second certificate, obtains a DPoP-bound token and uses it once at the
+/// edge (200); the operator revokes that certificate (`POST /v1/admin/revocations`, kind
+/// `cert`); the edge is polled with fresh proofs until it refuses the token as `revoked`, for
+/// at most 10 s.
+pub async fn dpop_token_of_revoked_cert(
+    at: &Endpoints<'_>,
+    anonymous: &HttpsClient,
+) -> Result<RevokedCertToken, String> {
+    let (client, x5t) = second_consumer_client(at.pki_dir)?;
+    let key = EcKey::generate().map_err(|e| format!("DPoP key: {e}"))?;
+    let token = AuthzClient::new(client, at.authz)
+        .with_dpop(key.clone(), at.issuer)
+        .token("orders", "orders:read")
+        .await
+        .map_err(|e| format!("no DPoP token over the second certificate: {e}"))?
+        .access_token;
+    let edge_get = || fresh_edge_get(at.edge_origin, &key, &token);
+    let first = anonymous
+        .send(at.edge, &edge_get()?)
+        .await
+        .map_err(|e| format!("first edge use: {e}"))?;
+    if first.status != 200 {
+        return Err(format!(
+            "the token was refused before the revocation: {} {}",
+            first.status,
+            first.text()
+        ));
+    }
+    let operator = HttpsClient::for_workload(at.pki_dir, Some("operator"))
+        .map_err(|e| format!("needs the operator certificate: {e}"))?;
+    let body = serde_json::json!({"kind": "cert", "value": x5t,
+        "reason": "attack table: a certificate revoked after it obtained a DPoP token"});
+    let revoked = operator
+        .send(
+            at.authz,
+            &Request::post("/v1/admin/revocations").json(&body),
+        )
+        .await
+        .map_err(|e| format!("POST /v1/admin/revocations: {e}"))?;
+    if !(200..300).contains(&revoked.status) {
+        return Err(format!(
+            "the operator's revocation was refused: {} {}",
+            revoked.status,
+            revoked.text()
+        ));
+    }
+    let start = Instant::now();
+    // CONTRACT: within 1 s; 10 s leaves room for a loaded machine, the row shows the figure.
+    while start.elapsed() < Duration::from_secs(10) {
+        let r = anonymous
+            .send(at.edge, &edge_get()?)
+            .await
+            .map_err(|e| format!("edge call after the revocation: {e}"))?;
+        if r.status == 401 && r.json_str("reason").as_deref() == Some("revoked") {
+            let refused_after = Some(start.elapsed());
+            return Ok(RevokedCertToken {
+                token,
+                key,
+                refused_after,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(RevokedCertToken {
+        token,
+        key,
+        refused_after: None,
+    })
+}
