@@ -427,6 +427,8 @@ pub struct Context {
     usage_race: Result<crate::usage::Race, String>,
     /// A DPoP-bound token whose issuing certificate the operator revoked (issue 16).
     revoked_cert_dpop: Result<crate::hardening::RevokedCertToken, String>,
+    /// Inventory flooding `/revoke` with its own fresh tokens (issue 16).
+    revocation_flood: Result<crate::hardening::RevocationFlood, String>,
 }
 
 impl fmt::Debug for Context {
@@ -483,6 +485,25 @@ impl Context {
         let self_signed = self_signed_client(pki)?;
         let as_consumer = AuthzClient::new(consumer.clone(), target.authz);
         let as_inventory = AuthzClient::new(inventory.clone(), target.authz);
+        // First: past its quota the flood coalesces into a subject row covering every
+        // inventory token issued so far, so inventory's own tokens for the other rows are
+        // issued after it, in a later second (`iat` has second resolution).
+        let endpoints = crate::hardening::Endpoints {
+            pki_dir: pki,
+            authz: target.authz,
+            issuer: &target.issuer,
+            edge: target.edge,
+            edge_origin: &target.edge_origin,
+        };
+        let revocation_flood = crate::hardening::revocation_flood(
+            &endpoints,
+            target.orders,
+            (&as_inventory, &inventory),
+            (&as_consumer, &consumer),
+            REVOCATION_FLOOD,
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         let token = |authz: &AuthzClient, service: &'static str, scope: &'static str| {
             let authz = authz.clone();
             async move {
@@ -535,17 +556,11 @@ impl Context {
         let usage_spent =
             crate::usage::spent_token(&as_consumer, &consumer, target.orders, 2).await;
         let usage_race = crate::usage::race(&as_consumer, &consumer, target.orders, 5, 30).await;
-        let endpoints = crate::hardening::Endpoints {
-            pki_dir: pki,
-            authz: target.authz,
-            issuer: &target.issuer,
-            edge: target.edge,
-            edge_origin: &target.edge_origin,
-        };
         let revoked_cert_dpop =
             crate::hardening::dpop_token_of_revoked_cert(&endpoints, &anonymous).await;
         Ok(Self {
             revoked_cert_dpop,
+            revocation_flood,
             revoked,
             usage_spent,
             usage_race,
@@ -615,6 +630,9 @@ impl Context {
         }
     }
 }
+
+/// Tokens inventory revokes in its flood: past its 64 `jti` rows (the server's quota).
+const REVOCATION_FLOOD: usize = 100;
 
 /// A fresh consumer token, admitted once (so the filter has it cached), then revoked by the
 /// consumer at the authz-server; the feed carries the revocation to the sidecars.
@@ -1485,6 +1503,44 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
                 "DPoP token (and its proof key) used after the certificate that obtained it was revoked",
                 &how,
                 deny(401, "revoked"),
+                probe,
+            )
+        },
+        // ------------------------------------------ revocation as a lever (issue 16)
+        {
+            // The flood ran in `prepare`; the list growing by at most the quota plus one
+            // coalesced row and the other workload served throughout are the row's first
+            // conditions, the flooder's own last token refused its second.
+            let (how, expect, probe) = match &ctx.revocation_flood {
+                Ok(f) => (
+                    format!(
+                        "inventory revoked {} fresh tokens of its own at POST /revoke in {:.1} s: revocation list {} -> {} rows; consumer then served {}/{}; inventory cert + its last revoked token, GET /orders/1",
+                        f.revoked,
+                        f.secs,
+                        f.list_before,
+                        f.list_after,
+                        f.others_admitted,
+                        f.others_sent
+                    ),
+                    if f.list_after <= f.list_before + 65 && f.others_admitted == f.others_sent {
+                        deny(401, "revoked")
+                    } else {
+                        // Never matches: an unbounded list or a starved workload fails the row.
+                        Expect::Deny(Vec::new())
+                    },
+                    Ok(probe(
+                        Orders,
+                        Inventory,
+                        Request::get("/orders/1").bearer(&f.token),
+                    )),
+                ),
+                Err(e) => (String::new(), deny(401, "revoked"), Err(e.clone())),
+            };
+            row(
+                "revocation-flood",
+                "Revocation flood: one workload revokes its own fresh tokens to grow the list until sidecars fail",
+                &how,
+                expect,
                 probe,
             )
         },

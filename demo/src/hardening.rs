@@ -144,3 +144,98 @@ pub async fn dpop_token_of_revoked_cert(
         refused_after: None,
     })
 }
+
+/// What one workload's `/revoke` flood did, and what the others saw meanwhile.
+#[derive(Debug, Clone)]
+pub struct RevocationFlood {
+    /// The flooder's last revoked token (revoked by coalescing, past its `jti` quota).
+    pub token: String,
+    pub revoked: usize,
+    pub secs: f64,
+    /// Rows in the revocation feed's snapshot before and after.
+    pub list_before: usize,
+    pub list_after: usize,
+    /// Another workload's calls at the sidecar after the flood: admitted of sent.
+    pub others_admitted: usize,
+    pub others_sent: usize,
+    /// Whether the sidecar refused the flooder's last token as `revoked` within 10 s.
+    pub refused: bool,
+}
+
+/// Rows in the revocation feed's snapshot, read with the sidecar's (`envoy`) identity.
+async fn feed_rows(pki_dir: &Path, authz: SocketAddr) -> Result<usize, String> {
+    let envoy = HttpsClient::for_workload(pki_dir, Some("envoy"))
+        .map_err(|e| format!("needs the sidecar's certificate: {e}"))?;
+    let r = envoy
+        .send(authz, &Request::get("/v1/revocations"))
+        .await
+        .map_err(|e| format!("GET /v1/revocations: {e}"))?;
+    r.json()
+        .and_then(|j| Some(j.get("revocations")?.as_array()?.len()))
+        .filter(|_| r.status == 200)
+        .ok_or_else(|| format!("GET /v1/revocations: {} {}", r.status, r.text()))
+}
+
+/// `flooder` obtains and revokes `count` fresh tokens of its own as fast as it can (what one
+/// workload does to grow the list until sidecars give up); then `other` calls the orders
+/// sidecar 20 times, and the sidecar is polled until it refuses the flooder's last token.
+pub async fn revocation_flood(
+    at: &Endpoints<'_>,
+    orders: SocketAddr,
+    (flooder, flooder_client): (&AuthzClient, &HttpsClient),
+    (other, other_client): (&AuthzClient, &HttpsClient),
+    count: usize,
+) -> Result<RevocationFlood, String> {
+    let list_before = feed_rows(at.pki_dir, at.authz).await?;
+    let start = Instant::now();
+    let mut token = String::new();
+    for i in 0..count {
+        token = flooder
+            .token("orders", "orders:read")
+            .await
+            .map_err(|e| format!("flood token {i}: {e}"))?
+            .access_token;
+        flooder
+            .revoke(&token)
+            .await
+            .map_err(|e| format!("flood revocation {i}: {e}"))?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let list_after = feed_rows(at.pki_dir, at.authz).await?;
+    let other_token = other
+        .token("orders", "orders:read")
+        .await
+        .map_err(|e| format!("the other workload's token: {e}"))?
+        .access_token;
+    let others_sent = 20;
+    let mut others_admitted = 0;
+    for _ in 0..others_sent {
+        let r = other_client
+            .send(orders, &Request::get("/orders/1").bearer(&other_token))
+            .await
+            .map_err(|e| format!("the other workload's call: {e}"))?;
+        others_admitted += usize::from(r.status == 200);
+    }
+    let mut refused = false;
+    let polled = Instant::now();
+    while !refused && polled.elapsed() < Duration::from_secs(10) {
+        let r = flooder_client
+            .send(orders, &Request::get("/orders/1").bearer(&token))
+            .await
+            .map_err(|e| format!("the flooder's revoked token: {e}"))?;
+        refused = r.status == 401 && r.json_str("reason").as_deref() == Some("revoked");
+        if !refused {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(RevocationFlood {
+        token,
+        revoked: count,
+        secs,
+        list_before,
+        list_after,
+        others_admitted,
+        others_sent,
+        refused,
+    })
+}

@@ -28,7 +28,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 /// The attack rows issue 7 asks for by name.
-const REQUIRED: [&str; 35] = [
+const REQUIRED: [&str; 36] = [
     "stolen-token-from-inventory",
     "stolen-token-no-cert",
     "forged-xfcc",
@@ -64,6 +64,7 @@ const REQUIRED: [&str; 35] = [
     "usage-token-replayed-after-spent",
     "usage-token-race",
     "dpop-token-after-cert-revoked",
+    "revocation-flood",
 ];
 
 /// Attacks that work against the bearer-only baseline: the reason certbind exists. If one of
