@@ -43,6 +43,8 @@ pub enum Service {
     Billing,
     /// Orders through the DPoP edge listener.
     OrdersEdge,
+    /// The authz-server itself (its `/introspect`): the baseline has no counterpart.
+    Authz,
 }
 
 impl Service {
@@ -50,6 +52,7 @@ impl Service {
         match self {
             Self::Orders | Self::OrdersEdge => "orders",
             Self::Billing => "billing",
+            Self::Authz => "authz",
         }
     }
 }
@@ -79,6 +82,8 @@ pub enum Expect {
     TlsRefused,
     /// Envoy itself refuses the request before the filter runs (no certbind reason).
     Rejected { status: u16 },
+    /// An introspection answer telling nothing: exactly `200 {"active": false}` (RFC 7662).
+    Inactive,
 }
 
 impl fmt::Display for Expect {
@@ -92,6 +97,7 @@ impl fmt::Display for Expect {
             }
             Self::TlsRefused => f.write_str("TLS handshake refused"),
             Self::Rejected { status } => write!(f, "{status} from Envoy (before the filter)"),
+            Self::Inactive => f.write_str("200 {\"active\": false}"),
         }
     }
 }
@@ -104,6 +110,8 @@ pub enum Show {
     Path,
     /// The `x-certbind-subject` the upstream received.
     Subject,
+    /// An introspection answer: `active` and, when active, whose token it is.
+    Active,
 }
 
 /// One request, ready to send.
@@ -221,6 +229,13 @@ impl Answer {
                 .and_then(|c| c.get("x-certbind-subject"))
                 .and_then(Value::as_str)
                 .map(|s| format!("subject={}", short_id(s))),
+            Show::Active => {
+                let active = echo.get("active")?;
+                Some(match echo.get("client_id").and_then(Value::as_str) {
+                    Some(client) => format!("active={active}, client_id={client}"),
+                    None => format!("active={active}"),
+                })
+            }
         }
     }
 
@@ -233,7 +248,11 @@ impl Answer {
                 detail,
                 ..
             } => {
-                if self.admitted() {
+                if self.admitted() && show == Show::Active {
+                    // An introspection answer admits nothing: say what it told.
+                    let told = self.upstream_saw(show);
+                    format!("{status} {}", told.unwrap_or_else(|| "(no active)".into()))
+                } else if self.admitted() {
                     match self.upstream_saw(show) {
                         Some(saw) => format!("{status} admitted, {saw}"),
                         None => format!("{status} admitted"),
@@ -343,6 +362,10 @@ pub fn judge(attack: &Attack, baseline: &Answer, certbind: &Answer) -> Verdict {
         Expect::TlsRefused => matches!(certbind, Answer::TlsRefused(_)),
         Expect::Rejected { status } => {
             certbind.status() == Some(*status) && certbind.reason().is_none()
+        }
+        Expect::Inactive => {
+            matches!(certbind, Answer::Http { status: 200, upstream: Some(body), .. }
+            if *body == json!({"active": false}))
         }
     };
     match (attack.control, expected) {
@@ -620,13 +643,15 @@ impl Context {
             Service::Orders => self.target.orders,
             Service::Billing => self.target.billing,
             Service::OrdersEdge => self.target.edge,
+            Service::Authz => self.target.authz,
         }
     }
 
-    fn baseline(&self, service: Service) -> SocketAddr {
+    fn baseline(&self, service: Service) -> Option<SocketAddr> {
         match service {
-            Service::Orders | Service::OrdersEdge => self.target.baseline_orders,
-            Service::Billing => self.target.baseline_billing,
+            Service::Orders | Service::OrdersEdge => Some(self.target.baseline_orders),
+            Service::Billing => Some(self.target.baseline_billing),
+            Service::Authz => None,
         }
     }
 }
@@ -1544,6 +1569,24 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
                 probe,
             )
         },
+        // -------------------------------------------------- information (issue 16)
+        Attack {
+            show: Show::Active,
+            ..row(
+                "introspect-other-clients-token",
+                "Introspection as an oracle: inventory asks about consumer's live token (RFC 7662 §4)",
+                "inventory cert, POST /introspect token=<consumer's live orders:read token> at the authz-server",
+                Expect::Inactive,
+                Ok(probe(
+                    Service::Authz,
+                    Inventory,
+                    Request::post("/introspect").form(&[
+                        ("token", read.as_str()),
+                        ("token_type_hint", "access_token"),
+                    ]),
+                )),
+            )
+        },
     ]
 }
 
@@ -1566,6 +1609,11 @@ async fn send(client: &HttpsClient, addr: SocketAddr, request: &Request) -> Answ
     }
 }
 
+/// Why a row aimed at the authz-server has no baseline answer.
+const NO_BASELINE_AUTHZ: &str = "n/a: the bearer-only baseline has no authorization server, so no \
+     introspection endpoint to ask (certbind's own answered active=true with scope, audience and \
+     client to any workload before issue 16)";
+
 /// Runs one row: the baseline call (anonymous, as from anywhere) and the certbind call (with the
 /// caller's certificate), with a dependency down around both when the row asks for it.
 pub async fn run_one(ctx: &Context, attack: Attack) -> Row {
@@ -1584,7 +1632,10 @@ pub async fn run_one(ctx: &Context, attack: Attack) -> Row {
                 None => None,
             };
             let baseline_request = p.baseline_request.as_ref().unwrap_or(&p.request);
-            let baseline = send(&ctx.anonymous, ctx.baseline(p.service), baseline_request).await;
+            let baseline = match ctx.baseline(p.service) {
+                Some(addr) => send(&ctx.anonymous, addr, baseline_request).await,
+                None => Answer::NotRun(NO_BASELINE_AUTHZ.into()),
+            };
             let certbind = send(ctx.client(p.caller), ctx.sidecar(p.service), &p.request).await;
             drop(guard);
             (baseline, certbind)
@@ -1816,5 +1867,30 @@ mod tests {
             Answer::TlsRefused("x".into()).summary(Show::Nothing),
             "TLS handshake refused"
         );
+    }
+
+    #[test]
+    fn an_introspection_passes_only_when_it_tells_nothing() {
+        let a = attack(false, Expect::Inactive);
+        let answer = |body: Value| Answer::Http {
+            status: 200,
+            reason: None,
+            detail: None,
+            upstream: Some(body),
+        };
+        let na = Answer::NotRun(NO_BASELINE_AUTHZ.into());
+        let told_nothing = answer(json!({"active": false}));
+        assert_eq!(judge(&a, &na, &told_nothing), Verdict::Blocked);
+        assert_eq!(told_nothing.summary(Show::Active), "200 active=false");
+        let leaked = answer(json!({"active": true, "client_id": "consumer"}));
+        assert_eq!(judge(&a, &na, &leaked), Verdict::Admitted);
+        assert_eq!(
+            leaked.summary(Show::Active),
+            "200 active=true, client_id=consumer"
+        );
+        // Inactive, but with claims alongside: not the RFC 7662 §4 answer.
+        let extra = answer(json!({"active": false, "scope": "orders:read"}));
+        assert_eq!(judge(&a, &na, &extra), Verdict::Admitted);
+        assert_eq!(judge(&a, &na, &http(401, None, None)), Verdict::WrongAnswer);
     }
 }

@@ -28,7 +28,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 /// The attack rows issue 7 asks for by name.
-const REQUIRED: [&str; 36] = [
+const REQUIRED: [&str; 37] = [
     "stolen-token-from-inventory",
     "stolen-token-no-cert",
     "forged-xfcc",
@@ -65,6 +65,7 @@ const REQUIRED: [&str; 36] = [
     "usage-token-race",
     "dpop-token-after-cert-revoked",
     "revocation-flood",
+    "introspect-other-clients-token",
 ];
 
 /// Attacks that work against the bearer-only baseline: the reason certbind exists. If one of
