@@ -452,6 +452,8 @@ pub struct Context {
     revoked_cert_dpop: Result<crate::hardening::RevokedCertToken, String>,
     /// Inventory flooding `/revoke` with its own fresh tokens (issue 16).
     revocation_flood: Result<crate::hardening::RevocationFlood, String>,
+    /// Inventory flooding the edge's DPoP replay cache, then consumer's fresh proofs (issue 16).
+    replay_flood: Result<crate::hardening::ReplayFlood, String>,
 }
 
 impl fmt::Debug for Context {
@@ -581,7 +583,16 @@ impl Context {
         let usage_race = crate::usage::race(&as_consumer, &consumer, target.orders, 5, 30).await;
         let revoked_cert_dpop =
             crate::hardening::dpop_token_of_revoked_cert(&endpoints, &anonymous).await;
+        let replay_flood = match &dpop_read {
+            Ok(victim) => {
+                let victim = (&dpop_key, victim.access_token.as_str());
+                crate::hardening::replay_cache_flood(&endpoints, &anonymous, &as_inventory, victim)
+                    .await
+            }
+            Err(e) => Err(e.clone()),
+        };
         Ok(Self {
+            replay_flood,
             revoked_cert_dpop,
             revocation_flood,
             revoked,
@@ -1566,6 +1577,47 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
                 "Revocation flood: one workload revokes its own fresh tokens to grow the list until sidecars fail",
                 &how,
                 expect,
+                probe,
+            )
+        },
+        // ------------------------------------------------ shared caches (issue 16)
+        {
+            // The flood ran in `prepare`: inventory filled its share (503 replay_cache_full,
+            // never dpop_replay) and consumer's fresh proofs were all admitted; then one more.
+            let (how, subject, probe) = match (&ctx.replay_flood, &ctx.dpop_read) {
+                (Ok(f), Ok(victim)) => (
+                    format!(
+                        "inventory sent {} fresh DPoP proofs to the edge in {:.1} s ({} admitted, {} refused 503 replay_cache_full, {} dpop_replay, {} other); then consumer's fresh proofs: {}/{} admitted; no client cert + consumer's DPoP token + a fresh proof, GET /orders/1",
+                        f.sent,
+                        f.secs,
+                        f.admitted,
+                        f.full,
+                        f.replay,
+                        f.other,
+                        f.victim_admitted,
+                        f.victim_sent
+                    ),
+                    if f.full > 0 && f.replay == 0 && f.victim_admitted == f.victim_sent {
+                        consumer.clone()
+                    } else {
+                        // Never seen upstream: a flood that never filled its share, or a victim
+                        // refused, fails the row.
+                        "(the flood's conditions failed)".to_owned()
+                    },
+                    crate::hardening::fresh_edge_get(
+                        &ctx.target.edge_origin,
+                        &ctx.dpop_key,
+                        &victim.access_token,
+                    )
+                    .map(|request| edge_probe(request, &victim.access_token)),
+                ),
+                (Err(e), _) | (_, Err(e)) => (String::new(), consumer.clone(), Err(e.clone())),
+            };
+            control(
+                "dpop-replay-cache-flood",
+                "Control under attack: one client floods the edge's DPoP replay cache; another client's fresh proof is still admitted",
+                &how,
+                &subject,
                 probe,
             )
         },

@@ -239,3 +239,108 @@ pub async fn revocation_flood(
         refused,
     })
 }
+
+/// What one client's flood of the edge's DPoP replay cache did, and what another client's
+/// fresh proofs got afterwards, while the flood's entries still filled the cache.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFlood {
+    pub sent: u64,
+    pub admitted: u64,
+    /// Refused `503 replay_cache_full`: the flooder's share of the cache was used up.
+    pub full: u64,
+    /// Refused `401 dpop_replay`: never right, every proof was fresh.
+    pub replay: u64,
+    /// Any other answer, or none.
+    pub other: u64,
+    pub secs: f64,
+    pub victim_admitted: usize,
+    pub victim_sent: usize,
+}
+
+/// Refusals as `replay_cache_full` after which the flood counts as having filled its share.
+const FLOOD_FULL: u64 = 20;
+/// The flood's bounds: the cache keeps a proof for its window (`max_age_s` 60 + skew 5 by
+/// default), so a flood that cannot fill a share within it never will.
+const FLOOD_SECS: u64 = 60;
+const FLOOD_TASKS: usize = 8;
+
+/// `flooder` (with its own proof key) sends fresh proofs to the edge from several connections
+/// at once until its share of the replay cache is full (or [`FLOOD_SECS`]); then the victim
+/// sends 20 fresh proofs with its own key and token.
+pub async fn replay_cache_flood(
+    at: &Endpoints<'_>,
+    anonymous: &HttpsClient,
+    flooder: &AuthzClient,
+    (victim_key, victim_token): (&EcKey, &str),
+) -> Result<ReplayFlood, String> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+    let key = EcKey::generate().map_err(|e| format!("flooder's DPoP key: {e}"))?;
+    let token = flooder
+        .clone()
+        .with_dpop(key.clone(), at.issuer)
+        .token("orders", "orders:read")
+        .await
+        .map_err(|e| format!("flooder's DPoP token: {e}"))?
+        .access_token;
+    let stop = Arc::new(AtomicBool::new(false));
+    // sent, admitted, full, replay, other
+    let counts: Arc<[AtomicU64; 5]> = Arc::new(Default::default());
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..FLOOD_TASKS)
+        .map(|_| {
+            let (stop, counts, client) = (stop.clone(), counts.clone(), anonymous.clone());
+            let (key, token, edge) = (key.clone(), token.clone(), at.edge);
+            let origin = at.edge_origin.to_owned();
+            tokio::spawn(async move {
+                while !stop.load(Relaxed) {
+                    let Ok(request) = fresh_edge_get(&origin, &key, &token) else {
+                        counts[4].fetch_add(1, Relaxed);
+                        continue;
+                    };
+                    let slot = match client.send(edge, &request).await {
+                        Ok(r) => match (r.status, r.json_str("reason").as_deref()) {
+                            (200, _) => 1,
+                            (503, Some("replay_cache_full")) => 2,
+                            (401, Some("dpop_replay")) => 3,
+                            _ => 4,
+                        },
+                        Err(_) => 4,
+                    };
+                    counts[0].fetch_add(1, Relaxed);
+                    counts[slot].fetch_add(1, Relaxed);
+                }
+            })
+        })
+        .collect();
+    while counts[2].load(Relaxed) < FLOOD_FULL && start.elapsed().as_secs() < FLOOD_SECS {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Relaxed);
+    for task in tasks {
+        task.await
+            .map_err(|e| format!("a flooding task failed: {e}"))?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let victim_sent = 20;
+    let mut victim_admitted = 0;
+    for i in 0..victim_sent {
+        let request = fresh_edge_get(at.edge_origin, victim_key, victim_token)?;
+        let r = anonymous
+            .send(at.edge, &request)
+            .await
+            .map_err(|e| format!("victim proof {i}: {e}"))?;
+        victim_admitted += usize::from(r.status == 200);
+    }
+    let n = |i: usize| counts[i].load(Relaxed);
+    Ok(ReplayFlood {
+        sent: n(0),
+        admitted: n(1),
+        full: n(2),
+        replay: n(3),
+        other: n(4),
+        secs,
+        victim_admitted,
+        victim_sent,
+    })
+}

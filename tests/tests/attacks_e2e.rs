@@ -28,7 +28,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 /// The attack rows issue 7 asks for by name.
-const REQUIRED: [&str; 37] = [
+const REQUIRED: [&str; 38] = [
     "stolen-token-from-inventory",
     "stolen-token-no-cert",
     "forged-xfcc",
@@ -66,6 +66,7 @@ const REQUIRED: [&str; 37] = [
     "dpop-token-after-cert-revoked",
     "revocation-flood",
     "introspect-other-clients-token",
+    "dpop-replay-cache-flood",
 ];
 
 /// Attacks that work against the bearer-only baseline: the reason certbind exists. If one of
