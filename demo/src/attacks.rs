@@ -124,6 +124,9 @@ pub struct Probe {
     pub baseline_request: Option<Request>,
     /// Down while both calls of the row are sent.
     pub outage: Option<Dependency>,
+    /// The certbind call's own client, instead of the caller's usual one (a row's own
+    /// certificate, e.g. one that has expired).
+    pub client: Option<HttpsClient>,
 }
 
 /// One row of the catalogue.
@@ -454,6 +457,8 @@ pub struct Context {
     revocation_flood: Result<crate::hardening::RevocationFlood, String>,
     /// Inventory flooding the edge's DPoP replay cache, then consumer's fresh proofs (issue 16).
     replay_flood: Result<crate::hardening::ReplayFlood, String>,
+    /// A consumer certificate that expired after a token and a call (issue 16).
+    expiring: Result<crate::hardening::Expiring, String>,
 }
 
 impl fmt::Debug for Context {
@@ -529,6 +534,13 @@ impl Context {
         )
         .await;
         tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        // Its certificate expires while the rest is prepared.
+        let expiring = crate::hardening::expiring_consumer(
+            &endpoints,
+            target.orders,
+            std::time::Duration::from_secs(EXPIRING_CERT_SECS),
+        )
+        .await;
         let token = |authz: &AuthzClient, service: &'static str, scope: &'static str| {
             let authz = authz.clone();
             async move {
@@ -591,7 +603,11 @@ impl Context {
             }
             Err(e) => Err(e.clone()),
         };
+        if let Ok(e) = &expiring {
+            tokio::time::sleep_until(e.expired_at.into()).await;
+        }
         Ok(Self {
+            expiring,
             replay_flood,
             revoked_cert_dpop,
             revocation_flood,
@@ -667,6 +683,9 @@ impl Context {
     }
 }
 
+/// The lifetime of the certificate that expires before the table runs.
+const EXPIRING_CERT_SECS: u64 = 5;
+
 /// Tokens inventory revokes in its flood: past its 64 `jti` rows (the server's quota).
 const REVOCATION_FLOOD: usize = 100;
 
@@ -706,6 +725,7 @@ fn probe(service: Service, caller: Caller, request: Request) -> Probe {
         request,
         baseline_request: None,
         outage: None,
+        client: None,
     }
 }
 
@@ -1580,6 +1600,32 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
                 probe,
             )
         },
+        // ---------------------------------------------- credentials that ended (issue 16)
+        {
+            let (how, probe) = match &ctx.expiring {
+                Ok(e) => (
+                    format!(
+                        "consumer on a {} s certificate got a token and was admitted (200); after notAfter the same client (resumes any session it was offered) + that token, GET /orders/1",
+                        e.lifetime.as_secs()
+                    ),
+                    Ok(Probe {
+                        client: Some(e.client.clone()),
+                        ..probe(Orders, Consumer, Request::get("/orders/1").bearer(&e.token))
+                    }),
+                ),
+                Err(e) => (String::new(), Err(e.clone())),
+            };
+            row(
+                "session-resumption-after-cert-expired",
+                "Certificate expired: keep access through a resumed TLS session (tickets outlived it)",
+                &how,
+                // The sidecar offers no session to resume, so the full handshake meets the
+                // expired certificate; where resumption is on, the filter answers 401
+                // certificate_expired (tests/tests/hardening_e2e.rs).
+                Expect::TlsRefused,
+                probe,
+            )
+        },
         // ------------------------------------------------ shared caches (issue 16)
         {
             // The flood ran in `prepare`: inventory filled its share (503 replay_cache_full,
@@ -1688,7 +1734,8 @@ pub async fn run_one(ctx: &Context, attack: Attack) -> Row {
                 Some(addr) => send(&ctx.anonymous, addr, baseline_request).await,
                 None => Answer::NotRun(NO_BASELINE_AUTHZ.into()),
             };
-            let certbind = send(ctx.client(p.caller), ctx.sidecar(p.service), &p.request).await;
+            let client = p.client.as_ref().unwrap_or_else(|| ctx.client(p.caller));
+            let certbind = send(client, ctx.sidecar(p.service), &p.request).await;
             drop(guard);
             (baseline, certbind)
         }

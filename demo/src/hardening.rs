@@ -32,8 +32,12 @@ pub struct Endpoints<'a> {
 }
 
 /// A second consumer certificate (its own key, so its own thumbprint: revoking it touches no
-/// other row), signed with the demo CA's `ca.key`; and that thumbprint (`x5t#S256`).
-fn second_consumer_client(pki_dir: &Path) -> Result<(HttpsClient, String), String> {
+/// other row), signed with the demo CA's `ca.key`, valid for `lifetime` from now (rcgen's
+/// default window when `None`); and that thumbprint (`x5t#S256`).
+fn second_consumer_client(
+    pki_dir: &Path,
+    lifetime: Option<Duration>,
+) -> Result<(HttpsClient, String), String> {
     let ca_pem = pki_dir.join("ca.crt");
     let ca_certs = read_certs(&ca_pem).map_err(|e| format!("{}: {e}", ca_pem.display()))?;
     let ca_der = ca_certs
@@ -51,6 +55,11 @@ fn second_consumer_client(pki_dir: &Path) -> Result<(HttpsClient, String), Strin
         .map_err(|e| format!("SAN: {e}"))?;
     params.subject_alt_names = vec![SanType::URI(uri)];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    if let Some(lifetime) = lifetime {
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::seconds(60);
+        params.not_after = now + lifetime;
+    }
     let cert = params
         .signed_by(&key, &issuer)
         .map_err(|e| format!("signing the second consumer certificate: {e}"))?;
@@ -83,7 +92,7 @@ pub async fn dpop_token_of_revoked_cert(
     at: &Endpoints<'_>,
     anonymous: &HttpsClient,
 ) -> Result<RevokedCertToken, String> {
-    let (client, x5t) = second_consumer_client(at.pki_dir)?;
+    let (client, x5t) = second_consumer_client(at.pki_dir, None)?;
     let key = EcKey::generate().map_err(|e| format!("DPoP key: {e}"))?;
     let token = AuthzClient::new(client, at.authz)
         .with_dpop(key.clone(), at.issuer)
@@ -342,5 +351,50 @@ pub async fn replay_cache_flood(
         secs,
         victim_admitted,
         victim_sent,
+    })
+}
+
+/// A consumer on a certificate that expires soon, with a token it got while the certificate
+/// was valid and one admitted call: what someone holding an old key (and any session ticket)
+/// keeps after the certificate's end.
+pub struct Expiring {
+    /// Resumes TLS sessions where a server offers tickets (rustls' default).
+    pub client: HttpsClient,
+    pub token: String,
+    /// When the certificate's `notAfter` has passed (whole seconds: rcgen drops the rest).
+    pub expired_at: Instant,
+    pub lifetime: Duration,
+}
+
+/// Issues the short-lived certificate, gets an `orders:read` token over it from the
+/// authz-server and has one call admitted at the orders sidecar, all before it expires.
+pub async fn expiring_consumer(
+    at: &Endpoints<'_>,
+    orders: SocketAddr,
+    lifetime: Duration,
+) -> Result<Expiring, String> {
+    let issued = Instant::now();
+    let (client, _) = second_consumer_client(at.pki_dir, Some(lifetime))?;
+    let token = AuthzClient::new(client.clone(), at.authz)
+        .token("orders", "orders:read")
+        .await
+        .map_err(|e| format!("no token over the short-lived certificate: {e}"))?
+        .access_token;
+    let first = client
+        .send(orders, &Request::get("/orders/1").bearer(&token))
+        .await
+        .map_err(|e| format!("first call with the short-lived certificate: {e}"))?;
+    if first.status != 200 {
+        return Err(format!(
+            "the short-lived certificate was refused while valid: {} {}",
+            first.status,
+            first.text()
+        ));
+    }
+    Ok(Expiring {
+        client,
+        token,
+        expired_at: issued + lifetime + Duration::from_secs(1),
+        lifetime,
     })
 }
