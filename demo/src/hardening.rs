@@ -1,6 +1,7 @@
 //! Multi-step hardening attacks of the attack table (issue 16), run before the table like the
-//! usage-token race, so that a row's probe is only the decisive request: here a DPoP-bound
-//! token obtained over a certificate the operator has since revoked.
+//! usage-token race, so that a row's probe is only the decisive request: a DPoP-bound token
+//! whose certificate was revoked, a `/revoke` flood, a flood of the edge's DPoP replay cache
+//! and a certificate that expired after it was used.
 
 use crate::authz::AuthzClient;
 use crate::client::{HttpsClient, Request, read_certs};
