@@ -43,6 +43,8 @@ pub enum Service {
     Billing,
     /// Orders through the DPoP edge listener.
     OrdersEdge,
+    /// The authz-server itself (its `/introspect`): the baseline has no counterpart.
+    Authz,
 }
 
 impl Service {
@@ -50,6 +52,7 @@ impl Service {
         match self {
             Self::Orders | Self::OrdersEdge => "orders",
             Self::Billing => "billing",
+            Self::Authz => "authz",
         }
     }
 }
@@ -79,6 +82,8 @@ pub enum Expect {
     TlsRefused,
     /// Envoy itself refuses the request before the filter runs (no certbind reason).
     Rejected { status: u16 },
+    /// An introspection answer telling nothing: exactly `200 {"active": false}` (RFC 7662).
+    Inactive,
 }
 
 impl fmt::Display for Expect {
@@ -92,6 +97,7 @@ impl fmt::Display for Expect {
             }
             Self::TlsRefused => f.write_str("TLS handshake refused"),
             Self::Rejected { status } => write!(f, "{status} from Envoy (before the filter)"),
+            Self::Inactive => f.write_str("200 {\"active\": false}"),
         }
     }
 }
@@ -104,6 +110,8 @@ pub enum Show {
     Path,
     /// The `x-certbind-subject` the upstream received.
     Subject,
+    /// An introspection answer: `active` and, when active, whose token it is.
+    Active,
 }
 
 /// One request, ready to send.
@@ -116,6 +124,9 @@ pub struct Probe {
     pub baseline_request: Option<Request>,
     /// Down while both calls of the row are sent.
     pub outage: Option<Dependency>,
+    /// The certbind call's own client, instead of the caller's usual one (a row's own
+    /// certificate, e.g. one that has expired).
+    pub client: Option<HttpsClient>,
 }
 
 /// One row of the catalogue.
@@ -221,6 +232,13 @@ impl Answer {
                 .and_then(|c| c.get("x-certbind-subject"))
                 .and_then(Value::as_str)
                 .map(|s| format!("subject={}", short_id(s))),
+            Show::Active => {
+                let active = echo.get("active")?;
+                Some(match echo.get("client_id").and_then(Value::as_str) {
+                    Some(client) => format!("active={active}, client_id={client}"),
+                    None => format!("active={active}"),
+                })
+            }
         }
     }
 
@@ -233,7 +251,11 @@ impl Answer {
                 detail,
                 ..
             } => {
-                if self.admitted() {
+                if self.admitted() && show == Show::Active {
+                    // An introspection answer admits nothing: say what it told.
+                    let told = self.upstream_saw(show);
+                    format!("{status} {}", told.unwrap_or_else(|| "(no active)".into()))
+                } else if self.admitted() {
                     match self.upstream_saw(show) {
                         Some(saw) => format!("{status} admitted, {saw}"),
                         None => format!("{status} admitted"),
@@ -344,6 +366,10 @@ pub fn judge(attack: &Attack, baseline: &Answer, certbind: &Answer) -> Verdict {
         Expect::Rejected { status } => {
             certbind.status() == Some(*status) && certbind.reason().is_none()
         }
+        Expect::Inactive => {
+            matches!(certbind, Answer::Http { status: 200, upstream: Some(body), .. }
+            if *body == json!({"active": false}))
+        }
     };
     match (attack.control, expected) {
         (true, true) if baseline.admitted() => Verdict::Passed,
@@ -425,6 +451,14 @@ pub struct Context {
     usage_spent: Result<String, String>,
     /// A race of 30 parallel uses of one 5-use token (issue 22).
     usage_race: Result<crate::usage::Race, String>,
+    /// A DPoP-bound token whose issuing certificate the operator revoked (issue 16).
+    revoked_cert_dpop: Result<crate::hardening::RevokedCertToken, String>,
+    /// Inventory flooding `/revoke` with its own fresh tokens (issue 16).
+    revocation_flood: Result<crate::hardening::RevocationFlood, String>,
+    /// Inventory flooding the edge's DPoP replay cache, then consumer's fresh proofs (issue 16).
+    replay_flood: Result<crate::hardening::ReplayFlood, String>,
+    /// A consumer certificate that expired after a token and a call (issue 16).
+    expiring: Result<crate::hardening::Expiring, String>,
 }
 
 impl fmt::Debug for Context {
@@ -481,6 +515,32 @@ impl Context {
         let self_signed = self_signed_client(pki)?;
         let as_consumer = AuthzClient::new(consumer.clone(), target.authz);
         let as_inventory = AuthzClient::new(inventory.clone(), target.authz);
+        // First: past its quota the flood coalesces into a subject row covering every
+        // inventory token issued so far, so inventory's own tokens for the other rows are
+        // issued after it, in a later second (`iat` has second resolution).
+        let endpoints = crate::hardening::Endpoints {
+            pki_dir: pki,
+            authz: target.authz,
+            issuer: &target.issuer,
+            edge: target.edge,
+            edge_origin: &target.edge_origin,
+        };
+        let revocation_flood = crate::hardening::revocation_flood(
+            &endpoints,
+            target.orders,
+            (&as_inventory, &inventory),
+            (&as_consumer, &consumer),
+            REVOCATION_FLOOD,
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        // Its certificate expires while the rest is prepared.
+        let expiring = crate::hardening::expiring_consumer(
+            &endpoints,
+            target.orders,
+            std::time::Duration::from_secs(EXPIRING_CERT_SECS),
+        )
+        .await;
         let token = |authz: &AuthzClient, service: &'static str, scope: &'static str| {
             let authz = authz.clone();
             async move {
@@ -533,7 +593,24 @@ impl Context {
         let usage_spent =
             crate::usage::spent_token(&as_consumer, &consumer, target.orders, 2).await;
         let usage_race = crate::usage::race(&as_consumer, &consumer, target.orders, 5, 30).await;
+        let revoked_cert_dpop =
+            crate::hardening::dpop_token_of_revoked_cert(&endpoints, &anonymous).await;
+        let replay_flood = match &dpop_read {
+            Ok(victim) => {
+                let victim = (&dpop_key, victim.access_token.as_str());
+                crate::hardening::replay_cache_flood(&endpoints, &anonymous, &as_inventory, victim)
+                    .await
+            }
+            Err(e) => Err(e.clone()),
+        };
+        if let Ok(e) = &expiring {
+            tokio::time::sleep_until(e.expired_at.into()).await;
+        }
         Ok(Self {
+            expiring,
+            replay_flood,
+            revoked_cert_dpop,
+            revocation_flood,
             revoked,
             usage_spent,
             usage_race,
@@ -593,16 +670,24 @@ impl Context {
             Service::Orders => self.target.orders,
             Service::Billing => self.target.billing,
             Service::OrdersEdge => self.target.edge,
+            Service::Authz => self.target.authz,
         }
     }
 
-    fn baseline(&self, service: Service) -> SocketAddr {
+    fn baseline(&self, service: Service) -> Option<SocketAddr> {
         match service {
-            Service::Orders | Service::OrdersEdge => self.target.baseline_orders,
-            Service::Billing => self.target.baseline_billing,
+            Service::Orders | Service::OrdersEdge => Some(self.target.baseline_orders),
+            Service::Billing => Some(self.target.baseline_billing),
+            Service::Authz => None,
         }
     }
 }
+
+/// The lifetime of the certificate that expires before the table runs.
+const EXPIRING_CERT_SECS: u64 = 5;
+
+/// Tokens inventory revokes in its flood: past its 64 `jti` rows (the server's quota).
+const REVOCATION_FLOOD: usize = 100;
 
 /// A fresh consumer token, admitted once (so the filter has it cached), then revoked by the
 /// consumer at the authz-server; the feed carries the revocation to the sidecars.
@@ -640,6 +725,7 @@ fn probe(service: Service, caller: Caller, request: Request) -> Probe {
         request,
         baseline_request: None,
         outage: None,
+        client: None,
     }
 }
 
@@ -1449,6 +1535,156 @@ pub fn catalogue(ctx: &Context) -> Vec<Attack> {
                 probe,
             )
         },
+        // ---------------------------------------------- credentials that ended (issue 16)
+        {
+            // Revoking ran in `prepare`, on a second consumer certificate of its own, so no
+            // other row loses its credentials.
+            let (how, probe) = match &ctx.revoked_cert_dpop {
+                Ok(r) => (
+                    format!(
+                        "consumer (second certificate) got a DPoP token, used it (200); operator revoked that certificate; edge refused the token after {}; no client cert + the token + a fresh proof by its key, GET /orders/1",
+                        r.refused_after
+                            .map_or("more than 10 s".to_owned(), |d| format!(
+                                "{} ms",
+                                d.as_millis()
+                            ))
+                    ),
+                    crate::hardening::fresh_edge_get(&ctx.target.edge_origin, &r.key, &r.token)
+                        .map(|request| edge_probe(request, &r.token)),
+                ),
+                Err(e) => (String::new(), Err(e.clone())),
+            };
+            row(
+                "dpop-token-after-cert-revoked",
+                "DPoP token (and its proof key) used after the certificate that obtained it was revoked",
+                &how,
+                deny(401, "revoked"),
+                probe,
+            )
+        },
+        // ------------------------------------------ revocation as a lever (issue 16)
+        {
+            // The flood ran in `prepare`; the list growing by at most the quota plus one
+            // coalesced row and the other workload served throughout are the row's first
+            // conditions, the flooder's own last token refused its second.
+            let (how, expect, probe) = match &ctx.revocation_flood {
+                Ok(f) => (
+                    format!(
+                        "inventory revoked {} fresh tokens of its own at POST /revoke in {:.1} s: revocation list {} -> {} rows; consumer then served {}/{}; inventory cert + its last revoked token, GET /orders/1",
+                        f.revoked,
+                        f.secs,
+                        f.list_before,
+                        f.list_after,
+                        f.others_admitted,
+                        f.others_sent
+                    ),
+                    if f.list_after <= f.list_before + 65 && f.others_admitted == f.others_sent {
+                        deny(401, "revoked")
+                    } else {
+                        // Never matches: an unbounded list or a starved workload fails the row.
+                        Expect::Deny(Vec::new())
+                    },
+                    Ok(probe(
+                        Orders,
+                        Inventory,
+                        Request::get("/orders/1").bearer(&f.token),
+                    )),
+                ),
+                Err(e) => (String::new(), deny(401, "revoked"), Err(e.clone())),
+            };
+            row(
+                "revocation-flood",
+                "Revocation flood: one workload revokes its own fresh tokens to grow the list until sidecars fail",
+                &how,
+                expect,
+                probe,
+            )
+        },
+        // ---------------------------------------------- credentials that ended (issue 16)
+        {
+            let (how, probe) = match &ctx.expiring {
+                Ok(e) => (
+                    format!(
+                        "consumer on a {} s certificate got a token and was admitted (200); after notAfter the same client (resumes any session it was offered) + that token, GET /orders/1",
+                        e.lifetime.as_secs()
+                    ),
+                    Ok(Probe {
+                        client: Some(e.client.clone()),
+                        ..probe(Orders, Consumer, Request::get("/orders/1").bearer(&e.token))
+                    }),
+                ),
+                Err(e) => (String::new(), Err(e.clone())),
+            };
+            row(
+                "session-resumption-after-cert-expired",
+                "Certificate expired: keep access through a resumed TLS session (tickets outlived it)",
+                &how,
+                // The sidecar offers no session to resume, so the full handshake meets the
+                // expired certificate; where resumption is on, the filter answers 401
+                // certificate_expired (tests/tests/hardening_e2e.rs).
+                Expect::TlsRefused,
+                probe,
+            )
+        },
+        // ------------------------------------------------ shared caches (issue 16)
+        {
+            // The flood ran in `prepare`: inventory filled its share (503 replay_cache_full,
+            // never dpop_replay) and consumer's fresh proofs were all admitted; then one more.
+            let (how, subject, probe) = match (&ctx.replay_flood, &ctx.dpop_read) {
+                (Ok(f), Ok(victim)) => (
+                    format!(
+                        "inventory sent {} fresh DPoP proofs to the edge in {:.1} s ({} admitted, {} refused 503 replay_cache_full, {} dpop_replay, {} other); then consumer's fresh proofs: {}/{} admitted; no client cert + consumer's DPoP token + a fresh proof, GET /orders/1",
+                        f.sent,
+                        f.secs,
+                        f.admitted,
+                        f.full,
+                        f.replay,
+                        f.other,
+                        f.victim_admitted,
+                        f.victim_sent
+                    ),
+                    if f.full > 0 && f.replay == 0 && f.victim_admitted == f.victim_sent {
+                        consumer.clone()
+                    } else {
+                        // Never seen upstream: a flood that never filled its share, or a victim
+                        // refused, fails the row.
+                        "(the flood's conditions failed)".to_owned()
+                    },
+                    crate::hardening::fresh_edge_get(
+                        &ctx.target.edge_origin,
+                        &ctx.dpop_key,
+                        &victim.access_token,
+                    )
+                    .map(|request| edge_probe(request, &victim.access_token)),
+                ),
+                (Err(e), _) | (_, Err(e)) => (String::new(), consumer.clone(), Err(e.clone())),
+            };
+            control(
+                "dpop-replay-cache-flood",
+                "Control under attack: one client floods the edge's DPoP replay cache; another client's fresh proof is still admitted",
+                &how,
+                &subject,
+                probe,
+            )
+        },
+        // -------------------------------------------------- information (issue 16)
+        Attack {
+            show: Show::Active,
+            ..row(
+                "introspect-other-clients-token",
+                "Introspection as an oracle: inventory asks about consumer's live token (RFC 7662 §4)",
+                "inventory cert, POST /introspect token=<consumer's live orders:read token> at the authz-server",
+                Expect::Inactive,
+                Ok(probe(
+                    Service::Authz,
+                    Inventory,
+                    Request::post("/introspect").form(&[
+                        ("token", read.as_str()),
+                        ("token_type_hint", "access_token"),
+                    ]),
+                )),
+            )
+        },
     ]
 }
 
@@ -1471,6 +1707,11 @@ async fn send(client: &HttpsClient, addr: SocketAddr, request: &Request) -> Answ
     }
 }
 
+/// Why a row aimed at the authz-server has no baseline answer.
+const NO_BASELINE_AUTHZ: &str = "n/a: the bearer-only baseline has no authorization server, so no \
+     introspection endpoint to ask (certbind's own answered active=true with scope, audience and \
+     client to any workload before issue 16)";
+
 /// Runs one row: the baseline call (anonymous, as from anywhere) and the certbind call (with the
 /// caller's certificate), with a dependency down around both when the row asks for it.
 pub async fn run_one(ctx: &Context, attack: Attack) -> Row {
@@ -1489,8 +1730,12 @@ pub async fn run_one(ctx: &Context, attack: Attack) -> Row {
                 None => None,
             };
             let baseline_request = p.baseline_request.as_ref().unwrap_or(&p.request);
-            let baseline = send(&ctx.anonymous, ctx.baseline(p.service), baseline_request).await;
-            let certbind = send(ctx.client(p.caller), ctx.sidecar(p.service), &p.request).await;
+            let baseline = match ctx.baseline(p.service) {
+                Some(addr) => send(&ctx.anonymous, addr, baseline_request).await,
+                None => Answer::NotRun(NO_BASELINE_AUTHZ.into()),
+            };
+            let client = p.client.as_ref().unwrap_or_else(|| ctx.client(p.caller));
+            let certbind = send(client, ctx.sidecar(p.service), &p.request).await;
             drop(guard);
             (baseline, certbind)
         }
@@ -1721,5 +1966,30 @@ mod tests {
             Answer::TlsRefused("x".into()).summary(Show::Nothing),
             "TLS handshake refused"
         );
+    }
+
+    #[test]
+    fn an_introspection_passes_only_when_it_tells_nothing() {
+        let a = attack(false, Expect::Inactive);
+        let answer = |body: Value| Answer::Http {
+            status: 200,
+            reason: None,
+            detail: None,
+            upstream: Some(body),
+        };
+        let na = Answer::NotRun(NO_BASELINE_AUTHZ.into());
+        let told_nothing = answer(json!({"active": false}));
+        assert_eq!(judge(&a, &na, &told_nothing), Verdict::Blocked);
+        assert_eq!(told_nothing.summary(Show::Active), "200 active=false");
+        let leaked = answer(json!({"active": true, "client_id": "consumer"}));
+        assert_eq!(judge(&a, &na, &leaked), Verdict::Admitted);
+        assert_eq!(
+            leaked.summary(Show::Active),
+            "200 active=true, client_id=consumer"
+        );
+        // Inactive, but with claims alongside: not the RFC 7662 §4 answer.
+        let extra = answer(json!({"active": false, "scope": "orders:read"}));
+        assert_eq!(judge(&a, &na, &extra), Verdict::Admitted);
+        assert_eq!(judge(&a, &na, &http(401, None, None)), Verdict::WrongAnswer);
     }
 }

@@ -9,6 +9,7 @@ pub mod consumer;
 pub mod control;
 pub mod dpop;
 pub mod forge;
+pub mod hardening;
 pub mod report;
 pub mod usage;
 

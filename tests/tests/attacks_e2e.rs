@@ -28,7 +28,7 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 }
 
 /// The attack rows issue 7 asks for by name.
-const REQUIRED: [&str; 34] = [
+const REQUIRED: [&str; 39] = [
     "stolen-token-from-inventory",
     "stolen-token-no-cert",
     "forged-xfcc",
@@ -63,6 +63,11 @@ const REQUIRED: [&str; 34] = [
     "underscore-identity-header",
     "usage-token-replayed-after-spent",
     "usage-token-race",
+    "dpop-token-after-cert-revoked",
+    "revocation-flood",
+    "introspect-other-clients-token",
+    "dpop-replay-cache-flood",
+    "session-resumption-after-cert-expired",
 ];
 
 /// Attacks that work against the bearer-only baseline: the reason certbind exists. If one of
