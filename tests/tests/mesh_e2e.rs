@@ -244,12 +244,17 @@ async fn mesh_run() {
         .await
         .unwrap_or_else(|e| panic!("cannot prepare the attacks: {e}"));
     let rows = attacks::run(&ctx, |_| {}).await;
-    // Two rows test Envoy settings of our sidecar template, not the filter: `;` paths and
-    // underscore header names refused with 400 before the filter. An Istio sidecar has neither
-    // unless the mesh adds them (README, "Install in Istio"); here the PDP still refuses the
-    // `;` path and the filter strips the underscore twin, which `filter_e2e`/`hardening_e2e`
-    // assert at the upstream.
-    const TEMPLATE_ROWS: [&str; 2] = ["path-parameter", "underscore-identity-header"];
+    // Three rows test Envoy settings of our sidecar template, not the filter: `;` paths and
+    // underscore header names refused with 400 before the filter, and no TLS session
+    // resumption. An Istio sidecar has none of them unless the mesh adds them (README, "Install
+    // in Istio"); here the PDP still refuses the `;` path, the filter strips the underscore
+    // twin (which `filter_e2e`/`hardening_e2e` assert at the upstream) and refuses the expired
+    // certificate of a resumed session itself (`certificate_expired`).
+    const TEMPLATE_ROWS: [&str; 3] = [
+        "path-parameter",
+        "underscore-identity-header",
+        "session-resumption-after-cert-expired",
+    ];
     for r in rows.iter().filter(|r| TEMPLATE_ROWS.contains(&r.attack.id)) {
         eprintln!(
             "template row {} at the mesh sidecar: certbind {}",
@@ -261,6 +266,13 @@ async fn mesh_run() {
                 matches!(r.verdict, Verdict::Blocked | Verdict::Passed)
                     || r.certbind.summary(r.attack.show).contains("policy_denied"),
                 "the `;` path was admitted at the mesh sidecar"
+            );
+        }
+        if r.attack.id == "session-resumption-after-cert-expired" {
+            let summary = r.certbind.summary(r.attack.show);
+            assert!(
+                matches!(r.verdict, Verdict::Blocked) || summary.contains("certificate_expired"),
+                "an expired certificate passed at the mesh sidecar: {summary}"
             );
         }
     }
