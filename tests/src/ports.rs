@@ -67,16 +67,22 @@ mod tests {
 
     #[test]
     fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
-        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
-        let distinct: HashSet<u16> = ports.iter().copied().collect();
-        assert_eq!(distinct.len(), ports.len());
-        for port in ports {
+        // Each port is bound at once and held: other test processes (lifecycle_e2e runs beside
+        // this one) pick from the same range, so a port checked later could be theirs by then.
+        let mut held = Vec::new();
+        for _ in 0..50 {
+            let port = free_port().unwrap();
+            held.push(TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap());
             assert!(
                 port < ephemeral_floor().max(21_000) && port >= 20_000,
                 "{port}"
             );
             assert!(!CONTRACT_PORTS.contains(&port));
-            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap();
         }
+        let distinct: HashSet<u16> = held
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        assert_eq!(distinct.len(), held.len());
     }
 }
