@@ -4,6 +4,7 @@
 //! A real PostgreSQL cluster of the run's own (Debian's package), the services from
 //! `certbind_tests::prereq` (release binaries unless `CERTBIND_BIN_DIR` says otherwise).
 
+use crate::revocation::{admitted_token, call_orders};
 use certbind_tests::ports::{free_port, loopback};
 use certbind_tests::postgres::Postgres;
 use certbind_tests::{Request, System, spiffe_id};
@@ -81,24 +82,8 @@ fn propagation(system: &System, n: usize) -> Result<Vec<Duration>, String> {
     let consumer = system.client(Some("consumer")).map_err(|e| e.to_string())?;
     let mut samples = Vec::with_capacity(n);
     for i in 0..n {
-        let token = system
-            .token("consumer", "orders", "orders:read")
-            .map_err(|e| e.to_string())?;
-        let call = || {
-            consumer
-                .send(
-                    system.sidecar("orders"),
-                    &Request::get("/orders/1").bearer(&token),
-                )
-                .map_err(|e| e.to_string())
-        };
-        let first = call()?;
-        if first.status != 200 {
-            return Err(format!(
-                "token {i} refused before revocation: {}",
-                first.text()
-            ));
-        }
+        let token = admitted_token(system, &consumer, i)?;
+        let call = || call_orders(system, &consumer, &token);
         let jti = certbind_tests::tokens::decode_claims(&token)
             .map_err(|e| e.to_string())?
             .get("jti")

@@ -3,7 +3,7 @@
 //! and decision cached), revokes it with `POST /revoke` and, from the `200`, calls the sidecar
 //! back to back until it answers 401 `revoked`. The report is a JSON object with p50/p90/p99/max.
 
-use certbind_tests::{Request, System};
+use certbind_tests::{Request, Response, System, TlsClient};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A token still admitted this long after `/revoke` is a failure, not a sample.
@@ -23,24 +23,8 @@ pub fn measure(n: usize) -> Result<serde_json::Value, String> {
     let mut all_ms: Vec<f64> = Vec::with_capacity(n);
     let mut calls_after = 0usize;
     for i in 0..n {
-        let token = system
-            .token("consumer", "orders", "orders:read")
-            .map_err(|e| e.to_string())?;
-        let call = || {
-            consumer
-                .send(
-                    system.sidecar("orders"),
-                    &Request::get("/orders/1").bearer(&token),
-                )
-                .map_err(|e| e.to_string())
-        };
-        let first = call()?;
-        if first.status != 200 {
-            return Err(format!(
-                "token {i} refused before revocation: {}",
-                first.text()
-            ));
-        }
+        let token = admitted_token(&system, &consumer, i)?;
+        let call = || call_orders(&system, &consumer, &token);
         let revoked = system
             .revoke_token("consumer", &token)
             .map_err(|e| e.to_string())?;
@@ -106,4 +90,37 @@ pub fn measure(n: usize) -> Result<serde_json::Value, String> {
         "method": "one system on free ports, Envoy --concurrency 2, each token used once (token and decision cached), revoked by its client (RFC 7009), then the sidecar is called back to back (a new TLS connection per call, ~ms resolution) until 401 revoked (revocation_*: the first 401; every_worker_*: the first of 8 refusals in a row, new connections spreading over both workers, one of which follows the feed and publishes it to the other through shared data)",
         "measured_at_unix_s": now,
     }))
+}
+
+/// `GET /orders/1` at the orders sidecar with `token`, over `consumer`'s mTLS.
+pub(crate) fn call_orders(
+    system: &System,
+    consumer: &TlsClient,
+    token: &str,
+) -> Result<Response, String> {
+    consumer
+        .send(
+            system.sidecar("orders"),
+            &Request::get("/orders/1").bearer(token),
+        )
+        .map_err(|e| e.to_string())
+}
+
+/// A fresh consumer token for orders that the sidecar admits (the `i`-th of a run).
+pub(crate) fn admitted_token(
+    system: &System,
+    consumer: &TlsClient,
+    i: usize,
+) -> Result<String, String> {
+    let token = system
+        .token("consumer", "orders", "orders:read")
+        .map_err(|e| e.to_string())?;
+    let first = call_orders(system, consumer, &token)?;
+    if first.status != 200 {
+        return Err(format!(
+            "token {i} refused before revocation: {}",
+            first.text()
+        ));
+    }
+    Ok(token)
 }

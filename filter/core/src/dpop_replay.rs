@@ -317,23 +317,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn proof_with_jti(jti: &str, iat: u64) -> VerifiedProof {
-        let claims = json!({
-            "jti": jti, "htm": "GET", "htu": HTU, "iat": iat, "ath": access_token_hash(TOKEN),
-        });
-        let proof = sign_proof(&proof_key(0x11), &proof_header(&proof_key(0x11)), &claims);
-        let check = ProofCheck {
-            method: "GET",
-            htu: HTU,
-            now_s: iat,
-            window: ProofWindow {
-                max_age_s: 60,
-                clock_skew_s: 5,
-            },
-            access_token: Some(TOKEN),
-            jkt: None,
-            nonces: &[],
-        };
-        verify_proof(&proof, &check).unwrap()
+        proof_by(0x11, jti, iat)
     }
 
     /// The hash key the tests' first VM draws.
