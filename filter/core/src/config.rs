@@ -57,6 +57,7 @@
 
 use crate::binding::SpiffeId;
 use crate::dpop::{ProofWindow, normalize_htu};
+use crate::jose;
 use serde::Deserialize;
 use std::fmt;
 
@@ -199,12 +200,15 @@ impl RevocationConfig {
         ] {
             if value
                 .as_deref()
-                .is_some_and(|v| v.is_empty() || !is_header_safe(v))
+                .is_some_and(|v| v.is_empty() || !jose::is_printable_ascii(v))
             {
                 return bad(field, "must be non-empty printable ASCII");
             }
         }
-        if !self.path.starts_with('/') || self.path.contains('?') || !is_header_safe(&self.path) {
+        if !self.path.starts_with('/')
+            || self.path.contains('?')
+            || !jose::is_printable_ascii(&self.path)
+        {
             return bad(
                 "revocation.path",
                 "must be an absolute path of printable ASCII without a query",
@@ -233,12 +237,12 @@ fn validate_usage(u: &crate::usage::UsageConfig) -> Result<(), ConfigError> {
     ] {
         if value
             .as_deref()
-            .is_some_and(|v| v.is_empty() || !is_header_safe(v))
+            .is_some_and(|v| v.is_empty() || !jose::is_printable_ascii(v))
         {
             return bad(field, "must be non-empty printable ASCII");
         }
     }
-    if !u.path.starts_with('/') || u.path.contains('?') || !is_header_safe(&u.path) {
+    if !u.path.starts_with('/') || u.path.contains('?') || !jose::is_printable_ascii(&u.path) {
         return bad(
             "usage.path",
             "must be an absolute path of printable ASCII without a query",
@@ -480,7 +484,10 @@ impl FilterConfig {
                 return bad("audience", "must belong to `trust_domain`");
             }
         }
-        if !is_header_safe(&self.realm) || self.realm.contains('"') || self.realm.contains('\\') {
+        if !jose::is_printable_ascii(&self.realm)
+            || self.realm.contains('"')
+            || self.realm.contains('\\')
+        {
             return bad("realm", "must be printable ASCII without quotes");
         }
         for (field, value) in [
@@ -489,12 +496,12 @@ impl FilterConfig {
             ("pdp.cluster", &self.pdp.cluster),
             ("pdp.authority", &self.pdp.authority),
         ] {
-            if value.is_empty() || !is_header_safe(value) {
+            if value.is_empty() || !jose::is_printable_ascii(value) {
                 return bad(field, "must be non-empty printable ASCII");
             }
         }
         for (field, value) in [("jwks.path", &self.jwks.path), ("pdp.path", &self.pdp.path)] {
-            if !value.starts_with('/') || !is_header_safe(value) {
+            if !value.starts_with('/') || !jose::is_printable_ascii(value) {
                 return bad(field, "must be an absolute path of printable ASCII");
             }
         }
@@ -550,7 +557,7 @@ impl FilterConfig {
 impl DpopConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |field, why| Err(ConfigError::Invalid { field, why });
-        let origin_ok = is_header_safe(&self.public_origin)
+        let origin_ok = jose::is_printable_ascii(&self.public_origin)
             && !self.public_origin.ends_with('/')
             && normalize_htu(&format!("{}/", self.public_origin))
                 .is_some_and(|u| u.starts_with("https://") && u.matches('/').count() == 3);
@@ -582,11 +589,6 @@ impl DpopConfig {
             clock_skew_s: self.clock_skew_s,
         }
     }
-}
-
-/// Printable ASCII without spaces' neighbours CR/LF: safe to put in a header or log line.
-fn is_header_safe(s: &str) -> bool {
-    s.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 #[cfg(test)]

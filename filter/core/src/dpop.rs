@@ -7,6 +7,7 @@ use crate::binding::ec_p256_jwk_thumbprint;
 use crate::cache::ExpiringCache;
 use crate::es256::PreparedKey;
 use crate::host_es256::{ForeignFunctions, HostKey};
+use crate::jose;
 use crate::json::from_slice_strict;
 use crate::jwks::ec_p256_key;
 use crate::reason::Reason;
@@ -280,9 +281,7 @@ fn check_proof(
 
     let jti = match claims.jti {
         Some(Value::String(jti))
-            if !jti.is_empty()
-                && jti.len() <= MAX_JTI_LEN
-                && jti.bytes().all(|b| (0x20..0x7f).contains(&b)) =>
+            if !jti.is_empty() && jti.len() <= MAX_JTI_LEN && jose::is_printable_ascii(&jti) =>
         {
             jti
         }
@@ -306,7 +305,7 @@ fn check_proof(
             _ => return Err(DpopError::NonceMismatch),
         }
     }
-    let iat = numeric_date(&iat).ok_or(DpopError::MissingClaim)?;
+    let iat = jose::numeric_date(&iat).ok_or(DpopError::MissingClaim)?;
     let ProofWindow {
         max_age_s,
         clock_skew_s,
@@ -395,7 +394,8 @@ fn read_header(proof: &str) -> Result<(VerifyingKey, String, String), DpopError>
         Some(Value::String(alg)) if alg == "ES256" => {}
         _ => return Err(DpopError::UnsupportedAlg),
     }
-    let typ_ok = matches!(&header.typ, Some(Value::String(typ)) if is_dpop_type(typ));
+    let typ_ok =
+        matches!(&header.typ, Some(Value::String(typ)) if jose::is_jwt_type(typ, "dpop+jwt"));
     if !typ_ok {
         return Err(DpopError::WrongType);
     }
@@ -406,16 +406,6 @@ fn read_header(proof: &str) -> Result<(VerifyingKey, String, String), DpopError>
         return Err(DpopError::PrivateKey);
     }
     public_p256_key(&jwk)
-}
-
-/// `dpop+jwt`, optionally as `application/dpop+jwt`, in any case (RFC 7515 §4.1.9: media
-/// types are case-insensitive and the `application/` prefix may be omitted).
-fn is_dpop_type(typ: &str) -> bool {
-    let bare = typ
-        .get(..12)
-        .filter(|p| p.eq_ignore_ascii_case("application/"))
-        .map_or(typ, |_| typ.get(12..).unwrap_or_default());
-    bare.eq_ignore_ascii_case("dpop+jwt")
 }
 
 fn public_p256_key(jwk: &Map<String, Value>) -> Result<(VerifyingKey, String, String), DpopError> {
@@ -436,19 +426,6 @@ fn public_p256_key(jwk: &Map<String, Value>) -> Result<(VerifyingKey, String, St
     };
     let key = ec_p256_key(x, y).ok_or(DpopError::BadKey)?;
     Ok((key, x.to_owned(), y.to_owned()))
-}
-
-/// An RFC 7519 NumericDate as whole seconds (fractions truncated); `None` when negative or
-/// not finite.
-fn numeric_date(n: &Number) -> Option<u64> {
-    if let Some(v) = n.as_u64() {
-        return Some(v);
-    }
-    match n.as_f64() {
-        // Truncation is the intent: fractions do not matter at second precision.
-        Some(v) if (0.0..1.0e15).contains(&v) => Some(v as u64),
-        _ => None,
-    }
 }
 
 /// The `htu` for a request: the configured public origin (`https://host[:port]`) followed by

@@ -14,6 +14,7 @@ pub mod flow;
 pub mod host_es256;
 #[cfg(any(test, feature = "reference-host"))]
 pub mod host_es256_reference;
+pub mod jose;
 pub mod json;
 pub mod jwks;
 pub mod reason;

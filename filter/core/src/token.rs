@@ -3,6 +3,7 @@
 //! exists only when every step passed; only this module can build one.
 
 use crate::es256::PreparedKey;
+use crate::jose;
 use crate::json::from_slice_strict;
 use crate::reason::Reason;
 use base64::Engine;
@@ -135,13 +136,10 @@ impl<'a> UntrustedJws<'a> {
     /// The RFC 9068 profile: `typ` must be `at+jwt` (optionally `application/`, any case),
     /// and a `kid` must say which JWKS key signs. Returns that `kid`.
     pub fn access_token_kid(&self) -> Result<&str, Reason> {
-        let typ_ok = self.typ.as_deref().is_some_and(|typ| {
-            let typ = typ
-                .get(..12)
-                .filter(|p| p.eq_ignore_ascii_case("application/"))
-                .map_or(typ, |_| typ.get(12..).unwrap_or_default());
-            typ.eq_ignore_ascii_case("at+jwt")
-        });
+        let typ_ok = self
+            .typ
+            .as_deref()
+            .is_some_and(|typ| jose::is_jwt_type(typ, "at+jwt"));
         if !typ_ok {
             return Err(Reason::WrongType);
         }
@@ -246,17 +244,9 @@ struct RawClaims {
     max_uses: Option<Number>,
 }
 
-/// An RFC 7519 NumericDate as whole seconds (fractions truncated); negative or non-finite
-/// values are malformed.
+/// An RFC 7519 NumericDate; negative or non-finite values are malformed.
 fn numeric_date(n: &Number) -> Result<u64, Reason> {
-    if let Some(v) = n.as_u64() {
-        return Ok(v);
-    }
-    match n.as_f64() {
-        // Truncation is the intent: NumericDate fractions do not matter at second precision.
-        Some(v) if (0.0..1.0e15).contains(&v) => Ok(v as u64),
-        _ => Err(Reason::MalformedToken),
-    }
+    jose::numeric_date(n).ok_or(Reason::MalformedToken)
 }
 
 /// The scopes of a `scope` claim (space separated), bounded to [`MAX_SCOPES`].
@@ -387,7 +377,7 @@ pub fn validate_claims(
     let scope = claims.scope.unwrap_or_default();
     if ![client_id.as_str(), jti.as_str(), scope.as_str()]
         .iter()
-        .all(|v| v.len() <= MAX_CLAIM_LEN && v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        .all(|v| v.len() <= MAX_CLAIM_LEN && jose::is_printable_ascii(v))
     {
         return Err(Reason::MalformedToken);
     }
