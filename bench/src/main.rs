@@ -65,10 +65,14 @@ enum Command {
         figures: Option<PathBuf>,
     },
     /// One workload floods `/revoke` with its own fresh tokens while another calls a sidecar:
-    /// a quiet phase, then the flood, `seconds` each; writes revocation_flood.json.
+    /// a quiet phase, the flood (`seconds`), a quiet phase again; writes revocation_flood.json.
     RevocationFlood {
         #[arg(long, default_value_t = 300.0)]
         seconds: f64,
+        /// `split`: authz-server and flooders on one CPU, the victim's path on the other (as on
+        /// separate nodes); `shared`: no pinning.
+        #[arg(long, default_value = "split")]
+        placement: String,
         #[arg(long)]
         results: Option<PathBuf>,
     },
@@ -119,7 +123,11 @@ fn main() -> ExitCode {
             results,
             figures,
         } => all(smoke, scenarios, rounds, seconds, results, figures),
-        Command::RevocationFlood { seconds, results } => revocation_flood(seconds, results),
+        Command::RevocationFlood {
+            seconds,
+            placement,
+            results,
+        } => revocation_flood(seconds, &placement, results),
         Command::Replicas {
             tokens,
             revocations,
@@ -301,14 +309,15 @@ fn overload(
     Ok(())
 }
 
-fn revocation_flood(seconds: f64, results: Option<PathBuf>) -> Result<(), String> {
+fn revocation_flood(seconds: f64, placement: &str, results: Option<PathBuf>) -> Result<(), String> {
     let (results, _) = outputs(results, None);
-    let report = certbind_bench::revocation_flood::run(seconds, &mut progress())?;
+    let placement = certbind_bench::revocation_flood::Placement::parse(placement)?;
+    let report = certbind_bench::revocation_flood::run(seconds, placement, &mut progress())?;
     std::fs::create_dir_all(&results).map_err(|e| format!("{}: {e}", results.display()))?;
     let file = results.join("revocation_flood.json");
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     std::fs::write(&file, text + "\n").map_err(|e| format!("{}: {e}", file.display()))?;
-    for phase in ["quiet", "flood"] {
+    for phase in ["quiet", "flood", "quiet_after"] {
         let p = &report[phase];
         println!(
             "{phase:>5}: {} requests, p50 {} ms, p99 {} ms, non-200 {} (503: {})",

@@ -4,6 +4,15 @@
 //! (the victim alone, at most a minute), then the flood phase. Reported: the victim's
 //! p50/p99 in both phases, its non-200 answers (503s apart), the flood's rate, the largest
 //! revocation list the feed served, and whether the flooder's revoked tokens are refused.
+//! A second quiet phase after the flood gives the noise: the quiet phases' p99s bracket what
+//! "unchanged" can mean on this machine.
+//!
+//! Placement: in a fleet the authz-server does not run on the victim's node, so by default the
+//! authz-server and the flooding threads are pinned to one CPU and the victim's path (its client
+//! thread, Envoy, the PDP, the upstream) to the other; what remains is what the flood does to the
+//! victim through the system itself (the revocation feed, the sidecar's revocation set).
+//! `shared` leaves everything on every CPU (the flooder's TLS handshakes and signatures then
+//! compete with the victim for this machine's 2 cores).
 
 use certbind_tests::{Request, System};
 use std::sync::Arc;
@@ -109,12 +118,139 @@ struct Flood {
 /// The quiet phase lasts at most this long (it is the reference, not the test).
 const QUIET_MAX_S: f64 = 60.0;
 
+/// Where the processes and threads run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The authz-server and the flooders on CPU 0, the victim's path on CPU 1.
+    Split,
+    /// No pinning.
+    Shared,
+}
+
+impl Placement {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "split" => Ok(Self::Split),
+            "shared" => Ok(Self::Shared),
+            _ => Err(format!("placement {s:?}: split or shared")),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Split => "split",
+            Self::Shared => "shared",
+        }
+    }
+}
+
+/// CPU of the authz-server and the flooders; the victim's path gets [`VICTIM_CPU`].
+const FLOOD_CPU: u32 = 0;
+const VICTIM_CPU: u32 = 1;
+
+/// Pins a process (every thread, `all`) or one thread to `cpu` with util-linux's `taskset`.
+fn pin(id: u32, cpu: u32, all: bool) -> Result<(), String> {
+    let mut cmd = std::process::Command::new("taskset");
+    if all {
+        cmd.arg("-a");
+    }
+    let out = cmd
+        .args(["-p", "-c", &cpu.to_string(), &id.to_string()])
+        .output()
+        .map_err(|e| format!("taskset (util-linux) is needed for --placement split: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "taskset -p -c {cpu} {id}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Pins the calling thread.
+fn pin_this_thread(cpu: u32) -> Result<(), String> {
+    let link = std::fs::read_link("/proc/thread-self").map_err(|e| e.to_string())?;
+    let tid = link
+        .file_name()
+        .and_then(|t| t.to_str())
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| format!("/proc/thread-self is {}", link.display()))?;
+    pin(tid, cpu, false)
+}
+
+/// This process's descendants with their command names (`/proc/<pid>/stat`: pid (comm) state ppid).
+fn descendants() -> Vec<(u32, String)> {
+    let mut parents = vec![std::process::id()];
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    let stats: Vec<(u32, u32, String)> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let (head, tail) = stat.rsplit_once(") ")?;
+            let comm = head.split_once(" (")?.1.to_owned();
+            let ppid = tail.split(' ').nth(1)?.parse().ok()?;
+            Some((pid, ppid, comm))
+        })
+        .collect();
+    while let Some(parent) = parents.pop() {
+        for (pid, ppid, comm) in &stats {
+            if *ppid == parent {
+                found.push((*pid, comm.clone()));
+                parents.push(*pid);
+            }
+        }
+    }
+    found
+}
+
+/// Pins the system's processes: the authz-server to [`FLOOD_CPU`], every other one (Envoy,
+/// PDP, upstream) to [`VICTIM_CPU`]. Returns what went where, for the report.
+fn place_processes() -> Result<Vec<String>, String> {
+    let mut placed = Vec::new();
+    for (pid, comm) in descendants() {
+        let cpu = if comm.contains("authz") {
+            FLOOD_CPU
+        } else {
+            VICTIM_CPU
+        };
+        pin(pid, cpu, true)?;
+        placed.push(format!("{comm}:{cpu}"));
+    }
+    if !placed.iter().any(|p| p.contains("authz")) {
+        return Err(format!(
+            "no authz-server among this run's processes: {placed:?}"
+        ));
+    }
+    Ok(placed)
+}
+
 /// Runs the quiet phase (`seconds`, at most a minute) and the flood phase (`seconds`).
-pub fn run(seconds: f64, progress: &mut dyn FnMut(String)) -> Result<serde_json::Value, String> {
+pub fn run(
+    seconds: f64,
+    placement: Placement,
+    progress: &mut dyn FnMut(String),
+) -> Result<serde_json::Value, String> {
     let system = System::builder()
         .concurrency(2)
         .try_start()
         .map_err(|e| e.to_string())?;
+    let split = placement == Placement::Split;
+    let placed = if split {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus < 2 {
+            return Err(format!(
+                "--placement split needs 2 CPUs, this machine has {cpus}"
+            ));
+        }
+        pin_this_thread(VICTIM_CPU)?;
+        place_processes()?
+    } else {
+        Vec::new()
+    };
     let quiet_s = seconds.min(QUIET_MAX_S);
     progress(format!("quiet phase: the victim alone for {quiet_s:.0} s"));
     let quiet = victim(&system, quiet_s)?;
@@ -131,6 +267,9 @@ pub fn run(seconds: f64, progress: &mut dyn FnMut(String)) -> Result<serde_json:
     let under_flood = std::thread::scope(|scope| {
         for _ in 0..FLOODERS {
             scope.spawn(|| {
+                if split && pin_this_thread(FLOOD_CPU).is_err() {
+                    flood.failures.fetch_add(1, Ordering::Relaxed);
+                }
                 while !stop.load(Ordering::Relaxed) {
                     let Ok(token) = system.token("consumer", "orders", "orders:read") else {
                         flood.failures.fetch_add(1, Ordering::Relaxed);
@@ -154,6 +293,9 @@ pub fn run(seconds: f64, progress: &mut dyn FnMut(String)) -> Result<serde_json:
             });
         }
         scope.spawn(|| {
+            if split {
+                let _ = pin_this_thread(FLOOD_CPU);
+            }
             while !stop.load(Ordering::Relaxed) {
                 if let Ok(n) = feed_entries(&system) {
                     max_list.fetch_max(n as u64, Ordering::Relaxed);
@@ -166,6 +308,11 @@ pub fn run(seconds: f64, progress: &mut dyn FnMut(String)) -> Result<serde_json:
         phase
     })?;
     let flood_s = started.elapsed().as_secs_f64();
+    progress(format!(
+        "flood p99 {:.1} ms; quiet again for {quiet_s:.0} s (the noise)",
+        under_flood.pct(99.0)
+    ));
+    let after = victim(&system, quiet_s)?;
     // The flood must still have revoked what it asked: its last revoked token is refused.
     let last = last_revoked
         .lock()
@@ -194,7 +341,11 @@ pub fn run(seconds: f64, progress: &mut dyn FnMut(String)) -> Result<serde_json:
         "flood_seconds": seconds,
         "quiet": quiet.json(),
         "flood": under_flood.json(),
+        "quiet_after": after.json(),
         "p99_ratio_flood_over_quiet": round(under_flood.pct(99.0) / quiet.pct(99.0).max(0.001)),
+        "p99_ratio_quiet_after_over_quiet": round(after.pct(99.0) / quiet.pct(99.0).max(0.001)),
+        "placement": placement.name(),
+        "pinned": placed,
         "revocations_answered_200": revoked,
         "revocations_per_s": round(revoked as f64 / flood_s),
         "revoke_non_200": flood.refused.load(Ordering::Relaxed),
@@ -203,7 +354,7 @@ pub fn run(seconds: f64, progress: &mut dyn FnMut(String)) -> Result<serde_json:
         "list_entries_max": max_list.load(Ordering::Relaxed),
         "list_entries_after": feed_entries(&system)?,
         "last_revoked_token_refused": last_refused,
-        "method": "one system on free ports, Envoy --concurrency 2, debug or release services as certbind_tests::prereq finds them; the victim (inventory) calls GET /orders/1 back to back, a new TLS connection per call, first alone then during the flood; the flood: 4 threads, each minting a consumer token over mTLS and revoking it (RFC 7009); the list size is the feed's snapshot polled every 0.5 s",
+        "method": "one system on free ports, Envoy --concurrency 2, debug or release services as certbind_tests::prereq finds them; the victim (inventory) calls GET /orders/1 back to back, a new TLS connection per call, alone, then during the flood, then alone again (the two quiet phases bracket the noise); placement split: authz-server and flooders on CPU 0, the victim thread, Envoy, PDP and upstream on CPU 1 (taskset); the flood: 4 threads, each minting a consumer token over mTLS and revoking it (RFC 7009); the list size is the feed's snapshot polled every 0.5 s",
         "measured_at_unix_s": now,
     }))
 }

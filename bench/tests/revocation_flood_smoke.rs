@@ -5,12 +5,14 @@
 
 #[test]
 fn a_revoke_flood_by_one_workload_leaves_another_workload_served_and_the_list_bounded() {
-    let report = certbind_bench::revocation_flood::run(10.0, &mut |line| eprintln!("{line}"))
+    use certbind_bench::revocation_flood::{Placement, run};
+    let report = run(10.0, Placement::Shared, &mut |line| eprintln!("{line}"))
         .unwrap_or_else(|e| panic!("the revocation flood run failed:\n{e}"));
     eprintln!("{report:#}");
     assert_eq!(report["flood"]["unavailable_503"], 0, "{report}");
     assert_eq!(report["flood"]["non_200"], 0, "{report}");
     assert_eq!(report["quiet"]["non_200"], 0, "{report}");
+    assert_eq!(report["quiet_after"]["non_200"], 0, "{report}");
     assert!(
         report["revocations_answered_200"].as_u64().unwrap() > 64,
         "the flood did not pass the quota: {report}"
