@@ -3,6 +3,10 @@
 //! here once, so no part of the glue asks another "is this call yours?". Pure bookkeeping:
 //! the glue dispatches and delivers.
 
+use crate::decision::MAX_DECISION_BYTES;
+use crate::flow::{Deny, Engine, Flow, Step};
+use crate::reason::Reason;
+use crate::usage::MAX_USE_ANSWER_BYTES;
 use std::collections::HashMap;
 
 /// What a dispatched call was for. `receiver` is the SDK context the host delivers the answer
@@ -75,9 +79,91 @@ impl PendingCalls {
     }
 }
 
+/// A request's own call, the flow waits on it by token: the PDP's decision or the usage
+/// counter's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowCall {
+    Pdp,
+    Usage,
+}
+
+impl FlowCall {
+    /// The largest answer body read; a larger one is no answer.
+    pub fn max_answer_bytes(self) -> usize {
+        match self {
+            Self::Pdp => MAX_DECISION_BYTES,
+            Self::Usage => MAX_USE_ANSWER_BYTES,
+        }
+    }
+
+    /// The reason a request is refused for when this call cannot be made at all.
+    pub fn unavailable(self) -> Reason {
+        match self {
+            Self::Pdp => Reason::PdpUnavailable,
+            Self::Usage => Reason::UsageUnavailable,
+        }
+    }
+
+    /// Hands the call's answer to `flow` (`status` `None`: timed out or failed); `None` when
+    /// the flow was not waiting for it.
+    pub fn answer(
+        self,
+        flow: &mut Flow,
+        engine: &mut Engine,
+        status: Option<u32>,
+        body: &[u8],
+        now_ms: u64,
+    ) -> Option<Step> {
+        match self {
+            Self::Pdp => flow.pdp_answered(engine, status, body, now_ms),
+            Self::Usage => flow.usage_answered(engine, status, body),
+        }
+    }
+
+    /// The step after the host refused to dispatch the call (no such cluster, circuit breaker
+    /// open): the flow hears it as a failed call, and a flow with nothing to say is refused
+    /// as [`FlowCall::unavailable`] — never let through.
+    pub fn undispatched(self, flow: &mut Flow, engine: &mut Engine, now_ms: u64) -> Step {
+        self.answer(flow, engine, None, b"", now_ms)
+            .unwrap_or_else(|| Step::Deny(Deny::new(self.unavailable(), "certbind", "")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::FilterConfig;
+    use crate::flow::RequestFacts;
+
+    const CONFIG: &str = r#"{
+        "issuer": "https://127.0.0.1:9443",
+        "audience": "spiffe://certbind.test/ns/demo/sa/orders",
+        "trust_domain": "certbind.test",
+        "jwks": {"cluster": "authz_server", "authority": "127.0.0.1:9443"},
+        "pdp": {"cluster": "pdp", "authority": "127.0.0.1:9191"}
+    }"#;
+
+    #[test]
+    fn an_undispatched_call_the_flow_did_not_wait_for_is_refused_as_unavailable() {
+        let mut engine = Engine::new(FilterConfig::from_json(CONFIG.as_bytes()).unwrap());
+        for (call, reason, max) in [
+            (FlowCall::Pdp, Reason::PdpUnavailable, MAX_DECISION_BYTES),
+            (
+                FlowCall::Usage,
+                Reason::UsageUnavailable,
+                MAX_USE_ANSWER_BYTES,
+            ),
+        ] {
+            // No token: the flow is decided at once and waits for no call.
+            let (mut flow, _) = Flow::start(&mut engine, RequestFacts::default(), 0);
+            match call.undispatched(&mut flow, &mut engine, 0) {
+                Step::Deny(deny) => assert_eq!(deny.reason, reason),
+                _ => panic!("{call:?} let through"),
+            }
+            assert_eq!(call.unavailable(), reason);
+            assert_eq!(call.max_answer_bytes(), max);
+        }
+    }
 
     #[test]
     fn an_answer_is_routed_once() {

@@ -1,6 +1,7 @@
 //! The root context: configuration (refused with one log line when bad), the VM's shared
 //! state, the JWKS tick, and answers to calls it dispatched.
 
+use crate::events;
 use crate::http::Http;
 use crate::vm::{self, Vm, VmRef};
 use certbind_core::config::FilterConfig;
@@ -33,7 +34,7 @@ impl Context for Root {
     ) {
         vm::enter(self.context_id);
         if let Some(vm) = &self.vm {
-            vm::on_call_response(vm, self.context_id, token_id, body_size);
+            events::on_call_response(vm, self.context_id, token_id, body_size);
         }
     }
 }
@@ -54,7 +55,7 @@ impl RootContext for Root {
                     config.mode.as_str()
                 );
                 let vm = Rc::new(RefCell::new(Vm::new(config, self.context_id)));
-                vm::configured(&vm);
+                events::configured(&vm);
                 self.vm = Some(vm);
                 true
             }
@@ -68,7 +69,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         vm::enter(self.context_id);
         if let Some(vm) = &self.vm {
-            vm::on_tick(vm);
+            events::on_tick(vm);
         }
     }
 
