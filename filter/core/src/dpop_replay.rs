@@ -222,6 +222,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::binding::ec_p256_jwk_thumbprint;
     use crate::dpop::{ProofCheck, ProofWindow, access_token_hash, verify_proof};
+    use crate::shared::tests::Refusing;
     use p256::ecdsa::signature::Signer;
     use p256::ecdsa::{Signature, SigningKey};
     use serde_json::{Value, json};
@@ -433,26 +434,13 @@ pub(crate) mod tests {
         assert!(still_there < 16, "{still_there} of 64 still in slot 0");
     }
 
-    /// A host whose shared data refuses everything.
-    #[derive(Debug)]
-    struct Broken;
-
-    impl SharedStore for Broken {
-        fn get(&mut self, _: &str) -> Option<(Vec<u8>, u32)> {
-            None
-        }
-        fn set(&mut self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), StoreError> {
-            Err(StoreError::Failed)
-        }
-    }
-
     #[test]
     fn keeps_its_own_key_when_the_host_cannot_store_one_and_refuses_unrecorded_proofs() {
         let mut cache = SharedReplayCache::new(1024);
-        cache.prepare(&mut Broken, [0x42; 32]);
+        cache.prepare(&mut Refusing, [0x42; 32]);
         assert_eq!(cache.key, [0x42; 32]);
         assert_eq!(
-            cache.check_and_record(&mut Broken, &proof_with_jti("a", NOW), NOW),
+            cache.check_and_record(&mut Refusing, &proof_with_jti("a", NOW), NOW),
             Err(DpopError::ReplayCacheFull)
         );
     }

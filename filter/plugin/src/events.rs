@@ -17,8 +17,9 @@ pub fn on_call_response(vm: &VmRef, receiver: u32, token: u32, body_size: usize)
     match call {
         Some(Call::Jwks { .. }) => on_jwks_response(vm, receiver, body_size),
         Some(Call::FeedPoll) => {
-            if crate::revocation::on_response(vm, body_size) {
-                requests::resume_revocation_waiters(vm, host::now_ms());
+            let now = host::now_ms();
+            if crate::revocation::on_response(vm, body_size, now) {
+                requests::resume_revocation_waiters(vm, now);
             }
         }
         Some(Call::Pdp { ctx, .. }) => {

@@ -1,4 +1,4 @@
-//! The revocation feed follower's state in one worker VM (the logic is `crate::revocation`;
+//! The revocation feed follower's state in one worker VM (the logic is the `revocation` module;
 //! the poll in flight is an entry of the VM's table of calls).
 
 use certbind_core::backoff::Backoff;

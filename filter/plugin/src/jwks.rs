@@ -1,6 +1,6 @@
 //! The VM's JWKS over the host: adopting the copy another VM stored, starting a fetch when
 //! the shared record allows it (`certbind_core::jwks_share`), and installing its answer.
-//! Resuming the requests that wait for keys is the caller's (`crate::events`, `requests`).
+//! Resuming the requests that wait for keys is the caller's (`events`, `requests`).
 
 use crate::host::{self, EnvoySharedData, Request};
 use crate::metrics::Counter;

@@ -5,7 +5,7 @@
 //! again at once; a failed poll is retried after a short backoff. The other VMs read the
 //! heartbeat on their root tick and copy the set only when it changed. Every request is
 //! checked against the VM's own guard in certbind-core's flow; nothing here decides a request.
-//! Functions that can complete the first set say so (`true`): the caller (`crate::events`)
+//! Functions that can complete the first set say so (`true`): the caller (`events`)
 //! resumes the requests waiting for it.
 
 use crate::feed::POLL_BACKOFF;
@@ -214,8 +214,7 @@ fn poll(vm: &VmRef, now: u64) {
 
 /// The poll's answer arrived (or it failed: no status). True after a good answer: the caller
 /// resumes the requests waiting for a first set.
-pub fn on_response(vm: &VmRef, body_size: usize) -> bool {
-    let now = host::now_ms();
+pub fn on_response(vm: &VmRef, body_size: usize, now: u64) -> bool {
     let (status, body) = host::call_response(body_size, MAX_FEED_BYTES);
     let outcome = match vm.try_borrow_mut() {
         Ok(mut v) => {

@@ -44,7 +44,7 @@ pub enum Wait {
     Usage {
         token: u32,
     },
-    /// The first revocation snapshot (`crate::revocation`); resumed like a keys wait.
+    /// The first revocation snapshot (the `revocation` module); resumed like a keys wait.
     Revocations {
         until_ms: u64,
     },
@@ -87,7 +87,7 @@ pub struct Vm {
     /// Keys changed while an http context was active: the root resumes the waiters.
     pub(crate) wake_pending: bool,
     tick: Option<Duration>,
-    /// The revocation feed follower's state (`crate::revocation`).
+    /// The revocation feed follower's state (the `revocation` module).
     pub(crate) feed: Feed,
     /// Connection facts by `connection.id` (see [`ConnFacts`]).
     pub(crate) conns: ExpiringCache<u64, ConnFacts>,
