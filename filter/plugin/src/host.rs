@@ -37,6 +37,15 @@ pub fn follow_log_level() {
     }
 }
 
+/// The plugin's configuration bytes (empty when the host has none; the SDK's own getter
+/// would abort the VM on an unexpected status).
+pub fn plugin_configuration() -> Vec<u8> {
+    hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 // ---------------------------------------------------------------------------------------
 // The current request
 

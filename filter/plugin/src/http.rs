@@ -39,7 +39,7 @@ impl HttpContext for Http {
         vm::enter(self.context_id);
         let Some(vm) = &self.vm else {
             // Not configured: nothing can be checked, so nothing passes.
-            host::reply(&Deny::new(Reason::JwksUnavailable, "certbind", ""));
+            host::reply(&Deny::new(Reason::InternalError, "certbind", ""));
             return Action::Pause;
         };
         if requests::start_request(vm, self.context_id) {

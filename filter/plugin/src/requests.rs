@@ -32,7 +32,7 @@ pub fn start_request(vm: &VmRef, ctx: u32) -> bool {
 /// The request could not even be examined (state busy): refuse it rather than pass it.
 fn fail_closed(ctx: u32, request_id: &str) -> bool {
     log::error!("[ctx {ctx}] certbind internal state unavailable; refusing the request");
-    host::reply(&Deny::new(Reason::JwksUnavailable, "certbind", request_id));
+    host::reply(&Deny::new(Reason::InternalError, "certbind", request_id));
     false
 }
 

@@ -1,9 +1,9 @@
 //! The root context: configuration (refused with one log line when bad), the VM's shared
 //! state, the JWKS tick, and answers to calls it dispatched.
 
-use crate::events;
 use crate::http::Http;
 use crate::vm::{self, Vm, VmRef};
+use crate::{events, host};
 use certbind_core::config::FilterConfig;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -42,7 +42,7 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         vm::enter(self.context_id);
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let bytes = host::plugin_configuration();
         match FilterConfig::from_json(&bytes) {
             Ok(config) => {
                 log::info!(
