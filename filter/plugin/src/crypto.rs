@@ -1,5 +1,5 @@
-//! ES256 through Envoy's BoringSSL: the foreign-function call and the once-per-VM probe that
-//! decides whether this VM's signatures go to the host or stay in the module.
+//! ES256 through Envoy's BoringSSL: the once-per-VM probe that decides whether this VM's
+//! signatures go to the host (`host::EnvoyForeign`) or stay in the module.
 
 use crate::host::EnvoyForeign;
 use crate::metrics::{Counter, Metrics};

@@ -102,3 +102,14 @@ pub fn read_facts(vm: &VmRef) -> Option<RequestFacts> {
     }
     Some(facts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_value_that_is_not_utf8_becomes_lossy_text() {
+        assert_eq!(header_text(b"Bearer a.b.c".to_vec()), "Bearer a.b.c");
+        assert_eq!(header_text(b"Bearer \xff".to_vec()), "Bearer \u{fffd}");
+    }
+}

@@ -53,3 +53,39 @@ fn vm_id() -> u64 {
         .hash_one(0u8)
         .max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(revocation: &str) -> FilterConfig {
+        let json = format!(
+            r#"{{
+                "issuer": "https://127.0.0.1:9443",
+                "audience": "spiffe://certbind.test/ns/demo/sa/orders",
+                "trust_domain": "certbind.test",
+                "jwks": {{"cluster": "authz_server", "authority": "127.0.0.1:9443"}},
+                "pdp": {{"cluster": "pdp", "authority": "127.0.0.1:9191"}}{revocation}
+            }}"#
+        );
+        FilterConfig::from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn follows_the_feed_only_when_revocation_is_configured() {
+        assert_eq!(Feed::new(&config("")).keys, None);
+        let feed = Feed::new(&config(r#", "revocation": {}"#));
+        assert_eq!(
+            feed.keys,
+            Some(Keys::new("authz_server", "/v1/revocations"))
+        );
+        assert_ne!(feed.id, 0);
+        assert!(!feed.leading);
+    }
+
+    #[test]
+    fn failed_polls_back_off_from_250_ms_to_2_s() {
+        let delays: Vec<u64> = (1..=6).map(|n| POLL_BACKOFF.delay_ms(n)).collect();
+        assert_eq!(delays, [250, 500, 1000, 2000, 2000, 2000]);
+    }
+}

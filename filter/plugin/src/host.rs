@@ -90,37 +90,27 @@ pub fn reply(deny: &Deny) {
 // ---------------------------------------------------------------------------------------
 // Calls
 
-/// An HTTPS request to an Envoy cluster.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    pub cluster: &'a str,
-    pub authority: &'a str,
-    pub path: &'a str,
-    /// `None`: a `GET` accepting JSON; `Some`: a JSON `POST` of this body.
-    pub body: Option<&'a [u8]>,
-    pub timeout: Duration,
-}
-
-/// Dispatches `request`; the call's token, or the host's refusal.
-pub fn dispatch(request: &Request<'_>) -> Result<u32, Status> {
-    let (method, content) = match request.body {
+/// Dispatches an HTTPS call to an Envoy `cluster`: a `GET` accepting JSON when `body` is
+/// `None`, else a JSON `POST` of it. The call's token, or the host's refusal.
+pub fn dispatch(
+    cluster: &str,
+    authority: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<u32, Status> {
+    let (method, content) = match body {
         None => ("GET", ("accept", "application/json")),
         Some(_) => ("POST", ("content-type", "application/json")),
     };
     let headers = vec![
         (":method", method),
-        (":path", request.path),
-        (":authority", request.authority),
+        (":path", path),
+        (":authority", authority),
         (":scheme", "https"),
         content,
     ];
-    hostcalls::dispatch_http_call(
-        request.cluster,
-        headers,
-        request.body,
-        vec![],
-        request.timeout,
-    )
+    hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout)
 }
 
 /// The status and body of the call response being delivered; the body only if it is at most

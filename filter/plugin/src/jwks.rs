@@ -2,7 +2,7 @@
 //! the shared record allows it (`certbind_core::jwks_share`), and installing its answer.
 //! Resuming the requests that wait for keys is the caller's (`events`, `requests`).
 
-use crate::host::{self, EnvoySharedData, Request};
+use crate::host::{self, EnvoySharedData};
 use crate::metrics::Counter;
 use crate::vm::{self, VmRef};
 use certbind_core::jwks::{FetchKind, FetchStart, MAX_JWKS_BYTES};
@@ -71,14 +71,7 @@ fn dispatch(vm: &VmRef) -> Option<u32> {
             Duration::from_millis(j.timeout_ms),
         )
     };
-    let request = Request {
-        cluster: &cluster,
-        authority: &authority,
-        path: &path,
-        body: None,
-        timeout,
-    };
-    host::dispatch(&request).ok()
+    host::dispatch(&cluster, &authority, &path, None, timeout).ok()
 }
 
 /// The fetch's answer arrived (or it failed: no status): installs a good set, stores it for

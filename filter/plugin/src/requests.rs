@@ -3,7 +3,7 @@
 //! waits and resume it when what it waits for arrives. Every decision is the flow's; this
 //! maps steps onto host calls and records the one decision line.
 
-use crate::host::{self, Request};
+use crate::host;
 use crate::metrics::Counter;
 use crate::vm::{self, FAST_TICK, Parked, VmRef, Wait, log_safe};
 use certbind_core::flow::{Allow, Deny, Flow, Step};
@@ -41,7 +41,7 @@ fn fail_closed(ctx: u32, request_id: &str) -> bool {
 /// Returns true when the request may continue right away (only when not resuming).
 fn act(vm: &VmRef, ctx: u32, mut flow: Flow, mut step: Step, now: u64, resuming: bool) -> bool {
     loop {
-        step = match step {
+        let (kind, body, timeout_ms) = match step {
             Step::Allow(allow) => {
                 allow_request(vm, ctx, &flow, &allow);
                 if resuming {
@@ -70,10 +70,11 @@ fn act(vm: &VmRef, ctx: u32, mut flow: Flow, mut step: Step, now: u64, resuming:
                 }
                 // Another VM just stored a newer set (that is the fetch this flow asks for),
                 // or no new keys are coming: the flow decides with the keys at hand.
-                match resume_jwks(vm, &mut flow, now) {
+                step = match resume_jwks(vm, &mut flow, now) {
                     Some(next) => next,
                     None => return fail_closed(ctx, &flow.facts().request_id),
-                }
+                };
+                continue;
             }
             Step::AwaitRevocations { wait_until_ms } => {
                 let wait = Wait::Revocations {
@@ -82,24 +83,12 @@ fn act(vm: &VmRef, ctx: u32, mut flow: Flow, mut step: Step, now: u64, resuming:
                 park(vm, ctx, flow, wait);
                 return false;
             }
-            Step::ConsumeUse { body, timeout_ms } => {
-                match call(vm, ctx, flow, FlowCall::Usage, &body, timeout_ms, now) {
-                    Ok((f, next)) => {
-                        flow = f;
-                        next
-                    }
-                    Err(go_on) => return go_on,
-                }
-            }
-            Step::AskPdp { body, timeout_ms } => {
-                match call(vm, ctx, flow, FlowCall::Pdp, &body, timeout_ms, now) {
-                    Ok((f, next)) => {
-                        flow = f;
-                        next
-                    }
-                    Err(go_on) => return go_on,
-                }
-            }
+            Step::ConsumeUse { body, timeout_ms } => (FlowCall::Usage, body, timeout_ms),
+            Step::AskPdp { body, timeout_ms } => (FlowCall::Pdp, body, timeout_ms),
+        };
+        (flow, step) = match call(vm, ctx, flow, kind, &body, timeout_ms, now) {
+            Ok(next) => next,
+            Err(go_on) => return go_on,
         };
     }
 }
@@ -152,14 +141,8 @@ fn dispatch_post(vm: &VmRef, kind: FlowCall, body: &str, timeout_ms: u64) -> Opt
             }
         }
     };
-    let request = Request {
-        cluster: &cluster,
-        authority: &authority,
-        path: &path,
-        body: Some(body.as_bytes()),
-        timeout: Duration::from_millis(timeout_ms),
-    };
-    host::dispatch(&request).ok()
+    let timeout = Duration::from_millis(timeout_ms);
+    host::dispatch(&cluster, &authority, &path, Some(body.as_bytes()), timeout).ok()
 }
 
 fn resume_jwks(vm: &VmRef, flow: &mut Flow, now: u64) -> Option<Step> {

@@ -9,7 +9,7 @@
 //! resumes the requests waiting for it.
 
 use crate::feed::POLL_BACKOFF;
-use crate::host::{self, EnvoySharedData, Request};
+use crate::host::{self, EnvoySharedData};
 use crate::metrics::Counter;
 use crate::vm::{Vm, VmRef};
 use certbind_core::pending::Call;
@@ -195,14 +195,7 @@ fn poll(vm: &VmRef, now: u64) {
     let Some((cluster, authority, path, timeout)) = target else {
         return;
     };
-    let request = Request {
-        cluster: &cluster,
-        authority: &authority,
-        path: &path,
-        body: None,
-        timeout,
-    };
-    match host::dispatch(&request) {
+    match host::dispatch(&cluster, &authority, &path, None, timeout) {
         Ok(token) => {
             if let Ok(mut v) = vm.try_borrow_mut() {
                 v.calls.insert(token, Call::FeedPoll);

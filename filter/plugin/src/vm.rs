@@ -180,3 +180,23 @@ pub fn log_safe(s: &str) -> String {
         .map(|c| if c.is_ascii_graphic() { c } else { '?' })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_get_bounded_printable_ascii() {
+        assert_eq!(log_safe("req-1"), "req-1");
+        assert_eq!(log_safe("a b\nc\u{e9}"), "a?b?c?");
+        assert_eq!(log_safe(&"x".repeat(500)).len(), 128);
+    }
+
+    #[test]
+    fn only_keys_and_revocations_are_waits_the_tick_resumes() {
+        assert!(Wait::Jwks { until_ms: 1 }.is_for_data());
+        assert!(Wait::Revocations { until_ms: 1 }.is_for_data());
+        assert!(!Wait::Pdp { token: 1 }.is_for_data());
+        assert!(!Wait::Usage { token: 1 }.is_for_data());
+    }
+}
