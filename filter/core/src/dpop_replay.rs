@@ -21,8 +21,11 @@ use crate::dpop::{DpopError, VerifiedProof};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 use std::fmt::Debug;
+
+// The shared-data seam, re-exported where the engine has always found it.
+use crate::shared::{Change, compare_and_swap};
+pub use crate::shared::{MemoryStore, SharedStore, StoreError};
 
 /// Prefix of the slot keys in shared data (v2: entries carry the client's tag).
 pub const SLOT_KEY_PREFIX: &str = "certbind.dpop.replay.v2";
@@ -43,54 +46,6 @@ const MAX_CAS_ATTEMPTS: usize = 16;
 /// refuses to overwrite an existing one whose CAS differs, so this makes "create if absent"
 /// (Envoy's CAS counter would have to reach exactly this value on that very key).
 const CREATE_ONLY: Option<u32> = Some(u32::MAX);
-
-/// Why a shared-data write did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreError {
-    /// Another writer changed the entry since it was read.
-    CasMismatch,
-    /// The host refused the write.
-    Failed,
-}
-
-/// Envoy's shared data as proxy-wasm exposes it: a value and a CAS number per key, a write
-/// that succeeds only if the CAS still matches (`None`: unconditionally).
-pub trait SharedStore: Debug {
-    /// The value and CAS of `key`, or `None` when the key does not exist.
-    fn get(&mut self, key: &str) -> Option<(Vec<u8>, u32)>;
-    /// Writes `value` if `key`'s CAS is still `cas` (`None`: whatever it is, or creates it).
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
-}
-
-/// An in-memory [`SharedStore`] with Envoy's semantics: the default of a VM without host
-/// shared data (native builds, unit tests), where it catches replays within that VM only.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    entries: HashMap<String, (Vec<u8>, u32)>,
-    next_cas: u32,
-}
-
-impl SharedStore for MemoryStore {
-    fn get(&mut self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.entries.get(key).cloned()
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        self.next_cas = self.next_cas.wrapping_add(1).max(1);
-        let next = self.next_cas;
-        match self.entries.get_mut(key) {
-            Some(entry) if cas.is_some_and(|c| c != entry.1) => Err(StoreError::CasMismatch),
-            Some(entry) => {
-                *entry = (value.to_vec(), next);
-                Ok(())
-            }
-            None => {
-                self.entries.insert(key.to_owned(), (value.to_vec(), next));
-                Ok(())
-            }
-        }
-    }
-}
 
 /// The shape of the shared replay cache: how many slots, how many entries each may hold and
 /// how many of them one proof key may hold, and the hash key. Each entry is
@@ -189,20 +144,16 @@ impl SharedReplayCache {
             .fold(0usize, |acc, b| (acc << 8) | usize::from(*b))
             % self.slots;
         let key = self.slot_key(slot);
-        for _ in 0..MAX_CAS_ATTEMPTS {
-            let (value, cas) = match store.get(&key) {
-                Some((value, cas)) => (value, Some(cas)),
-                None => (Vec::new(), None),
-            };
-            let mut live = live_entries(&value, now_s);
+        let answer = compare_and_swap(store, &key, MAX_CAS_ATTEMPTS, |value| {
+            let mut live = live_entries(value.unwrap_or_default(), now_s);
             if live.iter().any(|e| e.id == id) {
-                return Err(DpopError::Replayed);
+                return Change::Keep(Err(DpopError::Replayed));
             }
             if live.iter().filter(|e| e.client == client).count() >= self.per_client {
-                return Err(DpopError::ClientShareFull);
+                return Change::Keep(Err(DpopError::ClientShareFull));
             }
             if live.len() >= self.per_slot {
-                return Err(DpopError::ReplayCacheFull);
+                return Change::Keep(Err(DpopError::ReplayCacheFull));
             }
             live.push(Entry {
                 until: proof.replay_until_s(),
@@ -213,13 +164,10 @@ impl SharedReplayCache {
                 .iter()
                 .map(|e| format!("{} {} {}\n", e.until, e.id, e.client))
                 .collect();
-            match store.set(&key, encoded.as_bytes(), cas) {
-                Ok(()) => return Ok(()),
-                Err(StoreError::CasMismatch) => continue,
-                Err(StoreError::Failed) => return Err(DpopError::ReplayCacheFull),
-            }
-        }
-        Err(DpopError::ReplayCacheFull)
+            Change::Write(encoded.into_bytes(), Ok(()))
+        });
+        // The host refused the write or the CAS kept failing: not remembered, not admitted.
+        answer.unwrap_or(Err(DpopError::ReplayCacheFull))
     }
 }
 
@@ -274,6 +222,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::binding::ec_p256_jwk_thumbprint;
     use crate::dpop::{ProofCheck, ProofWindow, access_token_hash, verify_proof};
+    use crate::shared::tests::Refusing;
     use p256::ecdsa::signature::Signer;
     use p256::ecdsa::{Signature, SigningKey};
     use serde_json::{Value, json};
@@ -485,26 +434,13 @@ pub(crate) mod tests {
         assert!(still_there < 16, "{still_there} of 64 still in slot 0");
     }
 
-    /// A host whose shared data refuses everything.
-    #[derive(Debug)]
-    struct Broken;
-
-    impl SharedStore for Broken {
-        fn get(&mut self, _: &str) -> Option<(Vec<u8>, u32)> {
-            None
-        }
-        fn set(&mut self, _: &str, _: &[u8], _: Option<u32>) -> Result<(), StoreError> {
-            Err(StoreError::Failed)
-        }
-    }
-
     #[test]
     fn keeps_its_own_key_when_the_host_cannot_store_one_and_refuses_unrecorded_proofs() {
         let mut cache = SharedReplayCache::new(1024);
-        cache.prepare(&mut Broken, [0x42; 32]);
+        cache.prepare(&mut Refusing, [0x42; 32]);
         assert_eq!(cache.key, [0x42; 32]);
         assert_eq!(
-            cache.check_and_record(&mut Broken, &proof_with_jti("a", NOW), NOW),
+            cache.check_and_record(&mut Refusing, &proof_with_jti("a", NOW), NOW),
             Err(DpopError::ReplayCacheFull)
         );
     }
@@ -589,7 +525,7 @@ pub(crate) mod tests {
         let mut store = MemoryStore::default();
         let mut cache = prepared(16_384, &mut store);
         assert_eq!((cache.slots, cache.per_slot), (256, 128));
-        assert_eq!(store.entries.len(), 256 + 1);
+        assert_eq!(store.len(), 256 + 1);
         let p = proof_with_jti("a", NOW);
         cache.check_and_record(&mut store, &p, NOW).unwrap();
         cache.prepare(&mut store, [0x5a; 32]);

@@ -192,8 +192,7 @@ impl JwksPolicy {
     /// After `failures` failed fetches in a row, wait this long before the next scheduled one:
     /// 1 s, doubling, capped at the unknown-`kid` interval (a broken endpoint is not hammered).
     fn backoff_ms(&self, failures: u32) -> u64 {
-        let doubling = 1000u64.saturating_mul(1 << failures.saturating_sub(1).min(16));
-        doubling.min(self.min_refetch_ms.max(1000))
+        crate::backoff::Backoff::new(1000, self.min_refetch_ms.max(1000)).delay_ms(failures)
     }
 
     /// How long a fetch may hold the single-flight lease (its timeout plus a margin).

@@ -2,6 +2,7 @@
 //! No I/O, no proxy-wasm, no clock of its own: time comes in as an argument.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+pub mod backoff;
 pub mod binding;
 pub mod cache;
 pub mod caller;
@@ -17,10 +18,13 @@ pub mod host_es256_reference;
 pub mod jose;
 pub mod json;
 pub mod jwks;
+pub mod jwks_share;
+pub mod pending;
 pub mod reason;
 pub mod revocation;
 pub mod revocation_guard;
 pub mod revocation_share;
+pub mod shared;
 pub mod token;
 pub mod usage;
 pub mod validity;

@@ -62,11 +62,15 @@ pub enum Reason {
     UsageExhausted,
     /// The usage counter timed out, failed or answered garbage: the use cannot be counted.
     UsageUnavailable,
+    /// The filter could not examine the request at all: it has no configuration, or its own
+    /// state was busy (a re-entrant callback). Refused, never passed; the refused configuration
+    /// or the busy state is logged.
+    InternalError,
 }
 
 impl Reason {
     /// Every reason, for defining one counter each up front.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Self::MissingToken,
         Self::MalformedToken,
         Self::UnsupportedAlg,
@@ -92,6 +96,7 @@ impl Reason {
         Self::ReplayCacheFull,
         Self::UsageExhausted,
         Self::UsageUnavailable,
+        Self::InternalError,
     ];
 
     /// The stable `reason` string of the body, the stat name and the log line.
@@ -122,6 +127,7 @@ impl Reason {
             Self::ReplayCacheFull => "replay_cache_full",
             Self::UsageExhausted => "usage_exhausted",
             Self::UsageUnavailable => "usage_unavailable",
+            Self::InternalError => "internal_error",
         }
     }
 
@@ -145,7 +151,8 @@ impl Reason {
             | Self::PdpUnavailable
             | Self::RevocationUnavailable
             | Self::ReplayCacheFull
-            | Self::UsageUnavailable => 503,
+            | Self::UsageUnavailable
+            | Self::InternalError => 503,
             _ => 401,
         }
     }
@@ -161,7 +168,8 @@ impl Reason {
             | Self::PdpUnavailable
             | Self::RevocationUnavailable
             | Self::ReplayCacheFull
-            | Self::UsageUnavailable => Some("temporarily_unavailable"),
+            | Self::UsageUnavailable
+            | Self::InternalError => Some("temporarily_unavailable"),
             _ => Some("invalid_token"),
         }
     }
@@ -213,7 +221,7 @@ impl Reason {
 /// How long a client should wait after a 503 before retrying.
 pub const RETRY_AFTER_S: u32 = 5;
 
-const STAT_NAMES: [(Reason, &str); 24] = [
+const STAT_NAMES: [(Reason, &str); 25] = [
     (Reason::MissingToken, "certbind.denied.missing_token"),
     (Reason::MalformedToken, "certbind.denied.malformed_token"),
     (Reason::UnsupportedAlg, "certbind.denied.unsupported_alg"),
@@ -247,6 +255,7 @@ const STAT_NAMES: [(Reason, &str); 24] = [
         Reason::UsageUnavailable,
         "certbind.denied.usage_unavailable",
     ),
+    (Reason::InternalError, "certbind.denied.internal_error"),
 ];
 
 impl fmt::Display for Reason {
@@ -303,6 +312,7 @@ mod tests {
                 503,
                 Some("temporarily_unavailable"),
             ),
+            (Reason::InternalError, 503, Some("temporarily_unavailable")),
         ];
         assert_eq!(table.len(), Reason::ALL.len());
         for ((reason, status, error), listed) in table.iter().zip(Reason::ALL) {

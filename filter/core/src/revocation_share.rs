@@ -16,6 +16,7 @@
 //!   set changed, so a follower copies it only then.
 
 use crate::revocation::{FeedAnswer, FeedError, parse_feed};
+use crate::shared::{Change, SharedStore, compare_and_swap};
 
 /// How long a lease holds without renewal. The leader renews on every root tick (at most a
 /// second apart), so only a VM that is gone or stuck for seconds loses it.
@@ -76,6 +77,31 @@ impl Lease {
     pub fn held_by(&self, me: u64, now_ms: u64) -> bool {
         self.holder == me && now_ms < self.until_ms
     }
+}
+
+/// Renews or takes the lease in `store` for VM `me`; true when `me` holds it now. One CAS
+/// attempt: a VM that loses the race simply does not lead this tick.
+pub fn hold_lease(store: &mut dyn SharedStore, keys: &Keys, me: u64, now_ms: u64) -> bool {
+    if store.get(&keys.lease).is_none() {
+        // Envoy compares no CAS on a key it does not hold, so two VMs starting together
+        // would both win; create a lapsed lease first and claim that.
+        let _ = store.set(&keys.lease, b"0:0", None);
+    }
+    compare_and_swap(store, &keys.lease, 1, |value| {
+        match Lease::claim(value.and_then(Lease::parse), me, now_ms) {
+            Some(lease) => Change::Write(lease.encode().into_bytes(), true),
+            None => Change::Keep(false),
+        }
+    })
+    .unwrap_or(false)
+}
+
+/// Whether `me` holds the lease in `store` at `now_ms` (read only).
+pub fn lease_held(store: &mut dyn SharedStore, keys: &Keys, me: u64, now_ms: u64) -> bool {
+    store
+        .get(&keys.lease)
+        .and_then(|(value, _)| Lease::parse(&value))
+        .is_some_and(|l| l.held_by(me, now_ms))
 }
 
 /// Which published set: the leader that wrote it and its count of writes.
@@ -159,6 +185,60 @@ fn number(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shared::MemoryStore;
+    use crate::shared::tests::{Racing, Refusing};
+
+    fn keys() -> Keys {
+        Keys::new("authz", "/v1/revocations")
+    }
+
+    #[test]
+    fn of_two_vms_contending_for_a_new_lease_only_one_holds_it() {
+        let mut store = MemoryStore::default();
+        assert!(hold_lease(&mut store, &keys(), 1, 1_000));
+        assert!(!hold_lease(&mut store, &keys(), 2, 1_000));
+        assert!(lease_held(&mut store, &keys(), 1, 1_000));
+        assert!(!lease_held(&mut store, &keys(), 2, 1_000));
+        // The holder renews; the other still may not take it.
+        assert!(hold_lease(&mut store, &keys(), 1, 3_000));
+        assert!(!hold_lease(&mut store, &keys(), 2, 3_000 + LEASE_MS - 1));
+    }
+
+    #[test]
+    fn a_lapsed_lease_is_taken_over_and_its_old_holder_knows() {
+        let mut store = MemoryStore::default();
+        assert!(hold_lease(&mut store, &keys(), 1, 1_000));
+        let lapsed = 1_000 + LEASE_MS;
+        assert!(!lease_held(&mut store, &keys(), 1, lapsed));
+        assert!(hold_lease(&mut store, &keys(), 2, lapsed));
+        assert!(!hold_lease(&mut store, &keys(), 1, lapsed));
+        assert!(lease_held(&mut store, &keys(), 2, lapsed));
+    }
+
+    #[test]
+    fn a_vm_that_loses_the_cas_race_does_not_lead() {
+        let rival = Lease {
+            holder: 9,
+            until_ms: 10_000,
+        };
+        let mut store = Racing {
+            races: 1,
+            rival: rival.encode().into_bytes(),
+            ..Racing::default()
+        };
+        store.inner.set(&keys().lease, b"0:0", None).unwrap();
+        assert!(!hold_lease(&mut store, &keys(), 1, 1_000));
+        assert!(lease_held(&mut store, &keys(), 9, 1_000));
+        assert!(!hold_lease(&mut Refusing, &keys(), 1, 1_000));
+    }
+
+    #[test]
+    fn garbage_in_the_lease_is_a_lapsed_lease() {
+        let mut store = MemoryStore::default();
+        store.set(&keys().lease, b"garbage", None).unwrap();
+        assert!(!lease_held(&mut store, &keys(), 1, 0));
+        assert!(hold_lease(&mut store, &keys(), 1, 0));
+    }
 
     #[test]
     fn a_lease_round_trips_and_refuses_garbage() {

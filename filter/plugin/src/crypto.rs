@@ -1,25 +1,10 @@
-//! ES256 through Envoy's BoringSSL: the foreign-function call and the once-per-VM probe that
-//! decides whether this VM's signatures go to the host or stay in the module.
+//! ES256 through Envoy's BoringSSL: the once-per-VM probe that decides whether this VM's
+//! signatures go to the host (`host::EnvoyForeign`) or stay in the module.
 
+use crate::host::EnvoyForeign;
 use crate::metrics::{Counter, Metrics};
 use certbind_core::flow::Engine;
-use certbind_core::host_es256::{ForeignError, ForeignFunctions, Probe, probe};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
-
-/// Envoy's foreign functions (`proxy_call_foreign_function`).
-#[derive(Debug)]
-struct EnvoyForeign;
-
-impl ForeignFunctions for EnvoyForeign {
-    fn call(&self, name: &str, arguments: &[u8]) -> Result<Vec<u8>, ForeignError> {
-        match hostcalls::call_foreign_function(name, Some(arguments)) {
-            Ok(answer) => Ok(answer.unwrap_or_default()),
-            Err(Status::NotFound) => Err(ForeignError::Missing),
-            Err(_) => Err(ForeignError::Failed),
-        }
-    }
-}
+use certbind_core::host_es256::{Probe, probe};
 
 /// Probes the host's `verify_signature` once per VM: used when it answers a known genuine and
 /// a known tampered signature rightly; otherwise signatures stay in the module, said once in

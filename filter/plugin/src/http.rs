@@ -2,6 +2,7 @@
 //! answers of calls it dispatched. It holds no state of its own beyond its id.
 
 use crate::vm::{self, VmRef};
+use crate::{events, host, requests};
 use certbind_core::flow::Deny;
 use certbind_core::reason::Reason;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -28,7 +29,7 @@ impl Context for Http {
     ) {
         vm::enter(self.context_id);
         if let Some(vm) = &self.vm {
-            vm::on_call_response(vm, self.context_id, token_id, body_size);
+            events::on_call_response(vm, self.context_id, token_id, body_size);
         }
     }
 }
@@ -38,12 +39,10 @@ impl HttpContext for Http {
         vm::enter(self.context_id);
         let Some(vm) = &self.vm else {
             // Not configured: nothing can be checked, so nothing passes.
-            let deny = Deny::new(Reason::JwksUnavailable, "certbind", "");
-            let headers = deny.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            self.send_http_response(deny.status, headers, Some(deny.body.as_bytes()));
+            host::reply(&Deny::new(Reason::InternalError, "certbind", ""));
             return Action::Pause;
         };
-        if vm::start_request(vm, self.context_id) {
+        if requests::start_request(vm, self.context_id) {
             Action::Continue
         } else {
             Action::Pause
@@ -65,7 +64,7 @@ impl Http {
     fn hold_while_checking(&self) -> Action {
         vm::enter(self.context_id);
         match &self.vm {
-            Some(vm) if !vm::is_waiting(vm, self.context_id) => Action::Continue,
+            Some(vm) if !requests::is_waiting(vm, self.context_id) => Action::Continue,
             _ => Action::Pause,
         }
     }
@@ -74,7 +73,7 @@ impl Http {
 impl Drop for Http {
     fn drop(&mut self) {
         if let Some(vm) = &self.vm {
-            vm::forget_context(vm, self.context_id);
+            requests::forget_context(vm, self.context_id);
         }
     }
 }

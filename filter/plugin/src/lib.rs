@@ -1,11 +1,19 @@
 //! certbind-filter: the proxy-wasm entry point. Registers the root context; `root` holds the
-//! configuration and the JWKS tick, `http` one request, `vm` the state they share and the
-//! mapping of certbind-core's steps onto host calls. Every decision is made in certbind-core.
+//! configuration and the tick, `http` one request, `vm` the state they share. `events` routes
+//! call answers and ticks to `requests` (one request's steps), `jwks` and `revocation`
+//! (the shared key set and feed); `host` is the one module that calls the host. Every
+//! decision is made in certbind-core.
 #![deny(clippy::indexing_slicing)]
 
 mod crypto;
+mod events;
+mod facts;
+mod feed;
+mod host;
 mod http;
+mod jwks;
 mod metrics;
+mod requests;
 mod revocation;
 mod root;
 mod vm;

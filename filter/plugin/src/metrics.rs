@@ -1,8 +1,7 @@
 //! The filter's Envoy counters, defined once per VM and incremented by id.
 
+use crate::host;
 use certbind_core::reason::Reason;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
 
 pub const ALLOWED: &str = "certbind.allowed";
 pub const SHADOW_PASSED: &str = "certbind.shadow.passed";
@@ -64,7 +63,7 @@ impl Metrics {
         for (counter, name) in named {
             let id = match defined.iter().find(|(n, _)| *n == name) {
                 Some((_, id)) => Some(*id),
-                None => hostcalls::define_metric(MetricType::Counter, name).ok(),
+                None => host::define_counter(name),
             };
             if let Some(id) = id {
                 defined.push((name, id));
@@ -76,7 +75,7 @@ impl Metrics {
 
     pub fn bump(&self, counter: Counter) {
         if let Some((_, id)) = self.ids.iter().find(|(c, _)| *c == counter) {
-            let _ = hostcalls::increment_metric(*id, 1);
+            host::increment_counter(*id);
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::http::Http;
 use crate::vm::{self, Vm, VmRef};
+use crate::{events, host};
 use certbind_core::config::FilterConfig;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
@@ -33,7 +34,7 @@ impl Context for Root {
     ) {
         vm::enter(self.context_id);
         if let Some(vm) = &self.vm {
-            vm::on_call_response(vm, self.context_id, token_id, body_size);
+            events::on_call_response(vm, self.context_id, token_id, body_size);
         }
     }
 }
@@ -41,7 +42,7 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         vm::enter(self.context_id);
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        let bytes = host::plugin_configuration();
         match FilterConfig::from_json(&bytes) {
             Ok(config) => {
                 log::info!(
@@ -54,7 +55,7 @@ impl RootContext for Root {
                     config.mode.as_str()
                 );
                 let vm = Rc::new(RefCell::new(Vm::new(config, self.context_id)));
-                vm::configured(&vm);
+                events::configured(&vm);
                 self.vm = Some(vm);
                 true
             }
@@ -68,7 +69,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         vm::enter(self.context_id);
         if let Some(vm) = &self.vm {
-            vm::on_tick(vm);
+            events::on_tick(vm);
         }
     }
 

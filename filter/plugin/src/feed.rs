@@ -1,0 +1,91 @@
+//! The revocation feed follower's state in one worker VM (the logic is the `revocation` module;
+//! the poll in flight is an entry of the VM's table of calls).
+
+use certbind_core::backoff::Backoff;
+use certbind_core::config::FilterConfig;
+use certbind_core::revocation_share::{Keys, Version};
+use std::hash::BuildHasher;
+
+/// Retry delays after failed polls: 250 ms doubling, capped, so a restarted authz-server is
+/// followed again within ~2 s while a dead one costs little.
+pub const POLL_BACKOFF: Backoff = Backoff::new(250, 2000);
+
+/// The follower's state: its role and when to try again.
+#[derive(Debug, Default)]
+pub struct Feed {
+    /// The shared-data keys of the feed; `None` when revocation is not configured.
+    pub keys: Option<Keys>,
+    /// This VM's lease id: random, fixed for the VM's life.
+    pub id: u64,
+    /// Whether this VM held the lease at its last tick.
+    pub leading: bool,
+    pub next_attempt_ms: u64,
+    pub failures: u32,
+    /// Sets this VM published while leading (the generation of its `Version`).
+    pub generation: u64,
+    /// The feed `seq` of the set last published while leading; `None` until one is.
+    pub published_seq: Option<u64>,
+    /// The version of the published set this VM adopted last (followers).
+    pub adopted: Option<Version>,
+    /// When a request may next read the published state (followers).
+    pub next_request_follow_ms: u64,
+}
+
+impl Feed {
+    pub fn new(config: &FilterConfig) -> Self {
+        let keys = config
+            .revocation
+            .as_ref()
+            .zip(config.revocation_target())
+            .map(|(r, (cluster, _))| Keys::new(cluster, &r.path));
+        Self {
+            keys,
+            id: vm_id(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A random id for this VM. std seeds `RandomState` from WASI `random_get` once per VM
+/// instance, so every worker VM draws its own.
+fn vm_id() -> u64 {
+    std::collections::hash_map::RandomState::new()
+        .hash_one(0u8)
+        .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(revocation: &str) -> FilterConfig {
+        let json = format!(
+            r#"{{
+                "issuer": "https://127.0.0.1:9443",
+                "audience": "spiffe://certbind.test/ns/demo/sa/orders",
+                "trust_domain": "certbind.test",
+                "jwks": {{"cluster": "authz_server", "authority": "127.0.0.1:9443"}},
+                "pdp": {{"cluster": "pdp", "authority": "127.0.0.1:9191"}}{revocation}
+            }}"#
+        );
+        FilterConfig::from_json(json.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn follows_the_feed_only_when_revocation_is_configured() {
+        assert_eq!(Feed::new(&config("")).keys, None);
+        let feed = Feed::new(&config(r#", "revocation": {}"#));
+        assert_eq!(
+            feed.keys,
+            Some(Keys::new("authz_server", "/v1/revocations"))
+        );
+        assert_ne!(feed.id, 0);
+        assert!(!feed.leading);
+    }
+
+    #[test]
+    fn failed_polls_back_off_from_250_ms_to_2_s() {
+        let delays: Vec<u64> = (1..=6).map(|n| POLL_BACKOFF.delay_ms(n)).collect();
+        assert_eq!(delays, [250, 500, 1000, 2000, 2000, 2000]);
+    }
+}
