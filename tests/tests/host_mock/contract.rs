@@ -6,7 +6,7 @@ use serde_json::Value;
 
 /// Every `reason` of CONTRACT §4 with its status and RFC 6750 / RFC 9449 `error`
 /// (`None`: no `error`, RFC 6750 §3.1).
-pub const REASONS: [(&str, u32, Option<&str>); 24] = [
+pub const REASONS: [(&str, u32, Option<&str>); 25] = [
     ("missing_token", 401, None),
     ("malformed_token", 401, Some("invalid_token")),
     ("unsupported_alg", 401, Some("invalid_token")),
@@ -38,6 +38,8 @@ pub const REASONS: [(&str, u32, Option<&str>); 24] = [
     ("replay_cache_full", 503, Some("temporarily_unavailable")),
     ("usage_exhausted", 401, Some("invalid_token")),
     ("usage_unavailable", 503, Some("temporarily_unavailable")),
+    // The filter cannot examine the request: not configured, or its state is busy.
+    ("internal_error", 503, Some("temporarily_unavailable")),
 ];
 
 pub fn status_of(reason: &str) -> Option<u32> {
