@@ -58,6 +58,7 @@
 use crate::binding::SpiffeId;
 use crate::dpop::{ProofWindow, normalize_htu};
 use crate::jose;
+use crate::jwks::JwksPolicy;
 use serde::Deserialize;
 use std::fmt;
 
@@ -587,6 +588,18 @@ impl DpopConfig {
         ProofWindow {
             max_age_s: self.max_age_s,
             clock_skew_s: self.clock_skew_s,
+        }
+    }
+}
+
+impl JwksConfig {
+    /// The JWKS timing policy, in milliseconds.
+    pub fn policy(&self) -> JwksPolicy {
+        JwksPolicy {
+            refresh_ms: self.refresh_interval_s.saturating_mul(1000),
+            min_refetch_ms: self.min_refetch_interval_s.saturating_mul(1000),
+            max_stale_ms: self.max_stale_s.saturating_mul(1000),
+            fetch_timeout_ms: self.timeout_ms,
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::dpop::{
 };
 use crate::dpop_replay::{MemoryStore, SharedReplayCache, SharedStore};
 use crate::host_es256::{ForeignFunctions, HostKey};
-use crate::jwks::{FetchKind, JwksCache, JwksError, JwksPolicy, Lookup};
+use crate::jwks::{FetchKind, JwksCache, JwksError, Lookup};
 use crate::reason::Reason;
 use crate::revocation::{Kind, Presented};
 use crate::revocation_guard::{RevocationGuard, Verdict};
@@ -99,7 +99,7 @@ impl Engine {
                 clock_skew_s: config.clock_skew_s,
                 max_lifetime_s: config.max_token_lifetime_s,
             },
-            jwks: JwksCache::new(JwksPolicy::from_config(&config.jwks)),
+            jwks: JwksCache::new(config.jwks.policy()),
             tokens: ExpiringCache::new(config.token_cache_size),
             decisions: DecisionCache::new(config.decision_cache_size),
             peers: ExpiringCache::new(PEER_CACHE_SIZE),

@@ -5,8 +5,7 @@
 
 use crate::es256::PreparedKey;
 use crate::json::from_slice_strict;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+pub use crate::jwk::ec_p256_key;
 use p256::ecdsa::VerifyingKey;
 use serde::Deserialize;
 use serde_json::Value;
@@ -151,25 +150,6 @@ fn usable_key(jwk: Jwk) -> Option<(String, VerifyingKey)> {
     Some((kid, key))
 }
 
-/// The verifying key of JWK coordinates `x`, `y` (base64url of 32 bytes each), `None` when
-/// they are malformed or not a point of the curve.
-pub fn ec_p256_key(x: &str, y: &str) -> Option<VerifyingKey> {
-    let coordinate = |s: &str| -> Option<[u8; 32]> {
-        if s.len() != 43 {
-            return None;
-        }
-        URL_SAFE_NO_PAD.decode(s).ok()?.try_into().ok()
-    };
-    let (x, y) = (coordinate(x)?, coordinate(y)?);
-    let mut sec1 = [0u8; 65];
-    let (tag, rest) = sec1.split_first_mut()?;
-    *tag = 0x04;
-    let (sx, sy) = rest.split_at_mut(32);
-    sx.copy_from_slice(&x);
-    sy.copy_from_slice(&y);
-    VerifyingKey::from_sec1_bytes(&sec1).ok()
-}
-
 /// The timing policy of the JWKS, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JwksPolicy {
@@ -180,15 +160,6 @@ pub struct JwksPolicy {
 }
 
 impl JwksPolicy {
-    pub fn from_config(c: &crate::config::JwksConfig) -> Self {
-        Self {
-            refresh_ms: c.refresh_interval_s.saturating_mul(1000),
-            min_refetch_ms: c.min_refetch_interval_s.saturating_mul(1000),
-            max_stale_ms: c.max_stale_s.saturating_mul(1000),
-            fetch_timeout_ms: c.timeout_ms,
-        }
-    }
-
     /// After `failures` failed fetches in a row, wait this long before the next scheduled one:
     /// 1 s, doubling, capped at the unknown-`kid` interval (a broken endpoint is not hammered).
     fn backoff_ms(&self, failures: u32) -> u64 {

@@ -16,6 +16,7 @@ pub mod host_es256;
 pub mod host_es256_reference;
 pub mod jose;
 pub mod json;
+pub mod jwk;
 pub mod jwks;
 pub mod reason;
 pub mod revocation;
