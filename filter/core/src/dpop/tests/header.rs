@@ -173,3 +173,18 @@ fn refuses_a_jwk_with_private_key_material() {
         );
     }
 }
+
+#[test]
+fn refuses_a_kid_that_is_not_a_string_as_access_tokens_do() {
+    // `null` reads as absent, as it does for an access token's header.
+    for kid in [json!("k-1"), json!(null)] {
+        assert!(check(&with_header("kid", kid.clone())).is_ok(), "{kid}");
+    }
+    for kid in [json!(7), json!(["k-1"]), json!({})] {
+        assert_eq!(
+            check(&with_header("kid", kid.clone())),
+            Err(DpopError::Malformed),
+            "{kid}"
+        );
+    }
+}
