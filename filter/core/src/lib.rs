@@ -17,6 +17,7 @@ pub mod host_es256;
 pub mod host_es256_reference;
 pub mod jose;
 pub mod json;
+pub mod jwk;
 pub mod jwks;
 pub mod jwks_share;
 pub mod pending;

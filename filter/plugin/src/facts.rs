@@ -2,7 +2,8 @@
 //! removed first) and its connection's TLS facts and peer, read once per connection.
 
 use crate::host;
-use crate::vm::{ConnFacts, VmRef, log_safe};
+use crate::vm::{ConnFacts, VmRef};
+use certbind_core::flow::log_safe;
 use certbind_core::flow::{RequestFacts, is_reserved_header, source_ip};
 
 /// Envoy's `connection.id` (a uint64, serialised as 8 little-endian bytes), if it answers.

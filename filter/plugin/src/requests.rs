@@ -5,7 +5,8 @@
 
 use crate::host;
 use crate::metrics::Counter;
-use crate::vm::{self, FAST_TICK, Parked, VmRef, Wait, log_safe};
+use crate::vm::{self, FAST_TICK, Parked, VmRef, Wait};
+use certbind_core::flow::log_safe;
 use certbind_core::flow::{Allow, Deny, Flow, Step};
 use certbind_core::jwks_share::AfterFetch;
 use certbind_core::pending::{Call, FlowCall};
@@ -221,26 +222,14 @@ fn record(vm: &VmRef, ctx: u32, flow: &Flow, outcome: Outcome) {
         );
     }
     log::info!(
-        "certbind decision ctx={ctx} request_id={} outcome={word} reason={reason} subject={} mode={} token_cache={} decision_cache={}{}{}{}",
-        log_safe(&flow.facts().request_id),
-        flow.subject().map_or_else(|| "-".to_owned(), log_safe),
-        v.config().mode.as_str(),
-        if flow.token_cache_hit() {
-            "hit"
-        } else {
-            "miss"
-        },
-        if flow.decision_cache_hit() {
-            "hit"
-        } else {
-            "miss"
-        },
-        flow.dpop_detail()
-            .map_or_else(String::new, |d| format!(" dpop={d}")),
-        flow.revoked()
-            .map_or_else(String::new, |k| format!(" revoked={k}")),
-        flow.usage()
-            .map_or_else(String::new, |u| format!(" usage={}", u.as_str())),
+        "{}",
+        flow.trace().log_line(
+            ctx,
+            &flow.facts().request_id,
+            word,
+            reason,
+            v.config().mode.as_str()
+        )
     );
 }
 

@@ -173,24 +173,9 @@ pub fn active_context(vm: &VmRef) -> u32 {
     }
 }
 
-/// Header values and request ids in log lines: printable ASCII, bounded.
-pub fn log_safe(s: &str) -> String {
-    s.chars()
-        .take(128)
-        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn log_lines_get_bounded_printable_ascii() {
-        assert_eq!(log_safe("req-1"), "req-1");
-        assert_eq!(log_safe("a b\nc\u{e9}"), "a?b?c?");
-        assert_eq!(log_safe(&"x".repeat(500)).len(), 128);
-    }
 
     #[test]
     fn only_keys_and_revocations_are_waits_the_tick_resumes() {

@@ -1,0 +1,121 @@
+//! The compact proof JWS, read once: the untrusted header (`crit`, `alg`, `typ` and a public EC
+//! P-256 `jwk`) is decoded and checked here, then the rest of the shape, yielding what the
+//! signature check needs. Header causes come first (RFC 9449 §4.3 order).
+
+use super::error::DpopError;
+use crate::jose;
+use crate::json::from_slice_strict;
+use crate::jwk::ec_p256_key;
+use crate::token::MAX_HEADER_B64;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use p256::ecdsa::VerifyingKey;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// JWK members that carry private key material (RFC 7518 §6.2.2, §6.3.2, §6.4.1). A proof
+/// whose `jwk` has any of them is refused (RFC 9449 §4.3 check 7).
+const PRIVATE_JWK_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+#[derive(Deserialize)]
+struct RawHeader {
+    typ: Option<Value>,
+    alg: Option<Value>,
+    jwk: Option<Value>,
+    crit: Option<Value>,
+    /// Unused, but as for access tokens a `kid` must be a string when present.
+    kid: Option<Value>,
+}
+
+/// A proof whose header passed and whose shape is a compact JWS; its signature is unchecked.
+pub(super) struct UntrustedProof<'a> {
+    /// The proof key, and its `x`, `y` as sent (canonical base64url: `ec_p256_key` refuses any
+    /// other spelling, so the thumbprint is unique per key).
+    pub key: VerifyingKey,
+    pub x: String,
+    pub y: String,
+    /// `header.payload`, what the signature covers.
+    pub signing_input: &'a str,
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Reads a proof of at most [`super::MAX_PROOF_BYTES`] (the caller bounds it): the header,
+/// then exactly three base64url parts.
+pub(super) fn read_proof(proof: &str) -> Result<UntrustedProof<'_>, DpopError> {
+    let mut parts = proof.splitn(4, '.');
+    let header_b64 = parts.next().unwrap_or_default();
+    let (key, x, y) = read_header(header_b64)?;
+    let (Some(payload_b64), Some(signature_b64), None) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(DpopError::Malformed);
+    };
+    if header_b64.len() > MAX_HEADER_B64 {
+        return Err(DpopError::Malformed);
+    }
+    let b64 = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .map_err(|_| DpopError::Malformed)
+    };
+    let signing_input_len = header_b64.len() + 1 + payload_b64.len();
+    Ok(UntrustedProof {
+        key,
+        x,
+        y,
+        signing_input: proof.get(..signing_input_len).unwrap_or_default(),
+        payload: b64(payload_b64)?,
+        signature: b64(signature_b64)?,
+    })
+}
+
+/// The header checks: `crit` refused, `alg` ES256, `typ` dpop+jwt, a public EC P-256 `jwk`.
+fn read_header(header_b64: &str) -> Result<(VerifyingKey, String, String), DpopError> {
+    let header_json = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| DpopError::Malformed)?;
+    let header: RawHeader = from_slice_strict(&header_json).map_err(|_| DpopError::Malformed)?;
+    if header.crit.is_some() {
+        return Err(DpopError::Crit);
+    }
+    match header.alg {
+        Some(Value::String(alg)) if alg == "ES256" => {}
+        _ => return Err(DpopError::UnsupportedAlg),
+    }
+    let typ_ok =
+        matches!(&header.typ, Some(Value::String(typ)) if jose::is_jwt_type(typ, "dpop+jwt"));
+    if !typ_ok {
+        return Err(DpopError::WrongType);
+    }
+    let Some(Value::Object(jwk)) = header.jwk else {
+        return Err(DpopError::BadKey);
+    };
+    if PRIVATE_JWK_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
+        return Err(DpopError::PrivateKey);
+    }
+    let key = public_p256_key(&jwk)?;
+    if header.kid.is_some_and(|kid| !kid.is_string()) {
+        return Err(DpopError::Malformed);
+    }
+    Ok(key)
+}
+
+fn public_p256_key(jwk: &Map<String, Value>) -> Result<(VerifyingKey, String, String), DpopError> {
+    let member = |name: &str| match jwk.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(DpopError::BadKey),
+    };
+    if member("kty")? != Some("EC") || member("crv")? != Some("P-256") {
+        return Err(DpopError::UnsupportedKey);
+    }
+    // Optional members that, when present, must agree with an ES256 signing key.
+    if member("alg")?.is_some_and(|a| a != "ES256") || member("use")?.is_some_and(|u| u != "sig") {
+        return Err(DpopError::UnsupportedKey);
+    }
+    let (Some(x), Some(y)) = (member("x")?, member("y")?) else {
+        return Err(DpopError::BadKey);
+    };
+    let key = ec_p256_key(x, y).ok_or(DpopError::BadKey)?;
+    Ok((key, x.to_owned(), y.to_owned()))
+}

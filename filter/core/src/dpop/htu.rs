@@ -1,0 +1,137 @@
+//! The `htu` comparison of RFC 9449 §4.3: a request's public URI and a proof's claim, both
+//! normalised per RFC 3986 §6.2.2–6.2.3 before they are compared.
+
+/// Longest `htu` (claim or expected) looked at.
+pub const MAX_HTU_LEN: usize = 2 * 1024;
+
+/// The `htu` for a request: the configured public origin (`https://host[:port]`) followed by
+/// the request's `:path` (which may carry a query). `None` when either is unusable.
+pub fn request_htu(origin: &str, path_and_query: &str) -> Option<String> {
+    if !path_and_query.starts_with('/') {
+        return None;
+    }
+    normalize_htu(&format!("{}{path_and_query}", origin.trim_end_matches('/')))
+}
+
+/// An http(s) URI as RFC 9449 §4.3 compares it: query and fragment dropped; RFC 3986 §6.2.2
+/// syntax-based normalisation (scheme and host lowercase, percent-encodings uppercase,
+/// unreserved characters decoded, dot segments removed) and §6.2.3 scheme-based
+/// normalisation (default port and an empty port removed, empty path is `/`). `None` for
+/// anything else: other schemes, userinfo, characters a URI cannot hold, bad escapes.
+pub fn normalize_htu(uri: &str) -> Option<String> {
+    if uri.len() > MAX_HTU_LEN {
+        return None;
+    }
+    let uri = uri.split('#').next().unwrap_or_default();
+    let uri = uri.split('?').next().unwrap_or_default();
+    let (scheme, rest) = uri.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let (host, port) = split_authority(authority)?;
+    let mut out = format!("{scheme}://{host}");
+    if let Some(port) = port.filter(|p| *p != default_port) {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(&remove_dot_segments(&normalize_percent(path)?));
+    Some(out)
+}
+
+/// Host (lowercase) and port of an authority; refuses userinfo and odd characters.
+fn split_authority(authority: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let (host, after) = authority.split_at(end + 1);
+        let literal_ok = host.get(1..host.len() - 1).is_some_and(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        });
+        if !literal_ok {
+            return None;
+        }
+        match after {
+            "" => (host, ""),
+            _ => (host, after.strip_prefix(':')?),
+        }
+    } else {
+        let (host, port) = authority.rsplit_once(':').unwrap_or((authority, ""));
+        let reg_name_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        if !reg_name_ok {
+            return None;
+        }
+        (host, port)
+    };
+    let port = match port {
+        "" => None,
+        p if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        _ => return None,
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Percent-encodings of unreserved characters decoded, the others uppercased; any character a
+/// path may not hold raw (RFC 3986 `pchar` and `/`) refuses the whole URI.
+fn normalize_percent(path: &str) -> Option<String> {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let hex_val = |b: u8| (b as char).to_digit(16).and_then(|v| u8::try_from(v).ok());
+    let mut out = String::with_capacity(path.len());
+    let mut bytes = path.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hi = bytes.next().and_then(hex_val)?;
+                let lo = bytes.next().and_then(hex_val)?;
+                let v = (hi << 4) | lo;
+                if is_unreserved(v) {
+                    out.push(char::from(v));
+                } else {
+                    out.push('%');
+                    out.push(char::from(*HEX.get(usize::from(hi))?));
+                    out.push(char::from(*HEX.get(usize::from(lo))?));
+                }
+            }
+            b if is_unreserved(b) || b"!$&'()*+,;=:@/".contains(&b) => out.push(char::from(b)),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+/// RFC 3986 §5.2.4 for an absolute path (or the empty one, which becomes `/`).
+fn remove_dot_segments(path: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match segment {
+            "." => {}
+            ".." => {
+                kept.pop();
+            }
+            s => {
+                kept.push(s);
+                continue;
+            }
+        }
+        // A trailing `.` or `..` leaves the path ending in `/`.
+        if last {
+            kept.push("");
+        }
+    }
+    if kept.is_empty() {
+        return "/".to_owned();
+    }
+    format!("/{}", kept.join("/"))
+}

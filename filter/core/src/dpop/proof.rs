@@ -1,0 +1,106 @@
+//! Verifying a DPoP proof (RFC 9449 §4.3): size → header and shape → signature with the
+//! proof's own `jwk` (in the module, through a remembered key's table, or by the host) →
+//! claims → `jkt`. A [`VerifiedProof`] exists only when every check passed.
+
+use super::claims::check_claims;
+use super::error::DpopError;
+use super::expect::ProofCheck;
+use super::header::read_proof;
+use super::keys::ProofKeys;
+use crate::host_es256::{ForeignFunctions, HostKey};
+use crate::jwk::ec_p256_jwk_thumbprint;
+use crate::token::Es256Verifier;
+
+/// Longest proof accepted (the whole compact JWS). An ES256 proof with its `jwk` is ~500 bytes.
+pub const MAX_PROOF_BYTES: usize = 2 * 1024;
+
+/// A proof whose every check passed. Only this module builds one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedProof {
+    jti: String,
+    iat: u64,
+    jkt: String,
+    replay_until_s: u64,
+}
+
+impl VerifiedProof {
+    pub fn jti(&self) -> &str {
+        &self.jti
+    }
+    pub fn iat(&self) -> u64 {
+        self.iat
+    }
+    /// RFC 7638 thumbprint of the proof key: what a token endpoint puts in `cnf.jkt`.
+    pub fn jkt(&self) -> &str {
+        &self.jkt
+    }
+    /// The first second at which this proof's `iat` falls out of the window: its `jti` must be
+    /// remembered until then (exclusive), and may be forgotten from then on.
+    pub fn replay_until_s(&self) -> u64 {
+        self.replay_until_s
+    }
+}
+
+/// Checks a DPoP proof in RFC 9449 §4.3 order: shape and size → header (`crit`, `alg`
+/// ES256, `typ`, a public EC P-256 `jwk`) → signature with that `jwk` → claims (`jti`, `htm`,
+/// `htu`, `nonce`, `iat`, `ath`) → `jkt`. Replay is the caller's: see [`super::ReplayCache`].
+pub fn verify_proof(proof: &str, expect: &ProofCheck<'_>) -> Result<VerifiedProof, DpopError> {
+    verify_proof_with(proof, expect, None)
+}
+
+/// [`verify_proof`], verifying the signature through `keys` (the proof keys this VM saw
+/// recently), so a client that signs every request with one key pays for a variable-base
+/// scalar multiplication only until its key's table is built. Same answers.
+pub fn verify_proof_with(
+    proof: &str,
+    expect: &ProofCheck<'_>,
+    keys: Option<&mut ProofKeys>,
+) -> Result<VerifiedProof, DpopError> {
+    check_proof(proof, expect, Verify::InModule(keys))
+}
+
+/// [`verify_proof`], the signature checked by the host's `verify_signature`. Same answers.
+pub fn verify_proof_by_host(
+    proof: &str,
+    expect: &ProofCheck<'_>,
+    host: &dyn ForeignFunctions,
+) -> Result<VerifiedProof, DpopError> {
+    check_proof(proof, expect, Verify::Host(host))
+}
+
+/// Where a proof's signature is checked.
+enum Verify<'a> {
+    InModule(Option<&'a mut ProofKeys>),
+    Host(&'a dyn ForeignFunctions),
+}
+
+fn check_proof(
+    proof: &str,
+    expect: &ProofCheck<'_>,
+    verify: Verify<'_>,
+) -> Result<VerifiedProof, DpopError> {
+    if proof.is_empty() || proof.len() > MAX_PROOF_BYTES {
+        return Err(DpopError::Malformed);
+    }
+    let jws = read_proof(proof)?;
+    let (message, signature) = (jws.signing_input.as_bytes(), jws.signature.as_slice());
+    match verify {
+        Verify::Host(host) => HostKey::new(host, &jws.key).verify_es256(message, signature),
+        Verify::InModule(keys) => match keys.and_then(|k| k.prepared(&jws.x, &jws.y, jws.key)) {
+            Some(prepared) => prepared.verify_es256(message, signature),
+            None => jws.key.verify_es256(message, signature),
+        },
+    }
+    .map_err(|_| DpopError::BadSignature)?;
+    let claims = check_claims(&jws.payload, expect)?;
+    let jkt = ec_p256_jwk_thumbprint(&jws.x, &jws.y);
+    if expect.jkt.is_some_and(|want| want != jkt) {
+        return Err(DpopError::JktMismatch);
+    }
+    Ok(VerifiedProof {
+        jti: claims.jti,
+        iat: claims.iat,
+        jkt,
+        replay_until_s: claims.replay_until_s,
+    })
+}
