@@ -24,7 +24,7 @@ pub enum Answer {
 
 impl Answer {
     pub(super) fn from_response(response: &Response) -> Self {
-        let json = response.json();
+        let json = response.json().ok();
         let reason = json
             .as_ref()
             .and_then(|j| j.get("reason")?.as_str().map(str::to_owned));

@@ -94,7 +94,8 @@ impl System {
             )));
         }
         response
-            .json()?
+            .json()
+            .map_err(Error::Http)?
             .get("access_token")
             .and_then(|t| t.as_str())
             .map(str::to_owned)
