@@ -14,10 +14,10 @@ mod catalogue;
 mod context;
 mod model;
 
-pub use answer::{Answer, Row, Verdict, judge, short_id};
+pub use answer::{Answer, Row, Verdict, judge};
 pub use catalogue::catalogue;
 pub use context::{Context, SetupError};
-pub use model::{Attack, Caller, Expect, Probe, Service, Show, Target};
+pub use model::{Attack, Caller, Expect, Probe, Service, Show, Target, short_id};
 
 use crate::client::{HttpsClient, Request};
 use crate::control::outage;

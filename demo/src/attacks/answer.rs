@@ -1,7 +1,7 @@
 //! What came back and what it means: a listener's [`Answer`] (redacted before it is recorded),
 //! the [`Verdict`] that [`judge`] gives a row, and a finished [`Row`] as the report shows it.
 
-use super::model::{Attack, Expect, Show};
+use super::model::{Attack, Expect, Show, short_id};
 use crate::client::{ClientError, Response};
 use serde_json::{Value, json};
 
@@ -160,13 +160,6 @@ fn redact_echo(mut echo: Value) -> Value {
         echo["path"] = Value::String(format!("{before}?…"));
     }
     echo
-}
-
-/// `spiffe://certbind.test/ns/demo/sa/inventory` → `inventory`.
-pub fn short_id(id: &str) -> String {
-    id.strip_prefix("spiffe://certbind.test/ns/demo/sa/")
-        .unwrap_or(id)
-        .to_owned()
 }
 
 /// How a row ended.

@@ -2,7 +2,6 @@
 //! service ([`Service`], [`Caller`]), what certbind must answer ([`Expect`]), and one row
 //! ([`Attack`]) with its ready-to-send request ([`Probe`]).
 
-use super::answer::short_id;
 use crate::client::{HttpsClient, Request};
 use crate::control::{Dependency, Switch};
 use std::fmt;
@@ -172,4 +171,11 @@ pub(super) fn dpop_request(path: &str, token: &str, proofs: &[String]) -> Reques
         request = request.header("dpop", proof);
     }
     request
+}
+
+/// `spiffe://certbind.test/ns/demo/sa/inventory` → `inventory`.
+pub fn short_id(id: &str) -> String {
+    id.strip_prefix("spiffe://certbind.test/ns/demo/sa/")
+        .unwrap_or(id)
+        .to_owned()
 }
