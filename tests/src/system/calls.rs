@@ -122,20 +122,12 @@ impl System {
 
     /// `certbind-authz revoke <args> --state-dir S` (the operator's command line).
     pub fn revoke_cli(&self, args: &[&str]) -> Result<String, Error> {
-        let out = Command::new(&self.authz_bin)
-            .arg("revoke")
+        let mut cmd = Command::new(&self.authz_bin);
+        cmd.arg("revoke")
             .args(args)
             .arg("--state-dir")
-            .arg(&self.state)
-            .output()
-            .map_err(Error::io("running certbind-authz revoke"))?;
-        if !out.status.success() {
-            return Err(Error::Proc(format!(
-                "certbind-authz revoke failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            .arg(&self.state);
+        authz_cli("revoke", &mut cmd)
     }
 
     /// A forge signing with the authz-server's active key (tokens only the claim checks refuse).
@@ -154,17 +146,9 @@ impl System {
 
     /// `certbind-authz keys rotate --state-dir S`; returns the new active key's `kid`.
     pub fn rotate_keys(&self) -> Result<String, Error> {
-        let out = Command::new(&self.authz_bin)
-            .args(["keys", "rotate", "--state-dir"])
-            .arg(&self.state)
-            .output()
-            .map_err(Error::io("running certbind-authz keys rotate"))?;
-        if !out.status.success() {
-            return Err(Error::Proc(format!(
-                "certbind-authz keys rotate failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        let mut cmd = Command::new(&self.authz_bin);
+        cmd.args(["keys", "rotate", "--state-dir"]).arg(&self.state);
+        authz_cli("keys rotate", &mut cmd)?;
         Ok(authz_active_key(&self.state)?.kid().to_owned())
     }
 
@@ -177,16 +161,7 @@ impl System {
         for name in identities {
             cmd.args(["--identity", name]);
         }
-        let out = cmd
-            .output()
-            .map_err(Error::io("running certbind-authz pki rotate"))?;
-        if !out.status.success() {
-            return Err(Error::Proc(format!(
-                "certbind-authz pki rotate failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        authz_cli("pki rotate", &mut cmd)
     }
 
     /// A second, unrelated PKI (`certbind-authz pki init` into `<dir>/<name>`): same SPIFFE
@@ -196,4 +171,18 @@ impl System {
         pki_init(&self.authz_bin, &dir)?;
         Ok(dir)
     }
+}
+
+/// Runs `cmd`, the `certbind-authz` subcommand `what`: what it printed, or what it complained.
+fn authz_cli(what: &str, cmd: &mut Command) -> Result<String, Error> {
+    let out = cmd
+        .output()
+        .map_err(Error::io(format!("running certbind-authz {what}")))?;
+    if !out.status.success() {
+        return Err(Error::Proc(format!(
+            "certbind-authz {what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
