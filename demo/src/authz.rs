@@ -156,6 +156,7 @@ impl AuthzClient {
         }
         let body = response
             .json()
+            .ok()
             .ok_or_else(|| AuthzError::BadAnswer("token response is not JSON".into()))?;
         let token_type = body.get("token_type").and_then(Value::as_str);
         if self.dpop.is_some() && token_type != Some("DPoP") {
@@ -194,6 +195,7 @@ impl AuthzClient {
         }
         response
             .json()
+            .ok()
             .filter(|v| v.get("keys").is_some_and(Value::is_array))
             .ok_or_else(|| AuthzError::BadAnswer("JWKS without `keys`".into()))
     }

@@ -131,14 +131,20 @@ impl Response {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    /// The body as JSON, if it is JSON.
-    pub fn json(&self) -> Option<serde_json::Value> {
-        serde_json::from_slice(&self.body).ok()
+    /// The body as JSON, or why it is not (with the status and the body).
+    pub fn json(&self) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            format!(
+                "status {} body is not JSON ({e}): {}",
+                self.status,
+                self.text()
+            )
+        })
     }
 
     /// A top-level string member of a JSON body (`reason`, `error`, ...).
     pub fn json_str(&self, key: &str) -> Option<String> {
-        self.json()?.get(key)?.as_str().map(str::to_owned)
+        self.json().ok()?.get(key)?.as_str().map(str::to_owned)
     }
 }
 

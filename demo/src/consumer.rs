@@ -156,7 +156,7 @@ pub fn answer_ok(call: &Call, subject: &str, response: &Response) -> bool {
         return false;
     }
     if call.expect == 200 {
-        let seen = response.json().and_then(|j| {
+        let seen = response.json().ok().and_then(|j| {
             j["certbind"]["x-certbind-subject"]
                 .as_str()
                 .map(str::to_owned)
@@ -376,7 +376,7 @@ impl Consumer {
             result.detail = response
                 .json_str("reason")
                 .unwrap_or_else(|| crate::authz::excerpt(&response.text()));
-            result.upstream_subject = response.json().and_then(|j| {
+            result.upstream_subject = response.json().ok().and_then(|j| {
                 j["certbind"]["x-certbind-subject"]
                     .as_str()
                     .map(str::to_owned)

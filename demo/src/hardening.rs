@@ -181,6 +181,7 @@ async fn feed_rows(pki_dir: &Path, authz: SocketAddr) -> Result<usize, String> {
         .await
         .map_err(|e| format!("GET /v1/revocations: {e}"))?;
     r.json()
+        .ok()
         .and_then(|j| Some(j.get("revocations")?.as_array()?.len()))
         .filter(|_| r.status == 200)
         .ok_or_else(|| format!("GET /v1/revocations: {} {}", r.status, r.text()))

@@ -21,6 +21,8 @@ const MAX_RESPONSE: usize = 4 << 20;
 /// The request builder is the demo client's (one type for the attack table and the tests); this
 /// client adds `Host`, `Content-Length` and `Connection: close` when it writes one.
 pub use certbind_demo::client::Request;
+/// The response is the demo client's too.
+pub use certbind_demo::client::Response;
 
 fn request_bytes(request: &Request) -> Vec<u8> {
     let mut head = format!(
@@ -37,46 +39,6 @@ fn request_bytes(request: &Request) -> Vec<u8> {
     let mut bytes = head.into_bytes();
     bytes.extend_from_slice(&request.body);
     bytes
-}
-
-/// An HTTP response.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    /// Header names in lower case, in the order received.
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    /// The first value of a header (name in any case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// The body as JSON.
-    pub fn json(&self) -> Result<serde_json::Value, Error> {
-        serde_json::from_slice(&self.body).map_err(|e| {
-            Error::Http(format!(
-                "status {} body is not JSON ({e}): {}",
-                self.status,
-                self.text()
-            ))
-        })
-    }
-
-    /// `json()[key]` as a string, for the common `reason` / `error` checks.
-    pub fn json_str(&self, key: &str) -> Option<String> {
-        self.json().ok()?.get(key)?.as_str().map(str::to_owned)
-    }
 }
 
 /// A TLS client trusting one CA bundle (re-read when it changes), optionally presenting a
@@ -228,16 +190,9 @@ fn connect(addr: SocketAddr) -> Result<TcpStream, Error> {
     Ok(tcp)
 }
 
-/// The certificates of a PEM file.
+/// The certificates of a PEM file (the demo client's reader).
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(Error::Tls(format!("{}: no certificate", path.display())));
-    }
-    Ok(certs)
+    certbind_demo::client::read_certs(path).map_err(|e| Error::Tls(e.to_string()))
 }
 
 /// A rustls error inside an io::Error is a TLS refusal; anything else is I/O.

@@ -4,6 +4,10 @@
 //! baseline admits recorded) — then the `certbind-consumer` and `certbind-attacker` binaries
 //! against a system of their own. Every process is gone when a test ends.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_demo::attacks::{self, Context, Row, Target, Verdict};
 use certbind_demo::authz::IssuedToken;
 use certbind_demo::consumer::{Consumer, ConsumerConfig, plan};

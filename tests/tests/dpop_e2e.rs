@@ -3,6 +3,10 @@
 //! from the real authz-server. A positive control, each refusal of issue 9, and a proof
 //! replayed on new connections across both worker VMs.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_tests::tokens::{EcKey, dpop_claims, dpop_header, dpop_proof, jws, now};
 use certbind_tests::{Request, Response, System, TlsClient};
 use serde_json::Value;

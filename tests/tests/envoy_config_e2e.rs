@@ -2,6 +2,10 @@
 //! every rendering (test ports and CONTRACT §2's, enforce and shadow) accepted by
 //! `envoy --mode validate`, which also runs the filter's own configuration check.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_core::config::Mode;
 use certbind_tests::envoy::{EnvoyVars, FilterTuning, SIDECAR_TEMPLATE, validate};
 use certbind_tests::ports::free_port;

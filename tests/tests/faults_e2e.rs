@@ -7,6 +7,10 @@
 //! is checked on both sides of its bound.
 //! (Down-at-start, down-later and hung services are in filter_e2e and revocation_e2e.)
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_tests::fake::{FakeService, Fault};
 use certbind_tests::ports::loopback;
 use certbind_tests::system::signal;

@@ -4,6 +4,10 @@
 //! shadow mode). Tests that only send requests share one System; tests that stop services or
 //! rotate keys start their own.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_core::config::Mode;
 use certbind_tests::capture::CaptureUpstream;
 use certbind_tests::system::signal;

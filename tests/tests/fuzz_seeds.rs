@@ -2,6 +2,10 @@
 //! targets keep compiling against today's APIs, and every seed (Wycheproof vectors, RFC
 //! examples, the project's own examples) goes through them without a panic.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 #[path = "../../fuzz/src/lib.rs"]
 mod targets;
 

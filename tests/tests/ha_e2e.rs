@@ -4,6 +4,10 @@
 //! from the database stops answering as current and recovers; a database restart loses no
 //! revocation; a key rotation under load happens once and is published by all.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_tests::ports::{free_port, loopback};
 use certbind_tests::postgres::Postgres;
 use certbind_tests::proc::Proc;

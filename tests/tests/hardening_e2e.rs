@@ -3,6 +3,10 @@
 //! names with `_`, `;` path parameters, and one client flooding the DPoP replay cache while
 //! another's fresh proofs pass.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_tests::tokens::{EcKey, dpop_proof};
 use certbind_tests::{Request, Response, System, TlsClient, spiffe_id};
 use rcgen::{CertificateParams, DnType, Issuer, KeyPair, SanType};

@@ -5,6 +5,10 @@
 //! out-of-range scalars, wrong lengths, a DER signature where JWS wants r‖s) re-made with the
 //! authz-server's real key, since the Wycheproof messages are not JWS signing inputs.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_tests::tokens::{Forge, b64url};
 use certbind_tests::{Request, Response, System};
 use std::sync::OnceLock;

@@ -1,6 +1,10 @@
 //! The real `certbind_filter.wasm` in wasmtime under a proxy-wasm host the test controls:
 //! `cargo test -p certbind-tests --test host_mock` (after `make wasm`).
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 // The host and scenario modules are a toolkit: not every scenario uses every helper.
 #[allow(dead_code)]
 mod host_mock {

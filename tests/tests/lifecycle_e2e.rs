@@ -4,6 +4,10 @@
 //! through the real Envoy, authz-server and PDP, none of which is restarted. Every request
 //! must succeed (token renewals included), and at the end the first, now expired, consumer
 //! certificate is refused by the sidecar and by the authz-server.
+
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use certbind_tests::proc::{Proc, Ready};

@@ -4,6 +4,10 @@
 //! attack table and the audience checks for two services with one configuration.
 //! Needs the Docker engine (`make oci`'s), `make wasm`, Envoy and the service binaries.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_demo::attacks::{self, Target, Verdict};
 use certbind_demo::consumer::{Consumer, ConsumerConfig};
 use certbind_tests::ports::{free_port, loopback};

@@ -3,6 +3,10 @@
 //! and decisions included — fails closed when the feed goes quiet, and keeps enforcing across a
 //! kill -9 of the authz-server.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_tests::tokens::{EcKey, cert_thumbprint, decode_claims, dpop_proof};
 use certbind_tests::{Request, Response, System, spiffe_id};
 use std::time::{Duration, Instant};

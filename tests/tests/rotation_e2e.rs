@@ -4,6 +4,10 @@
 //! no request fails, a token bound to the replaced client certificate is refused, and a broken
 //! rotation leaves Envoy serving the pair it had.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_demo::authz::IssuedToken;
 use certbind_demo::consumer::{CallResult, Consumer, ConsumerConfig, plan};
 use certbind_tests::client::read_certs;

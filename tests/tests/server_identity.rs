@@ -2,6 +2,10 @@
 //! (client-only) certificate, or another server's certificate, is refused by the test
 //! harness's client and by the demo's client; the right server is accepted. The PKI is the
 //! real `certbind-authz pki init` (only servers get serverAuth and host names).
+
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use certbind_demo::client::HttpsClient;

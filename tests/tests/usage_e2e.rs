@@ -3,6 +3,10 @@
 //! two Envoy processes of two workers each and both sidecar listeners; a restart of the
 //! authz-server in the middle of a run loses no use and grants no extra one.
 
+// A test target, test code throughout: the workspace lints apply with clippy.toml's
+// allow-*-in-tests, as inside #[test] functions.
+#![cfg(test)]
+
 use certbind_core::config::Mode;
 use certbind_tests::envoy::{self, EnvoyVars, FilterTuning};
 use certbind_tests::ports::{free_port, loopback};

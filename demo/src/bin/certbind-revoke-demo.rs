@@ -132,6 +132,7 @@ async fn run(cli: &Cli) -> Result<(), String> {
         "  operator POST /v1/admin/revocations subject=inventory      200 seq={}",
         answer
             .json()
+            .ok()
             .and_then(|v| v.get("seq").cloned())
             .unwrap_or_default()
     );
