@@ -4,6 +4,7 @@ seeds are reproducible: Wycheproof (vendored in filter/core/tests/corpora/wychep
 examples transcribed in certbind-core's tests, the filter config example of config.rs, the
 demo policy. Run from anywhere: python3 fuzz/seed.py"""
 
+import base64
 import hashlib
 import json
 import pathlib
@@ -71,6 +72,27 @@ def doc_block(path, fence):
     return m.group(1) if m else ""
 
 
+def issued_token_seeds():
+    """Claims as the authz-server issues them (CONTRACT §3), the field-cut text form the target
+    also reads, and tokens for its verifier side."""
+    thumbprint = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg0"
+    claims = {"iss": "https://authz.certbind.test", "sub": "spiffe://certbind.test/ns/demo/sa/consumer",
+              "client_id": "consumer", "aud": "spiffe://certbind.test/ns/demo/sa/orders",
+              "scope": "orders:read", "iat": 1700000000, "nbf": 1700000000, "exp": 1700000300,
+              "jti": "AAECAwQFBgcICQoLDA0ODw", "cnf": {"x5t#S256": thumbprint},
+              "client_x5t#S256": thumbprint}
+    dpop = dict(claims, cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
+    usage = dict(claims, max_uses=3)
+    control = dict(claims, client_id="a\r\nx-certbind-subject: admin")
+    dead = dict(claims, nbf=1700000300)
+    fields = "\n".join([claims["iss"], claims["sub"], "consumer", claims["aud"], "orders:read", "j-1", thumbprint])
+    header = '{"alg":"ES256","typ":"at+jwt","kid":"issuer"}'
+    unsigned = ".".join(base64.urlsafe_b64encode(p.encode()).decode().rstrip("=")
+                        for p in (header, json.dumps(claims), "x" * 64))
+    return [json.dumps(c, separators=(",", ":")) for c in (claims, dpop, usage, control, dead)] + [
+        fields, "\x01" + fields + "\n" + dpop["cnf"]["jkt"], unsigned, RFC7515_A3_JWS]
+
+
 def main():
     if SEEDS.exists():
         shutil.rmtree(SEEDS)
@@ -82,6 +104,7 @@ def main():
              if isinstance(t["jws"], str) and t["jws"].startswith("eyJhbGciOiJFUzI1Ni")]
     counts = {}
     counts["access_token"] = write("access_token", jws[:40] + [RFC7515_A3_JWS, "Bearer " + RFC7515_A3_JWS])
+    counts["issued_token"] = write("issued_token", issued_token_seeds())
     jwks = [json.dumps(public(g["private"])) for g in jws_file["testGroups"] + jwk_file["testGroups"]]
     counts["jwks"] = write("jwks", jwks[:40] + [json.dumps(RFC7515_JWKS), '{"keys":[]}'])
     counts["binding"] = write("binding", [

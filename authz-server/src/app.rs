@@ -23,6 +23,7 @@ use axum::{Extension, Json, Router};
 use certbind_core::binding::{CertThumbprint, SpiffeId};
 use certbind_core::dpop::{self, ProofCheck, ProofWindow};
 use certbind_core::revocation::Presented;
+use certbind_core::token::verify_issued;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -236,7 +237,8 @@ async fn token_endpoint(
         .active()
         .ok_or_else(|| internal("no signing key", &"key directory is empty"))?;
     let jti = token::new_jti().map_err(|e| internal("no randomness for jti", &e))?;
-    let mut claims = Claims::new(&grant, &state.issuer, (state.clock)(), state.token_ttl, jti);
+    let mut claims =
+        token::claims_for(&grant, &state.issuer, (state.clock)(), state.token_ttl, jti);
     if let Some(jkt) = &dpop_jkt {
         claims = claims.bound_to_dpop_key(jkt);
     }
@@ -419,7 +421,8 @@ async fn introspect_endpoint(
     };
     let keys = current_keys(&state)?;
     let now = (state.clock)();
-    let answer = match token::verify(token, &keys, &state.issuer, now) {
+    let verified = verify_issued(token, |kid| keys.verifying_key(kid), &state.issuer, now);
+    let answer = match verified.ok() {
         Some(claims) if !entitled(&state, &caller, &claims) => {
             // RFC 7662 §4: a stranger learns nothing, not even that the token is live.
             let mut resp =

@@ -12,7 +12,7 @@ use crate::fsutil::{PRIVATE_MODE, ensure_private_dir, write_atomic};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use certbind_core::binding::ec_p256_jwk_thumbprint;
-use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use std::collections::HashMap;
@@ -88,13 +88,9 @@ impl Key {
         sig.to_bytes().into()
     }
 
-    /// Verifies a raw r‖s signature made by this key.
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        let Ok(sig) = Signature::from_slice(signature) else {
-            return false;
-        };
-        let vk: &VerifyingKey = self.signing.verifying_key();
-        vk.verify(message, &sig).is_ok()
+    /// The public key, which `certbind_core::token` checks this key's signatures with.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        self.signing.verifying_key()
     }
 
     /// The public JWK (RFC 7517/7518) with `kid`, `alg` and `use`.
@@ -132,6 +128,11 @@ impl KeySet {
 
     pub fn find(&self, kid: &str) -> Option<&Arc<Key>> {
         self.keys.iter().find(|k| k.kid == kid)
+    }
+
+    /// The public key of `kid`, for `certbind_core::token::verify_issued`.
+    pub fn verifying_key(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.find(kid).map(|k| k.verifying_key())
     }
 
     /// `{"keys": [...]}`, public members only.
@@ -356,6 +357,7 @@ fn generate() -> Result<SigningKey, KeyError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use certbind_core::token::es256_verify;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -412,10 +414,13 @@ mod tests {
         let a = &set.keys[0];
         let b = &set.keys[1];
         let sig = a.sign(b"header.payload");
-        assert!(a.verify(b"header.payload", &sig));
-        assert!(!a.verify(b"header.payload!", &sig));
-        assert!(!b.verify(b"header.payload", &sig));
-        assert!(!a.verify(b"header.payload", &sig[..63]));
+        let verify = |key: &Key, message: &[u8], sig: &[u8]| {
+            es256_verify(key.verifying_key(), message, sig).is_ok()
+        };
+        assert!(verify(a, b"header.payload", &sig));
+        assert!(!verify(a, b"header.payload!", &sig));
+        assert!(!verify(b, b"header.payload", &sig));
+        assert!(!verify(a, b"header.payload", &sig[..63]));
     }
 
     #[test]

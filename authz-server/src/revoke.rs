@@ -14,7 +14,6 @@ use crate::app::{AppState, PeerCertificate, internal, read_form};
 use crate::oauth::{ErrorCode, LoggedDetail, MAX_BODY, OAuthError, no_store};
 use crate::revocation::Request;
 use crate::store::Row;
-use crate::token;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri, header};
@@ -22,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use certbind_core::binding::SpiffeId;
 use certbind_core::revocation::Kind;
+use certbind_core::token::verify_issued;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
@@ -88,7 +88,9 @@ pub async fn revoke_endpoint(
     let ok = || (no_store(), Json(serde_json::json!({}))).into_response();
     let keys = crate::app::current_keys(&state)?;
     let now = (state.clock)();
-    let Some(claims) = token::verify(presented, &keys, &state.issuer, now) else {
+    let Some(claims) =
+        verify_issued(presented, |kid| keys.verifying_key(kid), &state.issuer, now).ok()
+    else {
         return Ok(with_detail(ok(), "unknown_token"));
     };
     if claims.client_id != client.client_id {

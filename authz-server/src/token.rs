@@ -1,108 +1,35 @@
-//! The access token: RFC 9068 JWT claims bound to the client certificate (RFC 8705) or to a
-//! DPoP key (RFC 9449), signed ES256 as a compact JWS; and the verifier `/introspect` uses for
-//! tokens we issued.
+//! The access token as this server issues it: the claims for a grant, a fresh `jti`, and the
+//! active key's signature. The token's shape (RFC 9068 claims bound to the client certificate,
+//! RFC 8705, or to a DPoP key, RFC 9449), its encoding and its verification are
+//! `certbind_core::token`'s: one codec with the filter. `/introspect` and `/revoke` read tokens
+//! back with `certbind_core::token::verify_issued`.
 
 use crate::grant::Grant;
-use crate::keys::{Key, KeySet};
+use crate::keys::Key;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
+pub use certbind_core::token::{
+    CertificateConfirmation, Claims, Confirmation, DpopKeyConfirmation,
+};
 
-/// JOSE header, fields in the order the contract prints them.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Header {
-    alg: String,
-    typ: String,
-    kid: String,
-}
-
-/// `cnf` (RFC 7800): exactly one binding, the client certificate or a DPoP key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Confirmation {
-    /// RFC 8705 §3.1: `{"x5t#S256": ...}`.
-    Certificate(CertificateConfirmation),
-    /// RFC 9449 §6.1: `{"jkt": ...}`.
-    DpopKey(DpopKeyConfirmation),
-}
-
-/// The RFC 8705 certificate thumbprint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CertificateConfirmation {
-    #[serde(rename = "x5t#S256")]
-    pub x5t_s256: String,
-}
-
-/// The RFC 7638 thumbprint of the DPoP proof key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DpopKeyConfirmation {
-    pub jkt: String,
-}
-
-/// Exactly the claims of CONTRACT §3.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Claims {
-    pub iss: String,
-    pub sub: String,
-    pub client_id: String,
-    pub aud: String,
-    pub scope: String,
-    pub iat: u64,
-    pub nbf: u64,
-    pub exp: u64,
-    pub jti: String,
-    pub cnf: Confirmation,
-    /// The thumbprint (`x5t#S256` form) of the client certificate the token was issued over,
-    /// whatever the binding: a certificate revocation reaches DPoP-bound tokens through it.
-    #[serde(rename = "client_x5t#S256")]
-    pub client_x5t_s256: String,
-    /// A usage-bound token: how many uses it was issued with (issue 22); absent otherwise.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_uses: Option<u32>,
-}
-
-impl Claims {
-    /// The claims for `grant`, issued at `now` (seconds) for `ttl` seconds.
-    pub fn new(grant: &Grant, issuer: &str, now: u64, ttl: u64, jti: String) -> Self {
-        Self {
-            iss: issuer.to_owned(),
-            sub: grant.subject.as_str().to_owned(),
-            client_id: grant.client_id.clone(),
-            aud: grant.audience.clone(),
-            scope: grant.scope.clone(),
-            iat: now,
-            nbf: now,
-            exp: now.saturating_add(ttl),
-            jti,
-            cnf: Confirmation::Certificate(CertificateConfirmation {
-                x5t_s256: grant.thumbprint.to_cnf(),
-            }),
-            client_x5t_s256: grant.thumbprint.to_cnf(),
-            max_uses: None,
-        }
-    }
-
-    /// The same claims bound to a DPoP key (`cnf.jkt`) instead of the client certificate.
-    pub fn bound_to_dpop_key(self, jkt: &str) -> Self {
-        Self {
-            cnf: Confirmation::DpopKey(DpopKeyConfirmation {
-                jkt: jkt.to_owned(),
-            }),
-            ..self
-        }
-    }
-
-    /// The OAuth `token_type` (RFC 6749 §7.1, RFC 9449 §5): `DPoP` for a DPoP-bound token,
-    /// `Bearer` for a certificate-bound one (RFC 8705 keeps the Bearer scheme).
-    pub fn token_type(&self) -> &'static str {
-        match self.cnf {
-            Confirmation::Certificate(_) => "Bearer",
-            Confirmation::DpopKey(_) => "DPoP",
-        }
+/// The claims for `grant`, issued at `now` (seconds) for `ttl` seconds, bound to the client
+/// certificate (see [`Claims::bound_to_dpop_key`] for a DPoP key).
+pub fn claims_for(grant: &Grant, issuer: &str, now: u64, ttl: u64, jti: String) -> Claims {
+    Claims {
+        iss: issuer.to_owned(),
+        sub: grant.subject.as_str().to_owned(),
+        client_id: grant.client_id.clone(),
+        aud: grant.audience.clone(),
+        scope: grant.scope.clone(),
+        iat: now,
+        nbf: now,
+        exp: now.saturating_add(ttl),
+        jti,
+        cnf: Confirmation::Certificate(CertificateConfirmation {
+            x5t_s256: grant.thumbprint.to_cnf(),
+        }),
+        client_x5t_s256: grant.thumbprint.to_cnf(),
+        max_uses: None,
     }
 }
 
@@ -115,58 +42,15 @@ pub fn new_jti() -> Result<String, getrandom::Error> {
 
 /// Signs `claims` with `key` as a compact JWS `header.payload.signature`.
 pub fn encode(claims: &Claims, key: &Key) -> Result<String, serde_json::Error> {
-    let header = Header {
-        alg: "ES256".into(),
-        typ: "at+jwt".into(),
-        kid: key.kid().to_owned(),
-    };
-    let mut jws = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?);
-    jws.push('.');
-    jws.push_str(&URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims)?));
-    let sig = key.sign(jws.as_bytes());
-    jws.push('.');
-    jws.push_str(&URL_SAFE_NO_PAD.encode(sig));
-    Ok(jws)
-}
-
-/// Longest token we look at; ours are well under 1 KiB.
-const MAX_TOKEN_LEN: usize = 8 * 1024;
-
-/// Verifies a token we issued: shape, header (ES256, `at+jwt`, known `kid`, nothing else),
-/// signature with that key, then claims (our `iss`, `nbf` ≤ now < `exp`). `None` for anything
-/// else. This is the single place `/introspect` decides validity.
-pub fn verify(token: &str, keys: &KeySet, issuer: &str, now: u64) -> Option<Claims> {
-    if token.len() > MAX_TOKEN_LEN {
-        return None;
-    }
-    let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let header: Header = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h64).ok()?).ok()?;
-    if header.alg != "ES256" || header.typ != "at+jwt" {
-        return None;
-    }
-    let key = keys.find(&header.kid)?;
-    let signature = URL_SAFE_NO_PAD.decode(s64).ok()?;
-    let signed = token.get(..h64.len() + 1 + p64.len())?;
-    if !key.verify(signed.as_bytes(), &signature) {
-        return None;
-    }
-    let claims: Claims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p64).ok()?).ok()?;
-    if claims.iss != issuer || claims.nbf > now || claims.exp <= now {
-        return None;
-    }
-    Some(claims)
+    certbind_core::token::encode(claims, key.kid(), |message| key.sign(message))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::KeyStore;
+    use crate::keys::{KeySet, KeyStore};
     use certbind_core::binding::{CertThumbprint, SpiffeId};
+    use certbind_core::token::{MAX_TOKEN_BYTES, verify_issued};
 
     const ISS: &str = "https://127.0.0.1:9443";
 
@@ -186,6 +70,13 @@ mod tests {
         (dir, set)
     }
 
+    /// What `/introspect` and `/revoke` make of a token: core's read-back with our keys.
+    fn verify(token: &str, keys: &KeySet, issuer: &str, now: u64) -> Option<Claims> {
+        verify_issued(token, |kid| keys.verifying_key(kid), issuer, now)
+            .ok()
+            .map(|t| t.into_claims())
+    }
+
     fn b64json(part: &str) -> serde_json::Value {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
     }
@@ -194,7 +85,7 @@ mod tests {
     fn issues_exactly_the_contract_header_and_claims() {
         let (_d, set) = keys();
         let key = set.active().unwrap();
-        let claims = Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap());
+        let claims = claims_for(&grant(), ISS, 1000, 300, new_jti().unwrap());
         let jws = encode(&claims, key).unwrap();
         let parts: Vec<&str> = jws.split('.').collect();
         assert_eq!(parts.len(), 3);
@@ -248,7 +139,7 @@ mod tests {
         let (_d, set) = keys();
         let jkt = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I";
         let claims =
-            Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap()).bound_to_dpop_key(jkt);
+            claims_for(&grant(), ISS, 1000, 300, new_jti().unwrap()).bound_to_dpop_key(jkt);
         assert_eq!(claims.token_type(), "DPoP");
         let jws = encode(&claims, set.active().unwrap()).unwrap();
         let body = b64json(jws.split('.').nth(1).unwrap());
@@ -264,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_certificate_bound_token_is_a_bearer_token() {
-        let claims = Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap());
+        let claims = claims_for(&grant(), ISS, 1000, 300, new_jti().unwrap());
         assert_eq!(claims.token_type(), "Bearer");
     }
 
@@ -272,7 +163,7 @@ mod tests {
     fn refuses_a_signed_token_whose_cnf_is_not_exactly_one_binding() {
         let (_d, set) = keys();
         let key = set.active().unwrap();
-        let claims = Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap());
+        let claims = claims_for(&grant(), ISS, 1000, 300, new_jti().unwrap());
         let mut body = serde_json::to_value(&claims).unwrap();
         for cnf in [
             serde_json::json!({}),
@@ -304,7 +195,7 @@ mod tests {
     #[test]
     fn verifies_a_fresh_token_and_refuses_expired_or_early_ones() {
         let (_d, set) = keys();
-        let claims = Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap());
+        let claims = claims_for(&grant(), ISS, 1000, 300, new_jti().unwrap());
         let jws = encode(&claims, set.active().unwrap()).unwrap();
         assert_eq!(verify(&jws, &set, ISS, 1000), Some(claims.clone()));
         assert_eq!(verify(&jws, &set, ISS, 1299), Some(claims));
@@ -317,7 +208,7 @@ mod tests {
     fn refuses_tampered_foreign_or_malformed_tokens() {
         let (_d, set) = keys();
         let (_d2, other) = keys();
-        let claims = Claims::new(&grant(), ISS, 1000, 300, new_jti().unwrap());
+        let claims = claims_for(&grant(), ISS, 1000, 300, new_jti().unwrap());
         let jws = encode(&claims, set.active().unwrap()).unwrap();
         let parts: Vec<&str> = jws.split('.').collect();
         // Payload swapped for one with a wider scope, signature kept.
@@ -361,7 +252,7 @@ mod tests {
             "a.b.c.d",
             &format!("{jws}."),
             &format!("{jws}x"),
-            &"a".repeat(MAX_TOKEN_LEN + 1),
+            &"a".repeat(MAX_TOKEN_BYTES + 1),
         ] {
             assert_eq!(verify(bad, &set, ISS, 1000), None, "accepted {bad}");
         }

@@ -9,8 +9,12 @@ use certbind_core::decision::DecisionRequest;
 use certbind_core::dpop::{ProofCheck, ProofWindow, verify_proof};
 use certbind_core::jwks::KeySet;
 use certbind_core::token::{
-    Expectations, authorization_token, decode_metadata, verify_access_token,
+    CertificateConfirmation, Claims, Confirmation, DpopKeyConfirmation, Expectations,
+    MAX_TOKEN_BYTES, VerifiedToken, authorization_token, decode_metadata, encode,
+    verify_access_token, verify_issued,
 };
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use std::sync::OnceLock;
 
 /// RFC 7515 Appendix A.3's P-256 key, the one the fixed JWKS publishes (`kid` "a3").
@@ -50,6 +54,123 @@ pub fn access_token(data: &[u8]) {
         max_lifetime_s: 600,
     };
     let _ = verify_access_token(jws, key, &expect, NOW_S);
+}
+
+/// The issuer of `issued_token`, and its key's `kid`.
+const ISSUER: &str = "https://authz.certbind.test";
+const ISSUER_KID: &str = "issuer";
+
+/// A fixed P-256 signing key for the issuer side (a test key, nothing else).
+fn issuer_key() -> &'static (SigningKey, VerifyingKey) {
+    static KEY: OnceLock<(SigningKey, VerifyingKey)> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let signing = SigningKey::from_slice(&[0x5a; 32]).expect("a valid scalar");
+        let verifying = *signing.verifying_key();
+        (signing, verifying)
+    })
+}
+
+/// The one access-token codec as both sides use it. The input, as a token, goes through the
+/// issuer's read-back and the filter's verifier. As claims (JSON, or else fields cut from the
+/// bytes) it is issued, then read back: the issuer must get exactly those claims, and what the
+/// filter admits must say the same.
+pub fn issued_token(data: &[u8]) {
+    let (signing, verifying) = issuer_key();
+    let lookup = |kid: &str| (kid == ISSUER_KID).then_some(verifying);
+    if let Some(token) = text(data) {
+        let _ = verify_issued(token, lookup, ISSUER, NOW_S);
+        if let Ok(jws) = decode_metadata(token) {
+            let expect = expectations(ISSUER, "spiffe://certbind.test/ns/demo/sa/orders");
+            let _ = verify_access_token(jws, verifying, &expect, NOW_S);
+        }
+    }
+    let claims = serde_json::from_slice::<Claims>(data).unwrap_or_else(|_| claims_from(data));
+    let token = encode(&claims, ISSUER_KID, |message| {
+        let signature: Signature = signing.sign(message);
+        signature.to_bytes().into()
+    })
+    .expect("claims always serialize");
+    // Inside the token's life and within the size bound, the issuer must read it back.
+    let now = claims.nbf;
+    if now >= claims.exp || token.len() > MAX_TOKEN_BYTES {
+        return;
+    }
+    let read_back =
+        verify_issued(&token, lookup, &claims.iss, now).expect("issued, so it verifies");
+    assert_eq!(*read_back, claims, "the issuer reads back what it issued");
+    let jws = decode_metadata(&token).expect("issued, so it decodes");
+    let expect = Expectations {
+        max_lifetime_s: u64::MAX,
+        clock_skew_s: 0,
+        ..expectations(&claims.iss, &claims.aud)
+    };
+    // The filter may refuse what it never forwards (control characters, long values); what
+    // it admits must be what was issued.
+    if let Ok(t) = verify_access_token(jws, verifying, &expect, now) {
+        assert_same(&t, &claims);
+    }
+}
+
+fn expectations(issuer: &str, audience: &str) -> Expectations {
+    Expectations {
+        issuer: issuer.into(),
+        audience: audience.into(),
+        clock_skew_s: 30,
+        max_lifetime_s: 600,
+    }
+}
+
+/// Claims cut from arbitrary bytes: text fields split at newlines, the binding chosen by the
+/// first byte, so the fuzzer reaches the issuer without writing JSON.
+fn claims_from(data: &[u8]) -> Claims {
+    let text = String::from_utf8_lossy(data);
+    let mut fields = text.split('\n').map(str::to_owned);
+    let mut next = || fields.next().unwrap_or_default();
+    let (iss, sub, client_id, aud, scope, jti, thumbprint) =
+        (next(), next(), next(), next(), next(), next(), next());
+    let first = data.first().copied().unwrap_or_default();
+    let cnf = if first % 2 == 0 {
+        Confirmation::Certificate(CertificateConfirmation {
+            x5t_s256: thumbprint.clone(),
+        })
+    } else {
+        Confirmation::DpopKey(DpopKeyConfirmation { jkt: next() })
+    };
+    Claims {
+        iss,
+        sub,
+        client_id,
+        aud,
+        scope,
+        iat: NOW_S,
+        nbf: NOW_S,
+        exp: NOW_S.saturating_add(u64::from(first)),
+        jti,
+        cnf,
+        client_x5t_s256: thumbprint,
+        max_uses: (first % 3 == 0).then(|| u32::try_from(data.len()).unwrap_or(u32::MAX)),
+    }
+}
+
+/// What the filter's [`VerifiedToken`] carries equals what was issued.
+fn assert_same(t: &VerifiedToken, c: &Claims) {
+    assert_eq!(t.kid(), ISSUER_KID);
+    assert_eq!(
+        (t.subject(), t.client_id(), t.scope(), t.jti()),
+        (
+            c.sub.as_str(),
+            c.client_id.as_str(),
+            c.scope.as_str(),
+            c.jti.as_str()
+        )
+    );
+    assert_eq!((t.iat(), t.exp(), t.max_uses()), (c.iat, c.exp, c.max_uses));
+    let (x5t, jkt) = match &c.cnf {
+        Confirmation::Certificate(x) => (Some(x.x5t_s256.as_str()), None),
+        Confirmation::DpopKey(k) => (None, Some(k.jkt.as_str())),
+    };
+    assert_eq!((t.cnf_x5t_s256(), t.cnf_jkt()), (x5t, jkt));
+    assert_eq!(t.client_x5t_s256(), Some(c.client_x5t_s256.as_str()));
 }
 
 /// A JWKS document.

@@ -13,8 +13,9 @@ use std::path::PathBuf;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 7] = [
+const TARGETS: [(&str, Target); 8] = [
     ("access_token", targets::access_token),
+    ("issued_token", targets::issued_token),
     ("jwks", targets::jwks),
     ("binding", targets::binding),
     ("dpop_proof", targets::dpop_proof),

@@ -165,6 +165,8 @@ impl<'a> HostKey<'a> {
     }
 }
 
+impl crate::token::sealed::Sealed for HostKey<'_> {}
+
 impl Es256Verifier for HostKey<'_> {
     fn verify_es256(&self, message: &[u8], signature: &[u8]) -> Result<(), Reason> {
         let der = p1363_to_der(signature).ok_or(Reason::BadSignature)?;

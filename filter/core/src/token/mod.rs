@@ -1,0 +1,78 @@
+//! The one access-token codec, both sides of it (as jwt-simple keeps build and verify
+//! together): the issuer's claims and encoding, and verification in a fixed order — bounded
+//! split → header (ES256 only, `crit` refused, `typ` at+jwt, `kid` required) → signature →
+//! claims. Verified values ([`VerifiedToken`], [`IssuedToken`]) exist only when every step
+//! passed; only this module builds them, and its verifier trait is sealed.
+//!
+//! - `jws`: the compact JWS layer (split, untrusted header, ES256 signature).
+//! - `access`: the resource server's read of any trusted issuer's token (the filter).
+//! - `issued`: the token certbind's authz-server issues, and its own read-back of it.
+
+mod access;
+mod issued;
+mod jws;
+
+pub use access::{Expectations, VerifiedToken, split_scopes, validate_claims, verify_access_token};
+pub use issued::{
+    CertificateConfirmation, Claims, Confirmation, DpopKeyConfirmation, IssuedToken, encode,
+    verify_issued,
+};
+pub(crate) use jws::sealed;
+pub use jws::{Es256Verifier, UntrustedJws, VerifiedJws, decode_metadata, es256_verify};
+
+use crate::reason::Reason;
+
+/// Longest token accepted (the whole compact JWS).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Longest base64url header accepted: a legitimate header is ~60 bytes.
+pub const MAX_HEADER_B64: usize = 1024;
+/// Most `aud` entries read.
+pub const MAX_AUDIENCES: usize = 16;
+/// Longest `client_id`, `jti` or `scope` accepted (they become upstream headers).
+pub const MAX_CLAIM_LEN: usize = 1024;
+/// Most scopes read.
+pub const MAX_SCOPES: usize = 64;
+
+/// The token from an `Authorization` value: `Bearer <token>` (scheme case-insensitive).
+/// Another scheme, or none, counts as no bearer token at all (RFC 6750 §3.1).
+pub fn bearer(authorization: &str) -> Result<&str, Reason> {
+    let value = authorization.trim_matches(|c| c == ' ' || c == '\t');
+    let scheme = value.split([' ', '\t']).next().unwrap_or_default();
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(Reason::MissingToken);
+    }
+    authorization_token(authorization).map(|(_, token)| token)
+}
+
+/// The scheme an access token was presented with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthScheme {
+    /// `Bearer` (RFC 6750).
+    Bearer,
+    /// `DPoP` (RFC 9449 §7.1).
+    Dpop,
+}
+
+/// The scheme and token of an `Authorization` value: `Bearer <token>` or `DPoP <token>`
+/// (schemes case-insensitive). Another scheme, or none, counts as no token at all.
+pub fn authorization_token(authorization: &str) -> Result<(AuthScheme, &str), Reason> {
+    let value = authorization.trim_matches(|c| c == ' ' || c == '\t');
+    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        AuthScheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        AuthScheme::Dpop
+    } else {
+        return Err(Reason::MissingToken);
+    };
+    let token = rest.trim_start_matches([' ', '\t']);
+    if token.is_empty() || token.contains([' ', '\t']) {
+        return Err(Reason::MalformedToken);
+    }
+    Ok((scheme, token))
+}
+
+#[cfg(test)]
+mod issued_tests;
+#[cfg(test)]
+pub(crate) mod tests;
