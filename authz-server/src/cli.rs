@@ -422,7 +422,7 @@ fn run_renew(
 }
 
 fn now_s() -> u64 {
-    (crate::app::system_clock())()
+    (crate::clock::system_clock())()
 }
 
 /// Writes one revocation to the store and prints the recorded row as JSON.

@@ -3,7 +3,7 @@
 //! `/healthz`: the process runs. `/readyz`: the mTLS listener is serving and a signing key is
 //! active (503 otherwise). `/metrics`: readiness and signing-key gauges in Prometheus text.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};

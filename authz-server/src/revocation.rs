@@ -419,7 +419,10 @@ impl Revocations {
 
     /// Follows the store: every [`WATCH_INTERVAL`] reads rows written by other processes,
     /// every minute compacts. Runs until the returned task is aborted.
-    pub fn spawn_watcher(self: Arc<Self>, clock: crate::app::Clock) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_watcher(
+        self: Arc<Self>,
+        clock: crate::clock::Clock,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(WATCH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

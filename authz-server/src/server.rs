@@ -5,7 +5,7 @@
 //! certificate or trust bundle takes effect without a restart. Stops accepting on shutdown
 //! and lets open connections finish.
 
-use crate::app::PeerCertificate;
+use crate::state::PeerCertificate;
 use axum::Router;
 use axum::body::Body;
 use certbind_tls::{PeerChain, ReloadingServer};
