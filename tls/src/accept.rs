@@ -232,3 +232,6 @@ impl<C: Callers> Connection<C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
