@@ -1,17 +1,14 @@
-//! The HTTP application: routes, handlers and the per-request log line. Transport-agnostic:
+//! The HTTP application: routes, the token, introspection, JWKS and metadata handlers, and the
+//! per-request log line (the revocation endpoints are in `revoke`). Transport-agnostic:
 //! the TLS layer puts the verified client certificate into the request as [`PeerCertificate`],
 //! so tests drive `app(state)` without sockets.
 
-use crate::clients::Registry;
-use crate::dpop_jtis::{CLIENT_SHARE, ProofJtis, Refusal};
+use crate::body::read_form;
+use crate::dpop_jtis::Refusal;
 use crate::grant;
-use crate::keys::{KeySet, KeyStore};
-use crate::oauth::{
-    ErrorCode, Form, LoggedDetail, LoggedError, MAX_BODY, OAuthError, is_form_content_type,
-    no_store,
-};
-use crate::revocation::Revocations;
+use crate::oauth::{ErrorCode, LoggedDetail, LoggedError, OAuthError, internal, no_store};
 use crate::revoke::{self, Recorded};
+use crate::state::current_keys;
 use crate::token::{self, Claims};
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -21,112 +18,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use certbind_core::binding::{CertThumbprint, SpiffeId};
-use certbind_core::dpop::{self, ProofCheck, ProofWindow};
+use certbind_core::dpop::{self, ProofCheck};
 use certbind_core::revocation::Presented;
 use certbind_core::token::verify_issued;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
-/// DER of the client certificate the TLS layer verified against the CA.
-#[derive(Debug, Clone)]
-pub struct PeerCertificate(pub Arc<Vec<u8>>);
-
-/// Seconds since the Unix epoch; injectable so tests can move time.
-pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
-
-/// The system clock.
-pub fn system_clock() -> Clock {
-    Arc::new(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    })
-}
-
-/// How old a DPoP proof at `/token` may be (RFC 9449 §11.1: a short window bounds replay).
-pub const DPOP_MAX_AGE_S: u64 = 60;
-/// Clock difference tolerated between a DPoP client and us, both ways.
-pub const DPOP_CLOCK_SKEW_S: u64 = 5;
-/// How long a feed long-poll waits for news before answering an empty delta.
-pub const DEFAULT_FEED_WAIT: Duration = Duration::from_secs(25);
-/// Who may use the admin API unless `--operators` says otherwise.
-pub const DEFAULT_OPERATOR: &str = "spiffe://certbind.test/ns/demo/sa/operator";
-/// Who may follow the revocation feed unless `--feed-callers` says otherwise.
-pub const DEFAULT_FEED_CALLER: &str = "spiffe://certbind.test/ns/demo/sa/envoy";
-
-/// Everything the handlers need.
-#[derive(Clone)]
-pub struct AppState {
-    pub registry: Arc<Registry>,
-    pub keys: Arc<KeyStore>,
-    /// Issuer URL without a trailing slash.
-    pub issuer: String,
-    pub token_ttl: u64,
-    pub clock: Clock,
-    /// The `iat` window of DPoP proofs at `/token`.
-    pub dpop_window: ProofWindow,
-    /// `jti`s of the DPoP proofs accepted at `/token`, until they leave the window, with a
-    /// share per client.
-    pub dpop_replay: Arc<Mutex<ProofJtis>>,
-    /// The durable revocation store and its in-memory mirror.
-    pub revocations: Arc<Revocations>,
-    /// Identities allowed to use the admin API.
-    pub operators: Arc<Vec<SpiffeId>>,
-    /// Identities allowed to follow the revocation feed (sidecars).
-    pub feed_callers: Arc<certbind_core::caller::CallerList>,
-    /// How long a feed long-poll waits for news.
-    pub feed_wait: Duration,
-    /// Posture rules (`serve --posture`); `None` answers `/v1/posture` with 404.
-    pub posture: Option<Arc<crate::posture::Policy>>,
-    /// When each subject last reported its posture.
-    pub posture_reports: Arc<crate::posture::Reports>,
-    /// The usage counter of usage-bound tokens; `None` refuses `max_uses` at `/token`.
-    pub usage: Option<Arc<crate::usage::UsageCounter>>,
-}
-
-fn default_ids(id: &str) -> Arc<Vec<SpiffeId>> {
-    Arc::new(SpiffeId::parse(id).into_iter().collect())
-}
-
-impl AppState {
-    pub fn new(
-        registry: Registry,
-        keys: KeyStore,
-        revocations: Arc<Revocations>,
-        issuer: &str,
-        token_ttl: u64,
-    ) -> Self {
-        Self {
-            registry: Arc::new(registry),
-            keys: Arc::new(keys),
-            issuer: issuer.trim_end_matches('/').to_owned(),
-            token_ttl,
-            clock: system_clock(),
-            dpop_window: ProofWindow {
-                max_age_s: DPOP_MAX_AGE_S,
-                clock_skew_s: DPOP_CLOCK_SKEW_S,
-            },
-            dpop_replay: Arc::new(Mutex::new(ProofJtis::new(CLIENT_SHARE))),
-            revocations,
-            operators: default_ids(DEFAULT_OPERATOR),
-            feed_callers: Arc::new(
-                certbind_core::caller::CallerList::parse(&[DEFAULT_FEED_CALLER])
-                    .unwrap_or_default(),
-            ),
-            feed_wait: DEFAULT_FEED_WAIT,
-            posture: None,
-            posture_reports: Arc::new(crate::posture::Reports::new(system_clock()())),
-            usage: None,
-        }
-    }
-
-    /// The token endpoint's URL: what a DPoP proof's `htu` must name.
-    pub fn token_endpoint(&self) -> String {
-        format!("{}/token", self.issuer)
-    }
-}
+// The state and the clock live in their own modules (so `revoke` need not name this one);
+// their old paths under `app` stay valid.
+pub use crate::clock::{Clock, system_clock};
+pub use crate::state::{
+    AppState, DEFAULT_FEED_CALLER, DEFAULT_FEED_WAIT, DEFAULT_OPERATOR, DPOP_CLOCK_SKEW_S,
+    DPOP_MAX_AGE_S, PeerCertificate,
+};
 
 /// The router with every endpoint and the request log.
 pub fn app(state: AppState) -> Router {
@@ -146,48 +50,6 @@ pub fn app(state: AppState) -> Router {
         )
         .with_state(state)
         .layer(middleware::from_fn(log_request))
-}
-
-pub(crate) fn internal(what: &str, err: &dyn std::fmt::Display) -> OAuthError {
-    tracing::error!(error = %err, "{what}");
-    OAuthError::new(ErrorCode::ServerError, "internal error")
-}
-
-pub(crate) fn current_keys(state: &AppState) -> Result<KeySet, OAuthError> {
-    state
-        .keys
-        .current()
-        .map_err(|e| internal("cannot read signing keys", &e))
-}
-
-/// Reads a form body of at most [`MAX_BODY`] bytes.
-pub(crate) async fn read_form(headers: &HeaderMap, body: Body) -> Result<Form, OAuthError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(OAuthError::too_large());
-    }
-    if !is_form_content_type(headers) {
-        return Err(OAuthError::new(
-            ErrorCode::InvalidRequest,
-            "body must be application/x-www-form-urlencoded",
-        ));
-    }
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(OAuthError::too_large());
-        }
-        Err(_) => {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidRequest,
-                "body could not be read",
-            ));
-        }
-    };
-    Form::parse(&bytes)
 }
 
 async fn token_endpoint(

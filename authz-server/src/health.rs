@@ -1,82 +1,55 @@
-//! The plain-HTTP health and metrics port (`serve --health-listen`), for kubelet probes and
-//! Prometheus: no TLS and no client certificate, so it issues, revokes and reveals nothing.
-//! `/healthz`: the process runs. `/readyz`: the mTLS listener is serving and a signing key is
-//! active (503 otherwise). `/metrics`: readiness and signing-key gauges in Prometheus text.
+//! What the authz-server answers on the plain-HTTP health port (`serve --health-listen`,
+//! served by certbind-tls): no TLS and no client certificate, so it issues, revokes and
+//! reveals nothing. `/readyz`: the mTLS listener is serving and a signing key is active (503
+//! otherwise). `/metrics`: readiness and signing-key gauges in Prometheus text.
 
-use crate::app::AppState;
+use crate::state::AppState;
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use certbind_tls::health::Probe;
+pub use certbind_tls::health::Ready;
+use serde_json::{Value, json};
 
-/// Whether the mTLS listener is serving; set by `serve` once bound, cleared on shutdown.
-pub type Ready = Arc<AtomicBool>;
-
-#[derive(Clone)]
-struct HealthState {
-    app: AppState,
-    ready: Ready,
-}
-
+/// The health router over the server's state.
 pub fn router(app: AppState, ready: Ready) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(HealthState { app, ready })
-}
-
-/// (listener serving, signing keys published, one of them active)
-fn status(s: &HealthState) -> (bool, usize, bool) {
-    let keys = s.app.keys.current().ok();
-    let published = keys.as_ref().map_or(0, |k| k.len());
-    let active = keys.as_ref().is_some_and(|k| k.active().is_some());
-    (s.ready.load(Ordering::Acquire), published, active)
-}
-
-async fn healthz() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
-}
-
-async fn readyz(State(s): State<HealthState>) -> Response {
-    match status(&s) {
-        (true, _, true) => axum::Json(json!({"status": "ready"})).into_response(),
-        (serving, _, active) => {
-            let body = json!({"status": "not_ready", "serving": serving, "signing_key": active});
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-        }
-    }
-}
-
-async fn metrics(State(s): State<HealthState>) -> Response {
-    let (serving, published, active) = status(&s);
-    let text = format!(
-        "# HELP certbind_authz_ready 1 while the mTLS listener serves with an active signing key.\n\
-         # TYPE certbind_authz_ready gauge\n\
-         certbind_authz_ready {}\n\
-         # HELP certbind_authz_signing_keys Signing keys published in the JWKS.\n\
-         # TYPE certbind_authz_signing_keys gauge\n\
-         certbind_authz_signing_keys {published}\n",
-        u8::from(serving && active)
-    );
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    certbind_tls::health::router(app, ready)
 }
 
 /// Serves the health router on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
-    if let Err(e) = axum::serve(listener, router).await {
+    if let Err(e) = certbind_tls::health::serve(listener, router).await {
         tracing::error!(error = %e, "health listener stopped");
+    }
+}
+
+/// (signing keys published, one of them active)
+fn keys(app: &AppState) -> (usize, bool) {
+    let keys = app.keys.current().ok();
+    let published = keys.as_ref().map_or(0, |k| k.len());
+    let active = keys.as_ref().is_some_and(|k| k.active().is_some());
+    (published, active)
+}
+
+impl Probe for AppState {
+    fn readiness(&self, serving: bool) -> Result<Value, Value> {
+        match (serving, keys(self).1) {
+            (true, true) => Ok(json!({"status": "ready"})),
+            (serving, active) => {
+                Err(json!({"status": "not_ready", "serving": serving, "signing_key": active}))
+            }
+        }
+    }
+
+    fn metrics(&self, serving: bool) -> String {
+        let (published, active) = keys(self);
+        format!(
+            "# HELP certbind_authz_ready 1 while the mTLS listener serves with an active signing key.\n\
+             # TYPE certbind_authz_ready gauge\n\
+             certbind_authz_ready {}\n\
+             # HELP certbind_authz_signing_keys Signing keys published in the JWKS.\n\
+             # TYPE certbind_authz_signing_keys gauge\n\
+             certbind_authz_signing_keys {published}\n",
+            u8::from(serving && active)
+        )
     }
 }
 
@@ -86,6 +59,8 @@ mod tests {
     use crate::clients::Registry;
     use crate::keys::KeyStore;
     use crate::revocation::Revocations;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// One plain HTTP/1.1 GET on a real socket: (status line, whole answer).

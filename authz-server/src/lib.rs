@@ -2,9 +2,11 @@
 //! tokens bound to the caller's client certificate (RFC 8705, RFC 9068).
 
 pub mod app;
+pub mod body;
 pub mod ca;
 pub mod cli;
 pub mod clients;
+pub mod clock;
 pub mod dpop_jtis;
 pub mod fsutil;
 pub mod grant;
@@ -22,6 +24,7 @@ pub mod revocation;
 pub mod revoke;
 pub mod rollover;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod tls;
 pub mod token;

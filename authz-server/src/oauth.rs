@@ -176,14 +176,23 @@ impl Form {
 
 /// Whether the request declares a form body (`application/x-www-form-urlencoded`, any params).
 pub fn is_form_content_type(headers: &HeaderMap) -> bool {
+    is_content_type(headers, "application/x-www-form-urlencoded")
+}
+
+/// Whether the `Content-Type` names `mime` (parameters such as `charset` ignored).
+pub fn is_content_type(headers: &HeaderMap, mime: &str) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            mime.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
+        .is_some_and(|found| found.trim().eq_ignore_ascii_case(mime))
+}
+
+/// A generic `server_error` answer; what broke goes to the log only.
+pub fn internal(what: &str, err: &dyn std::fmt::Display) -> OAuthError {
+    // The target stays the one this line always had, so log filters keep matching it.
+    tracing::error!(target: "certbind_authz::app", error = %err, "{what}");
+    OAuthError::new(ErrorCode::ServerError, "internal error")
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ impl Revocations {
     pub fn spawn_listener(
         self: Arc<Self>,
         config: postgres::Config,
-        clock: crate::app::Clock,
+        clock: crate::clock::Clock,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         crate::pg::spawn_listener(config, move || {
             if let Err(e) = self.refresh(clock()) {

@@ -10,9 +10,10 @@
 //! after the long-poll wait (`--feed-wait`, 25 s) an empty delta `{"seq": n, "snapshot":
 //! false, "revocations": []}`.
 
-use crate::app::{AppState, PeerCertificate, internal, read_form};
-use crate::oauth::{ErrorCode, LoggedDetail, MAX_BODY, OAuthError, no_store};
+use crate::body::{read_form, read_json_bytes};
+use crate::oauth::{ErrorCode, LoggedDetail, OAuthError, internal, no_store};
 use crate::revocation::Request;
+use crate::state::{AppState, PeerCertificate, current_keys};
 use crate::store::Row;
 use axum::body::Body;
 use axum::extract::State;
@@ -22,7 +23,6 @@ use axum::{Extension, Json};
 use certbind_core::binding::SpiffeId;
 use certbind_core::revocation::Kind;
 use certbind_core::token::verify_issued;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::Deserialize;
 
 /// The caller's SPIFFE ID from its (CA-verified) certificate, or `invalid_client`.
@@ -86,7 +86,7 @@ pub async fn revoke_endpoint(
         ));
     };
     let ok = || (no_store(), Json(serde_json::json!({}))).into_response();
-    let keys = crate::app::current_keys(&state)?;
+    let keys = current_keys(&state)?;
     let now = (state.clock)();
     let Some(claims) =
         verify_issued(presented, |kid| keys.verifying_key(kid), &state.issuer, now).ok()
@@ -161,34 +161,6 @@ async fn read_json(headers: &HeaderMap, body: Body) -> Result<AdminBody, OAuthEr
             "body must be {\"kind\",\"value\",\"reason\"?,\"expires_at\"?,\"lift\"?}",
         )
     })
-}
-
-/// An `application/json` body of at most [`MAX_BODY`] bytes.
-async fn read_json_bytes(headers: &HeaderMap, body: Body) -> Result<axum::body::Bytes, OAuthError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return Err(OAuthError::new(
-            ErrorCode::InvalidRequest,
-            "body must be application/json",
-        ));
-    }
-    let bytes = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return Err(OAuthError::too_large());
-        }
-        Err(_) => {
-            return Err(OAuthError::new(
-                ErrorCode::InvalidRequest,
-                "body could not be read",
-            ));
-        }
-    };
-    Ok(bytes)
 }
 
 /// `POST /v1/admin/revocations`: only an operator identity (`--operators`).

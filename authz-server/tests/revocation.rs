@@ -1,90 +1,22 @@
 //! Revocation through `app(state)` without sockets: RFC 7009 `/revoke` (own token, another
 //! client's token, unknown tokens), the operator-only admin API, `/introspect` and `/token`
 //! honouring revocations, and the long-poll feed (immediate answer, wake-up, snapshot).
+//! Posture reports, which ban through the same store, are in `posture.rs`.
 // Helpers here run only inside tests: a failed step must fail the test loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
-use certbind_authz::app::{AppState, PeerCertificate, app};
+use axum::http::StatusCode;
+use certbind_authz::app::AppState;
 use certbind_core::binding::CertThumbprint;
 use certbind_core::revocation::{FeedAnswer, Kind, RevocationSet, parse_feed};
-use common::{ORDERS, Pki, enc, state, token_body};
-use http_body_util::BodyExt;
+use common::{Answer, FORM, ORDERS, Pki, active, admin, call, enc, state, token_body, token_for};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tower::ServiceExt;
 
-const FORM: &str = "application/x-www-form-urlencoded";
-const JSON: &str = "application/json";
 const INVENTORY: &str = "spiffe://certbind.test/ns/demo/sa/inventory";
 const CONSUMER: &str = "spiffe://certbind.test/ns/demo/sa/consumer";
-
-struct Answer {
-    status: StatusCode,
-    json: serde_json::Value,
-    body: Vec<u8>,
-}
-
-async fn call(
-    st: &AppState,
-    method: &str,
-    path: &str,
-    peer: Option<&[u8]>,
-    content_type: Option<&str>,
-    body: String,
-) -> Answer {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(ct) = content_type {
-        req = req.header(header::CONTENT_TYPE, ct);
-    }
-    let mut req = req.body(Body::from(body)).unwrap();
-    if let Some(der) = peer {
-        req.extensions_mut()
-            .insert(PeerCertificate(Arc::new(der.to_vec())));
-    }
-    let resp = app(st.clone()).oneshot(req).await.unwrap();
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    Answer { status, json, body }
-}
-
-async fn token_for(st: &AppState, der: &[u8]) -> String {
-    let a = call(
-        st,
-        "POST",
-        "/token",
-        Some(der),
-        Some(FORM),
-        token_body(ORDERS, ""),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    a.json["access_token"].as_str().unwrap().to_owned()
-}
-
-async fn active(st: &AppState, pki: &Pki, token: &str) -> bool {
-    let a = call(
-        st,
-        "POST",
-        "/introspect",
-        Some(&pki.der("envoy")),
-        Some(FORM),
-        format!("token={}", enc(token)),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    a.json["active"].as_bool().unwrap()
-}
 
 async fn revoke(st: &AppState, der: Option<&[u8]>, token: &str) -> Answer {
     call(
@@ -94,18 +26,6 @@ async fn revoke(st: &AppState, der: Option<&[u8]>, token: &str) -> Answer {
         der,
         Some(FORM),
         format!("token={}&token_type_hint=access_token", enc(token)),
-    )
-    .await
-}
-
-async fn admin(st: &AppState, der: Option<&[u8]>, body: serde_json::Value) -> Answer {
-    call(
-        st,
-        "POST",
-        "/v1/admin/revocations",
-        der,
-        Some(JSON),
-        body.to_string(),
     )
     .await
 }
@@ -250,7 +170,7 @@ async fn revoke_requires_a_registered_client_and_a_token() {
         "/revoke",
         Some(&pki.der("consumer")),
         Some(FORM),
-        "token_type_hint=access_token".into(),
+        "token_type_hint=access_token",
     )
     .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
@@ -306,7 +226,7 @@ async fn the_admin_api_refuses_malformed_requests() {
         "/v1/admin/revocations",
         Some(&op),
         Some(FORM),
-        "kind=jti&value=a".into(),
+        "kind=jti&value=a",
     )
     .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
@@ -540,189 +460,4 @@ async fn a_long_poll_wakes_within_a_second_of_a_new_revocation() {
             a.json["not_before_iat"].as_u64()
         );
     }
-}
-
-fn with_posture(mut st: AppState, yaml: &str) -> AppState {
-    st.posture = Some(Arc::new(
-        certbind_authz::posture::Policy::from_yaml(yaml).unwrap(),
-    ));
-    st
-}
-
-const POSTURE: &str =
-    "rules: {require_firewall: true, forbid_blocked_processes: true, max_os_patch_age_days: 30}\n";
-
-async fn report(st: &AppState, der: Option<&[u8]>, body: serde_json::Value) -> Answer {
-    call(st, "POST", "/v1/posture", der, Some(JSON), body.to_string()).await
-}
-
-fn facts(firewall: bool) -> serde_json::Value {
-    serde_json::json!({"firewall": firewall, "blocked_processes": [], "os_patch_age_days": 3})
-}
-
-#[tokio::test]
-async fn a_non_compliant_posture_report_bans_the_subject_until_an_operator_lifts_it() {
-    let pki = Pki::new();
-    let (_s, st) = state();
-    let st = with_posture(st, POSTURE);
-    let inventory = pki.der("inventory");
-    let old = token_for(&st, &inventory).await;
-    let a = report(&st, Some(&inventory), facts(true)).await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    assert_eq!(
-        a.json,
-        serde_json::json!({"compliant": true, "violations": [], "banned": false})
-    );
-    assert!(active(&st, &pki, &old).await);
-
-    let a = report(&st, Some(&inventory), facts(false)).await;
-    assert_eq!(a.json["compliant"], false);
-    assert_eq!(a.json["violations"], serde_json::json!(["firewall_off"]));
-    assert_eq!(a.json["banned"], true);
-    assert!(!active(&st, &pki, &old).await);
-    let t = call(
-        &st,
-        "POST",
-        "/token",
-        Some(&inventory),
-        Some(FORM),
-        token_body(ORDERS, ""),
-    )
-    .await;
-    assert_eq!(t.status, StatusCode::UNAUTHORIZED);
-    // The consumer is unaffected.
-    token_for(&st, &pki.der("consumer")).await;
-
-    let mut later = st.clone();
-    let now = (st.clock)();
-    later.clock = Arc::new(move || now + 2);
-    // The host's own clean report does not lift its ban (a compromised host lies).
-    let a = report(&later, Some(&inventory), facts(true)).await;
-    assert_eq!(a.json["compliant"], true, "{}", a.json);
-    assert_eq!(a.json["banned"], true, "{}", a.json);
-    let t = call(
-        &later,
-        "POST",
-        "/token",
-        Some(&inventory),
-        Some(FORM),
-        token_body(ORDERS, ""),
-    )
-    .await;
-    assert_eq!(t.status, StatusCode::UNAUTHORIZED);
-    // Nor can the workload lift it through the admin API.
-    let a = admin(
-        &later,
-        Some(&inventory),
-        serde_json::json!({"kind": "subject", "value": INVENTORY, "lift": true}),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.json);
-    // The operator lifts it.
-    let a = admin(
-        &later,
-        Some(&pki.der("operator")),
-        serde_json::json!({"kind": "subject", "value": INVENTORY, "lift": true}),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-    let a = report(&later, Some(&inventory), facts(true)).await;
-    assert_eq!(a.json["banned"], false, "{}", a.json);
-    let fresh = token_for(&later, &inventory).await;
-    assert!(active(&later, &pki, &fresh).await);
-    assert!(!active(&later, &pki, &old).await);
-}
-
-#[tokio::test]
-async fn a_compliant_report_never_lifts_an_operators_ban() {
-    let pki = Pki::new();
-    let (_s, st) = state();
-    let st = with_posture(st, POSTURE);
-    let a = admin(
-        &st,
-        Some(&pki.der("operator")),
-        serde_json::json!({"kind": "subject", "value": INVENTORY}),
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::OK);
-    let a = report(&st, Some(&pki.der("inventory")), facts(true)).await;
-    assert_eq!(a.json["compliant"], true);
-    assert_eq!(a.json["banned"], true);
-    let t = call(
-        &st,
-        "POST",
-        "/token",
-        Some(&pki.der("inventory")),
-        Some(FORM),
-        token_body(ORDERS, ""),
-    )
-    .await;
-    assert_eq!(t.status, StatusCode::UNAUTHORIZED);
-}
-
-#[tokio::test]
-async fn posture_reports_need_a_client_certificate_a_policy_and_exact_facts() {
-    let pki = Pki::new();
-    let (_s, st) = state();
-    let inventory = pki.der("inventory");
-    assert_eq!(
-        report(&st, Some(&inventory), facts(true)).await.status,
-        StatusCode::NOT_FOUND
-    );
-    let st = with_posture(st, POSTURE);
-    assert_eq!(
-        report(&st, None, facts(true)).await.status,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        report(&st, Some(&pki.der("envoy")), facts(true))
-            .await
-            .status,
-        StatusCode::UNAUTHORIZED
-    );
-    for bad in [
-        serde_json::json!({"firewall": true}),
-        serde_json::json!({"firewall": "yes", "blocked_processes": [], "os_patch_age_days": 3}),
-        serde_json::json!({"firewall": true, "blocked_processes": [], "os_patch_age_days": -1}),
-        serde_json::json!({"firewall": true, "blocked_processes": [], "os_patch_age_days": 3, "extra": 1}),
-    ] {
-        let a = report(&st, Some(&inventory), bad.clone()).await;
-        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}");
-    }
-    assert_eq!(st.revocations.latest(), 0);
-}
-
-#[tokio::test]
-async fn a_required_subject_that_stops_reporting_is_banned() {
-    let pki = Pki::new();
-    let (_s, mut st) = state();
-    let yaml = format!("{POSTURE}report_interval_s: 5\nrequired: [{INVENTORY}]\n");
-    st = with_posture(st, &yaml);
-    let now = (st.clock)();
-    st.posture_reports = Arc::new(certbind_authz::posture::Reports::new(now));
-    st.clock = Arc::new(move || now + 6);
-    let watchdog = certbind_authz::revoke::spawn_posture_watchdog(st.clone()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while st.revocations.latest() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "no ban for a silent required subject"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    watchdog.abort();
-    let t = call(
-        &st,
-        "POST",
-        "/token",
-        Some(&pki.der("inventory")),
-        Some(FORM),
-        token_body(ORDERS, ""),
-    )
-    .await;
-    assert_eq!(t.status, StatusCode::UNAUTHORIZED);
-    token_for(&st, &pki.der("consumer")).await;
-    // Reporting again (clean) does not lift the watchdog's ban either.
-    let a = report(&st, Some(&pki.der("inventory")), facts(true)).await;
-    assert_eq!(a.json["banned"], true, "{}", a.json);
 }

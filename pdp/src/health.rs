@@ -1,65 +1,38 @@
-//! The plain-HTTP health and metrics port (`serve --health-listen`), for kubelet probes and
-//! Prometheus: no TLS and no caller check, so it answers nothing about any decision.
-//! `/healthz`: the process runs. `/readyz`: the mTLS listener is serving with a loaded policy
-//! (503 before and after). `/metrics`: the same Prometheus text as the mTLS `/metrics`.
+//! What the PDP answers on the plain-HTTP health port (`serve --health-listen`, served by
+//! certbind-tls): no TLS and no caller check, so it answers nothing about any decision.
+//! `/readyz`: the mTLS listener is serving with a loaded policy (503 before and after).
+//! `/metrics`: the same Prometheus text as the mTLS `/metrics`.
 
 use crate::app::{AppState, metrics_text};
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use certbind_tls::health::Probe;
+pub use certbind_tls::health::Ready;
+use serde_json::{Value, json};
 
-/// Whether the mTLS listener is serving; set by `serve` once bound, cleared on shutdown.
-pub type Ready = Arc<AtomicBool>;
-
-#[derive(Clone)]
-struct HealthState {
-    app: AppState,
-    ready: Ready,
-}
-
+/// The health router over the server's state.
 pub fn router(app: AppState, ready: Ready) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(HealthState { app, ready })
-}
-
-async fn healthz() -> Response {
-    axum::Json(json!({ "status": "ok" })).into_response()
-}
-
-async fn readyz(State(s): State<HealthState>) -> Response {
-    let policy = s.app.store.current();
-    if s.ready.load(Ordering::Acquire) {
-        let body = json!({"status": "ready", "policy_version": policy.version});
-        axum::Json(body).into_response()
-    } else {
-        let body = json!({"status": "not_ready"});
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-    }
-}
-
-async fn metrics(State(s): State<HealthState>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        metrics_text(&s.app),
-    )
-        .into_response()
+    certbind_tls::health::router(app, ready)
 }
 
 /// Serves the health router on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
-    if let Err(e) = axum::serve(listener, router).await {
+    if let Err(e) = certbind_tls::health::serve(listener, router).await {
         tracing::error!(error = %e, "health listener stopped");
+    }
+}
+
+impl Probe for AppState {
+    fn readiness(&self, serving: bool) -> Result<Value, Value> {
+        let policy = self.store.current();
+        if serving {
+            Ok(json!({"status": "ready", "policy_version": policy.version}))
+        } else {
+            Err(json!({"status": "not_ready"}))
+        }
+    }
+
+    fn metrics(&self, _serving: bool) -> String {
+        metrics_text(self)
     }
 }
 
@@ -69,8 +42,10 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::reload::PolicyStore;
     use axum::body::Body;
-    use axum::http::Request;
+    use axum::http::{Request, StatusCode};
     use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
     use tower::ServiceExt;
 
     fn state() -> AppState {

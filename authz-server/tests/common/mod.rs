@@ -178,11 +178,12 @@ pub fn token_body(audience: &str, extra: &str) -> String {
     )
 }
 
-/// What `app(state)` answered: status, headers and the JSON body (`Null` if none).
+/// What `app(state)` answered: status, headers, the JSON body (`Null` if none) and the bytes.
 pub struct Answer {
     pub status: axum::http::StatusCode,
     pub headers: axum::http::HeaderMap,
     pub json: serde_json::Value,
+    pub body: Vec<u8>,
 }
 
 /// One request through `app(state)` without a socket; `peer` is the verified client
@@ -193,13 +194,13 @@ pub async fn call(
     path: &str,
     peer: Option<&[u8]>,
     content_type: Option<&str>,
-    body: axum::body::Body,
+    body: impl Into<axum::body::Body>,
 ) -> Answer {
     let mut req = axum::http::Request::builder().method(method).uri(path);
     if let Some(ct) = content_type {
         req = req.header(axum::http::header::CONTENT_TYPE, ct);
     }
-    let mut req = req.body(body).unwrap();
+    let mut req = req.body(body.into()).unwrap();
     if let Some(der) = peer {
         req.extensions_mut()
             .insert(certbind_authz::PeerCertificate(Arc::new(der.to_vec())));
@@ -215,5 +216,53 @@ pub async fn call(
         status,
         headers,
         json,
+        body: bytes.to_vec(),
     }
+}
+
+/// Form and JSON content types.
+pub const FORM: &str = "application/x-www-form-urlencoded";
+pub const JSON: &str = "application/json";
+
+/// A token for the client with certificate `der`, for the orders service.
+pub async fn token_for(st: &AppState, der: &[u8]) -> String {
+    let a = call(
+        st,
+        "POST",
+        "/token",
+        Some(der),
+        Some(FORM),
+        token_body(ORDERS, ""),
+    )
+    .await;
+    assert_eq!(a.status, axum::http::StatusCode::OK, "{}", a.json);
+    a.json["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Whether `/introspect`, asked by the sidecar identity, says `token` is active.
+pub async fn active(st: &AppState, pki: &Pki, token: &str) -> bool {
+    let a = call(
+        st,
+        "POST",
+        "/introspect",
+        Some(&pki.der("envoy")),
+        Some(FORM),
+        format!("token={}", enc(token)),
+    )
+    .await;
+    assert_eq!(a.status, axum::http::StatusCode::OK, "{}", a.json);
+    a.json["active"].as_bool().unwrap()
+}
+
+/// A request to the operators' admin API.
+pub async fn admin(st: &AppState, der: Option<&[u8]>, body: serde_json::Value) -> Answer {
+    call(
+        st,
+        "POST",
+        "/v1/admin/revocations",
+        der,
+        Some(JSON),
+        body.to_string(),
+    )
+    .await
 }

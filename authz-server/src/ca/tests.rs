@@ -1,5 +1,6 @@
-//! Unit tests of the internal CA (ca.rs): profiles, lifetimes, keeping and replacing files.
+//! Unit tests of the internal CA (ca/): profiles, lifetimes, keeping and replacing files.
 use super::*;
+use crate::x509::not_after;
 use std::os::unix::fs::PermissionsExt;
 
 fn now() -> OffsetDateTime {

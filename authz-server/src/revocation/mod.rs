@@ -20,7 +20,8 @@
 //! one poll interval.
 //!
 //! On a store shared by replicas (PostgreSQL) a replica also follows `NOTIFY` and watches its
-//! own freshness (`replica.rs`).
+//! own freshness (`replica.rs`). Requests are validated and planned into rows in `plan.rs`;
+//! the tests are in `tests.rs`.
 
 use crate::store::{Backend, Changes, NewRevocation, Row, Store, StoreError};
 use certbind_core::binding::{CertThumbprint, SpiffeId};
@@ -31,125 +32,16 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+mod plan;
+
 pub use crate::quota::{CLOCK_SKEW_MARGIN, MAX_TOKEN_TTL};
-/// Longest reason accepted.
-pub const MAX_REASON_LEN: usize = 200;
+pub use plan::{Invalid, MAX_REASON_LEN, Request, canonical_value, plan};
 /// How often the watcher checks the store for other writers and compacts.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 /// A replica of a shared store that has not read it for this long is not current.
 pub const STALE_AFTER: Duration = Duration::from_secs(2);
 /// How often expired rows are deleted.
 const COMPACT_EVERY: Duration = Duration::from_secs(60);
-
-/// What an operator (admin API or CLI) asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub kind: Kind,
-    pub value: String,
-    pub reason: Option<String>,
-    /// `subject`/`cert` only: when the revocation ends (Unix seconds).
-    pub expires_at: Option<u64>,
-    /// `subject` only: lift an existing ban instead of revoking.
-    pub lift: bool,
-}
-
-/// Why a request was refused (a fixed description, safe to send).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Invalid(pub &'static str);
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-/// The canonical value of `kind`: a SPIFFE ID as parsed, a thumbprint in its `cnf` form (from
-/// base64url or Envoy's 64 hex digits), a `jti` as given.
-pub fn canonical_value(kind: Kind, value: &str) -> Result<String, Invalid> {
-    match kind {
-        Kind::Jti if certbind_core::revocation::valid_value(Kind::Jti, value) => {
-            Ok(value.to_owned())
-        }
-        Kind::Jti => Err(Invalid("a jti is 1..=256 printable ASCII characters")),
-        Kind::Subject => SpiffeId::parse(value)
-            .map(|id| id.as_str().to_owned())
-            .map_err(|_| Invalid("the subject is not a valid SPIFFE ID")),
-        Kind::Cert => CertThumbprint::from_cnf(value)
-            .or_else(|_| CertThumbprint::from_hex(value))
-            .map(|t| t.to_cnf())
-            .map_err(|_| {
-                Invalid("the certificate thumbprint is not base64url x5t#S256 or 64 hex digits")
-            }),
-    }
-}
-
-fn check_reason(reason: Option<&str>) -> Result<String, Invalid> {
-    match reason {
-        None => Ok("unspecified".to_owned()),
-        Some(r)
-            if !r.is_empty()
-                && r.len() <= MAX_REASON_LEN
-                && r.bytes().all(|b| (0x20..=0x7e).contains(&b)) =>
-        {
-            Ok(r.to_owned())
-        }
-        Some(_) => Err(Invalid("reason is 1..=200 printable ASCII characters")),
-    }
-}
-
-/// Plans the row for `req` at `now`; `existing` is the current row of the same key.
-pub fn plan(req: &Request, now: u64, existing: Option<&Row>) -> Result<NewRevocation, Invalid> {
-    let value = canonical_value(req.kind, &req.value)?;
-    let reason = check_reason(req.reason.as_deref())?;
-    let after_last_token = |from: u64| {
-        from.saturating_add(MAX_TOKEN_TTL)
-            .saturating_add(CLOCK_SKEW_MARGIN)
-    };
-    if req.expires_at.is_some_and(|e| e <= now) {
-        return Err(Invalid("expires_at must be in the future"));
-    }
-    if req.lift {
-        if req.kind != Kind::Subject {
-            return Err(Invalid("only a subject ban can be lifted"));
-        }
-        let Some(row) = existing.filter(|r| r.entry.banned && r.live(now)) else {
-            return Err(Invalid("the subject is not banned"));
-        };
-        let since = row.entry.not_before_iat.unwrap_or(row.entry.revoked_at);
-        return Ok(NewRevocation {
-            kind: Kind::Subject,
-            value,
-            reason,
-            revoked_at: row.entry.revoked_at,
-            not_before_iat: Some(since),
-            expires_at: Some(after_last_token(since)),
-            banned: false,
-            client_id: None,
-        });
-    }
-    let (not_before_iat, expires_at, banned) = match req.kind {
-        Kind::Jti if req.expires_at.is_some() => {
-            return Err(Invalid("a jti revocation lasts as long as a token can"));
-        }
-        Kind::Jti => (None, Some(after_last_token(now)), false),
-        Kind::Subject => (
-            Some(now),
-            req.expires_at.map(|e| e.max(after_last_token(now))),
-            true,
-        ),
-        Kind::Cert => (None, req.expires_at, true),
-    };
-    Ok(NewRevocation {
-        kind: req.kind,
-        value,
-        reason,
-        revoked_at: now,
-        not_before_iat,
-        expires_at,
-        banned,
-        client_id: None,
-    })
-}
 
 /// The in-memory copy of the store.
 #[derive(Debug, Default)]
@@ -419,7 +311,10 @@ impl Revocations {
 
     /// Follows the store: every [`WATCH_INTERVAL`] reads rows written by other processes,
     /// every minute compacts. Runs until the returned task is aborted.
-    pub fn spawn_watcher(self: Arc<Self>, clock: crate::app::Clock) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_watcher(
+        self: Arc<Self>,
+        clock: crate::clock::Clock,
+    ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(WATCH_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -556,163 +451,4 @@ impl Revocations {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const INV: &str = "spiffe://certbind.test/ns/demo/sa/inventory";
-
-    fn req(kind: Kind, value: &str) -> Request {
-        Request {
-            kind,
-            value: value.into(),
-            reason: None,
-            expires_at: None,
-            lift: false,
-        }
-    }
-
-    #[test]
-    fn plans_each_kind_with_its_expiry_rule() {
-        let j = plan(&req(Kind::Jti, "abc"), 1000, None).unwrap();
-        assert_eq!(j.expires_at, Some(1000 + MAX_TOKEN_TTL + CLOCK_SKEW_MARGIN));
-        assert_eq!(j.reason, "unspecified");
-        let s = plan(&req(Kind::Subject, INV), 1000, None).unwrap();
-        assert_eq!(
-            (s.not_before_iat, s.expires_at, s.banned),
-            (Some(1000), None, true)
-        );
-        let hex = "AB".repeat(32);
-        let c = plan(&req(Kind::Cert, &hex), 1000, None).unwrap();
-        assert_eq!(c.value, CertThumbprint::from_hex(&hex).unwrap().to_cnf());
-        assert_eq!(c.expires_at, None);
-        let mut until = req(Kind::Cert, &c.value);
-        until.expires_at = Some(5000);
-        assert_eq!(plan(&until, 1000, None).unwrap().expires_at, Some(5000));
-    }
-
-    #[test]
-    fn refuses_invalid_requests() {
-        let mut bad_reason = req(Kind::Jti, "abc");
-        bad_reason.reason = Some("line\nbreak".into());
-        let mut past = req(Kind::Cert, &"ab".repeat(32));
-        past.expires_at = Some(999);
-        let mut jti_until = req(Kind::Jti, "abc");
-        jti_until.expires_at = Some(5000);
-        let mut lift_jti = req(Kind::Jti, "abc");
-        lift_jti.lift = true;
-        let mut lift_unbanned = req(Kind::Subject, INV);
-        lift_unbanned.lift = true;
-        for r in [
-            req(Kind::Jti, ""),
-            req(Kind::Jti, "a b"),
-            req(Kind::Subject, "https://x/y"),
-            req(Kind::Cert, "abcd"),
-            bad_reason,
-            past,
-            jti_until,
-            lift_jti,
-            lift_unbanned,
-        ] {
-            assert!(plan(&r, 1000, None).is_err(), "{r:?}");
-        }
-    }
-
-    #[test]
-    fn lifting_a_ban_keeps_old_tokens_revoked_until_they_expire() {
-        let dir = tempfile::tempdir().unwrap();
-        let revs = Revocations::open(dir.path(), 1000).unwrap();
-        let inv = SpiffeId::parse(INV).unwrap();
-        let cert = CertThumbprint::from_der(b"c");
-        revs.apply_request(&req(Kind::Subject, INV), 1000)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            revs.refuses_issuance(&inv, &cert, 1001),
-            Some(Kind::Subject)
-        );
-        let mut lift = req(Kind::Subject, INV);
-        lift.lift = true;
-        let row = revs.apply_request(&lift, 1100).unwrap().unwrap();
-        assert_eq!(row.seq, 2);
-        assert_eq!(revs.refuses_issuance(&inv, &cert, 1101), None);
-        let old = Presented {
-            jti: "j",
-            subject: &inv,
-            iat: 999,
-            cert: None,
-            issued_over: None,
-        };
-        assert_eq!(revs.is_revoked(&old, 1101), Some(Kind::Subject));
-        assert_eq!(
-            revs.is_revoked(&old, 1000 + MAX_TOKEN_TTL + CLOCK_SKEW_MARGIN),
-            None
-        );
-        // Lifting twice is refused.
-        assert!(revs.apply_request(&lift, 1200).unwrap().is_err());
-    }
-
-    #[test]
-    fn answers_snapshots_deltas_and_nothing_new() {
-        let dir = tempfile::tempdir().unwrap();
-        let revs = Revocations::open(dir.path(), 1000).unwrap();
-        let empty = revs.answer(None, 1000).unwrap();
-        assert!(empty.snapshot && empty.revocations.is_empty() && empty.seq == 0);
-        // An empty store has nothing for a sidecar already at 0: it waits.
-        assert!(revs.answer(Some(0), 1000).is_none());
-        revs.apply_request(&req(Kind::Jti, "a"), 1000)
-            .unwrap()
-            .unwrap();
-        revs.apply_request(&req(Kind::Jti, "b"), 1000)
-            .unwrap()
-            .unwrap();
-        let delta = revs.answer(Some(1), 1000).unwrap();
-        assert!(!delta.snapshot);
-        assert_eq!(delta.seq, 2);
-        assert_eq!(delta.revocations.len(), 1);
-        assert_eq!(delta.revocations[0].value, "b");
-        assert!(revs.answer(Some(2), 1000).is_none());
-        assert!(revs.answer(Some(0), 1000).unwrap().snapshot);
-        let ahead = revs.answer(Some(7), 1000).unwrap();
-        assert!(ahead.snapshot && ahead.revocations.len() == 2);
-        // After compaction, a subscriber behind the compaction point gets a snapshot.
-        revs.apply_request(&req(Kind::Subject, INV), 2000)
-            .unwrap()
-            .unwrap();
-        assert_eq!(revs.compact(2000).unwrap(), 2);
-        let behind = revs.answer(Some(1), 2000).unwrap();
-        assert!(behind.snapshot);
-        assert_eq!(behind.revocations.len(), 1);
-        assert_eq!(behind.revocations[0].kind, Kind::Subject);
-        assert!(!revs.answer(Some(2), 2000).unwrap().snapshot);
-    }
-
-    #[test]
-    fn the_shared_body_is_the_answer_and_follows_every_change() {
-        let dir = tempfile::tempdir().unwrap();
-        let revs = Revocations::open(dir.path(), 1000).unwrap();
-        let body = |since| revs.answer_body(since, 1000).map(|b| b.json.to_vec());
-        let json = |since| {
-            revs.answer(since, 1000)
-                .map(|a| serde_json::to_vec(&a).unwrap())
-        };
-        assert_eq!(body(None), json(None));
-        revs.apply_request(&req(Kind::Jti, "a"), 1000)
-            .unwrap()
-            .unwrap();
-        assert_eq!(body(Some(0)), json(Some(0)));
-        assert_eq!(body(Some(0)), json(Some(0)));
-        revs.apply_request(&req(Kind::Jti, "b"), 1000)
-            .unwrap()
-            .unwrap();
-        let after = body(Some(0)).unwrap();
-        assert_eq!(Some(after.clone()), json(Some(0)));
-        assert_eq!(
-            certbind_core::revocation::parse_feed(&after)
-                .unwrap()
-                .revocations
-                .len(),
-            2
-        );
-        assert_eq!(body(Some(2)), None);
-    }
-}
+mod tests;
