@@ -422,6 +422,24 @@ async fn new_conn_worker(target: Target, end: Instant) -> Result<Tally, String> 
     Ok(tally)
 }
 
+/// `n` requests one after another on one keep-alive connection, every answer a 200 (an
+/// instruction count wants the same work repeated exactly: `crate::instr`).
+pub fn sequential(target: &Target, n: usize) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        let mut sender = connect(target).await?;
+        for i in 0..n {
+            if let Outcome::Status(status) = timed(send(&mut sender, target, false)).await? {
+                return Err(format!("request {i} answered {status}"));
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Runs `mode` against `target` for `duration` on a single-threaded runtime (the generator
 /// stays on the core it was pinned to) and returns what it measured.
 pub fn run(target: &Target, mode: Mode, duration: Duration) -> Result<LoadResult, String> {
