@@ -423,7 +423,7 @@ async fn new_conn_worker(target: Target, end: Instant) -> Result<Tally, String> 
 }
 
 /// `n` requests one after another on one keep-alive connection, every answer a 200 (an
-/// instruction count wants the same work repeated exactly: `crate::instr`).
+/// instruction count wants the same work repeated exactly: the `instr` mode).
 pub fn sequential(target: &Target, n: usize) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -135,7 +135,7 @@ pub fn pin_self(taskset: &Path, core: usize) -> Result<(), String> {
 }
 
 /// How each Envoy is started: directly (the benchmark), or under a tool such as valgrind
-/// (`crate::instr`), which needs longer to become ready.
+/// (the `instr` mode), which needs longer to become ready.
 #[derive(Debug, Clone)]
 pub struct Launch {
     /// The command and arguments Envoy runs under, `{scenario}` replaced by the scenario's id.
