@@ -292,6 +292,11 @@ const DPOP_BINDING: &str = r#"
                       "binding": "dpop",
                       "dpop": {"public_origin": "https://127.0.0.1:${LISTENER_PORT}", "max_age_s": 15, "clock_skew_s": 1, "replay_cache_size": 100000},"#;
 
+/// The edge plugin configuration on an idle listener: envoy/sidecar.yaml.tmpl's, its defaults.
+const SIDECAR_DPOP_BINDING: &str = r#"
+                      "binding": "dpop",
+                      "dpop": {"public_origin": "https://127.0.0.1:${LISTENER_PORT}"},"#;
+
 /// The authz-server cluster of envoy/sidecar.yaml.tmpl (mTLS as the `envoy` identity).
 const CERTBIND_CLUSTERS: &str = r#"  - name: certbind_authz
     type: STATIC
@@ -483,17 +488,19 @@ fn transport(
     )
 }
 
-/// `plugin`'s certbind filter for a listener on `port`.
+/// `plugin`'s certbind filter for a listener on `port`; on the `measured` one with the
+/// benchmark's DPoP settings (S5d), else with the sidecar's.
 fn certbind_filter(
     plugin: Plugin,
     port: u16,
+    measured: bool,
     vars: &BTreeMap<String, String>,
 ) -> Result<String, String> {
     let vars = with(vars, &[("LISTENER_PORT", port.to_string())]);
-    let binding = if plugin.dpop {
-        rendered(DPOP_BINDING, &vars)?
-    } else {
-        String::new()
+    let binding = match (plugin.dpop, measured) {
+        (false, _) => String::new(),
+        (true, true) => rendered(DPOP_BINDING, &vars)?,
+        (true, false) => rendered(SIDECAR_DPOP_BINDING, &vars)?,
     };
     rendered(
         CERTBIND_FILTER,
@@ -602,7 +609,7 @@ pub fn envoy_config(scenario: Scenario, v: &ConfigVars) -> Result<String, String
             r(PDP_CLUSTER)?,
         ),
         Scenario::S5 | Scenario::S5p | Scenario::S5c | Scenario::S5d | Scenario::S5o => (
-            certbind_filter(main, v.listen_port, &vars)?,
+            certbind_filter(main, v.listen_port, true, &vars)?,
             format!("{}\n{}", r(CERTBIND_CLUSTERS)?, r(PDP_CLUSTER)?),
         ),
     };
@@ -619,7 +626,7 @@ pub fn envoy_config(scenario: Scenario, v: &ConfigVars) -> Result<String, String
                 plugin.listener,
                 port,
                 transport(true, !plugin.dpop, plugin.cert, &vars)?,
-                certbind_filter(plugin, port, &vars)?,
+                certbind_filter(plugin, port, false, &vars)?,
                 &vars,
             )?);
         }
@@ -759,6 +766,10 @@ mod tests {
             assert!(sidecar.contains(&text), "not in the sidecar: {text}");
         }
         assert!(sidecar.contains(feed) && sidecar.contains(usage));
+        let sidecar_dpop = SIDECAR_DPOP_BINDING.replace("${LISTENER_PORT}", "${CB_EDGE_PORT}");
+        for line in sidecar_dpop.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(sidecar.lines().any(|l| l.trim() == line.trim()), "{line}");
+        }
         for s in Scenario::ALL
             .into_iter()
             .chain([Scenario::S5o])
