@@ -45,6 +45,9 @@ impl Default for InstrPlan {
 /// Envoy under callgrind takes a minute or more to start; three at once on two cores, more.
 const READY: Duration = Duration::from_secs(900);
 const DUMP_WAIT: Duration = Duration::from_secs(120);
+/// The first requests through V8 under callgrind take many seconds (each function is compiled
+/// on first use, and valgrind translates the code V8 writes).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn tool(name: &str) -> Result<PathBuf, String> {
     ["/usr/bin", "/usr/local/bin", "/bin"]
@@ -194,12 +197,13 @@ pub fn measure(plan: &InstrPlan, log: &mut dyn FnMut(String)) -> Result<Value, S
         load::sequential(
             &method::target(&bench, s, tokens(&bench, s, &token, plan.warmup)?)?,
             plan.warmup,
+            REQUEST_TIMEOUT,
         )?;
         let mut per_request = Vec::new();
         for _ in 0..plan.repeats.max(1) {
             let target = method::target(&bench, s, tokens(&bench, s, &token, plan.requests)?)?;
             control(&cc, "-z", pid)?;
-            load::sequential(&target, plan.requests)?;
+            load::sequential(&target, plan.requests, REQUEST_TIMEOUT)?;
             let total = dump_total(&cc, out.path(), &prefix, pid)?;
             per_request.push((total as f64 / plan.requests.max(1) as f64).round());
         }

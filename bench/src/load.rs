@@ -424,7 +424,7 @@ async fn new_conn_worker(target: Target, end: Instant) -> Result<Tally, String> 
 
 /// `n` requests one after another on one keep-alive connection, every answer a 200 (an
 /// instruction count wants the same work repeated exactly: the `instr` mode).
-pub fn sequential(target: &Target, n: usize) -> Result<(), String> {
+pub fn sequential(target: &Target, n: usize, timeout: Duration) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -432,7 +432,10 @@ pub fn sequential(target: &Target, n: usize) -> Result<(), String> {
     runtime.block_on(async {
         let mut sender = connect(target).await?;
         for i in 0..n {
-            if let Outcome::Status(status) = timed(send(&mut sender, target, false)).await? {
+            let answer = tokio::time::timeout(timeout, send(&mut sender, target, false))
+                .await
+                .map_err(|_| format!("request {i}: no answer in {timeout:?}"))??;
+            if let Outcome::Status(status) = answer {
                 return Err(format!("request {i} answered {status}"));
             }
         }
