@@ -10,7 +10,7 @@ RUN    := .run
 BIN    := target/release
 CARGO  := cargo
 
-.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check compose-test bench fuzz-wasm fuzz rotate-certs soak overload oci deploy-check revocation-flood postgres ha-test
+.PHONY: help deps toolchain envoy build wasm pki up down demo attacks test lint unit compose-check compose-test bench fuzz-wasm fuzz rotate-certs soak overload oci deploy-check revocation-flood postgres ha-test bench-instr bench-memory
 
 help:
 	@echo "make demo   build, start the whole system, show the happy path and the attack table"
@@ -128,6 +128,18 @@ fuzz-wasm: wasm
 
 bench: deps build wasm
 	$(CARGO) run --release --locked -p certbind-bench -- all
+
+## Instructions per request through Envoy under valgrind's callgrind (S2, S2w, S5; ~10 minutes):
+## fixed request counts that repeat exactly where CPU time per request moves by +-15 us, to rank
+## changes of a few us (issue 18); bench/results/instr.json. valgrind comes from Debian.
+bench-instr: deps build wasm
+	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+	$(CARGO) run --release --locked -p certbind-bench -- instr
+
+## Idle and after-load RSS (anonymous, file) and Envoy heap of bare mTLS, the no-op Wasm filter
+## and certbind (R11); bench/results/memory.json.
+bench-memory: deps build wasm
+	$(CARGO) run --release --locked -p certbind-bench -- memory
 
 ## 10 minutes (SOAK_SECONDS) of mixed valid and hostile traffic at half of certbind's maximum:
 ## every answer checked, Envoy's RSS growth <= 5 %, counters = traffic; bench/results/soak.json.

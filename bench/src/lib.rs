@@ -4,7 +4,9 @@
 //! arithmetic, `report` and `figures` write the results; S4's `ext_authz` service is the PDP itself.
 
 pub mod figures;
+pub mod instr;
 pub mod load;
+pub mod memory;
 pub mod method;
 pub mod mint;
 pub mod native_peer;

@@ -422,6 +422,27 @@ async fn new_conn_worker(target: Target, end: Instant) -> Result<Tally, String> 
     Ok(tally)
 }
 
+/// `n` requests one after another on one keep-alive connection, every answer a 200 (an
+/// instruction count wants the same work repeated exactly: the `instr` mode).
+pub fn sequential(target: &Target, n: usize, timeout: Duration) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(async {
+        let mut sender = connect(target).await?;
+        for i in 0..n {
+            let answer = tokio::time::timeout(timeout, send(&mut sender, target, false))
+                .await
+                .map_err(|_| format!("request {i}: no answer in {timeout:?}"))??;
+            if let Outcome::Status(status) = answer {
+                return Err(format!("request {i} answered {status}"));
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Runs `mode` against `target` for `duration` on a single-threaded runtime (the generator
 /// stays on the core it was pinned to) and returns what it measured.
 pub fn run(target: &Target, mode: Mode, duration: Duration) -> Result<LoadResult, String> {

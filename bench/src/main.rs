@@ -88,6 +88,38 @@ enum Command {
         #[arg(long)]
         results: Option<PathBuf>,
     },
+    /// Instructions per request under valgrind's callgrind (fixed request count, exact
+    /// repeats; issue 18): writes instr.json.
+    Instr {
+        /// Scenarios (comma separated); default S2,S2w,S5.
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Option<Vec<String>>,
+        /// Requests counted per repeat.
+        #[arg(long, default_value_t = 1000)]
+        requests: usize,
+        /// Uncounted requests before the first repeat.
+        #[arg(long, default_value_t = 500)]
+        warmup: usize,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// A certbind .wasm to count instead of the built one.
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
+    /// Idle and after-load RSS and heap of bare mTLS, the no-op Wasm filter and certbind
+    /// (issue 18, R11): writes memory.json.
+    Memory {
+        /// A certbind .wasm to measure instead of the built one (e.g. a wasm-opt variant).
+        #[arg(long)]
+        wasm: Option<PathBuf>,
+        /// Seconds of closed-loop load before the second reading.
+        #[arg(long, default_value_t = 3.0)]
+        load_seconds: f64,
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
     /// The added latency of a usage-bound token (issue 22): ordinary vs usage-bound requests,
     /// alternating on one connection; writes usage.json.
     Usage {
@@ -115,6 +147,29 @@ fn main() -> ExitCode {
             figures,
         } => overload(seconds, factor, recovery_seconds, results, figures),
         Command::Usage { samples, results } => usage(samples, results),
+        Command::Instr {
+            scenarios,
+            requests,
+            warmup,
+            repeats,
+            wasm,
+            results,
+        } => instr(
+            scenarios,
+            certbind_bench::instr::InstrPlan {
+                requests: requests.max(1),
+                warmup,
+                repeats: repeats.max(1),
+                wasm,
+                ..Default::default()
+            },
+            results,
+        ),
+        Command::Memory {
+            wasm,
+            load_seconds,
+            results,
+        } => memory(wasm, load_seconds, results),
         Command::All {
             smoke,
             scenarios,
@@ -143,15 +198,51 @@ fn main() -> ExitCode {
     }
 }
 
-fn usage(samples: usize, results: Option<PathBuf>) -> Result<(), String> {
+fn scenario_list(ids: &[String]) -> Result<Vec<Scenario>, String> {
+    ids.iter()
+        .map(|id| Scenario::from_id(id).ok_or_else(|| format!("unknown scenario {id}")))
+        .collect()
+}
+
+/// Writes `report` as `<results>/<name>` (pretty JSON) and prints it.
+fn write_report(
+    results: Option<PathBuf>,
+    name: &str,
+    report: &serde_json::Value,
+) -> Result<(), String> {
     let (results, _) = outputs(results, None);
-    let report = certbind_bench::usage::measure(samples)?;
-    std::fs::create_dir_all(&results).map_err(|e| e.to_string())?;
-    let path = results.join("usage.json");
-    let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
-    std::fs::write(&path, format!("{text}\n")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&results).map_err(|e| format!("{}: {e}", results.display()))?;
+    let path = results.join(name);
+    let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(&path, format!("{text}\n")).map_err(|e| format!("{}: {e}", path.display()))?;
     println!("{text}\nwritten to {}", path.display());
     Ok(())
+}
+
+fn usage(samples: usize, results: Option<PathBuf>) -> Result<(), String> {
+    let report = certbind_bench::usage::measure(samples)?;
+    write_report(results, "usage.json", &report)
+}
+
+fn instr(
+    scenarios: Option<Vec<String>>,
+    mut plan: certbind_bench::instr::InstrPlan,
+    results: Option<PathBuf>,
+) -> Result<(), String> {
+    if let Some(list) = scenarios {
+        plan.scenarios = scenario_list(&list)?;
+    }
+    let report = certbind_bench::instr::measure(&plan, &mut progress())?;
+    write_report(results, "instr.json", &report)
+}
+
+fn memory(
+    wasm: Option<PathBuf>,
+    load_seconds: f64,
+    results: Option<PathBuf>,
+) -> Result<(), String> {
+    let report = certbind_bench::memory::measure(wasm, load_seconds)?;
+    write_report(results, "memory.json", &report)
 }
 
 fn all(
@@ -170,10 +261,7 @@ fn all(
         opts.figures_dir = tmp.join("figures");
     }
     if let Some(list) = scenarios {
-        opts.scenarios = list
-            .iter()
-            .map(|id| Scenario::from_id(id).ok_or_else(|| format!("unknown scenario {id}")))
-            .collect::<Result<_, _>>()?;
+        opts.scenarios = scenario_list(&list)?;
     }
     if let Some(r) = rounds {
         opts.plan.rounds = r.max(1);

@@ -151,7 +151,7 @@ pub struct Measurements {
     pub revocation: Option<serde_json::Value>,
 }
 
-fn target(bench: &Bench, scenario: Scenario, tokens: Tokens) -> Result<Target, String> {
+pub(crate) fn target(bench: &Bench, scenario: Scenario, tokens: Tokens) -> Result<Target, String> {
     let envoy = bench
         .envoys
         .get(&scenario)

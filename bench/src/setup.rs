@@ -134,6 +134,32 @@ pub fn pin_self(taskset: &Path, core: usize) -> Result<(), String> {
     }
 }
 
+/// How each Envoy is started: directly (the benchmark), or under a tool such as valgrind
+/// (the `instr` mode), which needs longer to become ready.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The command and arguments Envoy runs under, `{scenario}` replaced by the scenario's id.
+    pub wrapper: Vec<String>,
+    pub ready: Duration,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Self {
+            wrapper: Vec::new(),
+            ready: READY,
+        }
+    }
+}
+
+impl Launch {
+    fn wrapper(&self, scenario: Scenario) -> impl Iterator<Item = String> + '_ {
+        self.wrapper
+            .iter()
+            .map(move |a| a.replace("{scenario}", scenario.id()))
+    }
+}
+
 /// One scenario's Envoy.
 pub struct ScenarioEnvoy {
     pub proc: Proc,
@@ -190,6 +216,15 @@ impl Bench {
 
     /// Starts the services and an Envoy for each of `scenarios`.
     pub fn start(bins: &Prerequisites, scenarios: &[Scenario]) -> Result<Self, String> {
+        Self::start_with(bins, scenarios, &Launch::default())
+    }
+
+    /// [`Bench::start`] with each Envoy started under `launch` (e.g. valgrind).
+    pub fn start_with(
+        bins: &Prerequisites,
+        scenarios: &[Scenario],
+        launch: &Launch,
+    ) -> Result<Self, String> {
         let cores = Cores::detect();
         // Children inherit the affinity of the thread that spawns them: pin first.
         pin_self(&bins.taskset, cores.load)?;
@@ -297,6 +332,7 @@ impl Bench {
                 pki_dir: pki.clone(),
                 admin_port,
                 listen_port,
+                sibling_ports: [port()?, port()?],
                 upstream_port,
                 authz_port,
                 pdp_port,
@@ -307,21 +343,25 @@ impl Bench {
             };
             let config = root.join(format!("envoy-{}.yaml", scenario.id()));
             write_file(&config, &envoy_config(scenario, &vars)?).map_err(|e| e.to_string())?;
-            let args: Vec<String> = [
-                "-c",
-                &cores.envoy.to_string(),
-                &s(&bins.envoy),
-                "-c",
-                &s(&config),
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warn",
-            ]
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+            let wrapper = launch.wrapper(scenario);
+            let args: Vec<String> = ["-c".to_owned(), cores.envoy.to_string()]
+                .into_iter()
+                .chain(wrapper)
+                .chain(
+                    [
+                        &s(&bins.envoy),
+                        "-c",
+                        &s(&config),
+                        "--disable-hot-restart",
+                        "--concurrency",
+                        "1",
+                        "--log-level",
+                        "warn",
+                    ]
+                    .into_iter()
+                    .map(str::to_owned),
+                )
+                .collect();
             let proc = Proc::new(
                 &format!("envoy-{}", scenario.id()),
                 &bins.taskset,
@@ -331,13 +371,14 @@ impl Bench {
             pending.push((scenario, proc, admin_port, listen_port, config));
         }
         // Envoys start in parallel: each takes a second or more to load V8 and its modules.
+        let ready = launch.ready;
         let started: Vec<Result<(Scenario, ScenarioEnvoy), String>> = std::thread::scope(|scope| {
             let handles: Vec<_> = pending
                 .into_iter()
                 .map(|(scenario, mut proc, admin_port, listen_port, config)| {
                     scope.spawn(move || {
                         let admin = Admin::new(loopback(admin_port));
-                        proc.start(Ready::Check(Box::new(move || admin.is_live())), READY)
+                        proc.start(Ready::Check(Box::new(move || admin.is_live())), ready)
                             .map_err(|e| format!("Envoy for {}: {e}", scenario.id()))?;
                         Ok((
                             scenario,
