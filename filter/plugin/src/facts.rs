@@ -49,11 +49,13 @@ pub fn read_facts(vm: &VmRef) -> Option<RequestFacts> {
     let conn_id = connection_id();
     if let Some(id) = conn_id {
         let mut v = vm.try_borrow_mut().ok()?;
-        if let Some(known) = v.conns.get(&id, 0) {
+        let known = v.conns.probe(&id, 0, |known| {
             facts.peer = known.peer.clone();
             facts.source_ip = known.source_ip.clone();
             facts.tls_version = known.tls_version.clone();
             facts.local_uri_san = known.local_uri_san.clone();
+        });
+        if known.is_some() {
             return Some(facts);
         }
     }

@@ -293,7 +293,7 @@ impl Flow {
             tls_version: self.facts.tls_version.as_deref(),
         };
         let key = question.key();
-        if engine.decisions.get(&key, now_ms).is_some() {
+        if engine.decisions.allows(&key, now_ms) {
             self.trace.decision_cache_hit = true;
             return self.admit(engine, bound);
         }

@@ -91,7 +91,7 @@ fn cached_token(
     audience: &Rc<str>,
     now_ms: u64,
 ) -> Option<Result<Rc<VerifiedToken>, Reason>> {
-    let cached = engine.tokens.get(token, now_ms).cloned()?;
+    let cached = engine.tokens.probe(token, now_ms, CachedToken::clone)?;
     match engine.jwks.lookup(cached.token.kid(), now_ms) {
         Lookup::Found(key)
             if *key.verifying_key() == cached.key && cached.audience == *audience =>
