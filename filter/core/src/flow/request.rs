@@ -2,12 +2,29 @@
 //! owns on the way upstream.
 
 use crate::binding::PeerIdentity;
+use crate::token::VerifiedToken;
+use std::rc::Rc;
 
 /// The headers the filter sets on an allowed request (any copy from the caller is removed).
 pub const HEADER_SUBJECT: &str = "x-certbind-subject";
 pub const HEADER_CLIENT_ID: &str = "x-certbind-client-id";
 pub const HEADER_SCOPE: &str = "x-certbind-scope";
 pub const HEADER_JTI: &str = "x-certbind-jti";
+
+/// The identity headers' values for one verified token, built once when it is verified and
+/// kept with it in the token cache, so a warm request copies no string to set them.
+pub type IdentityHeaders = Rc<[(&'static str, Rc<str>)]>;
+
+/// The identity headers of `token` for the caller `subject` (its `sub`, bound).
+pub fn identity_headers(subject: &str, token: &VerifiedToken) -> IdentityHeaders {
+    Rc::new([
+        (HEADER_SUBJECT, Rc::from(subject)),
+        (HEADER_CLIENT_ID, Rc::from(token.client_id())),
+        (HEADER_SCOPE, Rc::from(token.scope())),
+        (HEADER_JTI, Rc::from(token.jti())),
+    ])
+}
+
 /// Every request header with this prefix is removed before the upstream sees the request.
 pub const HEADER_PREFIX: &str = "x-certbind-";
 

@@ -156,12 +156,12 @@ fn admits_a_bound_token_the_pdp_allows_with_verified_headers() {
             .unwrap(),
     );
     assert_eq!(
-        allow.headers,
-        vec![
-            (HEADER_SUBJECT, CONSUMER.to_owned()),
-            (HEADER_CLIENT_ID, "consumer".to_owned()),
-            (HEADER_SCOPE, "orders:read orders:write".to_owned()),
-            (HEADER_JTI, "j-1".to_owned()),
+        *allow.headers,
+        [
+            (HEADER_SUBJECT, Rc::from(CONSUMER)),
+            (HEADER_CLIENT_ID, Rc::from("consumer")),
+            (HEADER_SCOPE, Rc::from("orders:read orders:write")),
+            (HEADER_JTI, Rc::from("j-1")),
         ]
     );
     assert!(allow.remove_authorization);
