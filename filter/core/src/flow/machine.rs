@@ -192,7 +192,11 @@ impl Flow {
             Progress::Failed(reason) => return self.finish(engine, Err(reason)),
             Progress::Wait(step) => return step,
         };
-        self.trace.subject = Some(token.subject().to_owned());
+        // The subject header's value, shared: no copy of the `sub` per request.
+        self.trace.subject = Some(match self.identity.as_ref().and_then(|h| h.first()) {
+            Some((_, subject)) => Rc::clone(subject),
+            None => Rc::from(token.subject()),
+        });
         let bound = match engine.config.binding {
             Binding::Mtls => bind(token, &self.facts.peer, &engine.config.trust_domain),
             Binding::Dpop => match (&self.dpop_bound, self.scheme) {
