@@ -5,6 +5,7 @@ use crate::host;
 use crate::vm::{ConnFacts, VmRef};
 use certbind_core::flow::log_safe;
 use certbind_core::flow::{RequestFacts, is_reserved_header, source_ip};
+use std::rc::Rc;
 
 /// Envoy's `connection.id` (a uint64, serialised as 8 little-endian bytes), if it answers.
 fn connection_id() -> Option<u64> {
@@ -63,12 +64,12 @@ pub fn read_facts(vm: &VmRef) -> Option<RequestFacts> {
     let mtls = host::property_bytes(&["connection", "mtls"])
         .is_some_and(|b| b.as_slice() == [1] || b.as_slice() == b"true");
     let digest = property(&["connection", "sha256_peer_certificate_digest"]);
-    facts.source_ip = property(&["source", "address"]).map(|a| source_ip(&a));
-    facts.tls_version = property(&["connection", "tls_version"]);
+    facts.source_ip = property(&["source", "address"]).map(|a| Rc::from(source_ip(&a)));
+    facts.tls_version = property(&["connection", "tls_version"]).map(Rc::from);
     let mut v = vm.try_borrow_mut().ok()?;
     if v.config().audience.is_none() {
         // One mesh-wide configuration: this listener's certificate names the service.
-        facts.local_uri_san = property(&["connection", "uri_san_local_certificate"]);
+        facts.local_uri_san = property(&["connection", "uri_san_local_certificate"]).map(Rc::from);
         if v.config()
             .audience_for(facts.local_uri_san.as_deref())
             .is_none()
