@@ -169,12 +169,6 @@ fn allow_request(vm: &VmRef, ctx: u32, flow: &Flow, allow: &Allow) {
         // and one per removal. read_facts already removed every caller-sent `x-certbind-*`
         // header, so the identity headers are appended, never replaced.
         let current = host::request_headers();
-        if current.is_empty() {
-            // The host did not answer (a request always has pseudo-headers): writing the map
-            // back would erase it, so set and remove header by header.
-            edit_headers_one_by_one(allow, drop_authorization, drop_dpop);
-            return record(vm, ctx, flow, outcome_of(allow));
-        }
         let kept = current.iter().filter(|(name, _)| {
             !(drop_authorization && name.eq_ignore_ascii_case("authorization")
                 || drop_dpop && name.eq_ignore_ascii_case("dpop"))
@@ -190,26 +184,11 @@ fn allow_request(vm: &VmRef, ctx: u32, flow: &Flow, allow: &Allow) {
             .collect();
         host::set_request_headers(headers);
     }
-    record(vm, ctx, flow, outcome_of(allow));
-}
-
-fn edit_headers_one_by_one(allow: &Allow, drop_authorization: bool, drop_dpop: bool) {
-    for (name, value) in allow.headers.iter() {
-        host::add_request_header(name, value);
-    }
-    if drop_authorization {
-        host::remove_request_header("authorization");
-    }
-    if drop_dpop {
-        host::remove_request_header("dpop");
-    }
-}
-
-fn outcome_of(allow: &Allow) -> Outcome {
-    match allow.shadowed {
+    let outcome = match allow.shadowed {
         Some(reason) => Outcome::Shadow(reason),
         None => Outcome::Allow,
-    }
+    };
+    record(vm, ctx, flow, outcome);
 }
 
 enum Outcome {
