@@ -54,9 +54,8 @@ pub fn request_headers() -> Vec<(String, Vec<u8>)> {
     hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
 }
 
-/// Replaces the whole request header map (pseudo-headers included) in one host call.
-pub fn set_request_headers(headers: Vec<(&str, &[u8])>) {
-    let _ = hostcalls::set_map_bytes(MapType::HttpRequestHeaders, headers);
+pub fn add_request_header(name: &str, value: &str) {
+    let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
 }
 
 pub fn remove_request_header(name: &str) {

@@ -161,28 +161,19 @@ fn park(vm: &VmRef, ctx: u32, flow: Flow, wait: Wait) {
 }
 
 fn allow_request(vm: &VmRef, ctx: u32, flow: &Flow, allow: &Allow) {
-    // Removing a header the request does not carry is work for nothing.
-    let drop_authorization = allow.remove_authorization && flow.facts().authorization.is_some();
-    let drop_dpop = allow.remove_authorization && !flow.facts().dpop.is_empty();
-    if !allow.headers.is_empty() || drop_authorization || drop_dpop {
-        // Two host calls (read the map, write it back) instead of one per identity header
-        // and one per removal. read_facts already removed every caller-sent `x-certbind-*`
-        // header, so the identity headers are appended, never replaced.
-        let current = host::request_headers();
-        let kept = current.iter().filter(|(name, _)| {
-            !(drop_authorization && name.eq_ignore_ascii_case("authorization")
-                || drop_dpop && name.eq_ignore_ascii_case("dpop"))
-        });
-        let headers = kept
-            .map(|(name, value)| (name.as_str(), value.as_slice()))
-            .chain(
-                allow
-                    .headers
-                    .iter()
-                    .map(|(name, value)| (*name, value.as_bytes())),
-            )
-            .collect();
-        host::set_request_headers(headers);
+    // `add`, not `replace`: read_facts removed every caller-sent `x-certbind-*` header, so
+    // Envoy need not look for one to replace.
+    for (name, value) in &allow.headers {
+        host::add_request_header(name, value);
+    }
+    // Removing a header the request does not carry is a host call for nothing.
+    if allow.remove_authorization {
+        if flow.facts().authorization.is_some() {
+            host::remove_request_header("authorization");
+        }
+        if !flow.facts().dpop.is_empty() {
+            host::remove_request_header("dpop");
+        }
     }
     let outcome = match allow.shadowed {
         Some(reason) => Outcome::Shadow(reason),
