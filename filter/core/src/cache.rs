@@ -50,6 +50,23 @@ impl<K: Eq + Hash + Clone, V> ExpiringCache<K, V> {
     }
 
     /// Stores `value` until `expires_at` (exclusive). Nothing is stored if already expired.
+    /// `f` of the entry for `key` if it has not expired at `now`: one hash lookup on a hit,
+    /// where [`Self::get`] makes two (it cannot hand out a borrow and remove an expired entry
+    /// in one lookup). The warm path's caches are probed through this.
+    pub fn probe<Q, R>(&mut self, key: &Q, now: u64, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.entries.get(key) {
+            Some((value, until)) if now < *until => return Some(f(value)),
+            Some(_) => {}
+            None => return None,
+        }
+        self.entries.remove(key);
+        None
+    }
+
     pub fn insert(&mut self, key: K, value: V, expires_at: u64, now: u64) {
         if self.capacity == 0 || expires_at <= now {
             return;
@@ -94,6 +111,16 @@ mod tests {
         c.insert(1, "a", 100, 0);
         assert_eq!(c.get(&1, 99), Some(&"a"));
         assert_eq!(c.get(&1, 100), None);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn probes_an_entry_until_it_expires_then_forgets_it() {
+        let mut c = ExpiringCache::new(4);
+        c.insert(1, "a", 100, 0);
+        assert_eq!(c.probe(&1, 99, |v| *v), Some("a"));
+        assert_eq!(c.probe(&2, 99, |v| *v), None);
+        assert_eq!(c.probe(&1, 100, |v| *v), None);
         assert!(c.is_empty());
     }
 

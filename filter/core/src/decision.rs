@@ -202,6 +202,13 @@ impl DecisionCache {
             .map(String::as_str)
     }
 
+    /// Whether a cached allow answers exactly this question at `now_ms` (one lookup).
+    pub fn allows(&mut self, key: &DecisionKey, now_ms: u64) -> bool {
+        self.allows
+            .probe(key.0.as_slice(), now_ms, |_| ())
+            .is_some()
+    }
+
     /// Remembers an allow for `ttl_s`, never past `token_exp_s`.
     pub fn remember(
         &mut self,

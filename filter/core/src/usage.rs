@@ -270,7 +270,7 @@ mod tests {
                 allow
                     .headers
                     .iter()
-                    .any(|(n, v)| *n == "x-certbind-jti" && v == "j-1")
+                    .any(|(n, v)| *n == "x-certbind-jti" && &**v == "j-1")
             );
             assert_eq!(
                 flow.usage(),

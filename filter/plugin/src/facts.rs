@@ -5,6 +5,7 @@ use crate::host;
 use crate::vm::{ConnFacts, VmRef};
 use certbind_core::flow::log_safe;
 use certbind_core::flow::{RequestFacts, is_reserved_header, source_ip};
+use std::rc::Rc;
 
 /// Envoy's `connection.id` (a uint64, serialised as 8 little-endian bytes), if it answers.
 fn connection_id() -> Option<u64> {
@@ -49,11 +50,13 @@ pub fn read_facts(vm: &VmRef) -> Option<RequestFacts> {
     let conn_id = connection_id();
     if let Some(id) = conn_id {
         let mut v = vm.try_borrow_mut().ok()?;
-        if let Some(known) = v.conns.get(&id, 0) {
+        let known = v.conns.probe(&id, 0, |known| {
             facts.peer = known.peer.clone();
             facts.source_ip = known.source_ip.clone();
             facts.tls_version = known.tls_version.clone();
             facts.local_uri_san = known.local_uri_san.clone();
+        });
+        if known.is_some() {
             return Some(facts);
         }
     }
@@ -61,12 +64,12 @@ pub fn read_facts(vm: &VmRef) -> Option<RequestFacts> {
     let mtls = host::property_bytes(&["connection", "mtls"])
         .is_some_and(|b| b.as_slice() == [1] || b.as_slice() == b"true");
     let digest = property(&["connection", "sha256_peer_certificate_digest"]);
-    facts.source_ip = property(&["source", "address"]).map(|a| source_ip(&a));
-    facts.tls_version = property(&["connection", "tls_version"]);
+    facts.source_ip = property(&["source", "address"]).map(|a| Rc::from(source_ip(&a)));
+    facts.tls_version = property(&["connection", "tls_version"]).map(Rc::from);
     let mut v = vm.try_borrow_mut().ok()?;
     if v.config().audience.is_none() {
         // One mesh-wide configuration: this listener's certificate names the service.
-        facts.local_uri_san = property(&["connection", "uri_san_local_certificate"]);
+        facts.local_uri_san = property(&["connection", "uri_san_local_certificate"]).map(Rc::from);
         if v.config()
             .audience_for(facts.local_uri_san.as_deref())
             .is_none()

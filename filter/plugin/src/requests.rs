@@ -163,7 +163,7 @@ fn park(vm: &VmRef, ctx: u32, flow: Flow, wait: Wait) {
 fn allow_request(vm: &VmRef, ctx: u32, flow: &Flow, allow: &Allow) {
     // `add`, not `replace`: read_facts removed every caller-sent `x-certbind-*` header, so
     // Envoy need not look for one to replace.
-    for (name, value) in &allow.headers {
+    for (name, value) in allow.headers.iter() {
         host::add_request_header(name, value);
     }
     // Removing a header the request does not carry is a host call for nothing.

@@ -69,9 +69,9 @@ pub struct Parked {
 #[derive(Debug, Clone)]
 pub struct ConnFacts {
     pub peer: PeerIdentity,
-    pub source_ip: Option<String>,
-    pub tls_version: Option<String>,
-    pub local_uri_san: Option<String>,
+    pub source_ip: Option<Rc<str>>,
+    pub tls_version: Option<Rc<str>>,
+    pub local_uri_san: Option<Rc<str>>,
 }
 
 pub struct Vm {

@@ -2,6 +2,7 @@
 //! decision and peer caches, DPoP replay state, the revocation guard) and the calls the glue
 //! makes on it outside a request.
 
+use super::request::IdentityHeaders;
 use crate::binding::{CertThumbprint, PeerIdentity};
 use crate::cache::ExpiringCache;
 use crate::config::{Binding, FilterConfig};
@@ -27,6 +28,8 @@ pub(super) struct CachedToken {
     /// The audience it was verified for: a listener of another service (same VM, audience
     /// from each listener's certificate) must not take it from the cache.
     pub(super) audience: Rc<str>,
+    /// Its identity headers, built once (see [`IdentityHeaders`]).
+    pub(super) headers: IdentityHeaders,
 }
 
 /// What one VM keeps between requests.

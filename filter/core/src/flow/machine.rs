@@ -4,7 +4,7 @@
 
 use super::dpop::check_dpop;
 use super::engine::Engine;
-use super::request::{HEADER_CLIENT_ID, HEADER_JTI, HEADER_SCOPE, HEADER_SUBJECT, RequestFacts};
+use super::request::{IdentityHeaders, RequestFacts, identity_headers};
 use super::step::{Allow, Deny, Step};
 use super::trace::DecisionTrace;
 use crate::binding::{BoundToken, CertThumbprint, bind};
@@ -56,6 +56,8 @@ pub struct Flow {
     /// This flow verified its token's signature itself: a rerun after a wait (revocations)
     /// finds the token cached, but that is not a cache hit.
     pub(super) verified_here: bool,
+    /// The verified token's identity headers (from the token cache, or built when verified).
+    pub(super) identity: Option<IdentityHeaders>,
     /// The scheme the token came with (`Bearer` or `DPoP`).
     pub(super) scheme: Option<AuthScheme>,
     /// The token bound by a DPoP proof that passed every check, its `jti` now spent: a flow
@@ -82,6 +84,7 @@ impl Flow {
             },
             trace: DecisionTrace::default(),
             verified_here: false,
+            identity: None,
             scheme: None,
             dpop_bound: None,
         };
@@ -189,7 +192,11 @@ impl Flow {
             Progress::Failed(reason) => return self.finish(engine, Err(reason)),
             Progress::Wait(step) => return step,
         };
-        self.trace.subject = Some(token.subject().to_owned());
+        // The subject header's value, shared: no copy of the `sub` per request.
+        self.trace.subject = Some(match self.identity.as_ref().and_then(|h| h.first()) {
+            Some((_, subject)) => Rc::clone(subject),
+            None => Rc::from(token.subject()),
+        });
         let bound = match engine.config.binding {
             Binding::Mtls => bind(token, &self.facts.peer, &engine.config.trust_domain),
             Binding::Dpop => match (&self.dpop_bound, self.scheme) {
@@ -293,7 +300,7 @@ impl Flow {
             tls_version: self.facts.tls_version.as_deref(),
         };
         let key = question.key();
-        if engine.decisions.get(&key, now_ms).is_some() {
+        if engine.decisions.allows(&key, now_ms) {
             self.trace.decision_cache_hit = true;
             return self.admit(engine, bound);
         }
@@ -327,20 +334,21 @@ impl Flow {
         let remove_authorization = !engine.config.forward_token;
         match outcome {
             Ok(bound) => {
-                let token = bound.token();
+                let subject = bound.subject().as_str();
+                // Built with the token's `sub`, which binding found equal to the subject; the
+                // check costs a comparison, and a mismatch builds them afresh.
+                let headers = match self.identity.take() {
+                    Some(h) if h.first().is_some_and(|(_, s)| **s == *subject) => h,
+                    _ => identity_headers(subject, bound.token()),
+                };
                 Step::Allow(Allow {
-                    headers: vec![
-                        (HEADER_SUBJECT, bound.subject().as_str().to_owned()),
-                        (HEADER_CLIENT_ID, token.client_id().to_owned()),
-                        (HEADER_SCOPE, token.scope().to_owned()),
-                        (HEADER_JTI, token.jti().to_owned()),
-                    ],
+                    headers,
                     remove_authorization,
                     shadowed: None,
                 })
             }
             Err(reason) if engine.config.mode == Mode::Shadow => Step::Allow(Allow {
-                headers: Vec::new(),
+                headers: Rc::new([]),
                 remove_authorization,
                 shadowed: Some(reason),
             }),

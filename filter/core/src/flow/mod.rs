@@ -24,8 +24,8 @@ mod verify;
 pub use engine::Engine;
 pub use machine::Flow;
 pub use request::{
-    HEADER_CLIENT_ID, HEADER_JTI, HEADER_PREFIX, HEADER_SCOPE, HEADER_SUBJECT, RequestFacts,
-    is_reserved_header, source_ip,
+    HEADER_CLIENT_ID, HEADER_JTI, HEADER_PREFIX, HEADER_SCOPE, HEADER_SUBJECT, IdentityHeaders,
+    RequestFacts, is_reserved_header, source_ip,
 };
 pub use step::{Allow, Deny, Step};
 pub use trace::{DecisionTrace, log_safe};

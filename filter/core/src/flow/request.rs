@@ -2,12 +2,29 @@
 //! owns on the way upstream.
 
 use crate::binding::PeerIdentity;
+use crate::token::VerifiedToken;
+use std::rc::Rc;
 
 /// The headers the filter sets on an allowed request (any copy from the caller is removed).
 pub const HEADER_SUBJECT: &str = "x-certbind-subject";
 pub const HEADER_CLIENT_ID: &str = "x-certbind-client-id";
 pub const HEADER_SCOPE: &str = "x-certbind-scope";
 pub const HEADER_JTI: &str = "x-certbind-jti";
+
+/// The identity headers' values for one verified token, built once when it is verified and
+/// kept with it in the token cache, so a warm request copies no string to set them.
+pub type IdentityHeaders = Rc<[(&'static str, Rc<str>)]>;
+
+/// The identity headers of `token` for the caller `subject` (its `sub`, bound).
+pub fn identity_headers(subject: &str, token: &VerifiedToken) -> IdentityHeaders {
+    Rc::new([
+        (HEADER_SUBJECT, Rc::from(subject)),
+        (HEADER_CLIENT_ID, Rc::from(token.client_id())),
+        (HEADER_SCOPE, Rc::from(token.scope())),
+        (HEADER_JTI, Rc::from(token.jti())),
+    ])
+}
+
 /// Every request header with this prefix is removed before the upstream sees the request.
 pub const HEADER_PREFIX: &str = "x-certbind-";
 
@@ -25,6 +42,8 @@ pub fn is_reserved_header(name: &str) -> bool {
 /// Everything the filter reads about one request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestFacts {
+    // The connection's facts are `Rc<str>`: shared with the glue's per-connection cache, so a
+    // request on a known connection copies none of them.
     /// The `authorization` header, if any.
     pub authorization: Option<String>,
     /// Envoy's `x-request-id`.
@@ -34,14 +53,14 @@ pub struct RequestFacts {
     pub path: String,
     pub peer: PeerIdentity,
     /// The caller's IP (see [`source_ip`]).
-    pub source_ip: Option<String>,
+    pub source_ip: Option<Rc<str>>,
     /// `connection.tls_version`, e.g. `TLSv1.3`.
-    pub tls_version: Option<String>,
+    pub tls_version: Option<Rc<str>>,
     /// The value of every `DPoP` header, in order (exactly one is valid on a DPoP listener).
     pub dpop: Vec<String>,
     /// The URI SAN of the listener's own certificate (`connection.uri_san_local_certificate`),
     /// read only when no `audience` is configured: it names this service.
-    pub local_uri_san: Option<String>,
+    pub local_uri_san: Option<Rc<str>>,
 }
 
 /// The IP of Envoy's `source.address` (`1.2.3.4:5678` or `[::1]:5678`).

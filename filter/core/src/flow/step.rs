@@ -1,6 +1,7 @@
 //! What the glue must do next for a request: a [`Step`], and the exact local reply of a
 //! denial ([`Deny`], CONTRACT §4).
 
+use super::request::IdentityHeaders;
 use crate::config::Binding;
 use crate::jwks::FetchKind;
 use crate::reason::Reason;
@@ -31,7 +32,7 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allow {
     /// Verified identity headers to set; empty unless every check passed.
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: IdentityHeaders,
     /// Remove `authorization` and any `dpop` proof before the upstream (unless
     /// `forward_token`).
     pub remove_authorization: bool,

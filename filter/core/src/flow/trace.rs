@@ -4,11 +4,12 @@
 
 use crate::revocation::Kind;
 use crate::usage::UseAnswer;
+use std::rc::Rc;
 
 /// What a flow observed, filled in as its checks run.
 #[derive(Debug, Clone, Default)]
 pub struct DecisionTrace {
-    pub(super) subject: Option<String>,
+    pub(super) subject: Option<Rc<str>>,
     pub(super) token_cache_hit: bool,
     pub(super) decision_cache_hit: bool,
     pub(super) dpop_detail: Option<&'static str>,

@@ -4,6 +4,7 @@
 
 use super::engine::{CachedToken, Engine};
 use super::machine::{Flow, Progress, State};
+use super::request::identity_headers;
 use super::step::Step;
 use crate::config::Binding;
 use crate::es256::PreparedKey;
@@ -35,7 +36,10 @@ impl Flow {
         if let Some(cached) = cached_token(engine, token, &audience, now_ms) {
             self.trace.token_cache_hit = !self.verified_here;
             return match cached {
-                Ok(token) => Progress::Done(token),
+                Ok(cached) => {
+                    self.identity = Some(cached.headers);
+                    Progress::Done(cached.token)
+                }
                 Err(reason) => Progress::Failed(reason),
             };
         }
@@ -56,10 +60,13 @@ impl Flow {
             Ok(verified) => {
                 let verified = Rc::new(verified);
                 let until = verified.exp().saturating_mul(1000);
+                let headers = identity_headers(verified.subject(), &verified);
+                self.identity = Some(Rc::clone(&headers));
                 let entry = CachedToken {
                     token: Rc::clone(&verified),
                     key: verifying_key,
                     audience,
+                    headers,
                 };
                 engine.tokens.insert(Rc::from(token), entry, until, now_ms);
                 self.verified_here = true;
@@ -90,8 +97,8 @@ fn cached_token(
     token: &str,
     audience: &Rc<str>,
     now_ms: u64,
-) -> Option<Result<Rc<VerifiedToken>, Reason>> {
-    let cached = engine.tokens.get(token, now_ms).cloned()?;
+) -> Option<Result<CachedToken, Reason>> {
+    let cached = engine.tokens.probe(token, now_ms, CachedToken::clone)?;
     match engine.jwks.lookup(cached.token.kid(), now_ms) {
         Lookup::Found(key)
             if *key.verifying_key() == cached.key && cached.audience == *audience =>
@@ -99,7 +106,7 @@ fn cached_token(
             let checked = cached
                 .token
                 .check_time(now_ms / 1000, engine.expect.clock_skew_s);
-            Some(checked.map(|()| cached.token))
+            Some(checked.map(|()| cached))
         }
         Lookup::Stale => Some(Err(Reason::JwksUnavailable)),
         // The key was rotated away or replaced, or the token was verified for another

@@ -14,7 +14,7 @@ fn mesh_world() -> World {
 
 fn on_listener(w: &World, local: Option<&str>) -> RequestFacts {
     RequestFacts {
-        local_uri_san: local.map(str::to_owned),
+        local_uri_san: local.map(Rc::from),
         ..facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)))
     }
 }

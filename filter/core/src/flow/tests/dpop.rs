@@ -108,7 +108,7 @@ fn admits_a_dpop_bound_token_with_a_fresh_proof() {
         flow.pdp_answered(&mut engine, Some(200), PDP_ALLOW, NOW_MS)
             .unwrap(),
     );
-    assert_eq!(allow.headers[0], (HEADER_SUBJECT, CONSUMER.to_owned()));
+    assert_eq!(allow.headers[0], (HEADER_SUBJECT, Rc::from(CONSUMER)));
     assert!(allow.remove_authorization);
     assert_eq!(flow.dpop_detail(), None);
 }

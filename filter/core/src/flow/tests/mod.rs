@@ -156,12 +156,12 @@ fn admits_a_bound_token_the_pdp_allows_with_verified_headers() {
             .unwrap(),
     );
     assert_eq!(
-        allow.headers,
-        vec![
-            (HEADER_SUBJECT, CONSUMER.to_owned()),
-            (HEADER_CLIENT_ID, "consumer".to_owned()),
-            (HEADER_SCOPE, "orders:read orders:write".to_owned()),
-            (HEADER_JTI, "j-1".to_owned()),
+        *allow.headers,
+        [
+            (HEADER_SUBJECT, Rc::from(CONSUMER)),
+            (HEADER_CLIENT_ID, Rc::from("consumer")),
+            (HEADER_SCOPE, Rc::from("orders:read orders:write")),
+            (HEADER_JTI, Rc::from("j-1")),
         ]
     );
     assert!(allow.remove_authorization);
@@ -215,12 +215,15 @@ fn refuses_a_subject_other_than_the_certificate() {
 #[test]
 fn reuses_the_verified_token_and_the_allow_for_the_same_request() {
     let mut w = world();
-    full_allow(&mut w, NOW_MS);
+    let (_, first) = full_allow(&mut w, NOW_MS);
     let f = facts(&w.consumer, bearer_of(&token_bound_to(&w.consumer.0)));
     let (flow, step) = Flow::start(&mut w.engine, f, NOW_MS + 1_000);
     assert!(flow.token_cache_hit());
     assert!(flow.decision_cache_hit());
-    assert_eq!(allowed(step).headers.len(), 4);
+    let again = allowed(step);
+    assert_eq!(again.headers.len(), 4);
+    // The identity headers were built once, with the verified token, and are shared.
+    assert!(Rc::ptr_eq(&first.headers, &again.headers));
 }
 
 #[test]
