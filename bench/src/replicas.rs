@@ -9,7 +9,7 @@ use certbind_tests::ports::{free_port, loopback};
 use certbind_tests::postgres::Postgres;
 use certbind_tests::{Request, System, spiffe_id};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Concurrent callers asking for tokens.
 const CALLERS: usize = 8;
@@ -17,12 +17,8 @@ const CALLERS: usize = 8;
 const GIVE_UP: Duration = Duration::from_secs(10);
 
 fn pct_ms(sorted: &[Duration], p: f64) -> f64 {
-    let idx = ((p / 100.0) * (sorted.len() as f64)).ceil() as usize;
-    let d = sorted
-        .get(idx.saturating_sub(1).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default();
-    (d.as_secs_f64() * 100_000.0).round() / 100.0
+    let ms: Vec<f64> = sorted.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+    (crate::stats::percentile(&ms, p) * 100.0).round() / 100.0
 }
 
 /// `per_caller` token requests by each of [`CALLERS`] threads, round robin over `targets`
@@ -154,10 +150,7 @@ pub fn measure(tokens: usize, revocations: usize) -> Result<serde_json::Value, S
     drop(replicas);
     drop(system);
     drop(pg);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let now = crate::stats::unix_now_s();
     Ok(serde_json::json!({
         "what": "authz-server replicas on one PostgreSQL: token issuance through 1 vs 3 replicas, revocation propagation across replicas",
         "callers": CALLERS,

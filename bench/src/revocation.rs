@@ -4,7 +4,7 @@
 //! back to back until it answers 401 `revoked`. The report is a JSON object with p50/p90/p99/max.
 
 use certbind_tests::{Request, Response, System, TlsClient};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A token still admitted this long after `/revoke` is a failure, not a sample.
 const GIVE_UP: Duration = Duration::from_secs(10);
@@ -63,18 +63,9 @@ pub fn measure(n: usize) -> Result<serde_json::Value, String> {
     }
     first_ms.sort_by(f64::total_cmp);
     all_ms.sort_by(f64::total_cmp);
-    let pct = |samples: &[f64], p: f64| {
-        let idx = ((p / 100.0) * (samples.len() as f64)).ceil() as usize;
-        samples
-            .get(idx.saturating_sub(1).min(samples.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let pct = crate::stats::percentile;
     let round = |v: f64| (v * 100.0).round() / 100.0;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let now = crate::stats::unix_now_s();
     Ok(serde_json::json!({
         "what": "revocation propagation: POST /revoke answered 200 -> the orders sidecar answers 401 revoked",
         "revocations": n,

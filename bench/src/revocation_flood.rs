@@ -17,7 +17,7 @@
 use certbind_tests::{Request, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Threads flooding `/revoke` (each: mint a token, revoke it).
 const FLOODERS: usize = 4;
@@ -37,10 +37,7 @@ impl Phase {
     fn pct(&self, p: f64) -> f64 {
         let mut s = self.ms.clone();
         s.sort_by(f64::total_cmp);
-        let idx = ((p / 100.0) * (s.len() as f64)).ceil() as usize;
-        s.get(idx.saturating_sub(1).min(s.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
+        crate::stats::percentile(&s, p)
     }
 
     fn json(&self) -> serde_json::Value {
@@ -331,10 +328,7 @@ pub fn run(
         check.status == 401 && check.json_str("reason").as_deref() == Some("revoked");
     let revoked = flood.revoked.load(Ordering::Relaxed);
     let round = |v: f64| (v * 100.0).round() / 100.0;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let now = crate::stats::unix_now_s();
     Ok(serde_json::json!({
         "what": "one workload floods POST /revoke with its own fresh tokens while another calls the orders sidecar",
         "quiet_seconds": quiet_s,

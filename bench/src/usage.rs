@@ -8,7 +8,7 @@ use crate::load::{Target, client_config, connect, exchange};
 use certbind_tests::{System, spiffe_id};
 use http_body_util::Empty;
 use hyper::body::Bytes;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// The most uses the demo registry lets the consumer ask for.
 const USES_PER_TOKEN: u32 = 100;
@@ -30,14 +30,6 @@ fn usage_token(system: &System) -> Result<String, String> {
     r.json_str("access_token")
         .filter(|_| r.status == 200)
         .ok_or_else(|| format!("no usage-bound token: {} {}", r.status, r.text()))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((p / 100.0) * (sorted.len() as f64)).ceil() as usize;
-    sorted
-        .get(idx.saturating_sub(1).min(sorted.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or_default()
 }
 
 /// `pairs` samples of each kind, interleaved; the report as JSON.
@@ -106,13 +98,10 @@ pub fn measure(pairs: usize) -> Result<serde_json::Value, String> {
     usage_ms.sort_by(f64::total_cmp);
     let round = |v: f64| (v * 1000.0).round() / 1000.0;
     let (p50, p99) = (
-        |s: &[f64]| percentile(s, 50.0),
-        |s: &[f64]| percentile(s, 99.0),
+        |s: &[f64]| crate::stats::percentile(s, 50.0),
+        |s: &[f64]| crate::stats::percentile(s, 99.0),
     );
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let now = crate::stats::unix_now_s();
     Ok(serde_json::json!({
         "what": "client-observed latency of GET /orders/1 through the orders sidecar: an ordinary certificate-bound token vs a usage-bound one (one counter call to the authz-server per request)",
         "samples_each": pairs,
