@@ -214,7 +214,7 @@ fn dpop_proof_key(
         htu: &htu,
         now_s: now,
         window: state.dpop_window,
-        access_token: None,
+        ath: None,
         jkt: None,
         nonces: &[],
     };

@@ -28,6 +28,8 @@ pub struct InstrPlan {
     pub repeats: usize,
     /// A certbind .wasm to count instead of the built one (e.g. another `opt-level`).
     pub wasm: Option<PathBuf>,
+    /// Where to keep callgrind's dumps (for `callgrind_annotate`); dropped when `None`.
+    pub dumps: Option<PathBuf>,
 }
 
 impl Default for InstrPlan {
@@ -38,6 +40,7 @@ impl Default for InstrPlan {
             warmup: 500,
             repeats: 3,
             wasm: None,
+            dumps: None,
         }
     }
 }
@@ -156,6 +159,18 @@ fn tokens(bench: &Bench, scenario: Scenario, token: &Arc<str>, n: usize) -> Resu
     }
 }
 
+/// Copies every callgrind dump from `from` into `to`.
+fn keep_dumps(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(to).map_err(|e| format!("{}: {e}", to.display()))?;
+    for entry in std::fs::read_dir(from).map_err(|e| format!("{}: {e}", from.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, to.join(name)).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -229,6 +244,10 @@ pub fn measure(plan: &InstrPlan, log: &mut dyn FnMut(String)) -> Result<Value, S
             s.id().to_owned(),
             json!({"per_request": per_request, "median": m, "describe": s.describe()}),
         );
+    }
+    if let Some(dir) = &plan.dumps {
+        keep_dumps(out.path(), dir)?;
+        log(format!("callgrind dumps kept in {}", dir.display()));
     }
     let diff = |a: Scenario, b: Scenario| match (medians.get(&a), medians.get(&b)) {
         (Some(x), Some(y)) => json!(x - y),

@@ -86,7 +86,14 @@ pub fn run_all(
         "revocation propagation: {} revocations on a separate system",
         opts.plan.revocations
     ));
-    measurements.revocation = Some(revocation::measure(opts.plan.revocations)?);
+    // A failure here is reported (a null figure with its note), not allowed to lose the run.
+    measurements.revocation = match revocation::measure(opts.plan.revocations) {
+        Ok(report) => Some(report),
+        Err(e) => {
+            log(format!("revocation propagation failed: {e}"));
+            Some(serde_json::json!({ "error": e }))
+        }
+    };
     let summary = report::write(&opts.results_dir, &measurements, &opts.plan, env)?;
     let figures = figures::draw_all(&measurements, &opts.figures_dir)?;
     for f in figures {

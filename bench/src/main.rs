@@ -105,6 +105,9 @@ enum Command {
         /// A certbind .wasm to count instead of the built one.
         #[arg(long)]
         wasm: Option<PathBuf>,
+        /// Keep callgrind's dumps in this directory (for `callgrind_annotate`).
+        #[arg(long)]
+        dumps: Option<PathBuf>,
         #[arg(long)]
         results: Option<PathBuf>,
     },
@@ -153,6 +156,7 @@ fn main() -> ExitCode {
             warmup,
             repeats,
             wasm,
+            dumps,
             results,
         } => instr(
             scenarios,
@@ -161,6 +165,7 @@ fn main() -> ExitCode {
                 warmup,
                 repeats: repeats.max(1),
                 wasm,
+                dumps,
                 ..Default::default()
             },
             results,

@@ -15,6 +15,7 @@
 //! compete with the victim for this machine's 2 cores).
 
 use certbind_tests::{Request, System};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -145,23 +146,9 @@ impl Placement {
 const FLOOD_CPU: u32 = 0;
 const VICTIM_CPU: u32 = 1;
 
-/// Pins a process (every thread, `all`) or one thread to `cpu` with util-linux's `taskset`.
+/// [`crate::setup::pin`] with the `taskset` on `PATH`.
 fn pin(id: u32, cpu: u32, all: bool) -> Result<(), String> {
-    let mut cmd = std::process::Command::new("taskset");
-    if all {
-        cmd.arg("-a");
-    }
-    let out = cmd
-        .args(["-p", "-c", &cpu.to_string(), &id.to_string()])
-        .output()
-        .map_err(|e| format!("taskset (util-linux) is needed for --placement split: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "taskset -p -c {cpu} {id}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(())
+    crate::setup::pin(Path::new("taskset"), id, cpu as usize, all)
 }
 
 /// Pins the calling thread.

@@ -112,24 +112,22 @@ impl Cores {
     }
 }
 
-/// Pins this process (all its threads, and so every child spawned later) to `core`.
-pub fn pin_self(taskset: &Path, core: usize) -> Result<(), String> {
-    let out = Command::new(taskset)
-        .args([
-            "-a",
-            "-p",
-            "-c",
-            &core.to_string(),
-            &std::process::id().to_string(),
-        ])
+/// Pins a process (every thread, `all`) or one thread to `core` with util-linux's `taskset`.
+pub fn pin(taskset: &Path, id: u32, core: usize, all: bool) -> Result<(), String> {
+    let mut cmd = Command::new(taskset);
+    if all {
+        cmd.arg("-a");
+    }
+    let out = cmd
+        .args(["-p", "-c", &core.to_string(), &id.to_string()])
         .output()
-        .map_err(|e| format!("taskset: {e}"))?;
+        .map_err(|e| format!("taskset (util-linux): {e}"))?;
     if out.status.success() {
         Ok(())
     } else {
         Err(format!(
-            "taskset -p failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "taskset -p -c {core} {id}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
 }
@@ -227,7 +225,7 @@ impl Bench {
     ) -> Result<Self, String> {
         let cores = Cores::detect();
         // Children inherit the affinity of the thread that spawns them: pin first.
-        pin_self(&bins.taskset, cores.load)?;
+        pin(&bins.taskset, std::process::id(), cores.load, true)?;
         let dir = tempfile::Builder::new()
             .prefix("certbind-bench.")
             .tempdir()

@@ -50,7 +50,7 @@ pub fn htu(origin: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use certbind_core::dpop::{ProofCheck, ProofWindow, verify_proof};
+    use certbind_core::dpop::{ProofCheck, ProofWindow, access_token_hash, verify_proof};
 
     #[test]
     fn a_proof_passes_the_filters_own_check_and_binds_to_the_key() {
@@ -62,6 +62,7 @@ mod tests {
             Some("t.o.k"),
         )
         .unwrap();
+        let ath = access_token_hash("t.o.k");
         let check = ProofCheck {
             method: "GET",
             htu: "https://127.0.0.1:8445/orders/1",
@@ -70,13 +71,14 @@ mod tests {
                 max_age_s: 60,
                 clock_skew_s: 5,
             },
-            access_token: Some("t.o.k"),
+            ath: Some(&ath),
             jkt: Some(key.kid()),
             nonces: &[],
         };
         assert_eq!(verify_proof(&p, &check).unwrap().jkt(), key.kid());
+        let other = access_token_hash("other");
         let check = ProofCheck {
-            access_token: Some("other"),
+            ath: Some(&other),
             ..check
         };
         assert!(verify_proof(&p, &check).is_err());

@@ -6,7 +6,7 @@
 use certbind_core::binding::{CertThumbprint, PeerIdentity, SpiffeId, cert_pem_to_der};
 use certbind_core::config::FilterConfig;
 use certbind_core::decision::DecisionRequest;
-use certbind_core::dpop::{ProofCheck, ProofWindow, verify_proof};
+use certbind_core::dpop::{ProofCheck, ProofWindow, access_token_hash, verify_proof};
 use certbind_core::jwks::KeySet;
 use certbind_core::token::{
     CertificateConfirmation, Claims, Confirmation, DpopKeyConfirmation, Expectations,
@@ -204,6 +204,7 @@ pub fn binding(data: &[u8]) {
 /// A DPoP proof for a resource request, checked against fixed expectations.
 pub fn dpop_proof(data: &[u8]) {
     let Some(proof) = text(data) else { return };
+    let ath = access_token_hash("t.o.k");
     let check = ProofCheck {
         method: "GET",
         htu: "https://127.0.0.1:8445/orders/1",
@@ -212,7 +213,7 @@ pub fn dpop_proof(data: &[u8]) {
             max_age_s: 60,
             clock_skew_s: 5,
         },
-        access_token: Some("t.o.k"),
+        ath: Some(&ath),
         jkt: None,
         nonces: &[],
     };

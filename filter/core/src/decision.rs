@@ -87,7 +87,12 @@ pub fn read_decision(status: Option<u32>, body: &[u8]) -> Result<Decision, Reaso
 
 /// One PDP question, borrowed from the verified token and the request: both the decision
 /// cache's key and the wire body are built from it, so the key covers every field the PDP
-/// sees, and a cache hit serialises nothing and hashes no JSON.
+/// decides on, and a cache hit serialises nothing and hashes no JSON. The one field the key
+/// leaves out is `jti` (sent for the PDP's audit only): a decision is about who does what
+/// where, not which of a client's tokens; one token is stopped by revocation, checked on every
+/// request before the cache. Keyed by `jti`, every renewed token would cost a PDP call and
+/// one client minting tokens could fill the cache. A PDP whose answer did depend on `jti`
+/// answers `ttl_s: 0` (nothing cached).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Question<'a> {
     pub subject: &'a str,
@@ -105,7 +110,8 @@ pub struct Question<'a> {
 }
 
 impl Question<'_> {
-    /// The cache key: every field, length-prefixed (so no two questions share a key).
+    /// The cache key: every field but `jti`, length-prefixed (so no two questions that may
+    /// be decided differently share a key).
     pub fn key(&self) -> DecisionKey {
         let texts = [
             Some(self.subject),
@@ -115,7 +121,6 @@ impl Question<'_> {
             Some(self.audience),
             Some(self.scope),
             self.source_ip,
-            self.jti,
             self.tls_version,
         ];
         let len: usize = texts.iter().flatten().map(|t| t.len() + 9).sum::<usize>() + 16;
@@ -432,10 +437,6 @@ mod tests {
             },
             Question { iat: None, ..base },
             Question {
-                jti: Some("k"),
-                ..base
-            },
-            Question {
                 tls_version: None,
                 ..base
             },
@@ -450,5 +451,13 @@ mod tests {
             assert_ne!(v.key(), key, "{v:?}");
         }
         assert_eq!(question().key(), key);
+    }
+
+    #[test]
+    fn another_token_of_the_same_question_shares_the_decision() {
+        let base = question();
+        for jti in [Some("k"), None] {
+            assert_eq!(Question { jti, ..base }.key(), base.key());
+        }
     }
 }

@@ -285,6 +285,7 @@ pub(crate) mod tests {
         });
         let key = proof_key(seed);
         let proof = sign_proof(&key, &proof_header(&key), &claims);
+        let ath = access_token_hash(TOKEN);
         let check = ProofCheck {
             method: "GET",
             htu: HTU,
@@ -293,7 +294,7 @@ pub(crate) mod tests {
                 max_age_s: 60,
                 clock_skew_s: 5,
             },
-            access_token: Some(TOKEN),
+            ath: Some(&ath),
             jkt: None,
             nonces: &[],
         };

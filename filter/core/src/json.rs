@@ -4,7 +4,6 @@
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Map, Value};
-use std::collections::HashSet;
 use std::fmt;
 
 /// Why strict parsing failed. Only logged, never echoed.
@@ -86,10 +85,10 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        // The map itself tells whether a key came before: no second set, no key copies.
         let mut out = Map::new();
-        let mut seen = HashSet::new();
         while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
+            if out.contains_key(&key) {
                 return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
             }
             let StrictValue(value) = map.next_value()?;

@@ -82,9 +82,9 @@ pub(super) fn check_claims(
     if iat > expect.now_s.saturating_add(clock_skew_s) {
         return Err(DpopError::IssuedInFuture);
     }
-    if let Some(token) = expect.access_token {
+    if let Some(want) = expect.ath {
         match claims.ath {
-            Some(Value::String(ath)) if ath == access_token_hash(token) => {}
+            Some(Value::String(ath)) if ath == want => {}
             Some(_) => return Err(DpopError::AthMismatch),
             None => return Err(DpopError::MissingAth),
         }

@@ -19,9 +19,10 @@ pub struct ProofCheck<'a> {
     pub htu: &'a str,
     pub now_s: u64,
     pub window: ProofWindow,
-    /// The access token presented with the proof (resource requests): `ath` must hash it.
+    /// What the proof's `ath` must be at a resource request: [`super::access_token_hash`]
+    /// of the access token presented with it (the caller may have it from an earlier proof).
     /// `None` at the token endpoint, where `ath` is not checked.
-    pub access_token: Option<&'a str>,
+    pub ath: Option<&'a str>,
     /// The thumbprint the proof key must have (the token's `cnf.jkt`). `None` at the token
     /// endpoint, where the proof key is the one being bound.
     pub jkt: Option<&'a str>,

@@ -1,9 +1,12 @@
 //! The DPoP half of a DPoP listener's checks, after the token verified.
 
+use super::engine::AthMemo;
 use super::engine::Engine;
 use super::request::RequestFacts;
 use crate::binding::{BoundToken, bind_dpop, dpop_jkt};
-use crate::dpop::{DpopError, ProofCheck, request_htu, verify_proof_by_host, verify_proof_with};
+use crate::dpop::{
+    DpopError, ProofCheck, access_token_hash, request_htu, verify_proof_by_host, verify_proof_with,
+};
 use crate::reason::Reason;
 use crate::token::{AuthScheme, VerifiedToken, authorization_token};
 use std::rc::Rc;
@@ -12,11 +15,12 @@ use std::rc::Rc;
 /// the token's `cnf` (`binding_*`), then the `DPoP` scheme and exactly one proof, the proof
 /// itself against this request and the token (`verify_proof`: method, URL, `iat`, `ath`,
 /// `jkt`), the subject, and last the shared replay cache, so only a proof that passed every
-/// other check uses up its `jti`. Errors carry the failed check's name for the log.
+/// other check uses up its `jti`. Errors carry the failed check's name for the log. `ath`:
+/// the token's `ath`, computed here only if no earlier proof with this token did.
 pub(super) fn check_dpop(
     engine: &mut Engine,
     facts: &RequestFacts,
-    scheme: AuthScheme,
+    (scheme, ath): (AuthScheme, &AthMemo),
     token: Rc<VerifiedToken>,
     now_s: u64,
 ) -> Result<BoundToken, (Reason, Option<&'static str>)> {
@@ -38,17 +42,20 @@ pub(super) fn check_dpop(
         return Err(invalid("not_configured"));
     };
     let htu = request_htu(&dpop.public_origin, &facts.path).ok_or(invalid("bad_request_uri"))?;
+    // The token verified from this very header, so the memo (keyed with it in the token
+    // cache) is its hash.
     let access_token = facts
         .authorization
         .as_deref()
         .and_then(|a| authorization_token(a).ok())
-        .map(|(_, t)| t);
+        .map_or("", |(_, t)| t);
+    let ath = ath.get_or_init(|| access_token_hash(access_token));
     let check = ProofCheck {
         method: &facts.method,
         htu: &htu,
         now_s,
         window: dpop.window(),
-        access_token: Some(access_token.unwrap_or_default()),
+        ath: Some(ath),
         jkt: Some(jkt),
         nonces: &[],
     };

@@ -30,7 +30,14 @@ pub(super) struct CachedToken {
     pub(super) audience: Rc<str>,
     /// Its identity headers, built once (see [`IdentityHeaders`]).
     pub(super) headers: IdentityHeaders,
+    /// Its DPoP `ath` (SHA-256 of the token's bytes, the cache key), computed by the first
+    /// proof that needs it and shared by every later one: a DPoP client sends one token with
+    /// a fresh proof per request.
+    pub(super) ath: AthMemo,
 }
+
+/// A token's `ath`, computed at most once (see [`CachedToken::ath`]).
+pub(super) type AthMemo = Rc<std::cell::OnceCell<String>>;
 
 /// What one VM keeps between requests.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 //! decision (cache or PDP), usage; then the [`Step`] that allows or denies.
 
 use super::dpop::check_dpop;
-use super::engine::Engine;
+use super::engine::{AthMemo, Engine};
 use super::request::{IdentityHeaders, RequestFacts, identity_headers};
 use super::step::{Allow, Deny, Step};
 use super::trace::DecisionTrace;
@@ -60,6 +60,8 @@ pub struct Flow {
     pub(super) identity: Option<IdentityHeaders>,
     /// The scheme the token came with (`Bearer` or `DPoP`).
     pub(super) scheme: Option<AuthScheme>,
+    /// The token's DPoP `ath`, shared with its token-cache entry (computed at most once).
+    pub(super) ath: AthMemo,
     /// The token bound by a DPoP proof that passed every check, its `jti` now spent: a flow
     /// resumed after a wait (revocations) reuses it instead of replaying its own proof.
     dpop_bound: Option<BoundToken>,
@@ -85,6 +87,7 @@ impl Flow {
             trace: DecisionTrace::default(),
             verified_here: false,
             identity: None,
+            ath: AthMemo::default(),
             scheme: None,
             dpop_bound: None,
         };
@@ -201,14 +204,18 @@ impl Flow {
             Binding::Mtls => bind(token, &self.facts.peer, &engine.config.trust_domain),
             Binding::Dpop => match (&self.dpop_bound, self.scheme) {
                 (Some(bound), _) => Ok(bound.clone()),
-                (None, Some(scheme)) => {
-                    check_dpop(engine, &self.facts, scheme, token, now_ms / 1000)
-                        .inspect(|bound| self.dpop_bound = Some(bound.clone()))
-                        .map_err(|(reason, detail)| {
-                            self.trace.dpop_detail = detail;
-                            reason
-                        })
-                }
+                (None, Some(scheme)) => check_dpop(
+                    engine,
+                    &self.facts,
+                    (scheme, &self.ath),
+                    token,
+                    now_ms / 1000,
+                )
+                .inspect(|bound| self.dpop_bound = Some(bound.clone()))
+                .map_err(|(reason, detail)| {
+                    self.trace.dpop_detail = detail;
+                    reason
+                }),
                 (None, None) => Err(Reason::MissingToken),
             },
         };

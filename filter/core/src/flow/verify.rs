@@ -38,6 +38,7 @@ impl Flow {
             return match cached {
                 Ok(cached) => {
                     self.identity = Some(cached.headers);
+                    self.ath = cached.ath;
                     Progress::Done(cached.token)
                 }
                 Err(reason) => Progress::Failed(reason),
@@ -67,6 +68,7 @@ impl Flow {
                     key: verifying_key,
                     audience,
                     headers,
+                    ath: Rc::clone(&self.ath),
                 };
                 engine.tokens.insert(Rc::from(token), entry, until, now_ms);
                 self.verified_here = true;

@@ -36,12 +36,10 @@ pub const MAX_SCOPES: usize = 64;
 /// The token from an `Authorization` value: `Bearer <token>` (scheme case-insensitive).
 /// Another scheme, or none, counts as no bearer token at all (RFC 6750 §3.1).
 pub fn bearer(authorization: &str) -> Result<&str, Reason> {
-    let value = authorization.trim_matches(|c| c == ' ' || c == '\t');
-    let scheme = value.split([' ', '\t']).next().unwrap_or_default();
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(Reason::MissingToken);
+    match scheme_and_rest(authorization) {
+        Some((AuthScheme::Bearer, rest)) => token_of(rest),
+        _ => Err(Reason::MissingToken),
     }
-    authorization_token(authorization).map(|(_, token)| token)
 }
 
 /// The scheme an access token was presented with.
@@ -56,20 +54,37 @@ pub enum AuthScheme {
 /// The scheme and token of an `Authorization` value: `Bearer <token>` or `DPoP <token>`
 /// (schemes case-insensitive). Another scheme, or none, counts as no token at all.
 pub fn authorization_token(authorization: &str) -> Result<(AuthScheme, &str), Reason> {
+    let (scheme, rest) = scheme_and_rest(authorization).ok_or(Reason::MissingToken)?;
+    Ok((scheme, token_of(rest)?))
+}
+
+fn is_blank(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+/// A known scheme and what follows it. Byte scans: this runs on every request, and the
+/// token is hundreds of bytes.
+fn scheme_and_rest(authorization: &str) -> Option<(AuthScheme, &str)> {
     let value = authorization.trim_matches(|c| c == ' ' || c == '\t');
-    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
-    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
-        AuthScheme::Bearer
+    let end = value.bytes().position(is_blank).unwrap_or(value.len());
+    let (scheme, rest) = value.split_at(end);
+    if scheme.eq_ignore_ascii_case("bearer") {
+        Some((AuthScheme::Bearer, rest))
     } else if scheme.eq_ignore_ascii_case("dpop") {
-        AuthScheme::Dpop
+        Some((AuthScheme::Dpop, rest))
     } else {
-        return Err(Reason::MissingToken);
-    };
+        None
+    }
+}
+
+/// The token after the scheme: one run of blanks, then no blank at all.
+fn token_of(rest: &str) -> Result<&str, Reason> {
     let token = rest.trim_start_matches([' ', '\t']);
-    if token.is_empty() || token.contains([' ', '\t']) {
+    let bytes = token.as_bytes();
+    if bytes.is_empty() || bytes.contains(&b' ') || bytes.contains(&b'\t') {
         return Err(Reason::MalformedToken);
     }
-    Ok((scheme, token))
+    Ok(token)
 }
 
 #[cfg(test)]

@@ -163,6 +163,7 @@ fn bearer_extracts_the_token() {
     assert_eq!(bearer("Bearer abc.def.ghi"), Ok("abc.def.ghi"));
     assert_eq!(bearer("bearer  abc"), Ok("abc"));
     assert_eq!(bearer(" BEARER abc "), Ok("abc"));
+    assert_eq!(bearer("Bearer\t \tabc\t"), Ok("abc"));
 }
 
 #[test]
@@ -173,6 +174,8 @@ fn bearer_refuses_other_schemes_and_empty_tokens() {
     assert_eq!(bearer("Bearerabc"), Err(Reason::MissingToken));
     assert_eq!(bearer("Bearer"), Err(Reason::MalformedToken));
     assert_eq!(bearer("Bearer a b"), Err(Reason::MalformedToken));
+    assert_eq!(bearer("Bearer a\tb"), Err(Reason::MalformedToken));
+    assert_eq!(bearer("DPoP"), Err(Reason::MissingToken));
 }
 
 #[test]

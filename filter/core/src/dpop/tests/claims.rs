@@ -141,7 +141,7 @@ fn refuses_the_ath_of_another_token() {
 #[test]
 fn admits_a_proof_without_ath_when_no_token_is_presented() {
     let mut e = expect();
-    e.access_token = None;
+    e.ath = None;
     assert!(verify_proof(&without_claim("ath"), &e).is_ok());
 }
 

@@ -102,13 +102,17 @@ fn sign(header: &Value, claims: &Value) -> String {
     sign_raw_with(&key(), &header.to_string(), &claims.to_string())
 }
 
+/// `ath` of [`TOKEN`].
+static TOKEN_ATH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| access_token_hash(TOKEN));
+
 fn expect() -> ProofCheck<'static> {
     ProofCheck {
         method: "GET",
         htu: HTU,
         now_s: NOW,
         window: WINDOW,
-        access_token: Some(TOKEN),
+        ath: Some(TOKEN_ATH.as_str()),
         jkt: None,
         nonces: &[],
     }
@@ -154,7 +158,7 @@ fn rfc_expect(now: u64) -> ProofCheck<'static> {
         htu: RFC9449_HTU,
         now_s: now,
         window: WINDOW,
-        access_token: None,
+        ath: None,
         jkt: None,
         nonces: &[],
     }

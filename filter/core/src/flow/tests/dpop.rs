@@ -370,3 +370,22 @@ fn verifies_the_token_and_every_proof_through_the_host_once_probed() {
         "the cached token is not verified again"
     );
 }
+
+#[test]
+fn a_cached_tokens_remembered_ath_still_refuses_a_proof_made_for_another_token() {
+    let mut engine = vm(&Shared::default());
+    let token = dpop_token();
+    let f = request(format!("DPoP {token}"), vec![proof("p-1", &token)]);
+    let (mut flow, _) = start(&mut engine, f);
+    flow.pdp_answered(&mut engine, Some(200), PDP_ALLOW, NOW_MS);
+    let mut c = proof_claims("p-2", &token);
+    c["ath"] = access_token_hash("another.token.here").into();
+    let p = sign_proof(&key(), &proof_header(&key()), &c);
+    let (flow, step) = start(&mut engine, request(format!("DPoP {token}"), vec![p]));
+    assert!(flow.token_cache_hit());
+    assert_eq!(refused(step).reason, Reason::DpopInvalid);
+    assert_eq!(flow.dpop_detail(), Some("ath_mismatch"));
+    // The token's own hash, remembered, still admits its next proof.
+    let f = request(format!("DPoP {token}"), vec![proof("p-3", &token)]);
+    allowed(start(&mut engine, f).1);
+}
