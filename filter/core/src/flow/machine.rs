@@ -307,7 +307,9 @@ impl Flow {
             tls_version: self.facts.tls_version.as_deref(),
         };
         let key = question.key();
-        if engine.decisions.allows(&key, now_ms) {
+        // An allow cached for another token of this question never outlives this one's `exp`.
+        let before_exp = now_ms < token.exp().saturating_mul(1000);
+        if before_exp && engine.decisions.allows(&key, now_ms) {
             self.trace.decision_cache_hit = true;
             return self.admit(engine, bound);
         }
