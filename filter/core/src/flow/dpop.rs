@@ -43,13 +43,15 @@ pub(super) fn check_dpop(
     };
     let htu = request_htu(&dpop.public_origin, &facts.path).ok_or(invalid("bad_request_uri"))?;
     // The token verified from this very header, so the memo (keyed with it in the token
-    // cache) is its hash.
-    let access_token = facts
-        .authorization
-        .as_deref()
-        .and_then(|a| authorization_token(a).ok())
-        .map_or("", |(_, t)| t);
-    let ath = ath.get_or_init(|| access_token_hash(access_token));
+    // cache) is its hash; the header is read again only by the first proof.
+    let ath = ath.get_or_init(|| {
+        let token = facts
+            .authorization
+            .as_deref()
+            .and_then(|a| authorization_token(a).ok())
+            .map_or("", |(_, t)| t);
+        access_token_hash(token)
+    });
     let check = ProofCheck {
         method: &facts.method,
         htu: &htu,
