@@ -815,7 +815,7 @@ pub fn run(
     let refreshed = refresher
         .join()
         .map_err(|_| "the token refresher died".to_owned())??;
-    let after = envoy.admin.stats().map_err(|e| e.to_string())?;
+    let after = envoy.admin.settled_stats().map_err(|e| e.to_string())?;
     let rss_end = procstat::rss_kb(pid)? as f64 / 1024.0;
 
     let record = record.lock().map_err(|_| "record poisoned")?;

@@ -177,7 +177,7 @@ pub fn run(
     let refreshed = refresher
         .join()
         .map_err(|_| "the token refresher died".to_owned())??;
-    let after = envoy.admin.stats().map_err(|e| e.to_string())?;
+    let after = envoy.admin.settled_stats().map_err(|e| e.to_string())?;
     let tally = tally.lock().map_err(|_| "tally poisoned")?;
     let rss = rss.lock().map_err(|_| "rss poisoned")?.clone();
     // Counters: each kind's counter moved by exactly what was sent of it.

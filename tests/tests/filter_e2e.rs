@@ -600,8 +600,16 @@ fn counts_every_decision_in_envoy_stats() {
         "missing_token",
         "",
     );
-    assert!(s.counter("certbind.allowed").unwrap() > allowed);
+    // A refusal is counted at once; the allow path's counters on the filter's next tick (1 s).
     assert!(s.counter("certbind.denied.missing_token").unwrap() > missing);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while s.counter("certbind.allowed").unwrap() <= allowed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "certbind.allowed did not grow within 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let log = s.envoy_log();
     assert!(log.contains("certbind decision"), "no decision log line");
     assert!(!log.contains(&t), "the token was logged");

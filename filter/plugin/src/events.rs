@@ -54,10 +54,11 @@ fn on_jwks_response(vm: &VmRef, receiver: u32, body_size: usize) {
     }
 }
 
-/// The root's periodic work: adopt a newer shared JWKS, follow or lead the revocation feed,
+/// The root's periodic work: hand Envoy the summed counters, adopt a newer shared JWKS, follow or lead the revocation feed,
 /// start a due fetch, resume or time out waiting requests, and pick the next tick period.
 pub fn on_tick(vm: &VmRef) {
     host::follow_log_level();
+    flush_counters(vm);
     let now = host::now_ms();
     let changed = crate::jwks::sync(vm);
     if crate::revocation::follow_on_tick(vm, now) {
@@ -86,6 +87,13 @@ pub fn on_tick(vm: &VmRef) {
             SLOW_TICK
         };
         v.set_tick(period);
+    }
+}
+
+/// Hands Envoy the counts summed since the last tick (see `metrics`).
+pub fn flush_counters(vm: &VmRef) {
+    if let Ok(v) = vm.try_borrow() {
+        v.metrics.flush();
     }
 }
 

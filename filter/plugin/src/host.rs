@@ -160,8 +160,8 @@ pub fn define_counter(name: &str) -> Option<u32> {
     hostcalls::define_metric(MetricType::Counter, name).ok()
 }
 
-pub fn increment_counter(id: u32) {
-    let _ = hostcalls::increment_metric(id, 1);
+pub fn increment_counter(id: u32, by: u64) {
+    let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
 }
 
 /// Envoy's foreign functions (`proxy_call_foreign_function`).

@@ -37,6 +37,15 @@ impl Context for Root {
             events::on_call_response(vm, self.context_id, token_id, body_size);
         }
     }
+
+    // The plugin or its VM is going away: the counts the tick has not handed over yet.
+    fn on_done(&mut self) -> bool {
+        vm::enter(self.context_id);
+        if let Some(vm) = &self.vm {
+            events::flush_counters(vm);
+        }
+        true
+    }
 }
 
 impl RootContext for Root {

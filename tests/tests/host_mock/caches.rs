@@ -13,7 +13,7 @@ fn a_repeated_request_is_answered_from_the_decision_cache_without_asking_again()
     let first = sidecar.request(&pki.consumer, &token.build()).admitted();
     let second = sidecar.request(&pki.consumer, &token.build()).admitted();
     assert_eq!(sidecar.pdp_calls(), 1);
-    assert_eq!(sidecar.counter("certbind.decision_cache.hit"), 1);
+    assert_eq!(sidecar.tallied("certbind.decision_cache.hit"), 1);
     assert_identity(&first, &token);
     assert_identity(&second, &token);
 }
@@ -108,12 +108,12 @@ fn a_cached_token_is_reused_on_its_certificate_and_refused_on_another() {
     let token = sidecar.token(&pki.consumer).build();
     sidecar.request(&pki.consumer, &token).admitted();
     sidecar.request(&pki.consumer, &token).admitted();
-    assert_eq!(sidecar.counter("certbind.token_cache.hit"), 1);
+    assert_eq!(sidecar.tallied("certbind.token_cache.hit"), 1);
     sidecar
         .request(&pki.inventory, &token)
         .answers(401, "binding_mismatch");
     assert_eq!(
-        sidecar.counter("certbind.token_cache.hit"),
+        sidecar.tallied("certbind.token_cache.hit"),
         2,
         "the refusal came from the cached token, still checked against the certificate"
     );
@@ -136,4 +136,34 @@ fn a_cached_token_expires_with_its_exp() {
     sidecar
         .request(&pki.consumer, &token)
         .answers(401, "expired");
+}
+
+#[test]
+fn the_allow_path_counters_reach_envoy_on_the_tick_and_a_refusal_at_once() {
+    let mut sidecar = Sidecar::new();
+    let pki = sidecar.pki.clone();
+    let token = sidecar.token(&pki.consumer).build();
+    // The first tick after start hands over whatever start-up counted.
+    sidecar.advance_s(1);
+    let allowed = sidecar.counter("certbind.allowed");
+    for _ in 0..3 {
+        sidecar.request(&pki.consumer, &token).admitted();
+    }
+    assert_eq!(
+        sidecar.counter("certbind.allowed"),
+        allowed,
+        "summed in the VM until the tick"
+    );
+    sidecar
+        .request(&pki.inventory, &token)
+        .answers(401, "binding_mismatch");
+    assert_eq!(sidecar.counter("certbind.denied.binding_mismatch"), 1);
+    assert_eq!(sidecar.tallied("certbind.allowed"), allowed + 3);
+    assert_eq!(sidecar.counter("certbind.token_cache.hit"), 3);
+    assert_eq!(sidecar.counter("certbind.decision_cache.hit"), 2);
+    assert_eq!(
+        sidecar.tallied("certbind.allowed"),
+        allowed + 3,
+        "counted once"
+    );
 }

@@ -333,7 +333,7 @@ fn a_late_pdp_answer_after_the_client_went_away_is_ignored() {
     sidecar.finish(&mut ex);
     sidecar.advance(ms(150));
     sidecar.assert_healthy();
-    assert_eq!(sidecar.counter("certbind.allowed"), 0);
+    assert_eq!(sidecar.tallied("certbind.allowed"), 0);
     sidecar.set_pdp(|_| decision(true, "matched", 60));
     sidecar.request(&pki.consumer, &token).admitted();
 }

@@ -116,7 +116,7 @@ fn shadow_mode_passes_a_request_it_would_deny_and_counts_why() {
     sidecar
         .verdict(&mut ex)
         .passes_in_shadow_despite("missing_token");
-    assert_eq!(sidecar.counter("certbind.allowed"), 0);
+    assert_eq!(sidecar.tallied("certbind.allowed"), 0);
 }
 
 #[test]
