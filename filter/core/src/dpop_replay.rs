@@ -145,7 +145,7 @@ impl SharedReplayCache {
             % self.slots;
         let key = self.slot_key(slot);
         let answer = compare_and_swap(store, &key, MAX_CAS_ATTEMPTS, |value| {
-            let mut live = live_entries(value.unwrap_or_default(), now_s);
+            let live = live_entries(value.unwrap_or_default(), now_s);
             if live.iter().any(|e| e.id == id) {
                 return Change::Keep(Err(DpopError::Replayed));
             }
@@ -155,29 +155,32 @@ impl SharedReplayCache {
             if live.len() >= self.per_slot {
                 return Change::Keep(Err(DpopError::ReplayCacheFull));
             }
-            live.push(Entry {
-                until: proof.replay_until_s(),
-                id: &id,
-                client: &client,
-            });
-            let encoded: String = live
-                .iter()
-                .map(|e| format!("{} {} {}\n", e.until, e.id, e.client))
-                .collect();
-            Change::Write(encoded.into_bytes(), Ok(()))
+            // The live entries go back as the lines they were read from (only this module
+            // writes slots), then the new one: one buffer, no formatting per entry.
+            let mut encoded = Vec::with_capacity(value.map_or(0, <[u8]>::len) + ENTRY_BYTES);
+            for e in &live {
+                encoded.extend_from_slice(e.line.as_bytes());
+                encoded.push(b'\n');
+            }
+            let until = proof.replay_until_s();
+            encoded.extend_from_slice(format!("{until} {id} {client}\n").as_bytes());
+            Change::Write(encoded, Ok(()))
         });
         // The host refused the write or the CAS kept failing: not remembered, not admitted.
         answer.unwrap_or(Err(DpopError::ReplayCacheFull))
     }
 }
 
-/// One remembered proof in a slot.
+/// One live remembered proof in a slot, and the line it was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry<'a> {
-    until: u64,
     id: &'a str,
     client: &'a str,
+    line: &'a str,
 }
+
+/// An entry's line: up to 20 digits, two 22- and 11-character tags, two spaces, a newline.
+const ENTRY_BYTES: usize = 20 + 1 + 22 + 1 + 11 + 1;
 
 /// The entries of a slot value still live at `now_s` (an entry is live while
 /// `now_s < until`). Lines that do not parse are dropped: only this module writes slots.
@@ -191,7 +194,7 @@ fn live_entries(value: &[u8], now_s: u64) -> Vec<Entry<'_>> {
             let until: u64 = parts.next()?.parse().ok()?;
             let id = parts.next().filter(|id| !id.is_empty())?;
             let client = parts.next().filter(|c| !c.is_empty())?;
-            (until > now_s && parts.next().is_none()).then_some(Entry { until, id, client })
+            (until > now_s && parts.next().is_none()).then_some(Entry { id, client, line })
         })
         .collect()
 }
@@ -546,9 +549,9 @@ pub(crate) mod tests {
                 10
             ),
             vec![Entry {
-                until: 20,
                 id: "live",
-                client: "c"
+                client: "c",
+                line: "20 live c",
             }]
         );
     }
