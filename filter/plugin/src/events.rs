@@ -54,8 +54,9 @@ fn on_jwks_response(vm: &VmRef, receiver: u32, body_size: usize) {
     }
 }
 
-/// The root's periodic work: hand Envoy the summed counters, adopt a newer shared JWKS, follow or lead the revocation feed,
-/// start a due fetch, resume or time out waiting requests, and pick the next tick period.
+/// The root's periodic work: hand Envoy the summed counters, adopt a newer shared JWKS, follow
+/// or lead the revocation feed, start a due fetch, resume or time out waiting requests, and pick
+/// the next tick period.
 pub fn on_tick(vm: &VmRef) {
     host::follow_log_level();
     flush_counters(vm);
