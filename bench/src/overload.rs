@@ -743,8 +743,8 @@ pub fn run(
         plan.closed_connections, plan.baseline_s, plan.overload_s, plan.recovery_s
     ));
     runtime.block_on(pool.warm(plan.warm_connections))?;
-    std::thread::sleep(Duration::from_secs(1));
-    let before = envoy.admin.stats().map_err(|e| e.to_string())?;
+    // Settled: the filter hands over the warm-up's allow-path counts on its next tick.
+    let before = envoy.admin.settled_stats().map_err(|e| e.to_string())?;
     let pdp_pid = bench.service_pid("pdp");
 
     // Phases 2-4, open loop; a sampler records Envoy's RSS and CPU and the generator's

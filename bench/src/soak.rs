@@ -136,7 +136,8 @@ pub fn run(
     log(format!(
         "S5 maximum {max:.0} rps; soaking at {rate:.0} rps for {seconds:.0} s"
     ));
-    let before = envoy.admin.stats().map_err(|e| e.to_string())?;
+    // Settled: the filter hands over the maximum run's allow-path counts on its next tick.
+    let before = envoy.admin.settled_stats().map_err(|e| e.to_string())?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let rss: Arc<Mutex<Vec<(f64, f64)>>> = Arc::default();
     let runtime = tokio::runtime::Builder::new_current_thread()

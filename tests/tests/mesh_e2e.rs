@@ -308,7 +308,7 @@ async fn mesh_run() {
 
     // The counters survive a stats matcher that keeps only the documented prefix (and
     // Envoy's own essentials); the HTTP listener stats, not included, are gone.
-    let stats = mesh.admin.stats().unwrap();
+    let stats = mesh.admin.settled_stats().unwrap();
     let prefix = stats_prefix();
     assert!(
         stats.get(&format!("{prefix}allowed")).copied().unwrap_or(0) >= 10,
