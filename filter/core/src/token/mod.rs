@@ -65,7 +65,7 @@ fn is_blank(b: u8) -> bool {
 /// A known scheme and what follows it. Byte scans: this runs on every request, and the
 /// token is hundreds of bytes.
 fn scheme_and_rest(authorization: &str) -> Option<(AuthScheme, &str)> {
-    let value = authorization.trim_matches(|c| c == ' ' || c == '\t');
+    let value = authorization.trim_matches([' ', '\t']);
     let end = value.bytes().position(is_blank).unwrap_or(value.len());
     let (scheme, rest) = value.split_at(end);
     if scheme.eq_ignore_ascii_case("bearer") {
@@ -81,7 +81,7 @@ fn scheme_and_rest(authorization: &str) -> Option<(AuthScheme, &str)> {
 fn token_of(rest: &str) -> Result<&str, Reason> {
     let token = rest.trim_start_matches([' ', '\t']);
     let bytes = token.as_bytes();
-    if bytes.is_empty() || bytes.contains(&b' ') || bytes.contains(&b'\t') {
+    if bytes.is_empty() || bytes.iter().copied().any(is_blank) {
         return Err(Reason::MalformedToken);
     }
     Ok(token)

@@ -113,13 +113,18 @@ fn admits_a_dpop_bound_token_with_a_fresh_proof() {
     assert_eq!(flow.dpop_detail(), None);
 }
 
+/// A first proof for `token` (`p-1`), admitted by the PDP: token and decision are cached.
+fn cache_token_and_decision(engine: &mut Engine, token: &str) {
+    let f = request(format!("DPoP {token}"), vec![proof("p-1", token)]);
+    let (mut flow, _) = start(engine, f);
+    flow.pdp_answered(engine, Some(200), PDP_ALLOW, NOW_MS);
+}
+
 #[test]
 fn admits_every_fresh_proof_with_a_cached_token_and_decision() {
     let mut engine = vm(&Shared::default());
     let token = dpop_token();
-    let f = request(format!("DPoP {token}"), vec![proof("p-1", &token)]);
-    let (mut flow, _) = start(&mut engine, f);
-    flow.pdp_answered(&mut engine, Some(200), PDP_ALLOW, NOW_MS);
+    cache_token_and_decision(&mut engine, &token);
     let f = request(format!("DPoP {token}"), vec![proof("p-2", &token)]);
     let (flow, step) = start(&mut engine, f);
     assert!(flow.token_cache_hit() && flow.decision_cache_hit());
@@ -375,9 +380,7 @@ fn verifies_the_token_and_every_proof_through_the_host_once_probed() {
 fn a_cached_tokens_remembered_ath_still_refuses_a_proof_made_for_another_token() {
     let mut engine = vm(&Shared::default());
     let token = dpop_token();
-    let f = request(format!("DPoP {token}"), vec![proof("p-1", &token)]);
-    let (mut flow, _) = start(&mut engine, f);
-    flow.pdp_answered(&mut engine, Some(200), PDP_ALLOW, NOW_MS);
+    cache_token_and_decision(&mut engine, &token);
     let mut c = proof_claims("p-2", &token);
     c["ath"] = access_token_hash("another.token.here").into();
     let p = sign_proof(&key(), &proof_header(&key()), &c);
