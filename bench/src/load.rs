@@ -363,32 +363,59 @@ async fn closed_worker(target: Target, end: Instant) -> Result<Tally, String> {
     Ok(tally)
 }
 
-async fn open_worker(
-    target: Target,
-    start: tokio::time::Instant,
-    end: tokio::time::Instant,
-    period: Duration,
-    slots: Arc<AtomicU64>,
-) -> Result<Tally, String> {
+/// The open loop's clock: a thread of its own hands out each request's intended send time at
+/// that time. Tokio's timer rounds up to whole milliseconds, which sent a second's requests in
+/// bursts of `rate / 1000` and put the generator's own queueing into every percentile; a
+/// thread's sleep wakes within tens of µs. Shared by any number of workers.
+pub struct Pacer(tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Instant>>);
+
+/// One request's turn: when it was meant to go out and when its latency clock starts.
+pub struct Slot {
+    pub intended: Instant,
+    pub clock_from: Instant,
+}
+
+impl Pacer {
+    /// `count` turns, `period` apart, the first at `start`.
+    pub fn start(start: Instant, period: Duration, count: u64) -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        std::thread::spawn(move || {
+            for k in 0..count {
+                let intended = start + period.mul_f64(k as f64);
+                if let Some(wait) = intended.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                if tx.send(intended).is_err() {
+                    break; // nobody takes turns any more
+                }
+            }
+        });
+        Self(tokio::sync::Mutex::new(rx))
+    }
+
+    /// The next turn, `None` after the last. A caller waiting when its turn came starts the
+    /// clock when the request really goes out (the pacer's wake-up error is the generator's,
+    /// not the server's); one that only asked after it (an earlier slow answer held it back)
+    /// starts it at the intended time: no coordinated omission.
+    pub async fn next(&self) -> Option<Slot> {
+        let asked = Instant::now();
+        let intended = self.0.lock().await.recv().await?;
+        let clock_from = if asked <= intended {
+            Instant::now()
+        } else {
+            intended
+        };
+        Some(Slot {
+            intended,
+            clock_from,
+        })
+    }
+}
+
+async fn open_worker(target: Target, pacer: Arc<Pacer>) -> Result<Tally, String> {
     let mut tally = Tally::new()?;
     let mut sender: Option<Sender> = None;
-    loop {
-        let slot = slots.fetch_add(1, Ordering::Relaxed);
-        let intended = start + period.mul_f64(slot as f64);
-        if intended >= end {
-            break;
-        }
-        // Free before the intended time: the worker waits for the timer, whose ~1 ms
-        // granularity is the generator's error, not the server's, so the clock starts when the
-        // request really goes out. Free only after it: an earlier slow answer held this request
-        // back, and the clock starts at the intended time (no coordinated omission).
-        let held_back = tokio::time::Instant::now() > intended;
-        tokio::time::sleep_until(intended).await;
-        let clock_from = if held_back {
-            intended
-        } else {
-            tokio::time::Instant::now()
-        };
+    while let Some(slot) = pacer.next().await {
         let outcome = match sender.as_mut() {
             Some(s) => timed(send(s, &target, false)).await,
             None => match connect(&target).await {
@@ -403,7 +430,7 @@ async fn open_worker(
         if outcome.is_err() {
             sender = None;
         }
-        tally.record(outcome, clock_from.elapsed());
+        tally.record(outcome, slot.clock_from.elapsed());
     }
     Ok(tally)
 }
@@ -468,15 +495,12 @@ async fn run_async(target: &Target, mode: Mode, duration: Duration) -> Result<Lo
                 return Err(format!("open-loop rate must be positive, got {rate}"));
             }
             let period = Duration::from_secs_f64(1.0 / rate);
-            let start = tokio::time::Instant::from_std(started);
-            let slots = Arc::new(AtomicU64::new(0));
+            let count = (duration.as_secs_f64() * rate).ceil() as u64;
+            let pacer = Arc::new(Pacer::start(started, period, count));
             for _ in 0..connections.max(1) {
                 tasks.push(tokio::spawn(open_worker(
                     target.clone(),
-                    start,
-                    start + duration,
-                    period,
-                    Arc::clone(&slots),
+                    Arc::clone(&pacer),
                 )));
             }
         }

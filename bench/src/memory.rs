@@ -59,6 +59,9 @@ fn heap(bench: &Bench, scenario: Scenario) -> Value {
         "allocated_mb": field("allocated"),
         "heap_size_mb": field("heap_size"),
         "physical_mb": field("total_physical_bytes"),
+        "pageheap_free_mb": field("pageheap_free"),
+        "pageheap_unmapped_mb": field("pageheap_unmapped"),
+        "thread_cache_mb": field("total_thread_cache"),
     })
 }
 

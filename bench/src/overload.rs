@@ -570,17 +570,10 @@ async fn open_phase(
 ) {
     let period = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let count = (seconds * rate).floor() as u64;
-    for k in 0..count {
-        let intended = from + period.mul_f64(k as f64);
-        let now = tokio::time::Instant::now();
-        // On time: the clock starts when the request really goes out (the timer's ~1 ms
-        // granularity is the generator's, not Envoy's). Late: it starts at the intended time.
-        let clock_from = if now > intended {
-            intended
-        } else {
-            tokio::time::sleep_until(intended).await;
-            tokio::time::Instant::now()
-        };
+    let pacer = crate::load::Pacer::start(from.into_std(), period, count);
+    while let Some(slot) = pacer.next().await {
+        let intended = tokio::time::Instant::from_std(slot.intended);
+        let clock_from = tokio::time::Instant::from_std(slot.clock_from);
         let late = clock_from.saturating_duration_since(intended);
         let second = intended.saturating_duration_since(t0).as_secs() as usize;
         if let Ok(mut r) = record.lock()

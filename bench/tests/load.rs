@@ -1,13 +1,13 @@
 //! The load generator against an in-process HTTP server: statuses are told apart, and the open
 //! loop charges the wait behind a slow answer to the requests that waited (no coordinated
-//! omission).
+//! omission); its pacer hands out every turn in order, never early.
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use certbind_bench::load::{self, Mode, Target, Tokens};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A plain-HTTP server on a free port in its own thread: 200 for `Bearer good`, else 401, after
 /// `delay`.
@@ -113,6 +113,49 @@ fn open_loop_latency_includes_the_wait_behind_slow_answers() {
         "p99 {} µs",
         r.quantile_us(0.99)
     );
+}
+
+#[test]
+fn the_pacer_hands_out_every_turn_in_order_never_early() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let period = Duration::from_micros(200);
+    let start = Instant::now();
+    let turns = runtime.block_on(async {
+        let pacer = load::Pacer::start(start, period, 50);
+        let mut turns = Vec::new();
+        while let Some(turn) = pacer.next().await {
+            turns.push(turn);
+        }
+        turns
+    });
+    assert_eq!(turns.len(), 50);
+    for (k, t) in turns.iter().enumerate() {
+        assert_eq!(t.intended, start + period * k as u32, "turn {k}");
+        assert!(t.clock_from >= t.intended, "turn {k} handed out early");
+    }
+    // 50 turns 200 µs apart take ~10 ms: not bunched into the millisecond ticks of a timer wheel.
+    let spread = turns.last().unwrap().clock_from - turns.first().unwrap().clock_from;
+    assert!(spread >= period * 49, "50 turns within {spread:?}");
+}
+
+#[test]
+fn a_turn_taken_late_starts_its_clock_at_the_intended_time() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let turn = runtime.block_on(async {
+        let pacer = load::Pacer::start(start, Duration::from_millis(1), 1);
+        // Busy past the turn's time: a worker held back by an earlier slow answer.
+        std::thread::sleep(Duration::from_millis(20));
+        pacer.next().await.unwrap()
+    });
+    assert_eq!(turn.clock_from, turn.intended);
+    assert_eq!(turn.intended, start);
 }
 
 #[test]
