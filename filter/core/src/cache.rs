@@ -1,15 +1,23 @@
 //! A bounded map whose entries carry an expiry: the verified-token, decision and peer caches.
 //! When full, the oldest insertion is evicted (FIFO, a cheap stand-in for LRU); an expired
-//! entry is never returned.
+//! entry is never returned. Keys are hashed with foldhash: every warm request hashes its
+//! whole token (hundreds of bytes), which SipHash made one of the dearest steps in Wasm. Each
+//! cache is seeded from std's random keys (WASI `random_get` in the filter; foldhash's own
+//! seed comes from addresses and the clock, which Wasm does not randomise). What is inserted
+//! (verified tokens, decision questions, connection ids, certificate thumbprints, DPoP keys
+//! that signed a valid proof) is not bytes a caller can pick to collide under a seed it never
+//! sees, and every cache is bounded.
 
+use foldhash::SharedSeed;
+use foldhash::fast::SeedableRandomState;
 use std::borrow::Borrow;
 use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 
 #[derive(Debug, Clone)]
 pub struct ExpiringCache<K, V> {
     capacity: usize,
-    entries: HashMap<K, (V, u64)>,
+    entries: HashMap<K, (V, u64), SeedableRandomState>,
     order: VecDeque<K>,
 }
 
@@ -18,7 +26,10 @@ impl<K: Eq + Hash + Clone, V> ExpiringCache<K, V> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            entries: HashMap::new(),
+            entries: HashMap::with_hasher(SeedableRandomState::with_seed(
+                RandomState::new().hash_one(0u8),
+                SharedSeed::global_random(),
+            )),
             order: VecDeque::new(),
         }
     }

@@ -140,3 +140,59 @@ fn a_warm_request_makes_a_pinned_number_of_host_calls() {
     let warm = sidecar.vms[0].host().host_calls - before;
     assert_eq!(warm, 9, "{:#?}", sidecar.logs());
 }
+
+/// The Wasm instructions of each stretch of guest code between two crossings (entering or
+/// leaving the guest, calling the host), and their sum.
+fn fuel_profile(marks: &[(wasmtime::CallHook, u64)]) -> (u64, Vec<u64>) {
+    let (mut depth, mut last, mut segments) = (0u32, 0u64, Vec::new());
+    for &(hook, fuel) in marks {
+        if depth > 0 {
+            segments.push(last.saturating_sub(fuel));
+        }
+        match hook {
+            wasmtime::CallHook::CallingWasm => depth += 1,
+            wasmtime::CallHook::ReturningFromWasm => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        last = fuel;
+    }
+    (segments.iter().sum(), segments)
+}
+
+/// The module's own work on a warm request, counted in Wasm instructions (wasmtime's fuel):
+/// the same for a given .wasm on every run, so a regression shows here, where a benchmark's
+/// noise would hide it. The stretches between host calls say where it goes (printed on
+/// failure): with the mock logging at every level, ~59,000 in all, of which ~36,000 from
+/// reading the connection's facts to the first identity header (the token's cache probe,
+/// binding, revocation, decision) and ~11,000 reading the header map. The build before the
+/// word-wise blank scan and foldhash took 74,507 (that stretch 51,934).
+#[test]
+fn a_warm_request_stays_within_its_wasm_instruction_budget() {
+    const BUDGET: u64 = 65_000;
+    let mut sidecar = Sidecar::new();
+    let pki = sidecar.pki.clone();
+    let token = sidecar.token(&pki.consumer).build();
+    let connection = 7u64.to_le_bytes();
+    let on_one_connection = |sidecar: &mut Sidecar| {
+        sidecar
+            .request(&pki.consumer, &token)
+            .property("connection.id", connection)
+            .admitted();
+    };
+    on_one_connection(&mut sidecar);
+    on_one_connection(&mut sidecar);
+    sidecar.vms[0].host_mut().fuel_marks = Some(Vec::new());
+    on_one_connection(&mut sidecar);
+    let marks = sidecar.vms[0]
+        .host_mut()
+        .fuel_marks
+        .take()
+        .unwrap_or_default();
+    let (total, segments) = fuel_profile(&marks);
+    eprintln!("warm request: {total} Wasm instructions; between crossings: {segments:?}");
+    assert!(total > 1_000, "no guest work was counted: {marks:?}");
+    assert!(
+        total <= BUDGET,
+        "{total} Wasm instructions (budget {BUDGET}); between crossings: {segments:?}"
+    );
+}

@@ -344,6 +344,10 @@ pub struct HostState {
     pub verify_calls: u32,
     /// Every host function call the guest made.
     pub host_calls: u64,
+    /// When `Some`: the guest's fuel (Wasm instructions left) at every entry to and return
+    /// from the guest and at every host call, for a profile of where a callback's Wasm
+    /// instructions go. Opt-in: a long test would pile these up.
+    pub fuel_marks: Option<Vec<(wasmtime::CallHook, u64)>>,
 }
 
 impl HostState {
@@ -370,6 +374,7 @@ impl HostState {
             metric_ids: HashMap::new(),
             verify_calls: 0,
             host_calls: 0,
+            fuel_marks: None,
         }
     }
 

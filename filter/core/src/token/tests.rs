@@ -559,3 +559,33 @@ fn cached_token_time_is_rechecked() {
     assert!(t.check_time(NOW + 290 + 29, 30).is_ok());
     assert_eq!(t.check_time(NOW + 290 + 30, 30), Err(Reason::Expired));
 }
+
+#[test]
+fn the_word_scan_finds_a_blank_exactly_where_the_byte_scan_does() {
+    let simple = |b: &[u8]| b.iter().any(|&c| c == b' ' || c == b'\t');
+    // Every byte value at every position of every length up to 20, in a field of 'a' and of
+    // bytes one off a blank (0x1f, 0x21, 0x08, 0x0a, 0xa0), where a borrow could fool a word test.
+    for filler in [b'a', 0x1f, 0x21, 0x08, 0x0a, 0xa0, 0x00, 0xff] {
+        for len in 0..=20 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut v = vec![filler; len];
+                    v[at] = byte;
+                    assert_eq!(has_blank(&v), simple(&v), "{v:?}");
+                }
+            }
+        }
+    }
+    let token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln".repeat(20);
+    assert!(!has_blank(token.as_bytes()));
+    assert_eq!(bearer(&format!("Bearer {token}")), Ok(token.as_str()));
+    // A blank inside the token (not at its ends, which are trimmed) makes it malformed.
+    for at in [1, 7, 8, 9, 400, token.len() - 2] {
+        for blank in [" ", "\t"] {
+            let mut t = token.clone();
+            t.replace_range(at..=at, blank);
+            let value = format!("Bearer {t}");
+            assert_eq!(bearer(&value), Err(Reason::MalformedToken), "{at}");
+        }
+    }
+}
