@@ -116,27 +116,36 @@ fn never_trusts_a_host_that_says_yes_to_everything() {
     sidecar.request(&pki.consumer, &token).admitted();
 }
 
-/// The warm path's cost is mostly host calls. A request whose token, decision and connection
-/// are all cached makes exactly these: the clock, the header map, `connection.id`, the four
-/// identity headers (`add`), removing `authorization` and the decision's log line (dropped at
-/// Envoy's default `warn` level for Wasm; the mock logs everything). Its three counters
+/// A sidecar and a token of its consumer.
+fn consumer_with_a_token() -> (Sidecar, String) {
+    let mut sidecar = Sidecar::new();
+    let consumer = sidecar.pki.consumer.clone();
+    let token = sidecar.token(&consumer).build();
+    (sidecar, token)
+}
+
+/// The consumer's request with `token`, admitted, always on one connection (the second one on
+/// it finds the token, the decision and the connection's facts cached).
+fn on_one_connection(sidecar: &mut Sidecar, token: &str) {
+    let consumer = sidecar.pki.consumer.clone();
+    sidecar
+        .request(&consumer, token)
+        .property("connection.id", 7u64.to_le_bytes())
+        .admitted();
+}
+
+/// Each host call costs Envoy thousands of instructions. A request whose token, decision and
+/// connection are all cached makes exactly these: the clock, the header map, `connection.id`,
+/// the four identity headers (`add`), removing `authorization` and the decision's log line
+/// (dropped at Envoy's default `warn` level for Wasm; the mock logs everything). Its three counters
 /// (allowed, token and decision cache hits) wait for the tick. The no-op Rust filter in bench/
 /// makes 3.
 #[test]
 fn a_warm_request_makes_a_pinned_number_of_host_calls() {
-    let mut sidecar = Sidecar::new();
-    let pki = sidecar.pki.clone();
-    let token = sidecar.token(&pki.consumer).build();
-    let connection = 7u64.to_le_bytes();
-    let on_one_connection = |sidecar: &mut Sidecar| {
-        sidecar
-            .request(&pki.consumer, &token)
-            .property("connection.id", connection)
-            .admitted();
-    };
-    on_one_connection(&mut sidecar);
+    let (mut sidecar, token) = consumer_with_a_token();
+    on_one_connection(&mut sidecar, &token);
     let before = sidecar.vms[0].host().host_calls;
-    on_one_connection(&mut sidecar);
+    on_one_connection(&mut sidecar, &token);
     let warm = sidecar.vms[0].host().host_calls - before;
     assert_eq!(warm, 9, "{:#?}", sidecar.logs());
 }
@@ -169,20 +178,11 @@ fn fuel_profile(marks: &[(wasmtime::CallHook, u64)]) -> (u64, Vec<u64>) {
 #[test]
 fn a_warm_request_stays_within_its_wasm_instruction_budget() {
     const BUDGET: u64 = 65_000;
-    let mut sidecar = Sidecar::new();
-    let pki = sidecar.pki.clone();
-    let token = sidecar.token(&pki.consumer).build();
-    let connection = 7u64.to_le_bytes();
-    let on_one_connection = |sidecar: &mut Sidecar| {
-        sidecar
-            .request(&pki.consumer, &token)
-            .property("connection.id", connection)
-            .admitted();
-    };
-    on_one_connection(&mut sidecar);
-    on_one_connection(&mut sidecar);
+    let (mut sidecar, token) = consumer_with_a_token();
+    on_one_connection(&mut sidecar, &token);
+    on_one_connection(&mut sidecar, &token);
     sidecar.vms[0].host_mut().fuel_marks = Some(Vec::new());
-    on_one_connection(&mut sidecar);
+    on_one_connection(&mut sidecar, &token);
     let marks = sidecar.vms[0]
         .host_mut()
         .fuel_marks
