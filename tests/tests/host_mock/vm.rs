@@ -142,9 +142,11 @@ impl Vm {
             if matches!(hook, wasmtime::CallHook::CallingHost) {
                 cx.data_mut().host_calls += 1;
             }
-            let fuel = cx.get_fuel().unwrap_or(0);
-            if let Some(marks) = cx.data_mut().fuel_marks.as_mut() {
-                marks.push((hook, fuel));
+            if cx.data().fuel_marks.is_some() {
+                let fuel = cx.get_fuel().unwrap_or(0);
+                if let Some(marks) = cx.data_mut().fuel_marks.as_mut() {
+                    marks.push((hook, fuel));
+                }
             }
             Ok(())
         });

@@ -563,8 +563,8 @@ fn cached_token_time_is_rechecked() {
 #[test]
 fn the_word_scan_finds_a_blank_exactly_where_the_byte_scan_does() {
     let simple = |b: &[u8]| b.iter().any(|&c| c == b' ' || c == b'\t');
-    // Every byte value at every position of every length up to 20, in a field of 'a' and of
-    // bytes one off a blank (0x1f, 0x21, 0x08, 0x0a, 0xa0), where a borrow could fool a word test.
+    // Every byte value at every position of every length up to 20, in fields of 'a', of bytes
+    // one off a blank (where a borrow could fool a word test) and of 0x00, 0xa0 and 0xff.
     for filler in [b'a', 0x1f, 0x21, 0x08, 0x0a, 0xa0, 0x00, 0xff] {
         for len in 0..=20 {
             for at in 0..len {
