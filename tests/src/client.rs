@@ -41,6 +41,9 @@ fn request_bytes(request: &Request) -> Vec<u8> {
     bytes
 }
 
+/// A certificate chain and its private key.
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
 /// A TLS client trusting one CA bundle (re-read when it changes), optionally presenting a
 /// client certificate, accepting only a demo server's SPIFFE ID (exactly one after
 /// [`TlsClient::expecting`]). Cheap to clone.
@@ -49,7 +52,9 @@ pub struct TlsClient {
     config: Arc<ClientConfig>,
     server_name: ServerName<'static>,
     ca: PathBuf,
-    identity: Option<(PathBuf, PathBuf)>,
+    /// Loaded once: a renewer may be between its key's and its certificate's rename when
+    /// [`TlsClient::expecting`] builds the pinned client.
+    identity: Option<Arc<Identity>>,
     versions: Vec<&'static rustls::SupportedProtocolVersion>,
 }
 
@@ -75,11 +80,7 @@ impl TlsClient {
 
     /// The same client accepting only the server `id`.
     pub fn expecting_id(&self, id: SpiffeId) -> Result<Self, Error> {
-        let identity = self
-            .identity
-            .as_ref()
-            .map(|(c, k)| (c.as_path(), k.as_path()));
-        Self::build(&self.ca, identity, &self.versions, vec![id])
+        Self::build(&self.ca, self.identity.clone(), &self.versions, vec![id])
     }
 
     /// Like [`TlsClient::new`], offering only these TLS versions (e.g. `&[&rustls::version::TLS12]`
@@ -90,12 +91,20 @@ impl TlsClient {
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> Result<Self, Error> {
         let servers = certbind_tls::demo_servers().map_err(|e| Error::Tls(e.to_string()))?;
+        let identity = match identity {
+            Some((cert, key)) => {
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| Error::Tls(format!("key {}: {e}", key.display())))?;
+                Some(Arc::new((read_certs(cert)?, key)))
+            }
+            None => None,
+        };
         Self::build(ca, identity, versions, servers)
     }
 
     fn build(
         ca: &Path,
-        identity: Option<(&Path, &Path)>,
+        identity: Option<Arc<Identity>>,
         versions: &[&'static rustls::SupportedProtocolVersion],
         servers: Vec<SpiffeId>,
     ) -> Result<Self, Error> {
@@ -107,14 +116,10 @@ impl TlsClient {
             .map_err(|e| Error::Tls(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let config = match identity {
-            Some((cert, key)) => {
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| Error::Tls(format!("key {}: {e}", key.display())))?;
-                builder
-                    .with_client_auth_cert(read_certs(cert)?, key)
-                    .map_err(|e| Error::Tls(e.to_string()))?
-            }
+        let config = match &identity {
+            Some(pair) => builder
+                .with_client_auth_cert(pair.0.clone(), pair.1.clone_key())
+                .map_err(|e| Error::Tls(e.to_string()))?,
             None => builder.with_no_client_auth(),
         };
         Ok(Self {
@@ -123,7 +128,7 @@ impl TlsClient {
                 .map_err(|e| Error::Tls(e.to_string()))?
                 .to_owned(),
             ca: ca.to_owned(),
-            identity: identity.map(|(c, k)| (c.to_owned(), k.to_owned())),
+            identity,
             versions: versions.to_vec(),
         })
     }
