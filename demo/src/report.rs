@@ -92,20 +92,25 @@ pub fn header_line() -> String {
     )
 }
 
-/// One terminal line for row number `n`.
+/// One terminal line for row number `n`; a failed row adds how it was sent and what was
+/// expected (a CI log is often all there is to go on).
 pub fn line(n: usize, row: &Row) -> String {
     let a = &row.attack;
     let mut title = a.title.clone();
     if a.insider && !title.contains("insider") {
         title.push_str(" (insider)");
     }
-    format!(
+    let mut line = format!(
         "{n:>2}  {} {} {} {}",
         cell(&title, W_ATTACK),
         cell(&row.baseline.summary(a.show), W_ANSWER),
         cell(&row.certbind.summary(a.show), W_ANSWER),
         row.verdict.as_str()
-    )
+    );
+    if row.verdict.is_failure() {
+        line.push_str(&format!("\n    how: {}\n    expected: {}", a.how, a.expect));
+    }
+    line
 }
 
 /// Escapes what would break a Markdown table cell.
