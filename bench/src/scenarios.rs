@@ -294,10 +294,10 @@ const DPOP_BINDING: &str = r#"
                       "binding": "dpop",
                       "dpop": {"public_origin": "https://127.0.0.1:${LISTENER_PORT}", "max_age_s": 15, "clock_skew_s": 1, "replay_cache_size": 100000},"#;
 
-/// The edge plugin configuration on an idle listener: envoy/sidecar.yaml.tmpl's, its defaults.
+/// The edge plugin configuration on an idle listener: envoy/sidecar.yaml.tmpl's.
 const SIDECAR_DPOP_BINDING: &str = r#"
                       "binding": "dpop",
-                      "dpop": {"public_origin": "https://127.0.0.1:${LISTENER_PORT}"},"#;
+                      "dpop": {"public_origin": "https://127.0.0.1:${LISTENER_PORT}", "replay_cache_size": 4096},"#;
 
 /// The authz-server cluster of envoy/sidecar.yaml.tmpl (mTLS as the `envoy` identity).
 const CERTBIND_CLUSTERS: &str = r#"  - name: certbind_authz
