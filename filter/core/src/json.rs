@@ -24,6 +24,57 @@ pub fn from_slice_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonErr
     serde_json::from_value(value).map_err(|e| JsonError(e.to_string()))
 }
 
+/// The members `names` of the JSON object `bytes` (each `None` when absent), in one pass: no
+/// tree of the whole object and no second pass into a struct. Every member, named or not, is
+/// held to the same rule as [`from_slice_strict`] (no duplicate key at any depth), and
+/// anything but one object is refused.
+pub fn strict_members<const N: usize>(
+    bytes: &[u8],
+    names: [&str; N],
+) -> Result<[Option<Value>; N], JsonError> {
+    let error = |e: serde_json::Error| JsonError(e.to_string());
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let members = deserializer
+        .deserialize_map(Members { names })
+        .map_err(error)?;
+    deserializer.end().map_err(error)?;
+    Ok(members)
+}
+
+struct Members<'n, const N: usize> {
+    names: [&'n str; N],
+}
+
+impl<'de, const N: usize> Visitor<'de> for Members<'_, N> {
+    type Value = [Option<Value>; N];
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object without duplicate keys")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found: [Option<Value>; N] = std::array::from_fn(|_| None);
+        // Keys of members not asked for, kept only to refuse their duplicates.
+        let mut others = std::collections::BTreeSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictValue(value) = map.next_value()?;
+            let slot = self
+                .names
+                .iter()
+                .position(|name| *name == key)
+                .and_then(|i| found.get_mut(i));
+            let fresh = match slot {
+                Some(slot) => slot.replace(value).is_none(),
+                None => others.insert(key.clone()),
+            };
+            if !fresh {
+                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// A `serde_json::Value` whose objects had no duplicate keys.
 struct StrictValue(Value);
 
@@ -125,6 +176,32 @@ mod tests {
         let strict: Value = from_slice_strict(text).unwrap();
         let plain: Value = serde_json::from_slice(text).unwrap();
         assert_eq!(strict, plain);
+    }
+
+    #[test]
+    fn strict_members_are_the_named_members_of_one_strict_object() {
+        let [a, b, c] =
+            strict_members(br#"{"b":[1,{"x":2}],"a":"1","z":{}}"#, ["a", "b", "c"]).unwrap();
+        assert_eq!((a, c), (Some(Value::from("1")), None));
+        assert_eq!(b, Some(serde_json::json!([1, {"x": 2}])));
+        for refused in [
+            &br#"{"a":1,"a":2}"#[..],
+            br#"{"z":1,"z":2}"#,
+            br#"{"a":1,"\u0061":2}"#,
+            br#"{"z":{"y":1,"y":1}}"#,
+            br#"{"a":[{"y":1,"y":1}]}"#,
+            br#"{"a":1} x"#,
+            br#"["a", 1]"#,
+            br#""a""#,
+            b"\xff",
+            b"",
+        ] {
+            assert!(
+                strict_members(refused, ["a"]).is_err(),
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
+        }
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! signature check needs. Header causes come first (RFC 9449 §4.3 order).
 
 use super::error::DpopError;
+use crate::es256::PreparedKey;
 use crate::jose;
 use crate::json::from_slice_strict;
-use crate::jwk::ec_p256_key;
+use crate::jwk::{ec_p256_jwk_thumbprint, ec_p256_key};
 use crate::token::MAX_HEADER_B64;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -27,25 +28,42 @@ struct RawHeader {
     kid: Option<Value>,
 }
 
-/// A proof whose header passed and whose shape is a compact JWS; its signature is unchecked.
+/// A proof header that passed every check: its key (with the lazily built table of the
+/// in-module path) and the key's RFC 7638 thumbprint. The same header text always gives the
+/// same answer, so a passed one can be remembered by its text ([`super::ProofKeys`]).
+#[derive(Debug)]
+pub(super) struct CheckedHeader {
+    pub key: PreparedKey,
+    pub jkt: String,
+}
+
+/// The rest of a proof whose shape is a compact JWS; its signature is unchecked.
 pub(super) struct UntrustedProof<'a> {
-    /// The proof key, and its `x`, `y` as sent (canonical base64url: `ec_p256_key` refuses any
-    /// other spelling, so the thumbprint is unique per key).
-    pub key: VerifyingKey,
-    pub x: String,
-    pub y: String,
     /// `header.payload`, what the signature covers.
     pub signing_input: &'a str,
     pub payload: Vec<u8>,
     pub signature: Vec<u8>,
 }
 
-/// Reads a proof of at most [`super::MAX_PROOF_BYTES`] (the caller bounds it): the header,
-/// then exactly three base64url parts.
+/// The header part of a proof (its text before the first `.`).
+pub(super) fn header_part(proof: &str) -> &str {
+    proof.split('.').next().unwrap_or_default()
+}
+
+/// Checks the header part (`header_b64`, see [`header_part`]) of a proof.
+pub(super) fn check_header(header_b64: &str) -> Result<CheckedHeader, DpopError> {
+    let (key, x, y) = read_header(header_b64)?;
+    Ok(CheckedHeader {
+        key: PreparedKey::new(key),
+        jkt: ec_p256_jwk_thumbprint(&x, &y),
+    })
+}
+
+/// The shape of a proof of at most [`super::MAX_PROOF_BYTES`] (the caller bounds it) whose
+/// header passed: exactly three base64url parts.
 pub(super) fn read_proof(proof: &str) -> Result<UntrustedProof<'_>, DpopError> {
     let mut parts = proof.splitn(4, '.');
     let header_b64 = parts.next().unwrap_or_default();
-    let (key, x, y) = read_header(header_b64)?;
     let (Some(payload_b64), Some(signature_b64), None) = (parts.next(), parts.next(), parts.next())
     else {
         return Err(DpopError::Malformed);
@@ -60,9 +78,6 @@ pub(super) fn read_proof(proof: &str) -> Result<UntrustedProof<'_>, DpopError> {
     };
     let signing_input_len = header_b64.len() + 1 + payload_b64.len();
     Ok(UntrustedProof {
-        key,
-        x,
-        y,
         signing_input: proof.get(..signing_input_len).unwrap_or_default(),
         payload: b64(payload_b64)?,
         signature: b64(signature_b64)?,

@@ -33,12 +33,25 @@ pub fn normalize_htu(uri: &str) -> Option<String> {
     };
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let (host, port) = split_authority(authority)?;
-    let mut out = format!("{scheme}://{host}");
+    let path = remove_dot_segments(normalize_percent(path)?);
+    // Pushed, not formatted: this runs for every DPoP proof.
+    let mut out = String::with_capacity(scheme.len() + 3 + host.len() + 6 + path.len());
+    out.push_str(&scheme);
+    out.push_str("://");
+    out.push_str(&host);
     if let Some(port) = port.filter(|p| *p != default_port) {
-        out.push_str(&format!(":{port}"));
+        out.push(':');
+        push_decimal(&mut out, port);
     }
-    out.push_str(&remove_dot_segments(&normalize_percent(path)?));
+    out.push_str(&path);
     Some(out)
+}
+
+fn push_decimal(out: &mut String, n: u16) {
+    if n >= 10 {
+        push_decimal(out, n / 10);
+    }
+    out.extend(char::from_digit(u32::from(n % 10), 10));
 }
 
 /// Host (lowercase) and port of an authority; refuses userinfo and odd characters.
@@ -110,7 +123,13 @@ fn normalize_percent(path: &str) -> Option<String> {
 }
 
 /// RFC 3986 §5.2.4 for an absolute path (or the empty one, which becomes `/`).
-fn remove_dot_segments(path: &str) -> String {
+fn remove_dot_segments(path: String) -> String {
+    if path.is_empty() {
+        return "/".to_owned();
+    }
+    if !path.split('/').any(|s| s == "." || s == "..") {
+        return path;
+    }
     let mut kept: Vec<&str> = Vec::new();
     let mut segments = path.split('/').skip(1).peekable();
     while let Some(segment) = segments.next() {

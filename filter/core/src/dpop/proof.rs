@@ -5,11 +5,11 @@
 use super::claims::check_claims;
 use super::error::DpopError;
 use super::expect::ProofCheck;
-use super::header::read_proof;
+use super::header::{check_header, header_part, read_proof};
 use super::keys::ProofKeys;
 use crate::host_es256::{ForeignFunctions, HostKey};
-use crate::jwk::ec_p256_jwk_thumbprint;
 use crate::token::Es256Verifier;
+use std::rc::Rc;
 
 /// Longest proof accepted (the whole compact JWS). An ES256 proof with its `jwk` is ~500 bytes.
 pub const MAX_PROOF_BYTES: usize = 2 * 1024;
@@ -45,57 +45,64 @@ impl VerifiedProof {
 /// ES256, `typ`, a public EC P-256 `jwk`) → signature with that `jwk` → claims (`jti`, `htm`,
 /// `htu`, `nonce`, `iat`, `ath`) → `jkt`. Replay is the caller's: see [`super::ReplayCache`].
 pub fn verify_proof(proof: &str, expect: &ProofCheck<'_>) -> Result<VerifiedProof, DpopError> {
-    verify_proof_with(proof, expect, None)
+    check_proof(proof, expect, None, None)
 }
 
-/// [`verify_proof`], verifying the signature through `keys` (the proof keys this VM saw
-/// recently), so a client that signs every request with one key pays for a variable-base
-/// scalar multiplication only until its key's table is built. Same answers.
+/// [`verify_proof`], remembering passed headers in `keys` (the proof headers this VM saw
+/// recently), so a client that signs every request with one key has its header checked, and
+/// pays for a variable-base scalar multiplication, only until its header is remembered.
+/// Same answers.
 pub fn verify_proof_with(
     proof: &str,
     expect: &ProofCheck<'_>,
     keys: Option<&mut ProofKeys>,
 ) -> Result<VerifiedProof, DpopError> {
-    check_proof(proof, expect, Verify::InModule(keys))
+    check_proof(proof, expect, keys, None)
 }
 
-/// [`verify_proof`], the signature checked by the host's `verify_signature`. Same answers.
+/// [`verify_proof_with`], the signature checked by the host's `verify_signature`. Same answers.
 pub fn verify_proof_by_host(
     proof: &str,
     expect: &ProofCheck<'_>,
+    keys: Option<&mut ProofKeys>,
     host: &dyn ForeignFunctions,
 ) -> Result<VerifiedProof, DpopError> {
-    check_proof(proof, expect, Verify::Host(host))
+    check_proof(proof, expect, keys, Some(host))
 }
 
-/// Where a proof's signature is checked.
-enum Verify<'a> {
-    InModule(Option<&'a mut ProofKeys>),
-    Host(&'a dyn ForeignFunctions),
-}
-
+/// The checks in order; the signature by `host` when given, else in the module.
 fn check_proof(
     proof: &str,
     expect: &ProofCheck<'_>,
-    verify: Verify<'_>,
+    mut keys: Option<&mut ProofKeys>,
+    host: Option<&dyn ForeignFunctions>,
 ) -> Result<VerifiedProof, DpopError> {
     if proof.is_empty() || proof.len() > MAX_PROOF_BYTES {
         return Err(DpopError::Malformed);
     }
+    let header_b64 = header_part(proof);
+    let known = keys.as_deref_mut().and_then(|k| k.get(header_b64));
+    let header = match &known {
+        Some(header) => Rc::clone(header),
+        None => Rc::new(check_header(header_b64)?),
+    };
     let jws = read_proof(proof)?;
     let (message, signature) = (jws.signing_input.as_bytes(), jws.signature.as_slice());
-    match verify {
-        Verify::Host(host) => HostKey::new(host, &jws.key).verify_es256(message, signature),
-        Verify::InModule(keys) => match keys.and_then(|k| k.prepared(&jws.x, &jws.y, jws.key)) {
-            Some(prepared) => prepared.verify_es256(message, signature),
-            None => jws.key.verify_es256(message, signature),
-        },
+    let key = header.key.verifying_key();
+    match (host, &known) {
+        (Some(host), _) => HostKey::new(host, key).verify_es256(message, signature),
+        // A remembered key verifies through its table; a new one the plain way, this once.
+        (None, Some(_)) => header.key.verify_es256(message, signature),
+        (None, None) => key.verify_es256(message, signature),
     }
     .map_err(|_| DpopError::BadSignature)?;
     let claims = check_claims(&jws.payload, expect)?;
-    let jkt = ec_p256_jwk_thumbprint(&jws.x, &jws.y);
-    if expect.jkt.is_some_and(|want| want != jkt) {
+    if expect.jkt.is_some_and(|want| want != header.jkt) {
         return Err(DpopError::JktMismatch);
+    }
+    let jkt = header.jkt.clone();
+    if let (Some(keys), None) = (keys, known) {
+        keys.remember(header_b64, header);
     }
     Ok(VerifiedProof {
         jti: claims.jti,

@@ -63,7 +63,7 @@ pub(super) fn check_dpop(
     };
     let failed = |e: DpopError| (e.reason(), Some(e.as_str()));
     let proof = match engine.signatures.as_deref() {
-        Some(host) => verify_proof_by_host(proof, &check, host),
+        Some(host) => verify_proof_by_host(proof, &check, Some(&mut engine.proof_keys), host),
         None => verify_proof_with(proof, &check, Some(&mut engine.proof_keys)),
     }
     .map_err(failed)?;

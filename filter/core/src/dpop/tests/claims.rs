@@ -98,6 +98,13 @@ fn refuses_a_proof_when_the_expected_uri_is_unusable() {
         verify_proof(&sign(&header(), &claims()), &e),
         Err(DpopError::WrongUri)
     );
+    // Equal text is not enough: it must be a URI.
+    let mut c = claims();
+    c["htu"] = "not a uri".into();
+    assert_eq!(
+        verify_proof(&sign(&header(), &c), &e),
+        Err(DpopError::WrongUri)
+    );
 }
 
 #[test]

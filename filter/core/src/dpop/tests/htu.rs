@@ -23,6 +23,12 @@ fn normalises_uris_per_rfc3986() {
             "https://127.0.0.1:9443/token",
         ),
         ("https://a.example/a//b", "https://a.example/a//b"),
+        ("https://a.example:08445/x", "https://a.example:8445/x"),
+        ("http://a.example:1/", "http://a.example:1/"),
+        ("http://a.example:65535", "http://a.example:65535/"),
+        ("https://a.example/.", "https://a.example/"),
+        ("https://a.example/a/..", "https://a.example/"),
+        ("https://a.example/.a/b./..c", "https://a.example/.a/b./..c"),
     ];
     for (raw, want) in cases {
         assert_eq!(normalize_htu(raw).as_deref(), Some(want), "{raw}");
