@@ -274,10 +274,13 @@ const FLOOD_FULL: u64 = 20;
 /// default), so a flood that cannot fill a share within it never will.
 const FLOOD_SECS: u64 = 60;
 const FLOOD_TASKS: usize = 8;
+/// Proof keys the flooder spreads its proofs over: one more than a per-key share would allow.
+const FLOOD_KEYS: usize = 2;
 
-/// `flooder` (with its own proof key) sends fresh proofs to the edge from several connections
-/// at once until its share of the replay cache is full (or [`FLOOD_SECS`]); then the victim
-/// sends 20 fresh proofs with its own key and token.
+/// `flooder` sends fresh proofs to the edge from several connections at once, with two proof
+/// keys of its own (a DPoP-bound token for each: the share is the client's, not the key's),
+/// until its share of the replay cache is full (or [`FLOOD_SECS`]); then the victim sends 20
+/// fresh proofs with its own key and token.
 pub async fn replay_cache_flood(
     at: &Endpoints<'_>,
     anonymous: &HttpsClient,
@@ -286,22 +289,27 @@ pub async fn replay_cache_flood(
 ) -> Result<ReplayFlood, String> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-    let key = EcKey::generate().map_err(|e| format!("flooder's DPoP key: {e}"))?;
-    let token = flooder
-        .clone()
-        .with_dpop(key.clone(), at.issuer)
-        .token("orders", "orders:read")
-        .await
-        .map_err(|e| format!("flooder's DPoP token: {e}"))?
-        .access_token;
+    let mut keys = Vec::new();
+    for _ in 0..FLOOD_KEYS {
+        let key = EcKey::generate().map_err(|e| format!("flooder's DPoP key: {e}"))?;
+        let token = flooder
+            .clone()
+            .with_dpop(key.clone(), at.issuer)
+            .token("orders", "orders:read")
+            .await
+            .map_err(|e| format!("flooder's DPoP token: {e}"))?
+            .access_token;
+        keys.push((key, token));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     // sent, admitted, full, replay, other
     let counts: Arc<[AtomicU64; 5]> = Arc::new(Default::default());
     let start = Instant::now();
     let tasks: Vec<_> = (0..FLOOD_TASKS)
-        .map(|_| {
+        .filter_map(|i| keys.get(i % FLOOD_KEYS).cloned())
+        .map(|(key, token)| {
             let (stop, counts, client) = (stop.clone(), counts.clone(), anonymous.clone());
-            let (key, token, edge) = (key.clone(), token.clone(), at.edge);
+            let edge = at.edge;
             let origin = at.edge_origin.to_owned();
             tokio::spawn(async move {
                 while !stop.load(Relaxed) {

@@ -263,12 +263,20 @@ fn a_client_flooding_the_dpop_replay_cache_does_not_deny_another_clients_fresh_p
             .envoy_config(small_replay_cache)
             .start(),
     );
-    let token_for = |key: &EcKey| {
-        s.dpop_token("inventory", "orders", "orders:read", key)
+    let token_for = |workload: &str, key: &EcKey| {
+        s.dpop_token(workload, "orders", "orders:read", key)
             .unwrap_or_else(|e| panic!("{e}\n{}", s.logs_tail(20)))
     };
-    let (flood_key, victim_key) = (EcKey::generate().unwrap(), EcKey::generate().unwrap());
-    let (flood_token, victim_token) = (token_for(&flood_key), token_for(&victim_key));
+    // The flooder holds tokens for two proof keys: its share is the workload's, not a key's.
+    let flood: Vec<(EcKey, String)> = (0..2)
+        .map(|_| {
+            let key = EcKey::generate().unwrap();
+            let token = token_for("inventory", &key);
+            (key, token)
+        })
+        .collect();
+    let victim_key = EcKey::generate().unwrap();
+    let victim_token = token_for("consumer", &victim_key);
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, flood_admitted, refused_full, other) = (
         Arc::new(AtomicU64::new(0)),
@@ -278,7 +286,7 @@ fn a_client_flooding_the_dpop_replay_cache_does_not_deny_another_clients_fresh_p
     );
     let started = Instant::now();
     let flooders: Vec<_> = (0..3)
-        .map(|_| {
+        .map(|i| {
             let (s, stop, sent, ok, full, other) = (
                 Arc::clone(&s),
                 Arc::clone(&stop),
@@ -287,7 +295,7 @@ fn a_client_flooding_the_dpop_replay_cache_does_not_deny_another_clients_fresh_p
                 Arc::clone(&refused_full),
                 Arc::clone(&other),
             );
-            let (key, token) = (flood_key.clone(), flood_token.clone());
+            let (key, token) = flood[i % flood.len()].clone();
             std::thread::spawn(move || {
                 let client = s.client(None).unwrap();
                 while !stop.load(Ordering::Relaxed) {

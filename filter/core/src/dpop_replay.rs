@@ -13,9 +13,11 @@
 //! hash a client could aim proofs at one slot and fill it, so another client's fresh proof
 //! landing there was refused. The slot comes from SHA-256 over a random 32-byte key (one per
 //! Envoy, in shared data so every worker agrees) and the `jti`, which a client cannot aim;
-//! and each proof key (`jkt`) may hold at most [`CLIENT_SHARE_DIVISOR`]⁻¹ of any slot, so
-//! one client flooding at full speed fills only its own share and is refused (503
-//! `replay_cache_full`, never `dpop_replay`: its proof was never seen) while others fit.
+//! and each client (the token's subject, however many proof keys it holds tokens for) may
+//! hold at most [`CLIENT_SHARE_DIVISOR`]⁻¹ of any slot, so one client flooding at full speed
+//! fills only its own share and is refused (503 `replay_cache_full`, never `dpop_replay`: its
+//! proof was never seen) while others fit. The share is the subject's, not the proof key's:
+//! a workload mints as many keys as it likes, and two of them would fill a slot.
 
 use crate::dpop::{DpopError, VerifiedProof};
 use base64::Engine;
@@ -36,8 +38,8 @@ const MAX_SLOTS: usize = 1024;
 /// Live entries one slot is meant to hold on average; a slot may hold twice that, so uneven
 /// hashing does not refuse proofs long before `capacity` is reached.
 const ENTRIES_PER_SLOT: usize = 64;
-/// One proof key may hold at most 1/`CLIENT_SHARE_DIVISOR` of a slot's entries: half, so one
-/// flooding key never fills a slot, and one busy legitimate key still fits (S5d's 2,290
+/// One client may hold at most 1/`CLIENT_SHARE_DIVISOR` of a slot's entries: half, so one
+/// flooding client never fills a slot, and one busy legitimate client still fits (S5d's 2,290
 /// proofs/s from one key, 16 s each, use ~36 of 98 entries a slot on average).
 pub const CLIENT_SHARE_DIVISOR: usize = 2;
 /// Lost CAS races tolerated for one proof before it is refused (fail closed).
@@ -48,9 +50,9 @@ const MAX_CAS_ATTEMPTS: usize = 16;
 const CREATE_ONLY: Option<u32> = Some(u32::MAX);
 
 /// The shape of the shared replay cache: how many slots, how many entries each may hold and
-/// how many of them one proof key may hold, and the hash key. Each entry is
+/// how many of them one client may hold, and the hash key. Each entry is
 /// `<replay_until_s> <id> <client>`: `id` the first 128 bits of the keyed hash of the `jti`,
-/// `client` 64 bits of the keyed hash of the `jkt`, both base64url, so any proof costs the
+/// `client` 64 bits of the keyed hash of the client (the token's subject), both base64url, so any proof costs the
 /// same 46 bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SharedReplayCache {
@@ -118,13 +120,14 @@ impl SharedReplayCache {
     /// Admits `proof` once across every VM sharing `store`: records its `jti` until
     /// [`VerifiedProof::replay_until_s`], or refuses it as [`DpopError::Replayed`] (seen and
     /// still live), [`DpopError::TooOld`] (its window closed), [`DpopError::ClientShareFull`]
-    /// (its `jkt` holds its share of the slot already) or [`DpopError::ReplayCacheFull`] (the
+    /// (`client` holds its share of the slot already, with any number of proof keys) or [`DpopError::ReplayCacheFull`] (the
     /// slot is full of live entries, the host refused the write, or the CAS kept failing):
     /// never admitted without being remembered.
     pub fn check_and_record(
         &self,
         store: &mut dyn SharedStore,
         proof: &VerifiedProof,
+        client: &str,
         now_s: u64,
     ) -> Result<(), DpopError> {
         if proof.replay_until_s() <= now_s {
@@ -133,11 +136,8 @@ impl SharedReplayCache {
         let digest = self.keyed(b"jti\0", proof.jti());
         let (id_bytes, slot_bytes) = digest.split_at(16);
         let id = URL_SAFE_NO_PAD.encode(id_bytes);
-        let client = URL_SAFE_NO_PAD.encode(
-            self.keyed(b"jkt\0", proof.jkt())
-                .get(..8)
-                .unwrap_or_default(),
-        );
+        let client =
+            URL_SAFE_NO_PAD.encode(self.keyed(b"client\0", client).get(..8).unwrap_or_default());
         let slot = slot_bytes
             .iter()
             .take(4)
@@ -304,6 +304,16 @@ pub(crate) mod tests {
         verify_proof(&proof, &check).unwrap()
     }
 
+    /// Records `p` for the client its proof key stands for (one key per client here).
+    fn record(
+        cache: &SharedReplayCache,
+        store: &mut dyn SharedStore,
+        p: &VerifiedProof,
+        now: u64,
+    ) -> Result<(), DpopError> {
+        cache.check_and_record(store, p, p.jkt(), now)
+    }
+
     /// Two worker VMs: two caches over one store.
     #[test]
     fn refuses_a_proof_replayed_to_another_vm() {
@@ -313,13 +323,13 @@ pub(crate) mod tests {
         vm2.prepare(&mut store, [0x5a; 32]);
         assert_eq!(vm2, vm1, "the second VM adopts the first VM's hash key");
         let p = proof_with_jti("a", NOW);
-        assert_eq!(vm1.check_and_record(&mut store, &p, NOW), Ok(()));
+        assert_eq!(record(&vm1, &mut store, &p, NOW), Ok(()));
         assert_eq!(
-            vm2.check_and_record(&mut store, &p, NOW + 1),
+            record(&vm2, &mut store, &p, NOW + 1),
             Err(DpopError::Replayed)
         );
         assert_eq!(
-            vm1.check_and_record(&mut store, &p, NOW + 2),
+            record(&vm1, &mut store, &p, NOW + 2),
             Err(DpopError::Replayed)
         );
     }
@@ -330,7 +340,7 @@ pub(crate) mod tests {
         let cache = prepared(1024, &mut store);
         for i in 0..200 {
             let p = proof_with_jti(&format!("jti-{i}"), NOW);
-            assert_eq!(cache.check_and_record(&mut store, &p, NOW), Ok(()), "{i}");
+            assert_eq!(record(&cache, &mut store, &p, NOW), Ok(()), "{i}");
         }
     }
 
@@ -339,24 +349,24 @@ pub(crate) mod tests {
         let mut store = MemoryStore::default();
         let cache = prepared(1, &mut store);
         let p = proof_with_jti("a", NOW);
-        cache.check_and_record(&mut store, &p, NOW).unwrap();
+        record(&cache, &mut store, &p, NOW).unwrap();
         assert_eq!(
-            cache.check_and_record(&mut store, &p, p.replay_until_s() - 1),
+            record(&cache, &mut store, &p, p.replay_until_s() - 1),
             Err(DpopError::Replayed)
         );
         assert_eq!(
-            cache.check_and_record(&mut store, &p, p.replay_until_s()),
+            record(&cache, &mut store, &p, p.replay_until_s()),
             Err(DpopError::TooOld)
         );
         // Its entry no longer takes room: later proofs fit in the one-slot cache.
         let later = proof_with_jti("b", p.replay_until_s());
         let other = proof_by(0x22, "c", p.replay_until_s());
         assert_eq!(
-            cache.check_and_record(&mut store, &later, p.replay_until_s()),
+            record(&cache, &mut store, &later, p.replay_until_s()),
             Ok(())
         );
         assert_eq!(
-            cache.check_and_record(&mut store, &other, p.replay_until_s()),
+            record(&cache, &mut store, &other, p.replay_until_s()),
             Ok(())
         );
     }
@@ -367,12 +377,10 @@ pub(crate) mod tests {
         let cache = prepared(1, &mut store);
         assert_eq!((cache.slots, cache.per_slot, cache.per_client), (1, 2, 1));
         for (seed, jti) in [(0x11, "a"), (0x22, "b")] {
-            cache
-                .check_and_record(&mut store, &proof_by(seed, jti, NOW), NOW)
-                .unwrap();
+            record(&cache, &mut store, &proof_by(seed, jti, NOW), NOW).unwrap();
         }
         assert_eq!(
-            cache.check_and_record(&mut store, &proof_by(0x33, "c", NOW), NOW),
+            record(&cache, &mut store, &proof_by(0x33, "c", NOW), NOW),
             Err(DpopError::ReplayCacheFull)
         );
         assert_eq!(
@@ -380,13 +388,13 @@ pub(crate) mod tests {
             crate::reason::Reason::ReplayCacheFull
         );
         assert_eq!(
-            cache.check_and_record(&mut store, &proof_with_jti("a", NOW), NOW),
+            record(&cache, &mut store, &proof_with_jti("a", NOW), NOW),
             Err(DpopError::Replayed)
         );
     }
 
     #[test]
-    fn one_flooding_key_fills_only_its_share_and_fresh_proofs_of_others_pass() {
+    fn one_flooding_client_fills_only_its_share_whatever_its_keys_and_others_pass() {
         let mut store = MemoryStore::default();
         let cache = prepared(1024, &mut store);
         assert_eq!(
@@ -394,19 +402,21 @@ pub(crate) mod tests {
             (16, 128, 64)
         );
         let mut admitted = 0;
-        for i in 0..2_000 {
-            match cache.check_and_record(&mut store, &proof_by(0x11, &format!("f{i}"), NOW), NOW) {
+        // One workload floods with two proof keys (two DPoP-bound tokens of its own).
+        for i in 0..4_000 {
+            let p = proof_by([0x11, 0x33][i % 2], &format!("f{i}"), NOW);
+            match cache.check_and_record(&mut store, &p, "inventory", NOW) {
                 Ok(()) => admitted += 1,
                 Err(e) => assert_eq!(e, DpopError::ClientShareFull, "flood proof {i}"),
             }
         }
         // Every slot holds exactly the flooder's share, no more.
         assert_eq!(admitted, 16 * 64);
-        // Another key's fresh proofs all fit (200 spread over 16 slots stay below its share).
+        // Another client's fresh proofs all fit (200 spread over 16 slots stay below its share).
         for i in 0..200 {
             let p = proof_by(0x22, &format!("v{i}"), NOW);
             assert_eq!(
-                cache.check_and_record(&mut store, &p, NOW),
+                cache.check_and_record(&mut store, &p, "consumer", NOW),
                 Ok(()),
                 "victim {i}"
             );
@@ -444,7 +454,7 @@ pub(crate) mod tests {
         cache.prepare(&mut Refusing, [0x42; 32]);
         assert_eq!(cache.key, [0x42; 32]);
         assert_eq!(
-            cache.check_and_record(&mut Refusing, &proof_with_jti("a", NOW), NOW),
+            record(&cache, &mut Refusing, &proof_with_jti("a", NOW), NOW),
             Err(DpopError::ReplayCacheFull)
         );
     }
@@ -478,7 +488,7 @@ pub(crate) mod tests {
                 if let Some(rival) = self.rival.take() {
                     // The other VM wins the race with the very same proof.
                     prepared(1024, &mut self.inner)
-                        .check_and_record(&mut self.inner, &rival, NOW)
+                        .check_and_record(&mut self.inner, &rival, rival.jkt(), NOW)
                         .unwrap();
                 } else {
                     let (v, _) = self.inner.get(key).unwrap_or_default();
@@ -499,7 +509,7 @@ pub(crate) mod tests {
         };
         let cache = prepared(1024, &mut store.inner);
         assert_eq!(
-            cache.check_and_record(&mut store, &p, NOW),
+            record(&cache, &mut store, &p, NOW),
             Err(DpopError::Replayed)
         );
     }
@@ -512,14 +522,14 @@ pub(crate) mod tests {
         };
         let cache = prepared(1024, &mut store.inner);
         let p = proof_with_jti("a", NOW);
-        assert_eq!(cache.check_and_record(&mut store, &p, NOW), Ok(()));
+        assert_eq!(record(&cache, &mut store, &p, NOW), Ok(()));
         let mut store = Racing {
             races: usize::MAX,
             ..Racing::default()
         };
         let cache = prepared(1024, &mut store.inner);
         assert_eq!(
-            cache.check_and_record(&mut store, &p, NOW),
+            record(&cache, &mut store, &p, NOW),
             Err(DpopError::ReplayCacheFull)
         );
     }
@@ -531,11 +541,11 @@ pub(crate) mod tests {
         assert_eq!((cache.slots, cache.per_slot), (256, 128));
         assert_eq!(store.len(), 256 + 1);
         let p = proof_with_jti("a", NOW);
-        cache.check_and_record(&mut store, &p, NOW).unwrap();
+        record(&cache, &mut store, &p, NOW).unwrap();
         cache.prepare(&mut store, [0x5a; 32]);
         assert_eq!(cache.key, KEY_A);
         assert_eq!(
-            cache.check_and_record(&mut store, &p, NOW),
+            record(&cache, &mut store, &p, NOW),
             Err(DpopError::Replayed)
         );
     }

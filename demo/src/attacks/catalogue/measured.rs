@@ -164,7 +164,7 @@ fn replay_cache_flood(kit: &Kit<'_>) -> Attack {
     };
     let how = measured.map(|f| {
         format!(
-            "inventory sent {} fresh DPoP proofs to the edge in {:.1} s ({} admitted, {} refused 503 replay_cache_full, {} dpop_replay, {} other); then consumer's fresh proofs: {}/{} admitted; no client cert + consumer's DPoP token + a fresh proof, GET /orders/1",
+            "inventory sent {} fresh DPoP proofs with two proof keys of its own to the edge in {:.1} s ({} admitted, {} refused 503 replay_cache_full, {} dpop_replay, {} other); then consumer's fresh proofs: {}/{} admitted; no client cert + consumer's DPoP token + a fresh proof, GET /orders/1",
             f.sent, f.secs, f.admitted, f.full, f.replay, f.other, f.victim_admitted, f.victim_sent
         )
     });

@@ -70,7 +70,12 @@ pub(super) fn check_dpop(
     let bound =
         bind_dpop(token, &proof, &engine.config.trust_domain).map_err(|reason| (reason, None))?;
     replay
-        .check_and_record(engine.replay_store.as_mut(), &proof, now_s)
+        .check_and_record(
+            engine.replay_store.as_mut(),
+            &proof,
+            bound.subject().as_str(),
+            now_s,
+        )
         .map_err(failed)?;
     Ok(bound)
 }
