@@ -63,11 +63,15 @@ impl<'de, const N: usize> Visitor<'de> for Members<'_, N> {
                 .iter()
                 .position(|name| *name == key)
                 .and_then(|i| found.get_mut(i));
-            let fresh = match slot {
-                Some(slot) => slot.replace(value).is_none(),
-                None => others.insert(key.clone()),
+            let duplicate = match slot {
+                Some(slot) => slot.replace(value).is_some(),
+                None if others.contains(&key) => true,
+                None => {
+                    others.insert(key);
+                    continue;
+                }
             };
-            if !fresh {
+            if duplicate {
                 return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
             }
         }

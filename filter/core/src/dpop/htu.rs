@@ -1,6 +1,8 @@
 //! The `htu` comparison of RFC 9449 §4.3: a request's public URI and a proof's claim, both
 //! normalised per RFC 3986 §6.2.2–6.2.3 before they are compared.
 
+use std::fmt::Write as _;
+
 /// Longest `htu` (claim or expected) looked at.
 pub const MAX_HTU_LEN: usize = 2 * 1024;
 
@@ -34,24 +36,17 @@ pub fn normalize_htu(uri: &str) -> Option<String> {
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     let (host, port) = split_authority(authority)?;
     let path = remove_dot_segments(normalize_percent(path)?);
-    // Pushed, not formatted: this runs for every DPoP proof.
+    // One buffer, no intermediate strings: this runs for every DPoP proof.
     let mut out = String::with_capacity(scheme.len() + 3 + host.len() + 6 + path.len());
     out.push_str(&scheme);
     out.push_str("://");
     out.push_str(&host);
     if let Some(port) = port.filter(|p| *p != default_port) {
-        out.push(':');
-        push_decimal(&mut out, port);
+        // Writing to a String cannot fail.
+        let _ = write!(out, ":{port}");
     }
     out.push_str(&path);
     Some(out)
-}
-
-fn push_decimal(out: &mut String, n: u16) {
-    if n >= 10 {
-        push_decimal(out, n / 10);
-    }
-    out.extend(char::from_digit(u32::from(n % 10), 10));
 }
 
 /// Host (lowercase) and port of an authority; refuses userinfo and odd characters.
