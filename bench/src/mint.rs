@@ -135,3 +135,27 @@ pub fn dpop_proofs(
         })
         .collect()
 }
+
+/// S2v's `verify_signature` arguments, as hex: `token`'s signing input (so the host hashes as
+/// many bytes as for a fresh token) signed by a key of the benchmark's own, encoded exactly as
+/// certbind encodes a token's (`certbind_core::host_es256`). Checked here before use.
+pub fn verify_floor_arguments(token: &str) -> Result<String, String> {
+    use certbind_core::host_es256::{encode_arguments, p1363_to_der, spki_der};
+    let (signing_input, _) = token
+        .rsplit_once('.')
+        .ok_or("a token without a signature")?;
+    let key = certbind_tests::tokens::EcKey::generate().map_err(|e| e.to_string())?;
+    let jwk = key.public_jwk().map_err(|e| e.to_string())?;
+    let public = match (jwk["x"].as_str(), jwk["y"].as_str()) {
+        (Some(x), Some(y)) => certbind_core::jwk::ec_p256_key(x, y),
+        _ => None,
+    }
+    .ok_or("the generated key has no P-256 coordinates")?;
+    let signature = key.sign(signing_input.as_bytes());
+    if certbind_core::token::es256_verify(&public, signing_input.as_bytes(), &signature).is_err() {
+        return Err("the floor's own signature does not verify".into());
+    }
+    let der = p1363_to_der(&signature).ok_or("the floor's signature is out of range")?;
+    let arguments = encode_arguments(&spki_der(&public), &der, signing_input.as_bytes());
+    Ok(arguments.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -146,6 +146,23 @@ pub fn summary_figures(m: &Measurements) -> (Map<String, Value>, Map<String, Val
          (null when either was not measured)"
             .into(),
     );
+    // What R9 stands on, measured in the same run: the host's verify alone through the ABI
+    // (S2v - S2w), what R9 adds to it, and what a fresh token costs jwt_authn (S3u - S3).
+    let floor = diff(S2v, S2w, closed, cpu);
+    metrics.insert("R9_verify_floor_us".into(), num(floor));
+    let over = r9.zip(floor).map(|(r9, floor)| r9 - floor);
+    metrics.insert("R9_over_floor_us".into(), num(over));
+    metrics.insert(
+        "R9n_jwt_authn_fresh_token_us".into(),
+        num(diff(S3u, S3, closed, cpu)),
+    );
+    notes.push(
+        "R9_verify_floor_us: S2v minus S2w, one call of Envoy's verify_signature (BoringSSL \
+         ES256 over a token-sized input) from a no-op filter: no filter can verify a fresh token \
+         for less on this machine; R9_over_floor_us is R9 minus it (certbind's own work for a \
+         fresh token); R9n_jwt_authn_fresh_token_us is S3u minus S3, the same for jwt_authn"
+            .into(),
+    );
     metrics.insert("R11_added_rss_mb".into(), num(diff(S5, S2, closed, rss)));
     let revocation = m
         .revocation
@@ -450,6 +467,9 @@ mod tests {
             "R7w_added_cpu_over_noop_wasm_us",
             "R7w_ci95_us",
             "R9_wasm_es256_verify_us",
+            "R9_verify_floor_us",
+            "R9_over_floor_us",
+            "R9n_jwt_authn_fresh_token_us",
             "R11_added_rss_mb",
             "revocation_p99_ms",
         ] {
@@ -459,6 +479,13 @@ mod tests {
         assert_eq!(metrics["R7_added_cpu_us_per_req"], json!(20.0));
         assert_eq!(metrics["R11_added_rss_mb"], json!(25.0));
         assert_eq!(metrics["R5_added_p99_us"], json!(0.0));
+        assert!(metrics["R9_verify_floor_us"].is_null() && metrics["R9_over_floor_us"].is_null());
+        m.data.insert(Scenario::S2w, d(1000.0, 80.0, 70.0));
+        m.data.insert(Scenario::S2v, d(800.0, 130.0, 70.0));
+        m.data.insert(Scenario::S5c, d(500.0, 200.0, 95.0));
+        let (_, with_floor, _) = summary_figures(&m);
+        assert_eq!(with_floor["R9_verify_floor_us"], json!(50.0));
+        assert_eq!(with_floor["R9_over_floor_us"], json!(30.0));
         assert!(ratios["R2_filter_vs_jwt_authn_rps"].is_null());
         assert!(metrics["revocation_p99_ms"].is_null());
         assert!(notes.iter().any(|n| n.starts_with("revocation_p99_ms")));

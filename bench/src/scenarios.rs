@@ -18,6 +18,9 @@ pub enum Scenario {
     S2,
     /// mTLS + a no-op Wasm filter (reads Authorization and the peer digest, sets one header).
     S2w,
+    /// S2w plus one call of Envoy's `verify_signature` per request (a token-sized ES256 JWS, as
+    /// certbind sends a fresh token's): S2v − S2w is the host's verify, the floor under R9.
+    S2v,
     /// mTLS + native `jwt_authn` (ES256, local JWKS) with `jwt_cache_config`.
     S3,
     /// The same without the cache.
@@ -45,11 +48,12 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Self::S0,
         Self::S1,
         Self::S2,
         Self::S2w,
+        Self::S2v,
         Self::S3,
         Self::S3u,
         Self::S3b,
@@ -66,6 +70,7 @@ impl Scenario {
             Self::S1 => "S1",
             Self::S2 => "S2",
             Self::S2w => "S2w",
+            Self::S2v => "S2v",
             Self::S3 => "S3",
             Self::S3u => "S3u",
             Self::S3b => "S3b",
@@ -91,6 +96,7 @@ impl Scenario {
             Self::S1 => "TLS 1.3",
             Self::S2 => "mTLS",
             Self::S2w => "mTLS + no-op Wasm filter",
+            Self::S2v => "mTLS + no-op Wasm filter + one host ES256 verify",
             Self::S3 => "mTLS + jwt_authn (cached)",
             Self::S3u => "mTLS + jwt_authn (uncached)",
             Self::S3b => "mTLS + jwt_authn (cached) + Lua binding + rbac",
@@ -137,6 +143,8 @@ pub struct ConfigVars {
     pub jwks_json: String,
     pub certbind_wasm: PathBuf,
     pub noop_wasm: PathBuf,
+    /// S2v's `verify_signature` arguments, hex (`mint::verify_floor_arguments`).
+    pub verify_arguments: String,
 }
 
 const AUDIENCE: &str = "spiffe://certbind.test/ns/demo/sa/orders";
@@ -228,7 +236,13 @@ const NOOP_FILTER: &str = r#"          - name: noop
                 vm_config:
                   vm_id: noop
                   runtime: envoy.wasm.runtime.v8
-                  code: { local: { filename: ${NOOP_WASM} } }"#;
+                  code: { local: { filename: ${NOOP_WASM} } }${NOOP_CONFIGURATION}"#;
+
+/// S2v's configuration of the no-op filter: one host verify per request.
+const NOOP_VERIFY: &str = r#"
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: "verify ${VERIFY_ARGUMENTS}""#;
 
 const JWT_AUTHN: &str = r#"          - name: envoy.filters.http.jwt_authn
             typed_config:
@@ -556,6 +570,7 @@ pub fn envoy_config(scenario: Scenario, v: &ConfigVars) -> Result<String, String
         ("JWKS", v.jwks_json.replace('\'', "''")),
         ("CERTBIND_WASM", v.certbind_wasm.display().to_string()),
         ("NOOP_WASM", v.noop_wasm.display().to_string()),
+        ("VERIFY_ARGUMENTS", v.verify_arguments.clone()),
         (
             "DECISION_CACHE_SIZE",
             if scenario == Scenario::S5p {
@@ -591,7 +606,15 @@ pub fn envoy_config(scenario: Scenario, v: &ConfigVars) -> Result<String, String
     let (main, siblings) = plugins(scenario);
     let (filters, clusters) = match scenario {
         Scenario::S0 | Scenario::S1 | Scenario::S2 => (String::new(), String::new()),
-        Scenario::S2w => (r(NOOP_FILTER)?, String::new()),
+        Scenario::S2w | Scenario::S2v => {
+            let configuration = if scenario == Scenario::S2v {
+                r(NOOP_VERIFY)?
+            } else {
+                String::new()
+            };
+            let noop = with(&vars, &[("NOOP_CONFIGURATION", configuration)]);
+            (rendered(NOOP_FILTER, &noop)?, String::new())
+        }
         Scenario::S3 => (jwt(&format!("{JWT_CACHE}{CLAIM_HEADERS}"))?, String::new()),
         Scenario::S3u => (jwt(CLAIM_HEADERS)?, String::new()),
         Scenario::S3b => (

@@ -321,6 +321,13 @@ impl Bench {
             "authz",
         )?;
         let tls_only = client_config(&pki.join("ca.crt"), None)?;
+        // S2v's host verify hashes what a fresh token's does: a real token's signing input.
+        let verify_arguments = if scenarios.contains(&Scenario::S2v) {
+            let sample = mint::tokens(authz_addr, Arc::clone(&authz_mtls), 1)?;
+            mint::verify_floor_arguments(sample.first().map_or("", String::as_str))?
+        } else {
+            String::new()
+        };
 
         // Render every configuration first (a refused one fails before anything starts).
         let mut pending = Vec::new();
@@ -338,6 +345,7 @@ impl Bench {
                 jwks_json: jwks_json.clone(),
                 certbind_wasm: bins.certbind_wasm.clone(),
                 noop_wasm: bins.noop_wasm.clone(),
+                verify_arguments: verify_arguments.clone(),
             };
             let config = root.join(format!("envoy-{}.yaml", scenario.id()));
             write_file(&config, &envoy_config(scenario, &vars)?).map_err(|e| e.to_string())?;

@@ -16,6 +16,7 @@ fn vars() -> ConfigVars {
         jwks_json: r#"{"keys":[]}"#.into(),
         certbind_wasm: "/c.wasm".into(),
         noop_wasm: "/n.wasm".into(),
+        verify_arguments: "0a06".into(),
     }
 }
 
@@ -38,6 +39,11 @@ fn scenarios_differ_only_where_they_should() {
     assert!(c(Scenario::S1).contains("require_client_certificate: false"));
     assert!(c(Scenario::S2).contains("require_client_certificate: true"));
     assert!(c(Scenario::S2w).contains("/n.wasm"));
+    assert!(!c(Scenario::S2w).contains("verify"));
+    assert!(
+        c(Scenario::S2v).contains("/n.wasm")
+            && c(Scenario::S2v).contains(r#"value: "verify 0a06""#)
+    );
     assert!(c(Scenario::S3).contains("jwt_cache_config"));
     assert!(!c(Scenario::S3u).contains("jwt_cache_config"));
     for s in [Scenario::S3, Scenario::S3u, Scenario::S3b] {
