@@ -3,7 +3,8 @@
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, de::DeserializeOwned};
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why strict parsing failed. Only logged, never echoed.
@@ -18,9 +19,14 @@ impl fmt::Display for JsonError {
 
 impl std::error::Error for JsonError {}
 
-/// Parses `bytes` as JSON, refusing duplicate keys, then deserializes it into `T`.
+/// Parses `bytes` as one JSON object, refusing duplicate keys, then deserializes it into `T`.
+/// Every document read here is an object; serde's derive would also fill a struct from an
+/// array of its fields in order, which no peer sends and no reader should accept.
 pub fn from_slice_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
     let StrictValue(value) = serde_json::from_slice(bytes).map_err(|e| JsonError(e.to_string()))?;
+    if !value.is_object() {
+        return Err(JsonError("not a JSON object".into()));
+    }
     serde_json::from_value(value).map_err(|e| JsonError(e.to_string()))
 }
 
@@ -41,6 +47,34 @@ pub fn strict_members<const N: usize>(
     Ok(members)
 }
 
+/// A member as serde's derive reads an `Option<_>` field: absent and `null` are both `None`.
+pub fn present(member: Option<Value>) -> Option<Value> {
+    member.filter(|value| !value.is_null())
+}
+
+/// A string value, anything else refused.
+pub fn string(value: Value) -> Result<String, JsonError> {
+    match value {
+        Value::String(s) => Ok(s),
+        _ => Err(JsonError("not a string".into())),
+    }
+}
+
+/// A member as serde's derive reads an `Option<String>` field: absent or `null` is `None`, a
+/// string is itself, anything else is refused.
+pub fn optional_string(member: Option<Value>) -> Result<Option<String>, JsonError> {
+    present(member).map(string).transpose()
+}
+
+/// A member as serde's derive reads an `Option<Number>` field, likewise.
+pub fn optional_number(member: Option<Value>) -> Result<Option<Number>, JsonError> {
+    match present(member) {
+        None => Ok(None),
+        Some(Value::Number(n)) => Ok(Some(n)),
+        Some(_) => Err(JsonError("not a number".into())),
+    }
+}
+
 struct Members<'n, const N: usize> {
     names: [&'n str; N],
 }
@@ -56,7 +90,7 @@ impl<'de, const N: usize> Visitor<'de> for Members<'_, N> {
         let mut found: [Option<Value>; N] = std::array::from_fn(|_| None);
         // Keys of members not asked for, kept only to refuse their duplicates.
         let mut others = std::collections::BTreeSet::new();
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(Key(key)) = map.next_key()? {
             let StrictValue(value) = map.next_value()?;
             let slot = self
                 .names
@@ -76,6 +110,33 @@ impl<'de, const N: usize> Visitor<'de> for Members<'_, N> {
             }
         }
         Ok(found)
+    }
+}
+
+/// A member's key, borrowed from the input unless it had escapes to undo.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
     }
 }
 
@@ -175,6 +236,22 @@ mod tests {
     }
 
     #[test]
+    fn refuses_a_document_that_is_not_an_object_even_where_a_struct_would_take_it() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Pair {
+            a: u8,
+            b: u8,
+        }
+        assert!(serde_json::from_slice::<Pair>(b"[1,2]").is_ok());
+        for refused in [&b"[1,2]"[..], b"3", b"null", b"\"a\""] {
+            assert!(from_slice_strict::<Pair>(refused).is_err());
+            assert!(from_slice_strict::<Value>(refused).is_err());
+        }
+        assert!(from_slice_strict::<Pair>(br#"{"a":1,"b":2}"#).is_ok());
+    }
+
+    #[test]
     fn admits_ordinary_json_unchanged() {
         let text = br#"{"a":1,"b":[true,null,"x",-2,1.5],"c":{"a":{}}}"#;
         let strict: Value = from_slice_strict(text).unwrap();
@@ -192,6 +269,7 @@ mod tests {
             &br#"{"a":1,"a":2}"#[..],
             br#"{"z":1,"z":2}"#,
             br#"{"a":1,"\u0061":2}"#,
+            br#"{"z":1,"\u007a":2}"#,
             br#"{"z":{"y":1,"y":1}}"#,
             br#"{"a":[{"y":1,"y":1}]}"#,
             br#"{"a":1} x"#,

@@ -5,28 +5,17 @@
 use super::error::DpopError;
 use crate::es256::PreparedKey;
 use crate::jose;
-use crate::json::from_slice_strict;
+use crate::json::{present, strict_members};
 use crate::jwk::{ec_p256_jwk_thumbprint, ec_p256_key};
 use crate::token::MAX_HEADER_B64;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::ecdsa::VerifyingKey;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// JWK members that carry private key material (RFC 7518 §6.2.2, §6.3.2, §6.4.1). A proof
 /// whose `jwk` has any of them is refused (RFC 9449 §4.3 check 7).
 const PRIVATE_JWK_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
-
-#[derive(Deserialize)]
-struct RawHeader {
-    typ: Option<Value>,
-    alg: Option<Value>,
-    jwk: Option<Value>,
-    crit: Option<Value>,
-    /// Unused, but as for access tokens a `kid` must be a string when present.
-    kid: Option<Value>,
-}
 
 /// A proof header that passed every check: its key (with the lazily built table of the
 /// in-module path) and the key's RFC 7638 thumbprint. The same header text always gives the
@@ -89,27 +78,30 @@ fn read_header(header_b64: &str) -> Result<(VerifyingKey, String, String), DpopE
     let header_json = URL_SAFE_NO_PAD
         .decode(header_b64)
         .map_err(|_| DpopError::Malformed)?;
-    let header: RawHeader = from_slice_strict(&header_json).map_err(|_| DpopError::Malformed)?;
-    if header.crit.is_some() {
+    // `kid` is unused, but as for access tokens it must be a string when present.
+    let [typ, alg, jwk, crit, kid] =
+        strict_members(&header_json, ["typ", "alg", "jwk", "crit", "kid"])
+            .map_err(|_| DpopError::Malformed)?;
+    // Any `crit` member, `null` included: no extension is understood here.
+    if crit.is_some() {
         return Err(DpopError::Crit);
     }
-    match header.alg {
+    match alg {
         Some(Value::String(alg)) if alg == "ES256" => {}
         _ => return Err(DpopError::UnsupportedAlg),
     }
-    let typ_ok =
-        matches!(&header.typ, Some(Value::String(typ)) if jose::is_jwt_type(typ, "dpop+jwt"));
+    let typ_ok = matches!(&typ, Some(Value::String(typ)) if jose::is_jwt_type(typ, "dpop+jwt"));
     if !typ_ok {
         return Err(DpopError::WrongType);
     }
-    let Some(Value::Object(jwk)) = header.jwk else {
+    let Some(Value::Object(jwk)) = jwk else {
         return Err(DpopError::BadKey);
     };
     if PRIVATE_JWK_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
         return Err(DpopError::PrivateKey);
     }
     let key = public_p256_key(&jwk)?;
-    if header.kid.is_some_and(|kid| !kid.is_string()) {
+    if present(kid).is_some_and(|kid| !kid.is_string()) {
         return Err(DpopError::Malformed);
     }
     Ok(key)

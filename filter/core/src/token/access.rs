@@ -5,12 +5,11 @@
 use super::jws::{Es256Verifier, UntrustedJws, VerifiedJws};
 use super::{MAX_AUDIENCES, MAX_CLAIM_LEN, MAX_SCOPES};
 use crate::jose;
-use crate::json::from_slice_strict;
+use crate::json::{JsonError, optional_number, optional_string, present, strict_members, string};
 use crate::reason::Reason;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
-use serde_json::Number;
+use serde_json::{Number, Value};
 
 /// What a token must say to be accepted here.
 #[derive(Debug, Clone)]
@@ -22,21 +21,13 @@ pub struct Expectations {
     pub max_lifetime_s: u64,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum Audience {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Deserialize)]
-struct RawCnf {
-    #[serde(rename = "x5t#S256")]
-    x5t_s256: Option<String>,
-    jkt: Option<String>,
-}
-
-#[derive(Deserialize)]
+/// The claims read, each typed as serde's derive typed an `Option<_>` field (`null` is
+/// absent), so a token whose claims have the wrong types is malformed before any other check.
 struct RawClaims {
     iss: Option<String>,
     sub: Option<String>,
@@ -47,11 +38,77 @@ struct RawClaims {
     jti: Option<String>,
     client_id: Option<String>,
     scope: Option<String>,
-    cnf: Option<RawCnf>,
+    /// `cnf."x5t#S256"` and `cnf.jkt`.
+    cnf: (Option<String>, Option<String>),
     /// The certificate the token was issued over (certbind's claim, any binding).
-    #[serde(rename = "client_x5t#S256")]
     client_x5t_s256: Option<String>,
     max_uses: Option<Number>,
+}
+
+/// The claims read; any other member is only checked (for duplicate keys).
+pub(super) const CLAIMS: [&str; 12] = [
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "cnf",
+    "client_x5t#S256",
+    "max_uses",
+];
+
+impl RawClaims {
+    /// The claims of `payload`, in one strict pass (no duplicate key at any depth).
+    fn read(payload: &[u8]) -> Result<Self, JsonError> {
+        let [
+            iss,
+            sub,
+            aud,
+            exp,
+            nbf,
+            iat,
+            jti,
+            client_id,
+            scope,
+            cnf,
+            x5t,
+            uses,
+        ] = strict_members(payload, CLAIMS)?;
+        let aud = match present(aud) {
+            None => None,
+            Some(Value::String(one)) => Some(Audience::One(one)),
+            Some(Value::Array(many)) => Some(Audience::Many(
+                many.into_iter().map(string).collect::<Result<_, _>>()?,
+            )),
+            Some(_) => return Err(JsonError("`aud` is neither a string nor an array".into())),
+        };
+        let cnf = match present(cnf) {
+            None => (None, None),
+            Some(Value::Object(mut cnf)) => (
+                optional_string(cnf.remove("x5t#S256"))?,
+                optional_string(cnf.remove("jkt"))?,
+            ),
+            Some(_) => return Err(JsonError("`cnf` is not an object".into())),
+        };
+        Ok(Self {
+            iss: optional_string(iss)?,
+            sub: optional_string(sub)?,
+            aud,
+            exp: optional_number(exp)?,
+            nbf: optional_number(nbf)?,
+            iat: optional_number(iat)?,
+            jti: optional_string(jti)?,
+            client_id: optional_string(client_id)?,
+            scope: optional_string(scope)?,
+            cnf,
+            client_x5t_s256: optional_string(x5t)?,
+            max_uses: optional_number(uses)?,
+        })
+    }
 }
 
 /// An RFC 7519 NumericDate; negative or non-finite values are malformed.
@@ -155,7 +212,7 @@ pub fn validate_claims(
     expect: &Expectations,
     now_s: u64,
 ) -> Result<VerifiedToken, Reason> {
-    let claims: RawClaims = from_slice_strict(jws.payload()).map_err(|_| Reason::MalformedToken)?;
+    let claims = RawClaims::read(jws.payload()).map_err(|_| Reason::MalformedToken)?;
     let (Some(iss), Some(sub), Some(aud), Some(exp), Some(iat), Some(jti), Some(client_id)) = (
         claims.iss,
         claims.sub,
@@ -206,9 +263,7 @@ pub fn validate_claims(
                 .ok_or(Reason::MalformedToken)?,
         ),
     };
-    let (cnf_x5t_s256, cnf_jkt) = claims
-        .cnf
-        .map_or((None, None), |cnf| (cnf.x5t_s256, cnf.jkt));
+    let (cnf_x5t_s256, cnf_jkt) = claims.cnf;
     // A thumbprint that cannot be one could never match a revocation: refuse it.
     let client_x5t_s256 = claims.client_x5t_s256;
     if client_x5t_s256

@@ -5,23 +5,13 @@
 use super::{MAX_HEADER_B64, MAX_TOKEN_BYTES};
 use crate::es256::PreparedKey;
 use crate::jose;
-use crate::json::from_slice_strict;
+use crate::json::{optional_string, strict_members};
 use crate::reason::Reason;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
-use serde::Deserialize;
 use serde_json::Value;
-
-/// The JOSE header members we read. Others (`jku`, `x5u`, `jwk`, ...) are never used.
-#[derive(Deserialize)]
-struct RawHeader {
-    alg: Option<Value>,
-    typ: Option<Value>,
-    kid: Option<Value>,
-    crit: Option<Value>,
-}
 
 /// A compact JWS whose header passed the algorithm checks but whose signature has not been
 /// checked: nothing in it may be trusted yet except that it is well-formed.
@@ -57,27 +47,26 @@ pub fn decode_metadata(token: &str) -> Result<UntrustedJws<'_>, Reason> {
     let header_json = b64(header_b64)?;
     let payload = b64(payload_b64)?;
     let signature = b64(signature_b64)?;
-    let header: RawHeader = from_slice_strict(&header_json).map_err(|_| Reason::MalformedToken)?;
+    // The JOSE header members we read. Others (`jku`, `x5u`, `jwk`, ...) are never used.
+    let [alg, typ, kid, crit] = strict_members(&header_json, ["alg", "typ", "kid", "crit"])
+        .map_err(|_| Reason::MalformedToken)?;
     // The token never chooses the algorithm: only ES256 is verified here.
-    match header.alg {
+    match alg {
         Some(Value::String(alg)) if alg == "ES256" => {}
         Some(Value::String(_)) => return Err(Reason::UnsupportedAlg),
         _ => return Err(Reason::MalformedToken),
     }
-    // RFC 7515 §4.1.11: we understand no extension, so any `crit` makes the token unusable.
-    if header.crit.is_some() {
+    // RFC 7515 §4.1.11: we understand no extension, so any `crit` member makes the token
+    // unusable, `null` included (a `crit` that is not a list is malformed anyway).
+    if crit.is_some() {
         return Err(Reason::MalformedToken);
     }
-    let as_string = |v: Option<Value>| match v {
-        None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(Reason::MalformedToken),
-    };
+    let as_string = |v| optional_string(v).map_err(|_| Reason::MalformedToken);
     let signing_input_len = header_b64.len() + 1 + payload_b64.len();
     Ok(UntrustedJws {
         signing_input: token.get(..signing_input_len).unwrap_or_default(),
-        typ: as_string(header.typ)?,
-        kid: as_string(header.kid)?,
+        typ: as_string(typ)?,
+        kid: as_string(kid)?,
         payload,
         signature,
     })

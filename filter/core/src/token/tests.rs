@@ -589,3 +589,156 @@ fn the_word_scan_finds_a_blank_exactly_where_the_byte_scan_does() {
         }
     }
 }
+
+/// The outcome of `check` for the claims with `changes` made (the header's too).
+fn refusal(header_changes: &Value, changes: &Value) -> Option<Reason> {
+    let (mut h, mut c) = (header(), claims());
+    for (name, value) in header_changes.as_object().unwrap() {
+        h[name] = value.clone();
+    }
+    for (name, value) in changes.as_object().unwrap() {
+        c[name] = value.clone();
+    }
+    check(&sign(&h, &c)).err()
+}
+
+/// Each member read as serde's derive read it into an `Option<T>` field (pinned before the
+/// one-pass read): `null` counts as absent, a value of another type makes the token
+/// malformed, and type errors come before every other check.
+#[test]
+fn null_and_wrongly_typed_claims_keep_their_reasons() {
+    use serde_json::json;
+    let expired = NOW - 100;
+    for (want, cases) in [
+        (
+            None,
+            json!([
+                {"nbf": null}, {"scope": null}, {"cnf": null}, {"cnf": {}},
+                {"cnf": {"jkt": null, "x5t#S256": null, "other": 5}},
+                {"client_x5t#S256": null}, {"max_uses": null},
+                {"other": null, "more": {"a": [1, {"b": null}]}}
+            ]),
+        ),
+        (
+            Some(Reason::MalformedToken),
+            json!([
+                {"iss": null}, {"sub": null}, {"jti": null}, {"client_id": null},
+                {"iss": 5}, {"sub": 5}, {"jti": true}, {"client_id": []}, {"scope": {}},
+                {"aud": null}, {"aud": 5}, {"aud": {"a": AUDIENCE}}, {"aud": [AUDIENCE, null]},
+                {"aud": [AUDIENCE, 5]}, {"aud": [[AUDIENCE]]},
+                {"exp": null}, {"iat": "1"}, {"iat": true}, {"nbf": "1"}, {"nbf": -1},
+                {"scope": 5}, {"cnf": "x"}, {"cnf": 5}, {"cnf": ["a"]}, {"cnf": {"jkt": 5}},
+                {"cnf": {"x5t#S256": ["a"]}}, {"client_x5t#S256": 5},
+                {"max_uses": "3"}, {"max_uses": 0}, {"max_uses": 1.5}, {"max_uses": -1},
+                {"max_uses": 4_294_967_296u64},
+                // Expired too: every type error is found first.
+                {"exp": expired, "scope": 5}, {"exp": expired, "aud": [1]},
+                {"exp": expired, "cnf": {"jkt": 1}}, {"exp": expired, "max_uses": "1"},
+                {"exp": expired, "client_x5t#S256": 1}
+            ]),
+        ),
+        // The checks on values, after expiry.
+        (
+            Some(Reason::Expired),
+            json!([
+                {"exp": expired, "max_uses": 0}, {"exp": expired, "client_x5t#S256": "x"},
+                {"exp": expired, "jti": "j\u{0}"}
+            ]),
+        ),
+        (Some(Reason::WrongIssuer), json!([{"iss": "x", "aud": []}])),
+        (
+            Some(Reason::WrongAudience),
+            json!([{"aud": [], "max_uses": 0}]),
+        ),
+    ] {
+        for changes in cases.as_array().unwrap() {
+            assert_eq!(refusal(&json!({}), changes), want, "{changes}");
+        }
+    }
+    let mut c = claims();
+    for name in ["nbf", "scope", "cnf", "client_x5t#S256", "max_uses"] {
+        c[name] = Value::Null;
+    }
+    let t = check(&sign(&header(), &c)).unwrap();
+    let read = (t.scope(), t.cnf_x5t_s256(), t.max_uses());
+    assert_eq!(read, ("", None, None));
+    c["max_uses"] = 3.into();
+    c["cnf"] = json!({"jkt": "k", "x5t#S256": null});
+    let t = check(&sign(&header(), &c)).unwrap();
+    let read = (t.cnf_jkt(), t.cnf_x5t_s256(), t.max_uses());
+    assert_eq!(read, (Some("k"), None, Some(3)));
+}
+
+/// Duplicate keys are refused in every member, asked for or not, at every depth.
+#[test]
+fn duplicate_keys_anywhere_in_the_claims_are_malformed() {
+    let text = claims().to_string();
+    for (from, to) in [
+        (r#""cnf":{"#, r#""cnf":{"jkt":"a","jkt":"a","#),
+        (r#""cnf":{"#, r#""cnf":{"z":1,"z":1,"#),
+        (r#""cnf":{"#, r#""other":{"z":{"y":1,"y":2}},"cnf":{"#),
+        (r#""cnf":{"#, r#""other":1,"other":1,"cnf":{"#),
+        (r#""cnf":{"#, r#""max_uses":1,"max_uses":1,"cnf":{"#),
+        (r#""iss":"#, r#""i\u0073s":"x","iss":"#),
+        (
+            &format!(r#""aud":"{AUDIENCE}""#),
+            &format!(r#""aud":["{AUDIENCE}",{{"a":1,"a":1}}]"#),
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let token = sign_raw(&header().to_string(), &text.replacen(from, to, 1));
+        assert_eq!(check(&token).err(), Some(Reason::MalformedToken), "{to}");
+    }
+}
+
+/// Header members as serde's derive read them into `Option<Value>`: `null` is absent, except
+/// `crit`, refused whatever its value; the algorithm is judged before any other member.
+#[test]
+fn null_and_wrongly_typed_header_members_keep_their_reasons() {
+    use serde_json::json;
+    for (want, cases) in [
+        (None, json!([{"jwk": null, "x": {"y": [{"z": 1}]}}])),
+        (
+            Some(Reason::MalformedToken),
+            json!([
+                {"alg": null}, {"typ": 5}, {"typ": ["at+jwt"]}, {"kid": null}, {"kid": {}},
+                {"crit": null},
+                {"crit": ["exp"], "typ": 5}
+            ]),
+        ),
+        (
+            Some(Reason::UnsupportedAlg),
+            json!([{"alg": "HS256", "typ": 5, "crit": ["exp"]}]),
+        ),
+        (Some(Reason::WrongType), json!([{"typ": null}])),
+    ] {
+        for changes in cases.as_array().unwrap() {
+            assert_eq!(refusal(changes, &json!({})), want, "{changes}");
+        }
+    }
+    let dup = r#"{"alg":"ES256","typ":"at+jwt","kid":"k1","x":{"y":1,"y":1}}"#;
+    let token = sign_raw(dup, &claims().to_string());
+    assert_eq!(check(&token).err(), Some(Reason::MalformedToken));
+}
+
+/// A header, claims set or `cnf` must be a JSON object (RFC 7515 §4, RFC 7519 §4, RFC 7800
+/// §3.1). Before the one-pass read, serde's derive also took an array of exactly as many
+/// elements as the struct had fields, in field order.
+#[test]
+fn a_header_claims_or_cnf_written_as_an_array_is_malformed() {
+    let array_header = r#"["ES256","at+jwt","k1",null]"#;
+    let token = sign_raw(array_header, &claims().to_string());
+    assert_eq!(check(&token).err(), Some(Reason::MalformedToken));
+    let c = claims();
+    let array: Vec<Value> = super::access::CLAIMS
+        .iter()
+        .map(|name| c.get(*name).cloned().unwrap_or(Value::Null))
+        .collect();
+    let token = sign(&header(), &Value::Array(array));
+    assert_eq!(check(&token).err(), Some(Reason::MalformedToken));
+    let cnf = serde_json::json!({"cnf": ["x5t", "jkt"]});
+    assert_eq!(
+        refusal(&serde_json::json!({}), &cnf),
+        Some(Reason::MalformedToken)
+    );
+}

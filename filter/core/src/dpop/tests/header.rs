@@ -40,7 +40,9 @@ fn refuses_proofs_that_are_not_three_base64url_parts() {
 
 #[test]
 fn refuses_a_header_or_claims_that_are_not_one_json_object() {
-    for header in ["[]", "null", "{", r#"{"typ":"dpop+jwt"} x"#] {
+    // The five members as an array, in the order a derived struct once read them from one.
+    let array = format!(r#"["dpop+jwt","ES256",{},null,null]"#, header()["jwk"]);
+    for header in ["[]", "null", "{", r#"{"typ":"dpop+jwt"} x"#, &array] {
         let proof = sign_raw_with(&key(), header, &claims().to_string());
         assert_eq!(check(&proof), Err(DpopError::Malformed), "{header}");
     }
@@ -102,7 +104,7 @@ fn refuses_every_algorithm_but_es256() {
 
 #[test]
 fn refuses_any_crit_header() {
-    for crit in [json!(["htu"]), json!([])] {
+    for crit in [json!(["htu"]), json!([]), json!(null)] {
         assert_eq!(check(&with_header("crit", crit)), Err(DpopError::Crit));
     }
 }
