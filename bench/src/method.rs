@@ -49,7 +49,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// `make bench`: about 9 minutes on the 2-core machine.
+    /// `make bench`: about 10 minutes on the 2-core machine.
     pub fn full() -> Self {
         Self {
             rounds: 5,
