@@ -7,7 +7,7 @@
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
 use std::rc::Rc;
 
 /// The header set on every request: whether both facts were present (`1`) or not (`0`).
@@ -18,6 +18,12 @@ pub const VERIFY_PREFIX: &str = "verify";
 
 /// The answer Envoy writes for a signature that holds: `VerifySignatureResult { result: true }`.
 pub const VERIFIED: [u8; 2] = [0x08, 0x01];
+
+/// Whether the host's answer to `verify_signature` says the signature holds: exactly
+/// [`VERIFIED`]; a refusal, an error, no answer or anything else is a no.
+pub fn verified(answer: Result<Option<Vec<u8>>, Status>) -> bool {
+    matches!(answer, Ok(Some(a)) if a.as_slice() == VERIFIED)
+}
 
 /// `1` when the request carried an Authorization header and a client certificate digest.
 pub fn seen_value(authorization: bool, digest: bool) -> &'static str {
@@ -98,7 +104,7 @@ impl HttpContext for NoopHttp {
             .is_some();
         if let Some(arguments) = &self.verify {
             let answer = hostcalls::call_foreign_function("verify_signature", Some(arguments));
-            if !matches!(answer, Ok(Some(ref a)) if a.as_slice() == VERIFIED) {
+            if !verified(answer) {
                 // A floor that did not verify measures nothing: the run sees 500s and fails.
                 self.send_http_response(500, vec![], Some(b"verify_signature did not verify\n"));
                 return Action::Pause;
@@ -129,6 +135,21 @@ mod tests {
         assert_eq!(seen_value(true, true), "1");
         assert_eq!(seen_value(true, false), "0");
         assert_eq!(seen_value(false, true), "0");
+    }
+
+    #[test]
+    fn only_a_clean_yes_counts_as_verified() {
+        assert!(verified(Ok(Some(VERIFIED.to_vec()))));
+        for no in [
+            Ok(Some(vec![0x08, 0x00])),
+            Ok(Some(vec![0x08, 0x01, 0x12, 0x00])),
+            Ok(Some(Vec::new())),
+            Ok(None),
+            Err(Status::NotFound),
+            Err(Status::InternalFailure),
+        ] {
+            assert!(!verified(no.clone()), "{no:?}");
+        }
     }
 
     #[test]
