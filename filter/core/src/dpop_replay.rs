@@ -52,8 +52,8 @@ const CREATE_ONLY: Option<u32> = Some(u32::MAX);
 /// The shape of the shared replay cache: how many slots, how many entries each may hold and
 /// how many of them one client may hold, and the hash key. Each entry is
 /// `<replay_until_s> <id> <client>`: `id` the first 128 bits of the keyed hash of the `jti`,
-/// `client` 64 bits of the keyed hash of the client (the token's subject), both base64url, so any proof costs the
-/// same 46 bytes.
+/// `client` 64 bits of the keyed hash of the client (the token's subject), both base64url,
+/// so any proof costs the same 46 bytes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SharedReplayCache {
     slots: usize,
@@ -120,9 +120,9 @@ impl SharedReplayCache {
     /// Admits `proof` once across every VM sharing `store`: records its `jti` until
     /// [`VerifiedProof::replay_until_s`], or refuses it as [`DpopError::Replayed`] (seen and
     /// still live), [`DpopError::TooOld`] (its window closed), [`DpopError::ClientShareFull`]
-    /// (`client` holds its share of the slot already, with any number of proof keys) or [`DpopError::ReplayCacheFull`] (the
-    /// slot is full of live entries, the host refused the write, or the CAS kept failing):
-    /// never admitted without being remembered.
+    /// (`client` holds its share of the slot already, with any number of proof keys) or
+    /// [`DpopError::ReplayCacheFull`] (the slot is full of live entries, the host refused the
+    /// write, or the CAS kept failing): never admitted without being remembered.
     pub fn check_and_record(
         &self,
         store: &mut dyn SharedStore,

@@ -5,8 +5,8 @@
 //!
 //! Files, in the order a proof meets them: `header` (the JWS read once: header, `jwk`, shape),
 //! `proof` (the verifier), `claims` (checks on the verified payload), `htu` (URI
-//! normalisation), `keys` (remembered proof headers and their keys), `replay` (the `jti` cache), `expect` (what
-//! a request expects), `error` (why a proof was refused).
+//! normalisation), `keys` (remembered proof headers and their keys), `replay` (the `jti`
+//! cache), `expect` (what a request expects), `error` (why a proof was refused).
 
 mod claims;
 mod error;
