@@ -113,7 +113,7 @@ OCI_IMAGE ?= certbind-filter:dev
 oci: wasm
 	@command -v docker >/dev/null || { echo "docker is missing: apt-get install docker.io (and start dockerd)" >&2; exit 1; }
 	rm -rf $(RUN)/oci && mkdir -p $(RUN)/oci && cp $(WASM) $(RUN)/oci/plugin.wasm
-	DOCKER_BUILDKIT=0 docker build --quiet -f deploy/oci/Dockerfile -t $(OCI_IMAGE) $(RUN)/oci
+	DOCKER_BUILDKIT=0 docker build --no-cache --quiet -f deploy/oci/Dockerfile -t $(OCI_IMAGE) $(RUN)/oci
 	@docker image inspect $(OCI_IMAGE) --format 'oci: $(OCI_IMAGE) {{.Id}} ({{.Size}} bytes, {{len .RootFS.Layers}} layer)'
 
 ## Every manifest under deploy/ against its schema: core kinds with kubernetes-validate (PyPI,

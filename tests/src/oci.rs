@@ -66,7 +66,9 @@ fn run(cmd: &mut Command, what: &str) -> Result<Vec<u8>, Error> {
 }
 
 /// Builds deploy/oci/Dockerfile with `wasm` as `plugin.wasm` (the classic builder, as
-/// `make oci` does) under a tag unique to this test run.
+/// `make oci` does) under a tag unique to this test run. `--no-cache`: with the cache, two
+/// parallel builds share the LABEL step's untagged image, and the first test to remove its tag
+/// deletes that parent under the other build ("unknown parent image ID").
 pub fn build(wasm: &Path, scratch: &Path) -> Result<BuiltImage, Error> {
     let dockerfile = prereq::repo_file("deploy/oci/Dockerfile")?;
     let context = scratch.join("oci-context");
@@ -79,7 +81,7 @@ pub fn build(wasm: &Path, scratch: &Path) -> Result<BuiltImage, Error> {
     run(
         Command::new("docker")
             .env("DOCKER_BUILDKIT", "0")
-            .args(["build", "--quiet", "--file"])
+            .args(["build", "--no-cache", "--quiet", "--file"])
             .arg(&dockerfile)
             .args(["--tag", &tag])
             .arg(&context),
