@@ -1,6 +1,9 @@
 //! Strict JSON for untrusted input: duplicate object keys are refused at every depth
 //! (serde_json keeps the last one silently, which lets two parsers disagree on one token).
 
+mod objects_only;
+
+use objects_only::ObjectsOnly;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, de::DeserializeOwned};
 use serde_json::{Map, Number, Value};
@@ -20,14 +23,21 @@ impl fmt::Display for JsonError {
 impl std::error::Error for JsonError {}
 
 /// Parses `bytes` as one JSON object, refusing duplicate keys, then deserializes it into `T`.
-/// Every document read here is an object; serde's derive would also fill a struct from an
-/// array of its fields in order, which no peer sends and no reader should accept.
+/// Every document read here is an object, and so is every struct in it: serde's derive would
+/// also fill a struct from an array of its fields in order, which no peer sends and no reader
+/// should accept (see `objects_only`).
 pub fn from_slice_strict<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JsonError> {
     let StrictValue(value) = serde_json::from_slice(bytes).map_err(|e| JsonError(e.to_string()))?;
     if !value.is_object() {
         return Err(JsonError("not a JSON object".into()));
     }
-    serde_json::from_value(value).map_err(|e| JsonError(e.to_string()))
+    from_value(value)
+}
+
+/// A value already read strictly (a member of a [`from_slice_strict`] document), deserialized
+/// into `T` with the same rule: every struct in it from an object only.
+pub fn from_value<T: DeserializeOwned>(value: Value) -> Result<T, JsonError> {
+    T::deserialize(ObjectsOnly(value)).map_err(|e| JsonError(e.to_string()))
 }
 
 /// The members `names` of the JSON object `bytes` (each `None` when absent), in one pass: no
@@ -249,6 +259,99 @@ mod tests {
             assert!(from_slice_strict::<Value>(refused).is_err());
         }
         assert!(from_slice_strict::<Pair>(br#"{"a":1,"b":2}"#).is_ok());
+    }
+
+    #[test]
+    fn refuses_a_nested_struct_written_as_an_array() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Key {
+            kty: String,
+            x: Option<String>,
+        }
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Set {
+            keys: Vec<Key>,
+            one: Option<Key>,
+        }
+        let read = |text: &str| from_slice_strict::<Set>(text.as_bytes());
+        // What serde's derive alone takes, at each depth.
+        assert!(serde_json::from_str::<Set>(r#"{"keys":[["EC","x"]]}"#).is_ok());
+        assert!(serde_json::from_str::<Set>(r#"{"keys":[],"one":["EC",null]}"#).is_ok());
+        for refused in [
+            r#"{"keys":[["EC","x"]]}"#,
+            r#"{"keys":[{"kty":"EC"},["EC"]]}"#,
+            r#"{"keys":[],"one":["EC",null]}"#,
+            r#"{"keys":{"kty":"EC"}}"#,
+            r#"{"keys":[{"kty":["EC"]}]}"#,
+            r#"{"keys":[{"kty":"EC","kty":"EC"}]}"#,
+        ] {
+            let err = read(refused).unwrap_err();
+            assert!(!err.0.is_empty(), "{refused}");
+        }
+        assert!(
+            read(r#"{"keys":[["EC","x"]]}"#)
+                .unwrap_err()
+                .0
+                .contains("Key must be a JSON object")
+        );
+        let admitted = read(r#"{"keys":[{"kty":"EC","x":"a"},{"kty":"EC","x":null}],"one":null}"#);
+        assert_eq!(
+            admitted.unwrap(),
+            Set {
+                keys: vec![
+                    Key {
+                        kty: "EC".into(),
+                        x: Some("a".into())
+                    },
+                    Key {
+                        kty: "EC".into(),
+                        x: None
+                    },
+                ],
+                one: None,
+            }
+        );
+    }
+
+    #[test]
+    fn reads_every_kind_of_field_as_serde_json_does() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        #[serde(rename_all = "lowercase")]
+        enum Mode {
+            Enforce,
+            Shadow,
+        }
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        #[serde(deny_unknown_fields)]
+        struct All {
+            n: u8,
+            i: i64,
+            f: f64,
+            b: bool,
+            mode: Mode,
+            list: Vec<u32>,
+            map: std::collections::BTreeMap<String, u16>,
+            any: Value,
+            #[serde(default)]
+            absent: Option<String>,
+        }
+        let text = r#"{"n":7,"i":-3,"f":1.5,"b":true,"mode":"shadow","list":[1,2],
+            "map":{"a":1},"any":{"x":[1,{"y":null}]}}"#;
+        let strict: All = from_slice_strict(text.as_bytes()).unwrap();
+        let plain: All = serde_json::from_str(text).unwrap();
+        assert_eq!(strict, plain);
+        for refused in [
+            text.replace(r#""n":7"#, r#""n":300"#),
+            text.replace(r#""mode":"shadow""#, r#""mode":"audit""#),
+            text.replace(r#""list":[1,2]"#, r#""list":{"a":1}"#),
+            text.replace(r#""map":{"a":1}"#, r#""map":[["a",1]]"#),
+            text.replace(r#""b":true"#, r#""b":true,"extra":1"#),
+        ] {
+            assert!(
+                from_slice_strict::<All>(refused.as_bytes()).is_err(),
+                "{refused}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! rate limit, failure backoff and the staleness bound — shared by all worker VMs as a record.
 
 use crate::es256::PreparedKey;
-use crate::json::from_slice_strict;
+use crate::json::{from_slice_strict, from_value};
 pub use crate::jwk::ec_p256_key;
 use p256::ecdsa::VerifyingKey;
 use serde::Deserialize;
@@ -90,7 +90,7 @@ impl KeySet {
         }
         let mut keys: Vec<(String, PreparedKey)> = Vec::new();
         for entry in doc.keys {
-            let Ok(jwk) = serde_json::from_value::<Jwk>(entry) else {
+            let Ok(jwk) = from_value::<Jwk>(entry) else {
                 continue;
             };
             if jwk.d.is_some() {

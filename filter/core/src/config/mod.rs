@@ -155,8 +155,10 @@ impl FilterConfig {
         if bytes.is_empty() || bytes.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::Size(bytes.len()));
         }
+        // Strict: a key given twice (serde_json keeps the last) or a section written as an
+        // array is an operator's mistake to report, not to guess at.
         let config: Self =
-            serde_json::from_slice(bytes).map_err(|e| ConfigError::Json(e.to_string()))?;
+            crate::json::from_slice_strict(bytes).map_err(|e| ConfigError::Json(e.0))?;
         config.validate()?;
         Ok(config)
     }

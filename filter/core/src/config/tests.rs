@@ -106,6 +106,40 @@ fn refuses_unknown_fields_at_every_level() {
 }
 
 #[test]
+fn refuses_a_key_given_twice_or_a_section_written_as_an_array() {
+    let twice = MINIMAL.replacen(
+        r#""issuer""#,
+        r#""mode": "shadow", "mode": "enforce", "issuer""#,
+        1,
+    );
+    let err = FilterConfig::from_json(twice.as_bytes()).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Json(e) if e.contains("duplicate key")),
+        "{err}"
+    );
+    let nested = MINIMAL.replacen(
+        r#""cluster": "pdp","#,
+        r#""cluster": "pdp", "cluster": "jwks","#,
+        1,
+    );
+    assert!(matches!(
+        FilterConfig::from_json(nested.as_bytes()),
+        Err(ConfigError::Json(_))
+    ));
+    let array = with("pdp", r#"["pdp", "127.0.0.1:9191"]"#);
+    let err = FilterConfig::from_json(array.as_bytes()).unwrap_err();
+    assert!(
+        matches!(&err, ConfigError::Json(e) if e.contains("must be a JSON object")),
+        "{err}"
+    );
+    let once = MINIMAL.replacen(r#""issuer""#, r#""mode": "shadow", "issuer""#, 1);
+    assert_eq!(
+        FilterConfig::from_json(once.as_bytes()).unwrap().mode,
+        Mode::Shadow
+    );
+}
+
+#[test]
 fn refuses_missing_required_fields() {
     let mut v: serde_json::Value = serde_json::from_str(MINIMAL).unwrap();
     v.as_object_mut().unwrap().remove("issuer");

@@ -55,6 +55,24 @@ fn skips_keys_that_are_not_ec_p256_signing_keys() {
     assert_eq!(set.kids().collect::<Vec<_>>(), ["good"]);
 }
 
+/// A key written as an array of its members in field order: serde's derive alone read it as
+/// a usable key, which `jwt_authn` and every other JWKS reader skip.
+#[test]
+fn skips_a_key_written_as_an_array() {
+    let array =
+        format!(r#"["EC","P-256","arr","sig","ES256",null,"{RFC7515_X}","{RFC7515_Y}",null]"#);
+    assert!(
+        serde_json::from_str::<Jwk>(&array).is_ok(),
+        "what the derive alone takes"
+    );
+    let only = format!(r#"{{"keys":[{array}]}}"#);
+    assert_eq!(KeySet::parse(only.as_bytes()), Err(JwksError::NoUsableKey));
+    let good = jwk("good", RFC7515_X, RFC7515_Y);
+    let both = format!(r#"{{"keys":[{array},{good}]}}"#);
+    let set = KeySet::parse(both.as_bytes()).unwrap();
+    assert_eq!(set.kids().collect::<Vec<_>>(), ["good"]);
+}
+
 #[test]
 fn admits_keys_without_optional_members() {
     let body = format!(

@@ -290,6 +290,8 @@ fn refuses_garbage_and_keeps_the_set() {
         br#"{"seq":2,"snapshot":false,"revocations":[{"seq":2,"kind":"subject","value":"https://x/y","not_before_iat":5,"expires_at":null}]}"#.to_vec(),
         br#"{"seq":2,"snapshot":false,"revocations":[{"seq":2,"kind":"cert","value":"abcd","expires_at":null}]}"#.to_vec(),
         br#"{"seq":2,"snapshot":false,"revocations":[{"seq":2,"kind":"jti","value":"a","expires_at":null,"reason":"x"}]}"#.to_vec(),
+        // An entry as an array of its fields in order, which serde's derive alone takes.
+        br#"{"seq":2,"snapshot":false,"revocations":[[2,"jti","b",null,null]]}"#.to_vec(),
     ];
     for bad in cases {
         assert!(
