@@ -8,6 +8,9 @@
 //! that signed a valid proof) is not bytes a caller can pick to collide under a seed it never
 //! sees, and every cache is bounded.
 
+mod bytes_key;
+
+pub use bytes_key::{BytesKey, KeyBytes, same_bytes};
 use foldhash::SharedSeed;
 use foldhash::fast::SeedableRandomState;
 use std::borrow::Borrow;

@@ -1,11 +1,10 @@
 //! PDP wire types (CONTRACT §5), shared by the filter that asks and the PDP that answers.
 
-use crate::cache::ExpiringCache;
+use crate::cache::{BytesKey, ExpiringCache, KeyBytes};
 use crate::json::from_slice_strict;
 use crate::reason::Reason;
 use crate::token::split_scopes;
 use serde::{Deserialize, Serialize};
-use std::rc::Rc;
 
 /// What the filter asks the PDP: who (subject, client), does what (action = HTTP method)
 /// to what (resource = normalised path) at which service (audience), holding which scopes.
@@ -190,7 +189,7 @@ impl EncodedRequest {
 /// Allows of the PDP, cached until min(`ttl_s`, the token's `exp`). Denials are never cached.
 #[derive(Debug, Clone)]
 pub struct DecisionCache {
-    allows: ExpiringCache<Rc<[u8]>, String>,
+    allows: ExpiringCache<BytesKey, String>,
 }
 
 impl DecisionCache {
@@ -203,14 +202,14 @@ impl DecisionCache {
     /// The policy id of a cached allow for exactly this question, if still valid at `now_ms`.
     pub fn get(&mut self, key: &DecisionKey, now_ms: u64) -> Option<&str> {
         self.allows
-            .get(key.0.as_slice(), now_ms)
+            .get::<dyn KeyBytes>(&key.0.as_slice(), now_ms)
             .map(String::as_str)
     }
 
     /// Whether a cached allow answers exactly this question at `now_ms` (one lookup).
     pub fn allows(&mut self, key: &DecisionKey, now_ms: u64) -> bool {
         self.allows
-            .probe(key.0.as_slice(), now_ms, |_| ())
+            .probe::<dyn KeyBytes, _>(&key.0.as_slice(), now_ms, |_| ())
             .is_some()
     }
 
@@ -229,7 +228,7 @@ impl DecisionCache {
             .saturating_add(decision.ttl_s.saturating_mul(1000))
             .min(token_exp_s.saturating_mul(1000));
         self.allows.insert(
-            Rc::from(request.key.0.as_slice()),
+            BytesKey::new(&request.key.0),
             decision.policy_id.clone(),
             until,
             now_ms,

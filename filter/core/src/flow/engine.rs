@@ -4,7 +4,7 @@
 
 use super::request::IdentityHeaders;
 use crate::binding::{CertThumbprint, PeerIdentity};
-use crate::cache::ExpiringCache;
+use crate::cache::{BytesKey, ExpiringCache};
 use crate::config::{Binding, FilterConfig};
 use crate::decision::DecisionCache;
 use crate::dpop::{PROOF_KEY_CACHE_SIZE, ProofKeys};
@@ -49,7 +49,7 @@ pub struct Engine {
     pub(super) jwks: JwksCache,
     /// Keyed by the token itself: a lookup hashes it with the map's keyed hash and compares
     /// it whole, so no per-request SHA-256 is needed and no collision can hand out an entry.
-    pub(super) tokens: ExpiringCache<Rc<str>, CachedToken>,
+    pub(super) tokens: ExpiringCache<BytesKey, CachedToken>,
     pub(super) decisions: DecisionCache,
     pub(super) peers: ExpiringCache<CertThumbprint, PeerIdentity>,
     /// DPoP listeners: the replay cache's shape and the store it lives in (the host's shared

@@ -6,6 +6,7 @@ use super::engine::{CachedToken, Engine};
 use super::machine::{Flow, Progress, State};
 use super::request::identity_headers;
 use super::step::Step;
+use crate::cache::{BytesKey, KeyBytes};
 use crate::config::Binding;
 use crate::es256::PreparedKey;
 use crate::host_es256::HostKey;
@@ -70,7 +71,9 @@ impl Flow {
                     headers,
                     ath: Rc::clone(&self.ath),
                 };
-                engine.tokens.insert(Rc::from(token), entry, until, now_ms);
+                engine
+                    .tokens
+                    .insert(BytesKey::new(token.as_bytes()), entry, until, now_ms);
                 self.verified_here = true;
                 Progress::Done(verified)
             }
@@ -100,7 +103,9 @@ fn cached_token(
     audience: &Rc<str>,
     now_ms: u64,
 ) -> Option<Result<CachedToken, Reason>> {
-    let cached = engine.tokens.probe(token, now_ms, CachedToken::clone)?;
+    let cached = engine
+        .tokens
+        .probe::<dyn KeyBytes, _>(&token, now_ms, CachedToken::clone)?;
     match engine.jwks.lookup(cached.token.kid(), now_ms) {
         Lookup::Found(key)
             if *key.verifying_key() == cached.key && cached.audience == *audience =>
@@ -114,7 +119,7 @@ fn cached_token(
         // The key was rotated away or replaced, or the token was verified for another
         // listener's audience: verify afresh.
         _ => {
-            engine.tokens.remove(token);
+            engine.tokens.remove::<dyn KeyBytes>(&token);
             None
         }
     }
