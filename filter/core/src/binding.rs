@@ -3,7 +3,9 @@
 //! The authz-server (issuing) and the filter (verifying) both call these; nothing here is
 //! computed anywhere else.
 
+use crate::cache::same_bytes;
 use crate::dpop::VerifiedProof;
+use crate::jose;
 pub use crate::jwk::{ec_p256_jwk_thumbprint, jwk_thumbprint};
 use crate::reason::Reason;
 use crate::token::VerifiedToken;
@@ -80,7 +82,14 @@ impl CertThumbprint {
 
     /// From the token's `cnf."x5t#S256"` value.
     pub fn from_cnf(value: &str) -> Result<Self, BindingError> {
-        decode_sha256_b64url(value).map(Self)
+        jose::sha256_b64url(value)
+            .map(Self)
+            .ok_or(BindingError::BadThumbprint)
+    }
+
+    /// From a digest already decoded (a verified token's, see [`VerifiedToken`]).
+    pub fn from_digest(digest: [u8; 32]) -> Self {
+        Self(digest)
     }
 
     /// The `cnf."x5t#S256"` form: base64url without padding.
@@ -106,18 +115,6 @@ fn hex_val(c: u8) -> Option<u8> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     }
-}
-
-/// Decodes base64url (no padding) that must hold exactly one SHA-256 digest.
-fn decode_sha256_b64url(value: &str) -> Result<[u8; 32], BindingError> {
-    // 32 bytes are 43 characters; checking first bounds the work on hostile input.
-    if value.len() != 43 {
-        return Err(BindingError::BadThumbprint);
-    }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(value)
-        .map_err(|_| BindingError::BadThumbprint)?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| BindingError::BadThumbprint)
 }
 
 /// A workload identity, `spiffe://<trust-domain>/<path>`, validated per the SPIFFE ID spec:
@@ -354,19 +351,24 @@ pub fn bind(
     peer: &PeerIdentity,
     trust_domain: &str,
 ) -> Result<BoundToken, Reason> {
-    let Some(cnf) = token.cnf_x5t_s256() else {
+    if token.cnf_x5t_s256().is_none() {
         return Err(Reason::BindingMissing);
-    };
-    let Ok(bound_to) = CertThumbprint::from_cnf(cnf) else {
+    }
+    // Decoded once, when the token was verified; `None` when it is no base64url SHA-256.
+    let Some(bound_to) = token.cnf_x5t_digest() else {
         return Err(Reason::BindingMismatch);
     };
-    if peer.thumbprint != Some(bound_to) {
+    if !peer
+        .thumbprint
+        .is_some_and(|t| same_bytes(t.as_bytes(), bound_to))
+    {
         return Err(Reason::BindingMismatch);
     }
     let Some(id) = peer.spiffe_id.as_ref() else {
         return Err(Reason::SubjectMismatch);
     };
-    if id.trust_domain() != trust_domain || id.as_str() != token.subject() {
+    let subject = token.subject().as_bytes();
+    if id.trust_domain() != trust_domain || !same_bytes(id.as_str().as_bytes(), subject) {
         return Err(Reason::SubjectMismatch);
     }
     let subject = id.clone();

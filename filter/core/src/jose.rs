@@ -1,7 +1,10 @@
 //! Small JOSE facts shared by every JWT this crate reads (access tokens, DPoP proofs) and by
-//! configuration: NumericDate, the `typ` media-type rule, and the characters a value may carry
-//! when it travels on as a header or log field. A leaf: it imports nothing from the crate.
+//! configuration: NumericDate, the `typ` media-type rule, SHA-256 thumbprints in base64url, and
+//! the characters a value may carry when it travels on as a header or log field. A leaf: it
+//! imports nothing from the crate.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Number;
 
 /// An RFC 7519 NumericDate as whole seconds (fractions truncated); `None` when negative or not
@@ -27,6 +30,16 @@ pub fn is_jwt_type(typ: &str, jwt_type: &str) -> bool {
     bare.eq_ignore_ascii_case(jwt_type)
 }
 
+/// A SHA-256 digest in base64url without padding (RFC 8705 `x5t#S256`, RFC 7638 thumbprints):
+/// exactly 43 characters, checked first to bound the work on hostile input.
+pub fn sha256_b64url(value: &str) -> Option<[u8; 32]> {
+    if value.len() != 43 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(value).ok()?;
+    <[u8; 32]>::try_from(bytes.as_slice()).ok()
+}
+
 /// Printable ASCII (space included, no control characters): safe as a header value or a log
 /// field.
 pub fn is_printable_ascii(s: &str) -> bool {
@@ -36,6 +49,19 @@ pub fn is_printable_ascii(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_b64url_is_exactly_one_digest() {
+        let digest = [0xabu8; 32];
+        let text = URL_SAFE_NO_PAD.encode(digest);
+        assert_eq!(sha256_b64url(&text), Some(digest));
+        assert_eq!(sha256_b64url(&text[..42]), None);
+        assert_eq!(sha256_b64url(&format!("{text}A")), None);
+        assert_eq!(sha256_b64url(&format!("{}=", &text[..42])), None);
+        assert_eq!(sha256_b64url(&text.replace('q', "+")), None);
+        // The last character carries two bits too many: not a canonical encoding.
+        assert_eq!(sha256_b64url(&format!("{}t", &text[..42])), None);
+    }
 
     #[test]
     fn numeric_dates_truncate_fractions_and_refuse_negatives() {

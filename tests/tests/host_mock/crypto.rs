@@ -188,12 +188,12 @@ fn within_budget(sidecar: &mut Sidecar, what: &str, budget: u64) {
 /// The module's own work on a warm request, counted in Wasm instructions (wasmtime's fuel):
 /// the same for a given .wasm on every run, so a regression shows here, where a benchmark's
 /// noise would hide it. The stretches between host calls say where it goes (printed on
-/// failure): with the mock logging at every level, ~43,100 in all, of which ~19,700 from
+/// failure): with the mock logging at every level, ~40,800 in all, of which ~18,500 from
 /// reading the connection's facts to the first identity header (the token's cache probe,
-/// binding, revocation, decision) and ~10,800 reading the header map. The build before the
+/// binding, revocation, decision) and ~10,700 reading the header map. The build before the
 /// word-wise key comparison took 58,615 (that stretch 36,266, of which ~13,500 comparing the
-/// token with its cache entry a byte at a time); before the word-wise blank scan and foldhash,
-/// 74,507.
+/// token with its cache entry a byte at a time), and 43,114 before the token's thumbprints
+/// were decoded once per verified token; before the word-wise blank scan and foldhash, 74,507.
 #[test]
 fn a_warm_request_stays_within_its_wasm_instruction_budget() {
     const BUDGET: u64 = 48_000;

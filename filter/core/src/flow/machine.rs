@@ -257,10 +257,10 @@ impl Flow {
     ) -> Option<Step> {
         let guard = engine.revocations.as_ref()?;
         let token = bound.token();
-        // Validated as a 32-byte base64url value when the claims were checked.
+        // Decoded (and refused unless one SHA-256) when the claims were checked.
         let issued_over = token
-            .client_x5t_s256()
-            .and_then(|t| CertThumbprint::from_cnf(t).ok());
+            .client_x5t_digest()
+            .map(|d| CertThumbprint::from_digest(*d));
         let presented = Presented {
             jti: token.jti(),
             subject: bound.subject(),

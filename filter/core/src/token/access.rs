@@ -7,8 +7,6 @@ use super::{MAX_AUDIENCES, MAX_CLAIM_LEN, MAX_SCOPES};
 use crate::jose;
 use crate::json::{JsonError, optional_number, optional_string, present, strict_members, string};
 use crate::reason::Reason;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Number, Value};
 
 /// What a token must say to be accepted here.
@@ -134,8 +132,13 @@ pub struct VerifiedToken {
     exp: u64,
     nbf: Option<u64>,
     cnf_x5t_s256: Option<String>,
+    /// `cnf_x5t_s256` decoded, when it is one base64url SHA-256: binding compares these bytes
+    /// on every request, so they are decoded once per verified token.
+    cnf_x5t_digest: Option<[u8; 32]>,
     cnf_jkt: Option<String>,
     client_x5t_s256: Option<String>,
+    /// `client_x5t_s256` decoded (always, when present: a token with any other value is refused).
+    client_x5t_digest: Option<[u8; 32]>,
     max_uses: Option<u32>,
 }
 
@@ -182,6 +185,14 @@ impl VerifiedToken {
     /// base64url SHA-256 when present), for certificate revocations of DPoP-bound tokens.
     pub fn client_x5t_s256(&self) -> Option<&str> {
         self.client_x5t_s256.as_deref()
+    }
+    /// `cnf."x5t#S256"` as the digest it names; `None` when absent or not one SHA-256.
+    pub fn cnf_x5t_digest(&self) -> Option<&[u8; 32]> {
+        self.cnf_x5t_digest.as_ref()
+    }
+    /// `client_x5t#S256` as the digest it names.
+    pub fn client_x5t_digest(&self) -> Option<&[u8; 32]> {
+        self.client_x5t_digest.as_ref()
     }
 
     /// The lifetime checks again, for a token verified earlier (the token cache).
@@ -266,12 +277,11 @@ pub fn validate_claims(
     let (cnf_x5t_s256, cnf_jkt) = claims.cnf;
     // A thumbprint that cannot be one could never match a revocation: refuse it.
     let client_x5t_s256 = claims.client_x5t_s256;
-    if client_x5t_s256
-        .as_deref()
-        .is_some_and(|t| URL_SAFE_NO_PAD.decode(t).map_or(true, |d| d.len() != 32))
-    {
-        return Err(Reason::MalformedToken);
-    }
+    let client_x5t_digest = match client_x5t_s256.as_deref() {
+        Some(t) => Some(jose::sha256_b64url(t).ok_or(Reason::MalformedToken)?),
+        None => None,
+    };
+    let cnf_x5t_digest = cnf_x5t_s256.as_deref().and_then(jose::sha256_b64url);
     Ok(VerifiedToken {
         kid: kid.to_owned(),
         sub,
@@ -282,8 +292,10 @@ pub fn validate_claims(
         exp,
         nbf,
         cnf_x5t_s256,
+        cnf_x5t_digest,
         cnf_jkt,
         client_x5t_s256,
+        client_x5t_digest,
         max_uses,
     })
 }

@@ -135,6 +135,9 @@ fn admits_a_well_formed_access_token() {
     assert_eq!(t.exp(), NOW + 290);
     assert_eq!(t.iat(), NOW - 10);
     assert!(t.cnf_x5t_s256().is_some());
+    let cnf = t.cnf_x5t_s256().and_then(crate::jose::sha256_b64url);
+    assert_eq!(t.cnf_x5t_digest().copied(), cnf);
+    assert!(cnf.is_some());
 }
 
 #[test]
@@ -144,6 +147,7 @@ fn keeps_the_issuing_certificate_thumbprint_and_refuses_one_that_cannot_be() {
     c["client_x5t#S256"] = t.clone().into();
     let v = check(&sign(&header(), &c)).unwrap();
     assert_eq!(v.client_x5t_s256(), Some(t.as_str()));
+    assert_eq!(v.client_x5t_digest(), Some(&[7u8; 32]));
     for bad in [
         Value::from(URL_SAFE_NO_PAD.encode([7u8; 31])),
         Value::from("not base64!"),
