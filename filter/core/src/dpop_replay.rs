@@ -130,14 +130,29 @@ impl SharedReplayCache {
         client: &str,
         now_s: u64,
     ) -> Result<(), DpopError> {
+        self.check_and_record_tagged(store, proof, &self.client_tag(client), now_s)
+    }
+
+    /// The tag `client` is counted under in a slot: a keyed hash, so a slot's value names no
+    /// workload. The same for every proof of one client: the flow keeps it with the token.
+    pub fn client_tag(&self, client: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.keyed(b"client\0", client).get(..8).unwrap_or_default())
+    }
+
+    /// [`Self::check_and_record`] with the client's [`Self::client_tag`] already computed.
+    pub fn check_and_record_tagged(
+        &self,
+        store: &mut dyn SharedStore,
+        proof: &VerifiedProof,
+        client: &str,
+        now_s: u64,
+    ) -> Result<(), DpopError> {
         if proof.replay_until_s() <= now_s {
             return Err(DpopError::TooOld);
         }
         let digest = self.keyed(b"jti\0", proof.jti());
         let (id_bytes, slot_bytes) = digest.split_at(16);
         let id = URL_SAFE_NO_PAD.encode(id_bytes);
-        let client =
-            URL_SAFE_NO_PAD.encode(self.keyed(b"client\0", client).get(..8).unwrap_or_default());
         let slot = slot_bytes
             .iter()
             .take(4)

@@ -3,7 +3,7 @@
 //! module, for its key's table only once.
 
 use super::header::CheckedHeader;
-use crate::cache::ExpiringCache;
+use crate::cache::{BytesKey, ExpiringCache, KeyBytes};
 use std::rc::Rc;
 
 /// The DPoP proof headers one VM saw pass recently, keyed by their exact text (a header's
@@ -14,7 +14,7 @@ use std::rc::Rc;
 /// Oldest forgotten first.
 #[derive(Debug)]
 pub struct ProofKeys {
-    headers: ExpiringCache<Rc<str>, Rc<CheckedHeader>>,
+    headers: ExpiringCache<BytesKey, Rc<CheckedHeader>>,
 }
 
 /// How many proof headers [`ProofKeys`] remembers by default (at most ~0.8 MiB of tables).
@@ -29,13 +29,14 @@ impl ProofKeys {
 
     /// The checked header of this exact text, if a proof carrying it passed before.
     pub(super) fn get(&mut self, header_b64: &str) -> Option<Rc<CheckedHeader>> {
-        self.headers.get(header_b64, 0).map(Rc::clone)
+        self.headers
+            .probe::<dyn KeyBytes, _>(&header_b64, 0, Rc::clone)
     }
 
     /// Remembers a header a proof carrying it just passed with.
     pub(super) fn remember(&mut self, header_b64: &str, header: Rc<CheckedHeader>) {
         self.headers
-            .insert(Rc::from(header_b64), header, u64::MAX, 0);
+            .insert(BytesKey::new(header_b64.as_bytes()), header, u64::MAX, 0);
     }
 
     pub fn len(&self) -> usize {

@@ -7,6 +7,7 @@ use super::error::DpopError;
 use super::expect::ProofCheck;
 use super::header::{check_header, header_part, read_proof};
 use super::keys::ProofKeys;
+use crate::cache::same_bytes;
 use crate::host_es256::{ForeignFunctions, HostKey};
 use crate::token::Es256Verifier;
 use std::rc::Rc;
@@ -97,7 +98,10 @@ fn check_proof(
     }
     .map_err(|_| DpopError::BadSignature)?;
     let claims = check_claims(&jws.payload, expect)?;
-    if expect.jkt.is_some_and(|want| want != header.jkt) {
+    if expect
+        .jkt
+        .is_some_and(|want| !same_bytes(want.as_bytes(), header.jkt.as_bytes()))
+    {
         return Err(DpopError::JktMismatch);
     }
     let jkt = header.jkt.clone();

@@ -1,7 +1,6 @@
 //! The DPoP half of a DPoP listener's checks, after the token verified.
 
-use super::engine::AthMemo;
-use super::engine::Engine;
+use super::engine::{DpopMemo, Engine};
 use super::request::RequestFacts;
 use crate::binding::{BoundToken, bind_dpop, dpop_jkt};
 use crate::dpop::{
@@ -20,7 +19,7 @@ use std::rc::Rc;
 pub(super) fn check_dpop(
     engine: &mut Engine,
     facts: &RequestFacts,
-    (scheme, ath): (AuthScheme, &AthMemo),
+    (scheme, memo): (AuthScheme, &DpopMemo),
     token: Rc<VerifiedToken>,
     now_s: u64,
 ) -> Result<BoundToken, (Reason, Option<&'static str>)> {
@@ -44,7 +43,7 @@ pub(super) fn check_dpop(
     let htu = request_htu(&dpop.public_origin, &facts.path).ok_or(invalid("bad_request_uri"))?;
     // The token verified from this very header, so the memo (keyed with it in the token
     // cache) is its hash; the header is read again only by the first proof.
-    let ath = ath.get_or_init(|| {
+    let ath = memo.ath.get_or_init(|| {
         let token = facts
             .authorization
             .as_deref()
@@ -69,13 +68,11 @@ pub(super) fn check_dpop(
     .map_err(failed)?;
     let bound =
         bind_dpop(token, &proof, &engine.config.trust_domain).map_err(|reason| (reason, None))?;
+    let client = memo
+        .client_tag
+        .get_or_init(|| replay.client_tag(bound.subject().as_str()));
     replay
-        .check_and_record(
-            engine.replay_store.as_mut(),
-            &proof,
-            bound.subject().as_str(),
-            now_s,
-        )
+        .check_and_record_tagged(engine.replay_store.as_mut(), &proof, client, now_s)
         .map_err(failed)?;
     Ok(bound)
 }

@@ -14,6 +14,7 @@ use crate::jwks::{JwksCache, JwksError};
 use crate::revocation_guard::RevocationGuard;
 use crate::token::{Expectations, VerifiedToken};
 use p256::ecdsa::VerifyingKey;
+use std::cell::OnceCell;
 use std::rc::Rc;
 
 /// How many distinct client certificates one VM remembers the identity of.
@@ -30,14 +31,20 @@ pub(super) struct CachedToken {
     pub(super) audience: Rc<str>,
     /// Its identity headers, built once (see [`IdentityHeaders`]).
     pub(super) headers: IdentityHeaders,
-    /// Its DPoP `ath` (SHA-256 of the token's bytes, the cache key), computed by the first
-    /// proof that needs it and shared by every later one: a DPoP client sends one token with
-    /// a fresh proof per request.
-    pub(super) ath: AthMemo,
+    /// What every DPoP proof with this token needs (see [`DpopMemo`]).
+    pub(super) dpop: Rc<DpopMemo>,
 }
 
-/// A token's `ath`, computed at most once (see [`CachedToken::ath`]).
-pub(super) type AthMemo = Rc<std::cell::OnceCell<String>>;
+/// What the proofs sent with one token share, each computed by the first proof that needs it
+/// and kept with the cached token: a DPoP client sends one token with a fresh proof per
+/// request.
+#[derive(Debug, Default)]
+pub(super) struct DpopMemo {
+    /// The token's `ath`: SHA-256 of its bytes (the cache key).
+    pub(super) ath: OnceCell<String>,
+    /// The replay cache's tag of the token's subject (`SharedReplayCache::client_tag`).
+    pub(super) client_tag: OnceCell<String>,
+}
 
 /// What one VM keeps between requests.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 //! decision (cache or PDP), usage; then the [`Step`] that allows or denies.
 
 use super::dpop::check_dpop;
-use super::engine::{AthMemo, Engine};
+use super::engine::{DpopMemo, Engine};
 use super::request::{IdentityHeaders, RequestFacts, identity_headers};
 use super::step::{Allow, Deny, Step};
 use super::trace::DecisionTrace;
@@ -60,8 +60,9 @@ pub struct Flow {
     pub(super) identity: Option<IdentityHeaders>,
     /// The scheme the token came with (`Bearer` or `DPoP`).
     pub(super) scheme: Option<AuthScheme>,
-    /// The token's DPoP `ath`, shared with its token-cache entry (computed at most once).
-    pub(super) ath: AthMemo,
+    /// What the token's DPoP proofs share, kept with its token-cache entry (set once the
+    /// token verified or was found: no allocation for a request that never gets that far).
+    pub(super) dpop_memo: Option<Rc<DpopMemo>>,
     /// The token bound by a DPoP proof that passed every check, its `jti` now spent: a flow
     /// resumed after a wait (revocations) reuses it instead of replaying its own proof.
     dpop_bound: Option<BoundToken>,
@@ -87,7 +88,7 @@ impl Flow {
             trace: DecisionTrace::default(),
             verified_here: false,
             identity: None,
-            ath: AthMemo::default(),
+            dpop_memo: None,
             scheme: None,
             dpop_bound: None,
         };
@@ -207,7 +208,10 @@ impl Flow {
                 (None, Some(scheme)) => check_dpop(
                     engine,
                     &self.facts,
-                    (scheme, &self.ath),
+                    (
+                        scheme,
+                        &Rc::clone(self.dpop_memo.get_or_insert_with(Rc::default)),
+                    ),
                     token,
                     now_ms / 1000,
                 )

@@ -39,7 +39,7 @@ impl Flow {
             return match cached {
                 Ok(cached) => {
                     self.identity = Some(cached.headers);
-                    self.ath = cached.ath;
+                    self.dpop_memo = Some(cached.dpop);
                     Progress::Done(cached.token)
                 }
                 Err(reason) => Progress::Failed(reason),
@@ -64,12 +64,13 @@ impl Flow {
                 let until = verified.exp().saturating_mul(1000);
                 let headers = identity_headers(verified.subject(), &verified);
                 self.identity = Some(Rc::clone(&headers));
+                let dpop = Rc::clone(self.dpop_memo.get_or_insert_with(Rc::default));
                 let entry = CachedToken {
                     token: Rc::clone(&verified),
                     key: verifying_key,
                     audience,
                     headers,
-                    ath: Rc::clone(&self.ath),
+                    dpop,
                 };
                 engine
                     .tokens
