@@ -8,6 +8,7 @@ use super::request::{IdentityHeaders, RequestFacts, identity_headers};
 use super::step::{Allow, Deny, Step};
 use super::trace::DecisionTrace;
 use crate::binding::{BoundToken, CertThumbprint, bind};
+use crate::cache::same_bytes;
 use crate::config::{Binding, Mode};
 use crate::decision::{EncodedRequest, Question, read_decision};
 use crate::reason::Reason;
@@ -351,7 +352,12 @@ impl Flow {
                 // Built with the token's `sub`, which binding found equal to the subject; the
                 // check costs a comparison, and a mismatch builds them afresh.
                 let headers = match self.identity.take() {
-                    Some(h) if h.first().is_some_and(|(_, s)| **s == *subject) => h,
+                    Some(h)
+                        if h.first()
+                            .is_some_and(|(_, s)| same_bytes(s.as_bytes(), subject.as_bytes())) =>
+                    {
+                        h
+                    }
                     _ => identity_headers(subject, bound.token()),
                 };
                 Step::Allow(Allow {

@@ -6,15 +6,15 @@ use super::engine::{CachedToken, Engine};
 use super::machine::{Flow, Progress, State};
 use super::request::identity_headers;
 use super::step::Step;
-use crate::cache::{BytesKey, KeyBytes};
+use crate::cache::{BytesKey, KeyBytes, same_bytes};
 use crate::config::Binding;
 use crate::es256::PreparedKey;
 use crate::host_es256::HostKey;
 use crate::jwks::{FetchKind, Lookup};
 use crate::reason::Reason;
 use crate::token::{
-    AuthScheme, Expectations, UntrustedJws, VerifiedToken, authorization_token, bearer,
-    decode_metadata, verify_access_token,
+    AuthScheme, Expectations, UntrustedJws, VerifiedToken, decode_metadata, presented, token_text,
+    verify_access_token,
 };
 use std::rc::Rc;
 
@@ -31,10 +31,11 @@ impl Flow {
             }
             Err(reason) => return Progress::Failed(reason),
         };
-        let Some(audience) = self.audience.clone() else {
-            return Progress::Failed(Reason::WrongAudience);
+        let cached = match &self.audience {
+            Some(audience) => cached_token(engine, token, audience, now_ms),
+            None => None,
         };
-        if let Some(cached) = cached_token(engine, token, &audience, now_ms) {
+        if let Some(cached) = cached {
             self.trace.token_cache_hit = !self.verified_here;
             return match cached {
                 Ok(cached) => {
@@ -45,6 +46,13 @@ impl Flow {
                 Err(reason) => Progress::Failed(reason),
             };
         }
+        // Not found: only now is the token's text checked (a cached token passed it).
+        if let Err(reason) = token_text(token) {
+            return Progress::Failed(reason);
+        }
+        let Some(audience) = self.audience.clone() else {
+            return Progress::Failed(Reason::WrongAudience);
+        };
         let jws = match decode_metadata(token) {
             Ok(jws) => jws,
             Err(reason) => return Progress::Failed(reason),
@@ -84,16 +92,14 @@ impl Flow {
 }
 
 /// The token and its scheme: `Bearer` only on an mTLS listener, `Bearer` or `DPoP` on a DPoP
-/// one (the DPoP check refuses a DPoP-bound token sent as `Bearer`).
+/// one (the DPoP check refuses a DPoP-bound token sent as `Bearer`). The token's text is
+/// checked after the cache probe ([`token_text`]).
 fn presented_token(
     binding: Binding,
     authorization: &Option<String>,
 ) -> Result<(AuthScheme, &str), Reason> {
     let authorization = authorization.as_deref().ok_or(Reason::MissingToken)?;
-    match binding {
-        Binding::Mtls => bearer(authorization).map(|token| (AuthScheme::Bearer, token)),
-        Binding::Dpop => authorization_token(authorization),
-    }
+    presented(authorization, binding == Binding::Dpop)
 }
 
 /// The cached verification of `token`, with its time checked again now; `None` when there is
@@ -109,7 +115,7 @@ fn cached_token(
         .probe::<dyn KeyBytes, _>(&token, now_ms, CachedToken::clone)?;
     match engine.jwks.lookup(cached.token.kid(), now_ms) {
         Lookup::Found(key)
-            if *key.verifying_key() == cached.key && cached.audience == *audience =>
+            if *key.verifying_key() == cached.key && same(&cached.audience, audience) =>
         {
             let checked = cached
                 .token
@@ -124,6 +130,12 @@ fn cached_token(
             None
         }
     }
+}
+
+/// Whether two shared texts are equal: the same allocation when both came from the listener's
+/// configured audience (no bytes compared), else compared a word at a time.
+fn same(a: &Rc<str>, b: &Rc<str>) -> bool {
+    Rc::ptr_eq(a, b) || same_bytes(a.as_bytes(), b.as_bytes())
 }
 
 /// The key of `kid`, or what to do without it: wait for the first JWKS (until

@@ -58,6 +58,27 @@ pub fn authorization_token(authorization: &str) -> Result<(AuthScheme, &str), Re
     Ok((scheme, token_of(rest)?))
 }
 
+/// The scheme and the token after it, as [`authorization_token`] reads them (`DPoP` only when
+/// `dpop`, else it counts as no token), but the token's text not yet held to [`token_text`]:
+/// for a probe of the token cache, which holds only tokens that passed it, so a hit can only
+/// be a token that would pass again. A miss goes through [`token_text`] before anything reads
+/// the token.
+pub fn presented(authorization: &str, dpop: bool) -> Result<(AuthScheme, &str), Reason> {
+    match scheme_and_rest(authorization) {
+        Some((AuthScheme::Dpop, _)) if !dpop => Err(Reason::MissingToken),
+        Some((scheme, rest)) => Ok((scheme, rest.trim_start_matches([' ', '\t']))),
+        None => Err(Reason::MissingToken),
+    }
+}
+
+/// A token's text after its scheme's blanks: not empty and without a blank.
+pub fn token_text(token: &str) -> Result<&str, Reason> {
+    if token.is_empty() || has_blank(token.as_bytes()) {
+        return Err(Reason::MalformedToken);
+    }
+    Ok(token)
+}
+
 fn is_blank(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
@@ -79,11 +100,7 @@ fn scheme_and_rest(authorization: &str) -> Option<(AuthScheme, &str)> {
 
 /// The token after the scheme: one run of blanks, then no blank at all.
 fn token_of(rest: &str) -> Result<&str, Reason> {
-    let token = rest.trim_start_matches([' ', '\t']);
-    if token.is_empty() || has_blank(token.as_bytes()) {
-        return Err(Reason::MalformedToken);
-    }
-    Ok(token)
+    token_text(rest.trim_start_matches([' ', '\t']))
 }
 
 /// Whether any byte is a space or a tab, eight bytes at a time: every request's token is

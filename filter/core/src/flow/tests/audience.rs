@@ -57,6 +57,17 @@ fn refuses_every_token_on_a_listener_without_a_spiffe_id_of_the_trust_domain() {
             Reason::WrongAudience,
             "{local:?}"
         );
+        // A token that is malformed is refused as such first, audience or none.
+        let blank = Some(format!("Bearer {} x", token_bound_to(&w.consumer.0)));
+        let f = RequestFacts {
+            authorization: blank,
+            ..on_listener(&w, local)
+        };
+        assert_eq!(
+            denied(Flow::start(&mut w.engine, f, NOW_MS).1),
+            Reason::MalformedToken,
+            "{local:?}"
+        );
     }
 }
 

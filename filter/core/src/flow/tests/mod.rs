@@ -133,6 +133,36 @@ fn refuses_a_malformed_token() {
     );
 }
 
+/// The token's text is checked only when the cache has no entry for it: a cached token
+/// with a blank put in, or a blank at its end, is a token the cache has not seen and is
+/// refused as malformed, before and after the clean one is cached.
+#[test]
+fn a_token_with_a_blank_is_malformed_whether_or_not_its_clean_self_is_cached() {
+    let mut w = world();
+    let token = token_bound_to(&w.consumer.0);
+    let (head, tail) = token.split_at(40);
+    let spoiled = [
+        format!("Bearer {head} {tail}"),
+        format!("Bearer {head}\t{tail}"),
+        format!("Bearer {token} x"),
+        "Bearer ".to_owned(),
+    ];
+    for cached in [false, true] {
+        if cached {
+            full_allow(&mut w, NOW_MS);
+        }
+        for value in &spoiled {
+            let f = facts(&w.consumer, Some(value.clone()));
+            let reason = denied(Flow::start(&mut w.engine, f, NOW_MS + 1).1);
+            assert_eq!(reason, Reason::MalformedToken, "{value:?}, cached {cached}");
+        }
+    }
+    let f = facts(&w.consumer, Some(format!("Bearer  \t{token}  ")));
+    let (flow, step) = Flow::start(&mut w.engine, f, NOW_MS + 1);
+    assert!(flow.token_cache_hit());
+    allowed(step);
+}
+
 #[test]
 fn admits_a_bound_token_the_pdp_allows_with_verified_headers() {
     let mut w = world();
