@@ -108,6 +108,12 @@ impl SharedReplayCache {
         }
     }
 
+    /// The tag `client` is counted under in a slot: a keyed hash, so a slot's value names no
+    /// workload. The same for every proof of one client: the flow keeps it with the token.
+    pub fn client_tag(&self, client: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.keyed(b"client\0", client).get(..8).unwrap_or_default())
+    }
+
     /// SHA-256 over the hash key, a domain label and `value`.
     fn keyed(&self, label: &[u8], value: &str) -> [u8; 32] {
         let mut h = Sha256::new();
@@ -120,31 +126,15 @@ impl SharedReplayCache {
     /// Admits `proof` once across every VM sharing `store`: records its `jti` until
     /// [`VerifiedProof::replay_until_s`], or refuses it as [`DpopError::Replayed`] (seen and
     /// still live), [`DpopError::TooOld`] (its window closed), [`DpopError::ClientShareFull`]
-    /// (`client` holds its share of the slot already, with any number of proof keys) or
-    /// [`DpopError::ReplayCacheFull`] (the slot is full of live entries, the host refused the
-    /// write, or the CAS kept failing): never admitted without being remembered.
+    /// (the client whose [`Self::client_tag`] is `client_tag` holds its share of the slot
+    /// already, with any number of proof keys) or [`DpopError::ReplayCacheFull`] (the slot is
+    /// full of live entries, the host refused the write, or the CAS kept failing): never
+    /// admitted without being remembered.
     pub fn check_and_record(
         &self,
         store: &mut dyn SharedStore,
         proof: &VerifiedProof,
-        client: &str,
-        now_s: u64,
-    ) -> Result<(), DpopError> {
-        self.check_and_record_tagged(store, proof, &self.client_tag(client), now_s)
-    }
-
-    /// The tag `client` is counted under in a slot: a keyed hash, so a slot's value names no
-    /// workload. The same for every proof of one client: the flow keeps it with the token.
-    pub fn client_tag(&self, client: &str) -> String {
-        URL_SAFE_NO_PAD.encode(self.keyed(b"client\0", client).get(..8).unwrap_or_default())
-    }
-
-    /// [`Self::check_and_record`] with the client's [`Self::client_tag`] already computed.
-    pub fn check_and_record_tagged(
-        &self,
-        store: &mut dyn SharedStore,
-        proof: &VerifiedProof,
-        client: &str,
+        client_tag: &str,
         now_s: u64,
     ) -> Result<(), DpopError> {
         if proof.replay_until_s() <= now_s {
@@ -164,7 +154,7 @@ impl SharedReplayCache {
             if live.iter().any(|e| e.id == id) {
                 return Change::Keep(Err(DpopError::Replayed));
             }
-            if live.iter().filter(|e| e.client == client).count() >= self.per_client {
+            if live.iter().filter(|e| e.client == client_tag).count() >= self.per_client {
                 return Change::Keep(Err(DpopError::ClientShareFull));
             }
             if live.len() >= self.per_slot {
@@ -178,7 +168,7 @@ impl SharedReplayCache {
                 encoded.push(b'\n');
             }
             let until = proof.replay_until_s();
-            encoded.extend_from_slice(format!("{until} {id} {client}\n").as_bytes());
+            encoded.extend_from_slice(format!("{until} {id} {client_tag}\n").as_bytes());
             Change::Write(encoded, Ok(()))
         });
         // The host refused the write or the CAS kept failing: not remembered, not admitted.
@@ -326,7 +316,7 @@ pub(crate) mod tests {
         p: &VerifiedProof,
         now: u64,
     ) -> Result<(), DpopError> {
-        cache.check_and_record(store, p, p.jkt(), now)
+        cache.check_and_record(store, p, &cache.client_tag(p.jkt()), now)
     }
 
     /// Two worker VMs: two caches over one store.
@@ -420,7 +410,7 @@ pub(crate) mod tests {
         // One workload floods with two proof keys (two DPoP-bound tokens of its own).
         for i in 0..4_000 {
             let p = proof_by([0x11, 0x33][i % 2], &format!("f{i}"), NOW);
-            match cache.check_and_record(&mut store, &p, "inventory", NOW) {
+            match cache.check_and_record(&mut store, &p, &cache.client_tag("inventory"), NOW) {
                 Ok(()) => admitted += 1,
                 Err(e) => assert_eq!(e, DpopError::ClientShareFull, "flood proof {i}"),
             }
@@ -431,7 +421,7 @@ pub(crate) mod tests {
         for i in 0..200 {
             let p = proof_by(0x22, &format!("v{i}"), NOW);
             assert_eq!(
-                cache.check_and_record(&mut store, &p, "consumer", NOW),
+                cache.check_and_record(&mut store, &p, &cache.client_tag("consumer"), NOW),
                 Ok(()),
                 "victim {i}"
             );
@@ -502,8 +492,10 @@ pub(crate) mod tests {
                 self.races -= 1;
                 if let Some(rival) = self.rival.take() {
                     // The other VM wins the race with the very same proof.
-                    prepared(1024, &mut self.inner)
-                        .check_and_record(&mut self.inner, &rival, rival.jkt(), NOW)
+                    let other = prepared(1024, &mut self.inner);
+                    let tag = other.client_tag(rival.jkt());
+                    other
+                        .check_and_record(&mut self.inner, &rival, &tag, NOW)
                         .unwrap();
                 } else {
                     let (v, _) = self.inner.get(key).unwrap_or_default();

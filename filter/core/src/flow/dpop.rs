@@ -72,7 +72,7 @@ pub(super) fn check_dpop(
         .client_tag
         .get_or_init(|| replay.client_tag(bound.subject().as_str()));
     replay
-        .check_and_record_tagged(engine.replay_store.as_mut(), &proof, client, now_s)
+        .check_and_record(engine.replay_store.as_mut(), &proof, client, now_s)
         .map_err(failed)?;
     Ok(bound)
 }

@@ -36,10 +36,7 @@ pub const MAX_SCOPES: usize = 64;
 /// The token from an `Authorization` value: `Bearer <token>` (scheme case-insensitive).
 /// Another scheme, or none, counts as no bearer token at all (RFC 6750 §3.1).
 pub fn bearer(authorization: &str) -> Result<&str, Reason> {
-    match scheme_and_rest(authorization) {
-        Some((AuthScheme::Bearer, rest)) => token_of(rest),
-        _ => Err(Reason::MissingToken),
-    }
+    presented(authorization, false).and_then(|(_, token)| token_text(token))
 }
 
 /// The scheme an access token was presented with.
@@ -54,8 +51,8 @@ pub enum AuthScheme {
 /// The scheme and token of an `Authorization` value: `Bearer <token>` or `DPoP <token>`
 /// (schemes case-insensitive). Another scheme, or none, counts as no token at all.
 pub fn authorization_token(authorization: &str) -> Result<(AuthScheme, &str), Reason> {
-    let (scheme, rest) = scheme_and_rest(authorization).ok_or(Reason::MissingToken)?;
-    Ok((scheme, token_of(rest)?))
+    let (scheme, token) = presented(authorization, true)?;
+    Ok((scheme, token_text(token)?))
 }
 
 /// The scheme and the token after it, as [`authorization_token`] reads them (`DPoP` only when
@@ -96,11 +93,6 @@ fn scheme_and_rest(authorization: &str) -> Option<(AuthScheme, &str)> {
     } else {
         None
     }
-}
-
-/// The token after the scheme: one run of blanks, then no blank at all.
-fn token_of(rest: &str) -> Result<&str, Reason> {
-    token_text(rest.trim_start_matches([' ', '\t']))
 }
 
 /// Whether any byte is a space or a tab, eight bytes at a time: every request's token is
