@@ -34,6 +34,7 @@ RUN set -eu; \
         rustup target add wasm32-wasip1; \
         cargo build --release --locked -p certbind-authz -p certbind-pdp -p certbind-demo --bins; \
         cargo build --release --locked --target wasm32-wasip1 -p certbind-filter; \
+        scripts/trim-wasm.sh target/wasm32-wasip1/release; \
         for b in $bins; do cp "target/release/$b" /out/bin/; done; \
         cp target/wasm32-wasip1/release/certbind_filter.wasm /out/share/ ;; \
       prebuilt) \

@@ -41,6 +41,7 @@ build: toolchain
 
 wasm: toolchain
 	$(CARGO) build --release --locked --target wasm32-wasip1 -p certbind-filter -p certbind-noop-filter
+	scripts/trim-wasm.sh target/wasm32-wasip1/release
 	@ls -l $(WASM) | awk '{print "wasm: " $$9 " (" $$5 " bytes)"}'
 
 pki: build

@@ -24,12 +24,36 @@ const READY: Duration = Duration::from_secs(60);
 pub fn noop_wasm() -> Result<PathBuf, String> {
     let path = prereq::target_dir().join("wasm32-wasip1/release/certbind_noop_filter.wasm");
     if path.is_file() {
-        Ok(path)
+        trimmed(path)
     } else {
         Err(format!(
-            "the no-op filter {} is missing: run `cargo build --release --target wasm32-wasip1 -p certbind-noop-filter`",
+            "the no-op filter {} is missing: run `make wasm`",
             path.display()
         ))
+    }
+}
+
+/// Callbacks neither filter implements: a module still exporting one is cargo's output before
+/// `make wasm` trimmed it, which Envoy would enter for nothing on every stream, so it would not
+/// be what is deployed.
+const NOT_IMPLEMENTED: [&str; 4] = [
+    "proxy_on_response_headers",
+    "proxy_on_response_body",
+    "proxy_on_log",
+    "proxy_on_done",
+];
+
+/// `path` if its module exports none of [`NOT_IMPLEMENTED`].
+pub fn trimmed(path: PathBuf) -> Result<PathBuf, String> {
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let names =
+        certbind_wasm_trim::export_names(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    match names.iter().find(|n| NOT_IMPLEMENTED.contains(&n.as_str())) {
+        None => Ok(path),
+        Some(n) => Err(format!(
+            "{} exports {n}, which it does not implement: run `make wasm` (it trims what cargo built, scripts/trim-wasm.sh)",
+            path.display()
+        )),
     }
 }
 
@@ -62,7 +86,7 @@ impl Prerequisites {
             e(prereq::release_bin("certbind-pdp")),
             e(prereq::release_bin("certbind-echo")),
             e(prereq::envoy()),
-            e(prereq::wasm()),
+            e(prereq::wasm()).and_then(trimmed),
             noop_wasm(),
             taskset(),
             e(prereq::repo_file("pdp/policies/demo.yaml")),

@@ -37,14 +37,18 @@ impl Context for Root {
             events::on_call_response(vm, self.context_id, token_id, body_size);
         }
     }
+}
 
-    // The plugin or its VM is going away: the counts the tick has not handed over yet.
-    fn on_done(&mut self) -> bool {
+// The plugin or its VM is going away (the host deletes the root context, and the SDK drops it
+// in `proxy_on_delete`): the counts the tick has not handed over yet. Here rather than in
+// `on_done`, which the module does not export (scripts/trim-wasm.sh): the host would enter it
+// on every stream.
+impl Drop for Root {
+    fn drop(&mut self) {
         vm::enter(self.context_id);
         if let Some(vm) = &self.vm {
             events::flush_counters(vm);
         }
-        true
     }
 }
 

@@ -139,6 +139,26 @@ fn a_cached_token_expires_with_its_exp() {
 }
 
 #[test]
+fn counts_the_tick_has_not_handed_over_reach_envoy_when_the_plugin_goes_away() {
+    let mut sidecar = Sidecar::new();
+    let pki = sidecar.pki.clone();
+    let token = sidecar.token(&pki.consumer).build();
+    sidecar.advance_s(1);
+    let allowed = sidecar.counter("certbind.allowed");
+    for _ in 0..2 {
+        sidecar.request(&pki.consumer, &token).admitted();
+    }
+    assert_eq!(
+        sidecar.counter("certbind.allowed"),
+        allowed,
+        "not yet: no tick"
+    );
+    sidecar.remove_plugin();
+    sidecar.assert_healthy();
+    assert_eq!(sidecar.counter("certbind.allowed"), allowed + 2);
+}
+
+#[test]
 fn the_allow_path_counters_reach_envoy_on_the_tick_and_a_refusal_at_once() {
     let mut sidecar = Sidecar::new();
     let pki = sidecar.pki.clone();

@@ -780,6 +780,20 @@ impl Sidecar {
         self.pump();
     }
 
+    /// Removes the plugin as Envoy does when its configuration goes away: the root context's
+    /// `on_done`, then (it answered true) `on_delete`, in every VM.
+    pub fn remove_plugin(&mut self) {
+        for i in 0..self.vms.len() {
+            let r = self.vms[i].done(&mut self.shared, ROOT);
+            let done = matches!(r, Ok(true));
+            self.note(i, r);
+            if done {
+                let r = self.vms[i].delete(&mut self.shared, ROOT);
+                self.note(i, r);
+            }
+        }
+    }
+
     /// Panics with the trap, the ABI errors and the logs if any VM misbehaved.
     pub fn assert_healthy(&self) {
         if !self.traps.is_empty() || !self.abi_errors().is_empty() {

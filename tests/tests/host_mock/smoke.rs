@@ -4,7 +4,7 @@
 use super::host::Clock;
 use super::host::Status;
 use super::scenario::*;
-use super::vm::{engine, host_state, linker, read_wasm, wasm_path};
+use super::vm::{engine, exported_callbacks, host_state, linker, read_wasm, wasm_path};
 use wasmtime::{Module, Store};
 
 #[test]
@@ -18,6 +18,30 @@ fn the_real_filter_loads_and_accepts_the_base_config() {
     let sidecar = Sidecar::new();
     sidecar.assert_healthy();
     assert_eq!(sidecar.vms.len(), 1);
+}
+
+#[test]
+fn the_filter_exports_only_the_callbacks_it_implements() {
+    // Envoy enters the module for every callback it exports, on every stream: the response's
+    // headers and body, log and done would cost a request four entries into V8 for nothing.
+    let mut exported = exported_callbacks();
+    exported.sort();
+    assert_eq!(
+        exported,
+        [
+            "proxy_on_configure",
+            "proxy_on_context_create",
+            "proxy_on_delete",
+            "proxy_on_http_call_response",
+            "proxy_on_request_body",
+            "proxy_on_request_headers",
+            "proxy_on_request_trailers",
+            "proxy_on_tick",
+            "proxy_on_vm_start",
+        ],
+        "{}: not trimmed? `make wasm` runs scripts/trim-wasm.sh after cargo",
+        wasm_path().display()
+    );
 }
 
 #[test]

@@ -54,6 +54,17 @@ fn compiled() -> &'static Compiled {
     })
 }
 
+/// The guest callbacks the filter exports (`proxy_on_*` but the allocator).
+pub fn exported_callbacks() -> Vec<String> {
+    compiled()
+        .module
+        .exports()
+        .map(|e| e.name())
+        .filter(|n| n.starts_with("proxy_on_") && *n != "proxy_on_memory_allocate")
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn engine() -> Engine {
     let mut config = Config::new();
     config.consume_fuel(true);
@@ -106,8 +117,10 @@ struct Exports {
     on_request_body: TypedFunc<(u32, u32, u32), u32>,
     on_http_call_response: TypedFunc<(u32, u32, u32, u32, u32), ()>,
     on_tick: TypedFunc<u32, ()>,
-    on_done: TypedFunc<u32, u32>,
-    on_log: TypedFunc<u32, ()>,
+    // Callbacks a module may leave out (certbind does, scripts/trim-wasm.sh): the host then
+    // skips them, as proxy-wasm-cpp-host does (`done` counts as true).
+    on_done: Option<TypedFunc<u32, u32>>,
+    on_log: Option<TypedFunc<u32, ()>>,
     on_delete: TypedFunc<u32, ()>,
 }
 
@@ -276,12 +289,16 @@ impl Vm {
     }
 
     pub fn done(&mut self, sh: &mut Shared, id: u32) -> Result<bool, Trap> {
-        self.call(sh, id, |e, s| e.on_done.call(s, id))
-            .map(|r| r != 0)
+        self.call(sh, id, |e, s| {
+            e.on_done.as_ref().map_or(Ok(1), |f| f.call(s, id))
+        })
+        .map(|r| r != 0)
     }
 
     pub fn log(&mut self, sh: &mut Shared, id: u32) -> Result<(), Trap> {
-        self.call(sh, id, |e, s| e.on_log.call(s, id))
+        self.call(sh, id, |e, s| {
+            e.on_log.as_ref().map_or(Ok(()), |f| f.call(s, id))
+        })
     }
 
     pub fn delete(&mut self, sh: &mut Shared, id: u32) -> Result<(), Trap> {
@@ -306,8 +323,8 @@ impl Exports {
             on_request_body: f!("proxy_on_request_body"),
             on_http_call_response: f!("proxy_on_http_call_response"),
             on_tick: f!("proxy_on_tick"),
-            on_done: f!("proxy_on_done"),
-            on_log: f!("proxy_on_log"),
+            on_done: instance.get_typed_func(&mut *store, "proxy_on_done").ok(),
+            on_log: instance.get_typed_func(&mut *store, "proxy_on_log").ok(),
             on_delete: f!("proxy_on_delete"),
         })
     }
