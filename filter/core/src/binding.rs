@@ -389,18 +389,25 @@ pub fn dpop_jkt(token: &VerifiedToken) -> Result<&str, Reason> {
 /// RFC 9449 §7.1: the token's `cnf.jkt` must be the thumbprint of the key that signed this
 /// request's verified proof, and its `sub` must be a SPIFFE ID of our trust domain (no
 /// certificate vouches for it here: the authz-server did when it issued the token).
+/// `subject` is the token's `sub` as [`SpiffeId::parse`] read it (`None`: it is none), which
+/// the flow keeps with the cached token so that a proof does not parse it again; one that is
+/// not this token's `sub` binds nothing.
 pub fn bind_dpop(
     token: Rc<VerifiedToken>,
     proof: &VerifiedProof,
+    subject: Option<&SpiffeId>,
     trust_domain: &str,
 ) -> Result<BoundToken, Reason> {
     if dpop_jkt(&token)? != proof.jkt() {
         return Err(Reason::DpopInvalid);
     }
-    let subject = SpiffeId::parse(token.subject())
-        .ok()
-        .filter(|id| id.trust_domain() == trust_domain)
-        .ok_or(Reason::SubjectMismatch)?;
+    let subject = subject
+        .filter(|id| {
+            id.trust_domain() == trust_domain
+                && same_bytes(id.as_str().as_bytes(), token.subject().as_bytes())
+        })
+        .ok_or(Reason::SubjectMismatch)?
+        .clone();
     Ok(BoundToken { token, subject })
 }
 

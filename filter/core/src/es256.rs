@@ -2,6 +2,7 @@
 //! table for the base point), so each verify is two table lookups-and-adds instead of a
 //! variable-base scalar multiplication. Cuts the cost of a token-cache miss in Envoy's V8.
 
+use crate::host_es256::{SPKI_LEN, spki_der};
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::elliptic_curve::group::Group;
 use p256::elliptic_curve::ops::{Invert, MulByGeneratorVartime, Reduce};
@@ -15,10 +16,13 @@ use std::fmt;
 /// Tables spaced two radix-16 digits apart: 33 tables of 8 multiples cover a 256-bit scalar.
 const TABLES: usize = 33;
 
-/// A JWKS verifying key with its lazily built multiples table (~25 KiB, built on first use).
+/// A JWKS verifying key with its lazily built multiples table (~25 KiB, built on first use)
+/// and its DER `SubjectPublicKeyInfo` for the host's `verify_signature` (built on first use:
+/// encoding the point costs a fresh token or proof ~6,000 Wasm instructions).
 pub struct PreparedKey {
     key: VerifyingKey,
     table: OnceCell<Vec<LookupTable<ProjectivePoint>>>,
+    spki: OnceCell<[u8; SPKI_LEN]>,
 }
 
 impl PreparedKey {
@@ -26,11 +30,17 @@ impl PreparedKey {
         Self {
             key,
             table: OnceCell::new(),
+            spki: OnceCell::new(),
         }
     }
 
     pub fn verifying_key(&self) -> &VerifyingKey {
         &self.key
+    }
+
+    /// The key as the host's `verify_signature` imports it.
+    pub fn spki(&self) -> &[u8; SPKI_LEN] {
+        self.spki.get_or_init(|| spki_der(&self.key))
     }
 
     /// ES256 over `message`; `signature` is raw `r‖s` (64 bytes). Same answers as

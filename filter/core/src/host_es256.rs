@@ -153,15 +153,16 @@ pub fn is_clean_yes(answer: &[u8]) -> bool {
     result == Some(true) && error.is_none_or(|len| len == 0)
 }
 
-/// A key whose ES256 signatures the host checks.
+/// A key whose ES256 signatures the host checks, by its `SubjectPublicKeyInfo` ([`spki_der`];
+/// a JWKS or proof key keeps its own, built once, so a verify does not encode the point again).
 pub struct HostKey<'a> {
     host: &'a dyn ForeignFunctions,
-    key: &'a VerifyingKey,
+    spki: &'a [u8; SPKI_LEN],
 }
 
 impl<'a> HostKey<'a> {
-    pub fn new(host: &'a dyn ForeignFunctions, key: &'a VerifyingKey) -> Self {
-        Self { host, key }
+    pub fn new(host: &'a dyn ForeignFunctions, spki: &'a [u8; SPKI_LEN]) -> Self {
+        Self { host, spki }
     }
 }
 
@@ -170,7 +171,7 @@ impl crate::token::sealed::Sealed for HostKey<'_> {}
 impl Es256Verifier for HostKey<'_> {
     fn verify_es256(&self, message: &[u8], signature: &[u8]) -> Result<(), Reason> {
         let der = p1363_to_der(signature).ok_or(Reason::BadSignature)?;
-        let arguments = encode_arguments(&spki_der(self.key), &der, message);
+        let arguments = encode_arguments(self.spki, &der, message);
         match self.host.call(VERIFY_SIGNATURE, &arguments) {
             Ok(answer) if is_clean_yes(&answer) => Ok(()),
             _ => Err(Reason::BadSignature),
@@ -232,7 +233,8 @@ pub fn probe(host: &dyn ForeignFunctions) -> Probe {
     if let Some(last) = signature.last_mut() {
         *last ^= 1;
     }
-    let tampered = HostKey::new(host, &key);
+    let spki = spki_der(&key);
+    let tampered = HostKey::new(host, &spki);
     match tampered.verify_es256(signing_input.as_bytes(), &signature) {
         Err(_) => Probe::Works,
         Ok(()) => Probe::Wrong,
@@ -350,7 +352,8 @@ mod tests {
         let host = native();
         let sig: Signature = signing_key().sign(b"header.payload");
         let key = rfc_key();
-        let via = HostKey::new(&host, &key);
+        let spki = spki_der(&key);
+        let via = HostKey::new(&host, &spki);
         assert_eq!(via.verify_es256(b"header.payload", &sig.to_bytes()), Ok(()));
         assert_eq!(
             via.verify_es256(b"header.payloae", &sig.to_bytes()),
@@ -393,7 +396,7 @@ mod tests {
         ] {
             let host = Answers(answer.clone());
             assert_eq!(
-                HostKey::new(&host, &key).verify_es256(b"m", &sig.to_bytes()),
+                HostKey::new(&host, &spki_der(&key)).verify_es256(b"m", &sig.to_bytes()),
                 Err(Reason::BadSignature),
                 "{answer:?}"
             );

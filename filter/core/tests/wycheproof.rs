@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use certbind_core::es256::PreparedKey;
-use certbind_core::host_es256::{HostKey, p1363_to_der};
+use certbind_core::host_es256::{HostKey, p1363_to_der, spki_der};
 use certbind_core::host_es256_reference::ReferenceHost;
 use certbind_core::jwks::KeySet;
 use certbind_core::token::{Es256Verifier, decode_metadata, es256_verify};
@@ -60,9 +60,11 @@ fn all_262_ecdsa_p256_sha256_p1363_vectors() {
             );
             // Through the conversion to DER and a native DER verifier (the host path).
             let host = ReferenceHost::default();
-            let via_host = key
-                .as_ref()
-                .map(|k| HostKey::new(&host, k).verify_es256(&msg, &sig).is_ok());
+            let via_host = key.as_ref().map(|k| {
+                HostKey::new(&host, &spki_der(k))
+                    .verify_es256(&msg, &sig)
+                    .is_ok()
+            });
             assert_eq!(
                 via_host.unwrap_or(false),
                 verdict.is_ok(),
@@ -109,7 +111,7 @@ fn certbind_verdict(jws: &str, jwks: &Result<KeySet, String>) -> Result<Vec<u8>,
     let host = ReferenceHost::default();
     let via_host = decode_metadata(jws)
         .map_err(|r| r.to_string())?
-        .verify_signature(&HostKey::new(&host, key.verifying_key()))
+        .verify_signature(&HostKey::new(&host, key.spki()))
         .map(|v| v.payload().to_vec())
         .map_err(|r| r.to_string());
     let in_module = untrusted

@@ -178,3 +178,38 @@ fn admits_envoy_digest_and_uri_san_when_no_pem_is_available() {
     assert_eq!(peer.validity(), None);
     assert!(from_der.validity().is_some());
 }
+
+/// `bind_dpop` with a proof of the tests' proof key and a token bound to that key's `jkt`.
+fn dpop_bound(sub: &str, subject: Option<&str>) -> Result<BoundToken, Reason> {
+    use crate::dpop_replay::tests::{jkt_of, proof_key, proof_with_jti};
+    let proof = proof_with_jti("j-1", NOW);
+    let token = token_for(serde_json::json!({"jkt": jkt_of(&proof_key(0x11))}), sub);
+    let subject = subject.map(|s| SpiffeId::parse(s).unwrap());
+    bind_dpop(token, &proof, subject.as_ref(), TRUST_DOMAIN)
+}
+
+#[test]
+fn bind_dpop_admits_the_tokens_own_subject_in_the_trust_domain() {
+    let bound = dpop_bound(CONSUMER, Some(CONSUMER)).unwrap();
+    assert_eq!(bound.subject().as_str(), CONSUMER);
+}
+
+#[test]
+fn bind_dpop_refuses_a_subject_that_is_not_the_tokens_or_not_ours() {
+    // A parsed subject kept for another token binds nothing.
+    let other = "spiffe://certbind.test/ns/demo/sa/inventory";
+    assert_eq!(
+        dpop_bound(CONSUMER, Some(other)).err(),
+        Some(Reason::SubjectMismatch)
+    );
+    // A `sub` that is no SPIFFE ID, or one of another trust domain.
+    assert_eq!(
+        dpop_bound("consumer", None).err(),
+        Some(Reason::SubjectMismatch)
+    );
+    let foreign = "spiffe://elsewhere.test/ns/demo/sa/consumer";
+    assert_eq!(
+        dpop_bound(foreign, Some(foreign)).err(),
+        Some(Reason::SubjectMismatch)
+    );
+}

@@ -3,7 +3,7 @@
 
 use super::error::DpopError;
 use super::expect::{ProofCheck, ProofWindow};
-use super::htu::normalize_htu;
+use super::htu::{is_normal_htu, normalize_htu};
 use crate::jose;
 use crate::json::strict_members;
 use base64::Engine;
@@ -50,10 +50,11 @@ pub(super) fn check_claims(
     if htm != expect.method {
         return Err(DpopError::WrongMethod);
     }
-    // The same text normalises the same way: one normalisation (the usual case) says
-    // whether it is a URI at all.
+    // The same text normalises the same way: one normalisation says whether it is a URI at
+    // all, and none when the text is its own normal form (the usual case: the client wrote
+    // the request's URI, and `request_htu` gave the expected one in normal form).
     let same_uri = if htu == expect.htu {
-        normalize_htu(&htu).is_some()
+        is_normal_htu(&htu) || normalize_htu(&htu).is_some()
     } else {
         matches!((normalize_htu(&htu), normalize_htu(expect.htu)), (Some(got), Some(want)) if got == want)
     };

@@ -12,7 +12,76 @@ pub fn request_htu(origin: &str, path_and_query: &str) -> Option<String> {
     if !path_and_query.starts_with('/') {
         return None;
     }
-    normalize_htu(&format!("{}{path_and_query}", origin.trim_end_matches('/')))
+    let path = path_and_query.split(['?', '#']).next().unwrap_or_default();
+    let uri = format!("{}{path}", origin.trim_end_matches('/'));
+    // The usual request: a normalised origin and a plain path are their own normal form.
+    if is_normal_htu(&uri) {
+        return Some(uri);
+    }
+    normalize_htu(&uri)
+}
+
+/// Whether `uri` is already what [`normalize_htu`] makes of it (then `normalize_htu(uri)` is
+/// `Some(uri)`), found in one pass without building anything: this runs for every DPoP proof,
+/// on the request's URI and on the proof's claim. `false` says nothing (an IPv6 literal,
+/// say, is left to [`normalize_htu`]).
+pub fn is_normal_htu(uri: &str) -> bool {
+    let Some(rest) = uri
+        .strip_prefix("https://")
+        .map(|r| (r, 443))
+        .or_else(|| uri.strip_prefix("http://").map(|r| (r, 80)))
+    else {
+        return false;
+    };
+    let (rest, default_port) = rest;
+    let Some(slash) = rest.find('/') else {
+        return false;
+    };
+    let (authority, path) = rest.split_at(slash);
+    let (host, port) = match authority.split_once(':') {
+        // An empty port is dropped by normalisation: not normal.
+        Some((_, "")) => return false,
+        Some(split) => split,
+        None => (authority, ""),
+    };
+    let host_ok = !host.is_empty()
+        && host.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_' | b'~')
+        });
+    // A port is kept only when it is not the default, written without leading zeros.
+    let port_ok = port.is_empty()
+        || (port.len() <= 5
+            && !port.starts_with('0')
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p != default_port));
+    uri.len() <= MAX_HTU_LEN && host_ok && port_ok && is_normal_path(path)
+}
+
+/// Whether an absolute path is its own normal form: only characters a path holds raw, every
+/// percent-encoding uppercase and of a character that must stay encoded, no dot segments
+/// (and so no query or fragment either).
+fn is_normal_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = |j: usize| {
+                bytes
+                    .get(j)
+                    .filter(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
+                    .and_then(|c| char::from(*c).to_digit(16))
+            };
+            match (hex(i + 1), hex(i + 2)) {
+                (Some(hi), Some(lo)) if !is_unreserved((hi * 16 + lo) as u8) => i += 3,
+                _ => return false,
+            }
+        } else if is_unreserved(b) || b"!$&'()*+,;=:@/".contains(&b) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    path.starts_with('/') && !path.split('/').any(|s| s == "." || s == "..")
 }
 
 /// An http(s) URI as RFC 9449 §4.3 compares it: query and fragment dropped; RFC 3986 §6.2.2

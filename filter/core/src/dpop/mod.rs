@@ -20,7 +20,7 @@ mod replay;
 pub use claims::{MAX_JTI_LEN, access_token_hash};
 pub use error::DpopError;
 pub use expect::{ProofCheck, ProofWindow};
-pub use htu::{MAX_HTU_LEN, normalize_htu, request_htu};
+pub use htu::{MAX_HTU_LEN, is_normal_htu, normalize_htu, request_htu};
 pub use keys::{PROOF_KEY_CACHE_SIZE, ProofKeys};
 pub use proof::{
     MAX_PROOF_BYTES, VerifiedProof, verify_proof, verify_proof_by_host, verify_proof_with,

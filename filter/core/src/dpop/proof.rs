@@ -91,7 +91,7 @@ fn check_proof(
     let (message, signature) = (jws.signing_input.as_bytes(), jws.signature.as_slice());
     let key = header.key.verifying_key();
     match (host, &known) {
-        (Some(host), _) => HostKey::new(host, key).verify_es256(message, signature),
+        (Some(host), _) => HostKey::new(host, header.key.spki()).verify_es256(message, signature),
         // A remembered key verifies through its table; a new one the plain way, this once.
         (None, Some(_)) => header.key.verify_es256(message, signature),
         (None, None) => key.verify_es256(message, signature),

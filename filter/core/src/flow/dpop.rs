@@ -2,7 +2,7 @@
 
 use super::engine::{DpopMemo, Engine};
 use super::request::RequestFacts;
-use crate::binding::{BoundToken, bind_dpop, dpop_jkt};
+use crate::binding::{BoundToken, SpiffeId, bind_dpop, dpop_jkt};
 use crate::dpop::{
     DpopError, ProofCheck, access_token_hash, request_htu, verify_proof_by_host, verify_proof_with,
 };
@@ -66,8 +66,11 @@ pub(super) fn check_dpop(
         None => verify_proof_with(proof, &check, Some(&mut engine.proof_keys)),
     }
     .map_err(failed)?;
-    let bound =
-        bind_dpop(token, &proof, &engine.config.trust_domain).map_err(|reason| (reason, None))?;
+    let subject = memo
+        .subject
+        .get_or_init(|| SpiffeId::parse(token.subject()).ok());
+    let bound = bind_dpop(token, &proof, subject.as_ref(), &engine.config.trust_domain)
+        .map_err(|reason| (reason, None))?;
     let client = memo
         .client_tag
         .get_or_init(|| replay.client_tag(bound.subject().as_str()));

@@ -3,7 +3,7 @@
 //! makes on it outside a request.
 
 use super::request::IdentityHeaders;
-use crate::binding::{CertThumbprint, PeerIdentity};
+use crate::binding::{CertThumbprint, PeerIdentity, SpiffeId};
 use crate::cache::{BytesKey, ExpiringCache};
 use crate::config::{Binding, FilterConfig};
 use crate::decision::DecisionCache;
@@ -44,6 +44,8 @@ pub(super) struct DpopMemo {
     pub(super) ath: OnceCell<String>,
     /// The replay cache's tag of the token's subject (`SharedReplayCache::client_tag`).
     pub(super) client_tag: OnceCell<String>,
+    /// The token's `sub` as a SPIFFE ID (`None`: it is none), for `bind_dpop`.
+    pub(super) subject: OnceCell<Option<SpiffeId>>,
 }
 
 /// What one VM keeps between requests.

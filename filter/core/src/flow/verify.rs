@@ -200,7 +200,7 @@ fn verify_with(
     };
     match engine.signatures.as_deref() {
         Some(host) => {
-            let via = HostKey::new(host, key.verifying_key());
+            let via = HostKey::new(host, key.spki());
             verify_access_token(jws, &via, expect, now_s)
         }
         None => verify_access_token(jws, key, expect, now_s),

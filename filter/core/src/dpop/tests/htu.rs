@@ -69,3 +69,94 @@ fn request_htu_joins_origin_and_path_without_the_query() {
     assert_eq!(request_htu("https://a.example", "*"), None);
     assert_eq!(request_htu("https://a.example", "http://b.example/"), None);
 }
+
+#[test]
+fn a_uri_is_normal_exactly_when_normalising_leaves_it_as_it_is() {
+    for normal in [
+        "https://a.example/",
+        "https://a.example:8443/orders/1",
+        "http://127.0.0.1:1/x",
+        "https://a.example/a//b/%2F~-._!$&'()*+,;=:@",
+        "https://a.example/.a/b./..c",
+    ] {
+        assert!(is_normal_htu(normal), "{normal}");
+        assert_eq!(normalize_htu(normal).as_deref(), Some(normal));
+    }
+    for not in [
+        "https://A.example/",
+        "HTTPS://a.example/",
+        "https://a.example",
+        "https://a.example:/x",
+        "https://a.example:443/x",
+        "http://a.example:80/x",
+        "https://a.example:08443/x",
+        "https://a.example/x?q",
+        "https://a.example/x#f",
+        "https://a.example/%7e",
+        "https://a.example/%2f",
+        "https://a.example/./x",
+        "https://a.example/x/..",
+        "https://[::1]/x",
+        "https://a.example/a b",
+        "ftp://a.example/",
+    ] {
+        assert!(!is_normal_htu(not), "{not}");
+    }
+}
+
+/// The fast path may only ever say yes where normalisation returns the text unchanged: checked
+/// over many strings built from the characters that matter (a fixed seed, so it repeats).
+#[test]
+fn is_normal_htu_never_claims_more_than_normalisation_says() {
+    const PARTS: [&str; 28] = [
+        "https://", "http://", "HTTPS://", "a", "A", ".", "..", "/", ":", ":443", ":80", ":8443",
+        ":0", ":0443", "%", "%2F", "%2f", "%7E", "%41", "?q", "#f", "[::1]", "@", " ", "~", "-",
+        "é", "9",
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut agreed = 0;
+    for _ in 0..200_000 {
+        // Mostly a real scheme first, so that many strings get past it.
+        let scheme = PARTS[[0, 1, 2, next(PARTS.len())][next(4)]];
+        let len = next(9);
+        let uri: String = std::iter::once(scheme)
+            .chain((0..len).map(|_| PARTS[next(PARTS.len())]))
+            .collect();
+        let normal = normalize_htu(&uri);
+        if is_normal_htu(&uri) {
+            assert_eq!(normal.as_deref(), Some(uri.as_str()), "{uri}");
+            agreed += 1;
+        }
+        // Every normal form the slow path builds (IPv6 literals and port 0 aside) is
+        // recognised, so the fast path is taken where it can be.
+        if let Some(n) = normal.filter(|n| !n.contains('[') && !n.contains(":0")) {
+            assert!(is_normal_htu(&n), "{uri} -> {n}");
+        }
+    }
+    assert!(
+        agreed > 100,
+        "the generator rarely builds a normal URI: {agreed}"
+    );
+}
+
+#[test]
+fn the_request_htu_is_the_same_through_the_fast_path_and_the_slow_one() {
+    for (origin, path) in [
+        ("https://a.example:8443", "/orders/1?x=1#f"),
+        ("https://A.Example:443", "/orders/1"),
+        ("https://a.example", "/a/../b/%7e"),
+        ("https://a.example", "/a#b?c"),
+    ] {
+        assert_eq!(
+            request_htu(origin, path),
+            normalize_htu(&format!("{origin}{path}")),
+            "{origin}{path}"
+        );
+    }
+}
