@@ -9,11 +9,13 @@ pub const MAX_HTU_LEN: usize = 2 * 1024;
 /// The `htu` for a request: the configured public origin (`https://host[:port]`) followed by
 /// the request's `:path` (which may carry a query). `None` when either is unusable.
 pub fn request_htu(origin: &str, path_and_query: &str) -> Option<String> {
-    if !path_and_query.starts_with('/') {
+    let origin = origin.trim_end_matches('/');
+    // As long as the whole URI would be, query included, as `normalize_htu` counts it.
+    if !path_and_query.starts_with('/') || origin.len() + path_and_query.len() > MAX_HTU_LEN {
         return None;
     }
     let path = path_and_query.split(['?', '#']).next().unwrap_or_default();
-    let uri = format!("{}{path}", origin.trim_end_matches('/'));
+    let uri = format!("{origin}{path}");
     // The usual request: a normalised origin and a plain path are their own normal form.
     if is_normal_htu(&uri) {
         return Some(uri);

@@ -159,4 +159,8 @@ fn the_request_htu_is_the_same_through_the_fast_path_and_the_slow_one() {
             "{origin}{path}"
         );
     }
+    // A query that makes the whole URI too long is refused as before, though `htu` drops it.
+    let long = format!("/x?{}", "q".repeat(MAX_HTU_LEN));
+    assert_eq!(request_htu("https://a.example", &long), None);
+    assert_eq!(normalize_htu(&format!("https://a.example{long}")), None);
 }
