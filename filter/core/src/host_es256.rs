@@ -224,7 +224,8 @@ pub fn probe(host: &dyn ForeignFunctions) -> Probe {
     let Some(der) = p1363_to_der(&signature) else {
         return Probe::Wrong;
     };
-    let arguments = encode_arguments(&spki_der(&key), &der, signing_input.as_bytes());
+    let spki = spki_der(&key);
+    let arguments = encode_arguments(&spki, &der, signing_input.as_bytes());
     match host.call(VERIFY_SIGNATURE, &arguments) {
         Err(ForeignError::Missing) => return Probe::Missing,
         Ok(answer) if is_clean_yes(&answer) => {}
@@ -233,7 +234,6 @@ pub fn probe(host: &dyn ForeignFunctions) -> Probe {
     if let Some(last) = signature.last_mut() {
         *last ^= 1;
     }
-    let spki = spki_der(&key);
     let tampered = HostKey::new(host, &spki);
     match tampered.verify_es256(signing_input.as_bytes(), &signature) {
         Err(_) => Probe::Works,

@@ -60,7 +60,7 @@ pub fn exported_callbacks() -> Vec<String> {
         .module
         .exports()
         .map(|e| e.name())
-        .filter(|n| n.starts_with("proxy_on_") && *n != "proxy_on_memory_allocate")
+        .filter(|n| certbind_wasm_trim::is_callback(n))
         .map(str::to_string)
         .collect()
 }
