@@ -8,7 +8,7 @@ use crate::cache::{BytesKey, ExpiringCache};
 use crate::config::{Binding, FilterConfig};
 use crate::decision::DecisionCache;
 use crate::dpop::{PROOF_KEY_CACHE_SIZE, ProofKeys};
-use crate::dpop_replay::{MemoryStore, SharedReplayCache, SharedStore};
+use crate::dpop_replay::{ClientTag, MemoryStore, SharedReplayCache, SharedStore};
 use crate::host_es256::ForeignFunctions;
 use crate::jwks::{JwksCache, JwksError};
 use crate::revocation_guard::RevocationGuard;
@@ -43,7 +43,7 @@ pub(super) struct DpopMemo {
     /// The token's `ath`: SHA-256 of its bytes (the cache key).
     pub(super) ath: OnceCell<String>,
     /// The replay cache's tag of the token's subject (`SharedReplayCache::client_tag`).
-    pub(super) client_tag: OnceCell<String>,
+    pub(super) client_tag: OnceCell<ClientTag>,
     /// The token's `sub` as a SPIFFE ID (`None`: it is none), for `bind_dpop`.
     pub(super) subject: OnceCell<Option<SpiffeId>>,
 }
