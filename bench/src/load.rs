@@ -49,13 +49,15 @@ pub enum Tokens {
 }
 
 /// S5d's credentials: a DPoP-bound token, proofs minted before the run, and the key to mint
-/// more on the spot should the run outlast them (a proof is never sent twice).
+/// more on the spot should the run outlast them (a proof is never sent twice). Signing on the
+/// spot costs the generator's core, so `signed_late` counts it and the run is flagged.
 pub struct DpopCredentials {
     pub token: String,
     pub proofs: Vec<String>,
     pub key: certbind_tests::tokens::EcKey,
     pub htu: String,
     pub next: AtomicU64,
+    pub signed_late: AtomicU64,
 }
 
 impl std::fmt::Debug for DpopCredentials {
@@ -74,6 +76,15 @@ impl Tokens {
         Self::Pool(Arc::new(tokens), Arc::new(AtomicU64::new(0)))
     }
 
+    /// For DPoP credentials: the proofs signed during the run so far, and how many were
+    /// minted before it.
+    pub fn signed_late(&self) -> Option<(u64, usize)> {
+        match self {
+            Self::Dpop(c) => Some((c.signed_late.load(Ordering::Relaxed), c.proofs.len())),
+            _ => None,
+        }
+    }
+
     /// The `Authorization` value and, for DPoP, the `DPoP` proof of the next request.
     fn next(&self) -> (String, Option<String>) {
         fn cycle<'a>(pool: &'a [String], next: &AtomicU64) -> &'a str {
@@ -88,6 +99,7 @@ impl Tokens {
                 let proof = match c.proofs.get(i) {
                     Some(p) => p.clone(),
                     None => {
+                        c.signed_late.fetch_add(1, Ordering::Relaxed);
                         certbind_tests::tokens::dpop_proof(&c.key, "GET", &c.htu, Some(&c.token))
                             .unwrap_or_default()
                     }

@@ -469,6 +469,7 @@ impl Bench {
             key: self.dpop_key.clone(),
             htu,
             next: AtomicU64::new(0),
+            signed_late: AtomicU64::new(0),
         })))
     }
 
