@@ -134,6 +134,32 @@ fn on_one_connection(sidecar: &mut Sidecar, token: &str) {
         .admitted();
 }
 
+/// A fresh token when the token cache is full, as under S5c's load (a pool of fresh tokens,
+/// each seen once in a while): inserting it evicts the oldest entry, whose token, claims and
+/// identity headers are freed. ~103,900 Wasm instructions, ~7,300 over a fresh token into a
+/// cache with room (the test below), which is what the bench's S5c pays per request.
+#[test]
+fn a_fresh_token_into_a_full_token_cache_stays_within_its_budget() {
+    const BUDGET: u64 = 115_000;
+    const CAPACITY: usize = 16;
+    let mut sidecar = Sidecar::builder()
+        .config(|c| c["token_cache_size"] = serde_json::json!(CAPACITY))
+        .start();
+    let consumer = sidecar.pki.consumer.clone();
+    for _ in 0..2 * CAPACITY {
+        let t = sidecar.token(&consumer).build();
+        on_one_connection(&mut sidecar, &t);
+    }
+    let first = sidecar.token(&consumer).build();
+    on_one_connection(&mut sidecar, &first);
+    let fresh = sidecar.token(&consumer).build();
+    let verified = verify_calls(&sidecar);
+    sidecar.vms[0].host_mut().fuel_marks = Some(Vec::new());
+    on_one_connection(&mut sidecar, &fresh);
+    within_budget(&mut sidecar, "fresh token, full token cache", BUDGET);
+    assert_eq!(verify_calls(&sidecar), verified + 1, "verified, not found");
+}
+
 /// Each host call costs Envoy thousands of instructions. A request whose token, decision and
 /// connection are all cached makes exactly these: the clock, the header map, `connection.id`,
 /// the four identity headers (`add`), removing `authorization` and the decision's log line
@@ -234,6 +260,52 @@ fn a_fresh_dpop_proof_stays_within_its_wasm_instruction_budget() {
         sidecar.verdict(&mut ex).admitted();
     }
     within_budget(&mut sidecar, "fresh DPoP proof", BUDGET);
+}
+
+/// A fresh proof whose replay slot is as busy as S5d's (~75 live entries of other clients,
+/// forged in the slot format: little-endian 8-byte `until`, 16-byte id, 8-byte client tag):
+/// the slot is walked a word at a time and written back without parsing, ~92,700 Wasm
+/// instructions, ~6,400 over an empty slot. As text lines (before) the same slot cost 262,872.
+#[test]
+fn a_fresh_dpop_proof_into_a_busy_replay_slot_stays_within_its_budget() {
+    use super::dpop::{ORIGIN, client_key, dpop_token, edge, proof, send};
+    const BUDGET: u64 = 100_000;
+    const BUSY: usize = 75;
+    const ENTRY: usize = 32;
+    let mut sidecar = edge();
+    let key = client_key();
+    let token = dpop_token(&mut sidecar, &key);
+    let url = format!("{ORIGIN}/orders/1");
+    let p = proof(&sidecar, &key, "p-0", "GET", &url, &token);
+    let mut ex = send(&mut sidecar, &token, Some(&p), "DPoP");
+    sidecar.verdict(&mut ex).admitted();
+    let prefix = certbind_core::dpop_replay::SLOT_KEY_PREFIX;
+    let slots: Vec<String> = (sidecar.shared.data.keys())
+        .filter(|k| k.starts_with(prefix))
+        .cloned()
+        .collect();
+    assert!(slots.len() > 1, "{slots:?}");
+    for k in &slots {
+        let (value, _) = sidecar.shared.data.get_mut(k).unwrap();
+        for j in 0..BUSY {
+            value.extend_from_slice(&u64::MAX.to_le_bytes());
+            value.extend_from_slice(&[j as u8; 16]);
+            value.extend_from_slice(&[0xee; 8]);
+        }
+    }
+    let size =
+        |sidecar: &Sidecar| -> usize { slots.iter().map(|k| sidecar.shared.data[k].0.len()).sum() };
+    let before = size(&sidecar);
+    let p = proof(&sidecar, &key, "p-1", "GET", &url, &token);
+    sidecar.vms[0].host_mut().fuel_marks = Some(Vec::new());
+    let mut ex = send(&mut sidecar, &token, Some(&p), "DPoP");
+    sidecar.verdict(&mut ex).admitted();
+    within_budget(&mut sidecar, "fresh DPoP proof, busy replay slot", BUDGET);
+    assert_eq!(
+        size(&sidecar),
+        before + ENTRY,
+        "the forged entries were kept and the proof's added"
+    );
 }
 
 /// The module's work for a fresh token (not yet cached) on a warm connection whose decision
