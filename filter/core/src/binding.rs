@@ -4,6 +4,7 @@
 //! computed anywhere else.
 
 use crate::cache::same_bytes;
+use crate::cert::{self, CertFacts};
 use crate::dpop::VerifiedProof;
 use crate::jose;
 pub use crate::jwk::{ec_p256_jwk_thumbprint, jwk_thumbprint};
@@ -12,13 +13,9 @@ use crate::token::VerifiedToken;
 use crate::validity::CertValidity;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use der::{Decode, DecodePem};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::rc::Rc;
-use x509_cert::Certificate;
-use x509_cert::ext::pkix::SubjectAltName;
-use x509_cert::ext::pkix::name::GeneralName;
 
 /// Why a binding input was refused. Callers map these to stable reason codes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,19 +187,16 @@ impl SpiffeId {
 
     /// The SPIFFE ID of the one URI SAN of a DER certificate.
     pub fn from_cert_der(der: &[u8]) -> Result<Self, BindingError> {
-        let cert = Certificate::from_der(der).map_err(|_| BindingError::BadCertificate)?;
-        Self::from_cert(&cert)
+        Self::from_cert(&cert::read(der).ok_or(BindingError::BadCertificate)?)
     }
 
     /// The SPIFFE ID of the one URI SAN of a PEM certificate.
     pub fn from_cert_pem(pem: &str) -> Result<Self, BindingError> {
-        let cert = Certificate::from_pem(pem).map_err(|_| BindingError::BadCertificate)?;
-        Self::from_cert(&cert)
+        Self::from_cert_der(&cert_pem_to_der(pem)?)
     }
 
-    fn from_cert(cert: &Certificate) -> Result<Self, BindingError> {
-        let uris = uri_sans(cert)?;
-        match uris.as_slice() {
+    fn from_cert(cert: &CertFacts) -> Result<Self, BindingError> {
+        match cert.uri_sans.as_slice() {
             [one] => Self::parse(one),
             other => Err(BindingError::UriSanCount(other.len())),
         }
@@ -221,30 +215,12 @@ impl fmt::Debug for SpiffeId {
     }
 }
 
-/// Every URI SAN of the certificate, in order.
-fn uri_sans(cert: &Certificate) -> Result<Vec<String>, BindingError> {
-    let san = cert
-        .tbs_certificate()
-        .get_extension::<SubjectAltName>()
-        .map_err(|_| BindingError::BadCertificate)?;
-    let Some((_critical, san)) = san else {
-        return Ok(Vec::new());
-    };
-    Ok(san
-        .0
-        .iter()
-        .filter_map(|name| match name {
-            GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
-            _ => None,
-        })
-        .collect())
-}
-
-/// Converts a PEM certificate to DER (for the thumbprint when only PEM is at hand).
+/// The DER of a PEM certificate (for the thumbprint when only PEM is at hand); refused unless
+/// it is one certificate.
 pub fn cert_pem_to_der(pem: &str) -> Result<Vec<u8>, BindingError> {
-    use der::Encode;
-    let cert = Certificate::from_pem(pem).map_err(|_| BindingError::BadCertificate)?;
-    cert.to_der().map_err(|_| BindingError::BadCertificate)
+    cert::pem_to_der(pem)
+        .filter(|der| cert::read(der).is_some())
+        .ok_or(BindingError::BadCertificate)
 }
 
 /// What the TLS connection proves about the caller: its certificate's thumbprint and its
@@ -274,22 +250,14 @@ impl PeerIdentity {
         let digest = digest_hex.and_then(|h| CertThumbprint::from_hex(h).ok());
         match cert_pem.filter(|p| !p.is_empty()) {
             Some(pem) => {
-                use der::Encode;
-                let Some((cert, der)) = Certificate::from_pem(pem)
-                    .ok()
-                    .and_then(|c| c.to_der().ok().map(|der| (c, der)))
-                else {
+                let Some(der) = cert::pem_to_der(pem) else {
                     return Self::default();
                 };
                 let thumbprint = CertThumbprint::from_der(&der);
                 if digest.is_some_and(|d| d != thumbprint) {
                     return Self::default();
                 }
-                Self {
-                    thumbprint: Some(thumbprint),
-                    spiffe_id: SpiffeId::from_cert(&cert).ok(),
-                    validity: Some(CertValidity::of(&cert)),
-                }
+                Self::of_cert(&der, thumbprint)
             }
             None => Self {
                 thumbprint: digest,
@@ -301,11 +269,18 @@ impl PeerIdentity {
 
     /// Directly from a DER certificate (tests and tools).
     pub fn from_cert_der(der: &[u8]) -> Self {
-        let cert = Certificate::from_der(der).ok();
+        Self::of_cert(der, CertThumbprint::from_der(der))
+    }
+
+    /// Nothing but the thumbprint when the DER is not one certificate.
+    fn of_cert(der: &[u8], thumbprint: CertThumbprint) -> Self {
+        let Some(cert) = cert::read(der) else {
+            return Self::default();
+        };
         Self {
-            thumbprint: Some(CertThumbprint::from_der(der)),
-            spiffe_id: SpiffeId::from_cert_der(der).ok(),
-            validity: cert.as_ref().map(CertValidity::of),
+            thumbprint: Some(thumbprint),
+            spiffe_id: SpiffeId::from_cert(&cert).ok(),
+            validity: Some(cert.validity),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod binding;
 pub mod cache;
 pub mod caller;
+pub mod cert;
 pub mod config;
 pub mod decision;
 pub mod dpop;

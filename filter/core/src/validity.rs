@@ -3,7 +3,6 @@
 //! carries its certificate past the expiry the full handshake once checked.
 
 use crate::reason::Reason;
-use x509_cert::Certificate;
 
 /// The seconds since the Unix epoch a certificate is valid between, both ends included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,15 +17,6 @@ impl CertValidity {
             not_before_s,
             not_after_s,
         }
-    }
-
-    /// The window of a parsed certificate.
-    pub fn of(cert: &Certificate) -> Self {
-        let validity = cert.tbs_certificate().validity();
-        Self::new(
-            validity.not_before.to_unix_duration().as_secs(),
-            validity.not_after.to_unix_duration().as_secs(),
-        )
     }
 
     /// `certificate_expired` unless `now_s` lies inside the window. No clock skew: Envoy's
@@ -47,8 +37,6 @@ impl CertValidity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use der::Decode;
-    use rcgen::{CertificateParams, KeyPair};
 
     const NOT_BEFORE: u64 = 1_800_000_000;
     const NOT_AFTER: u64 = NOT_BEFORE + 120;
@@ -84,19 +72,5 @@ mod tests {
                 "{now}"
             );
         }
-    }
-
-    #[test]
-    fn reads_the_window_of_a_certificate() {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.not_before = rcgen::date_time_ymd(2027, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2027, 1, 2);
-        let cert = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
-        let parsed = Certificate::from_der(cert.der()).unwrap();
-        let start = 1_798_761_600; // 2027-01-01T00:00:00Z
-        assert_eq!(
-            CertValidity::of(&parsed),
-            CertValidity::new(start, start + 86_400)
-        );
     }
 }

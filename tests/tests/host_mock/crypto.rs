@@ -241,6 +241,26 @@ fn a_warm_request_stays_within_its_wasm_instruction_budget() {
     within_budget(&mut sidecar, "warm request", BUDGET);
 }
 
+/// The first request of a certificate not seen before, on a new connection, with its own
+/// fresh token (the consumer reissued: same SPIFFE ID, so the decision is cached): the
+/// certificate's DER is taken from Envoy's PEM and walked for its URI SANs and validity
+/// (`certbind_core::cert`), on top of a fresh token's work: ~182,900 Wasm instructions, 344,550 with
+/// the full X.509 decode and re-encode the walk replaced.
+#[test]
+fn a_new_certificate_stays_within_its_wasm_instruction_budget() {
+    const BUDGET: u64 = 200_000;
+    let (mut sidecar, token) = consumer_with_a_token();
+    on_one_connection(&mut sidecar, &token);
+    let reissued = sidecar.pki.consumer_reissued.clone();
+    let fresh = sidecar.token(&reissued).build();
+    sidecar.vms[0].host_mut().fuel_marks = Some(Vec::new());
+    sidecar
+        .request(&reissued, &fresh)
+        .property("connection.id", 8u64.to_le_bytes())
+        .admitted();
+    within_budget(&mut sidecar, "new certificate", BUDGET);
+}
+
 /// The module's work for a fresh DPoP proof with a cached token at the edge, counted like the
 /// warm request above: ~86,300 Wasm instructions with the replay slot binary and the keyed hash
 /// started from a state kept per key (90,095 before); ~90,100 with the key's `SubjectPublicKeyInfo` and the
