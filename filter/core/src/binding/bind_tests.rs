@@ -161,6 +161,21 @@ fn refuses_facts_that_disagree_about_the_certificate() {
     assert_eq!(bind(t, &peer, TRUST_DOMAIN), Err(Reason::BindingMismatch));
 }
 
+/// A PEM whose bytes match Envoy's digest but are not exactly one DER certificate (here one
+/// with a byte after it) gives the peer no identity at all, not even the thumbprint.
+#[test]
+fn refuses_a_pem_that_is_not_one_der_certificate() {
+    use base64::Engine;
+    let (der, _) = cert(&[CONSUMER]);
+    let trailing = [der.as_slice(), &[0]].concat();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&trailing);
+    let pem = format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n");
+    let peer = envoy_peer(&trailing, &pem);
+    assert_eq!(peer, PeerIdentity::default());
+    let t = token_for(cnf_of(&trailing), CONSUMER);
+    assert_eq!(bind(t, &peer, TRUST_DOMAIN), Err(Reason::BindingMismatch));
+}
+
 #[test]
 fn admits_envoy_digest_and_uri_san_when_no_pem_is_available() {
     let (der, _) = cert(&[CONSUMER]);
