@@ -180,18 +180,32 @@ fn uri_sans(extensions: &[u8]) -> Option<Vec<&str>> {
     Some(sans.unwrap_or_default())
 }
 
-/// The URIs of `GeneralNames ::= SEQUENCE OF GeneralName` (every choice is context-tagged).
+/// `GeneralName`'s choices `[0]`–`[8]` as DER tags them: the constructed ones (`otherName`,
+/// `x400Address`, `directoryName`, `ediPartyName`) and the primitive ones (`rfc822Name`,
+/// `dNSName`, `uniformResourceIdentifier`, `iPAddress`, `registeredID`).
+const GENERAL_NAME_TAGS: [u8; 9] = [0xa0, 0x81, 0x82, 0xa3, 0xa4, 0xa5, URI_NAME, 0x87, 0x88];
+
+/// The URIs of `GeneralNames ::= SEQUENCE OF GeneralName`; `None` for a tag no choice has.
 fn general_names(value: &[u8]) -> Option<Vec<&str>> {
     let mut whole = Der(value);
     let mut names = Der(whole.expect(SEQUENCE)?);
     whole.end()?;
     let mut uris = Vec::new();
     while let Some((tag, contents)) = names.next() {
-        match tag {
-            URI_NAME if contents.is_ascii() => uris.push(std::str::from_utf8(contents).ok()?),
-            URI_NAME => return None,
-            t if t & 0xc0 == 0x80 => {}
-            _ => return None,
+        if !GENERAL_NAME_TAGS.contains(&tag) {
+            return None;
+        }
+        // The three IA5String choices: ASCII only. The constructed ones: DER elements only.
+        if matches!(tag, 0x81 | 0x82 | URI_NAME) && !contents.is_ascii() {
+            return None;
+        }
+        if tag & 0x20 != 0 {
+            let mut inner = Der(contents);
+            while inner.next().is_some() {}
+            inner.end()?;
+        }
+        if tag == URI_NAME {
+            uris.push(std::str::from_utf8(contents).ok()?);
         }
     }
     names.end()?;
