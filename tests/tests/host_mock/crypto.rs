@@ -244,8 +244,8 @@ fn a_warm_request_stays_within_its_wasm_instruction_budget() {
 /// The first request of a certificate not seen before, on a new connection, with its own
 /// fresh token (the consumer reissued: same SPIFFE ID, so the decision is cached): the
 /// certificate's DER is taken from Envoy's PEM and walked for its URI SANs and validity
-/// (`certbind_core::cert`), on top of a fresh token's work: ~183,100 Wasm instructions, 344,550 with
-/// the full X.509 decode and re-encode the walk replaced.
+/// (`certbind_core::cert`), on top of a fresh token's work: ~183,100 Wasm instructions,
+/// 344,550 with the full X.509 decode and re-encode the walk replaced.
 #[test]
 fn a_new_certificate_stays_within_its_wasm_instruction_budget() {
     const BUDGET: u64 = 200_000;

@@ -344,11 +344,12 @@ fn takes_the_der_out_of_one_pem_block() {
 }
 
 /// Mutated certificates (bytes changed, flipped, cut or dropped): the walk never panics, and
-/// wherever it and x509-cert both accept one, they read the same facts. The walk accepts some that x509-cert refuses (~500 of 20,000): each changed
-/// a field the walk skips without decoding (the algorithms, names, key, signature, another
-/// extension's OID, the inside of a GeneralName other than a URI, e.g. a `registeredID`
-/// longer than x509-cert's OIDs may be), which Envoy has verified. The certificate is made
-/// afresh on every run (a new key), the mutations are drawn from a fixed seed.
+/// wherever it and x509-cert both accept one, they read the same facts. The walk accepts some
+/// that x509-cert refuses (~500 of 20,000): each changed a field the walk skips without
+/// decoding (the algorithms, names, key, signature, another extension's OID, the inside of a
+/// GeneralName other than a URI, e.g. a `registeredID` longer than x509-cert's OIDs may be),
+/// which Envoy has verified. The certificate is made afresh on every run (a new key); the
+/// mutations are drawn from a fixed seed.
 #[test]
 fn agrees_with_x509_cert_on_mutated_certificates() {
     let sans = vec![
