@@ -272,7 +272,7 @@ impl PeerIdentity {
         Self::of_cert(der, CertThumbprint::from_der(der))
     }
 
-    /// Nothing but the thumbprint when the DER is not one certificate.
+    /// No identity at all, not even the thumbprint, when the DER is not one certificate.
     fn of_cert(der: &[u8], thumbprint: CertThumbprint) -> Self {
         let Some(cert) = cert::read(der) else {
             return Self::default();
