@@ -4,6 +4,7 @@
 //! the targets cannot rot between fuzzing runs.
 
 use certbind_core::binding::{CertThumbprint, PeerIdentity, SpiffeId, cert_pem_to_der};
+use certbind_core::cert_reference;
 use certbind_core::config::FilterConfig;
 use certbind_core::decision::DecisionRequest;
 use certbind_core::dpop::{ProofCheck, ProofWindow, access_token_hash, verify_proof};
@@ -184,9 +185,14 @@ pub fn jwks(data: &[u8]) {
 }
 
 /// Certificate and thumbprint handling: the input is tried as Envoy's hex digest, a `cnf`
-/// `x5t#S256` value, a SPIFFE ID, a PEM certificate and a DER certificate.
+/// `x5t#S256` value, a SPIFFE ID, a PEM certificate and a DER certificate; wherever the strict
+/// certificate walk and x509-cert both read a certificate, they must read the same facts.
 pub fn binding(data: &[u8]) {
     let _ = SpiffeId::from_cert_der(data);
+    assert!(
+        cert_reference::agrees(data),
+        "the strict certificate walk and x509-cert read different facts"
+    );
     let _ = CertThumbprint::from_der(data).to_cnf();
     let _ = PeerIdentity::from_cert_der(data);
     if let Some(s) = text(data) {
@@ -196,6 +202,12 @@ pub fn binding(data: &[u8]) {
         }
         let _ = SpiffeId::parse(s);
         let _ = SpiffeId::from_cert_pem(s);
+        if let Some(der) = certbind_core::cert::pem_to_der(s) {
+            assert!(
+                cert_reference::agrees(&der),
+                "the walk and x509-cert differ"
+            );
+        }
         let _ = cert_pem_to_der(s);
         let _ = PeerIdentity::from_envoy(true, Some(s), Some(s), Some(s));
     }

@@ -7,6 +7,8 @@ pub mod binding;
 pub mod cache;
 pub mod caller;
 pub mod cert;
+#[cfg(any(test, feature = "x509-reference"))]
+pub mod cert_reference;
 pub mod config;
 pub mod decision;
 pub mod dpop;

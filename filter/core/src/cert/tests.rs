@@ -2,39 +2,9 @@
 //! hand-built DER for every shape it must refuse.
 
 use super::*;
-use der::Decode;
+use crate::cert_reference::read as reference;
 use rcgen::{CertificateParams, KeyPair, SanType};
 use std::net::{IpAddr, Ipv4Addr};
-use x509_cert::Certificate;
-use x509_cert::ext::pkix::SubjectAltName;
-use x509_cert::ext::pkix::name::GeneralName;
-
-/// The same facts from x509-cert; `None` where it refuses the certificate or its
-/// subjectAltName extension (as the filter did when it read certificates with it).
-fn reference(der: &[u8]) -> Option<(CertValidity, Vec<String>)> {
-    let cert = Certificate::from_der(der).ok()?;
-    let v = cert.tbs_certificate().validity();
-    let validity = CertValidity::new(
-        v.not_before.to_unix_duration().as_secs(),
-        v.not_after.to_unix_duration().as_secs(),
-    );
-    let uris = match cert
-        .tbs_certificate()
-        .get_extension::<SubjectAltName>()
-        .ok()?
-    {
-        Some((_, san)) => san
-            .0
-            .iter()
-            .filter_map(|n| match n {
-                GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
-                _ => None,
-            })
-            .collect(),
-        None => Vec::new(),
-    };
-    Some((validity, uris))
-}
 
 fn rcgen_cert(sans: Vec<SanType>, years: (i32, i32)) -> rcgen::Certificate {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
