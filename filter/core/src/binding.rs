@@ -192,7 +192,7 @@ impl SpiffeId {
 
     /// The SPIFFE ID of the one URI SAN of a PEM certificate.
     pub fn from_cert_pem(pem: &str) -> Result<Self, BindingError> {
-        Self::from_cert_der(&cert_pem_to_der(pem)?)
+        Self::from_cert_der(&cert::pem_to_der(pem).ok_or(BindingError::BadCertificate)?)
     }
 
     fn from_cert(cert: &CertFacts) -> Result<Self, BindingError> {

@@ -29,6 +29,8 @@ pub mod revocation;
 pub mod revocation_guard;
 pub mod revocation_share;
 pub mod shared;
+#[cfg(test)]
+mod test_rng;
 pub mod token;
 pub mod usage;
 pub mod validity;
