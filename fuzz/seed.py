@@ -72,6 +72,25 @@ def doc_block(path, fence):
     return m.group(1) if m else ""
 
 
+def revocation_feed_seeds():
+    """Feed answers (filter/core/src/revocation.rs): the documented one, a snapshot of every
+    kind, an empty delta, and near misses (a duplicate member, an entry as an array)."""
+    thumb = "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg0"
+    snapshot = {"seq": 3, "snapshot": True, "revocations": [
+        {"seq": 1, "kind": "cert", "value": thumb, "expires_at": None},
+        {"seq": 2, "kind": "jti", "value": "AAECAwQFBgcICQoLDA0ODw", "not_before_iat": None,
+         "expires_at": 1700000360},
+        {"seq": 3, "kind": "subject", "value": "spiffe://certbind.test/ns/demo/sa/inventory",
+         "not_before_iat": 1700000000, "expires_at": None}]}
+    return [
+        doc_block("filter/core/src/revocation.rs", "json"),
+        json.dumps(snapshot),
+        '{"seq":7,"snapshot":false,"revocations":[]}',
+        '{"seq":2,"snapshot":false,"revocations":[{"seq":2,"kind":"jti","value":"a","value":"b","expires_at":null}]}',
+        '{"seq":2,"snapshot":false,"revocations":[[2,"jti","b",null,null]]}',
+    ]
+
+
 def issued_token_seeds():
     """Claims as the authz-server issues them (CONTRACT §3), the field-cut text form the target
     also reads, and tokens for its verifier side."""
@@ -134,6 +153,7 @@ def main():
                            "tls_version": "TLSv1.3"}}
     denied = dict(request, action="DELETE", scopes=[])
     counts["pdp_decision"] = write("pdp_decision", [json.dumps(request), json.dumps(denied)])
+    counts["revocation_feed"] = write("revocation_feed", revocation_feed_seeds())
     for target, n in counts.items():
         print(f"{target}: {n} seeds")
 

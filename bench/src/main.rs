@@ -29,6 +29,9 @@ enum Command {
         /// Seconds of each closed-loop and open-loop run instead of the plan's.
         #[arg(long)]
         seconds: Option<f64>,
+        /// The open loop's rate as a fraction of S5's closed-loop throughput (the plan's 0.5).
+        #[arg(long)]
+        open_fraction: Option<f64>,
         #[arg(long)]
         results: Option<PathBuf>,
         #[arg(long)]
@@ -180,9 +183,18 @@ fn main() -> ExitCode {
             scenarios,
             rounds,
             seconds,
+            open_fraction,
             results,
             figures,
-        } => all(smoke, scenarios, rounds, seconds, results, figures),
+        } => all(
+            smoke,
+            scenarios,
+            rounds,
+            seconds,
+            open_fraction,
+            results,
+            figures,
+        ),
         Command::RevocationFlood {
             seconds,
             placement,
@@ -255,6 +267,7 @@ fn all(
     scenarios: Option<Vec<String>>,
     rounds: Option<usize>,
     seconds: Option<f64>,
+    open_fraction: Option<f64>,
     results: Option<PathBuf>,
     figures: Option<PathBuf>,
 ) -> Result<(), String> {
@@ -274,6 +287,12 @@ fn all(
     if let Some(s) = seconds {
         opts.plan.closed_s = s;
         opts.plan.open_s = s;
+    }
+    if let Some(f) = open_fraction {
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(format!("--open-fraction must be in (0, 1], got {f}"));
+        }
+        opts.plan.open_fraction = f;
     }
     if let Some(r) = results {
         opts.results_dir = r;

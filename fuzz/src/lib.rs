@@ -9,6 +9,7 @@ use certbind_core::config::FilterConfig;
 use certbind_core::decision::DecisionRequest;
 use certbind_core::dpop::{ProofCheck, ProofWindow, access_token_hash, verify_proof};
 use certbind_core::jwks::KeySet;
+use certbind_core::revocation::{RevocationSet, parse_feed};
 use certbind_core::token::{
     CertificateConfirmation, Claims, Confirmation, DpopKeyConfirmation, Expectations,
     MAX_TOKEN_BYTES, VerifiedToken, authorization_token, decode_metadata, encode,
@@ -181,6 +182,43 @@ pub fn jwks(data: &[u8]) {
         for kid in kids {
             let _ = set.get(&kid);
         }
+    }
+}
+
+/// A revocation feed answer: whatever the feed's streaming reader accepts, the generic strict
+/// reader reads as the same document, and a set built from it round-trips through its
+/// snapshot for the other VMs.
+pub fn revocation_feed(data: &[u8]) {
+    let Ok(answer) = parse_feed(data) else {
+        return;
+    };
+    let mut generic: serde_json::Value = certbind_core::json::from_slice_strict(data)
+        .expect("the strict generic reader refused what the feed reader accepted");
+    // An explicit `"not_before_iat": null` reads as absent, which is how it is written back.
+    if let Some(entries) = generic["revocations"].as_array_mut() {
+        for entry in entries.iter_mut().filter_map(|e| e.as_object_mut()) {
+            if entry
+                .get("not_before_iat")
+                .is_some_and(serde_json::Value::is_null)
+            {
+                entry.remove("not_before_iat");
+            }
+        }
+    }
+    assert_eq!(
+        serde_json::to_value(&answer).ok(),
+        Some(generic),
+        "the feed reader and the strict generic reader read different documents"
+    );
+    let mut set = RevocationSet::new();
+    if set.apply(answer, NOW_S).is_ok()
+        && let Some(snapshot) = set.snapshot_json()
+    {
+        let mut again = RevocationSet::new();
+        again
+            .apply_body(&snapshot, NOW_S)
+            .expect("a set's own snapshot must be accepted");
+        assert_eq!(again, set, "a set must round-trip through its snapshot");
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 8] = [
+const TARGETS: [(&str, Target); 9] = [
     ("access_token", targets::access_token),
     ("issued_token", targets::issued_token),
     ("jwks", targets::jwks),
@@ -22,6 +22,7 @@ const TARGETS: [(&str, Target); 8] = [
     ("filter_config", targets::filter_config),
     ("pdp_policy", targets::pdp_policy),
     ("pdp_decision", targets::pdp_decision),
+    ("revocation_feed", targets::revocation_feed),
 ];
 
 fn seeds(target: &str) -> Vec<(PathBuf, Vec<u8>)> {

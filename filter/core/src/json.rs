@@ -124,7 +124,7 @@ impl<'de, const N: usize> Visitor<'de> for Members<'_, N> {
 }
 
 /// A member's key, borrowed from the input unless it had escapes to undo.
-struct Key<'de>(Cow<'de, str>);
+pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -27,12 +27,14 @@
 //! - `expires_at` (Unix seconds) is when the entry stops mattering (no token it covers can
 //!   still be valid) and may be dropped; `null` means it stays until replaced.
 
+mod wire;
+
 use crate::binding::{CertThumbprint, SpiffeId};
-use crate::json::from_slice_strict;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// Largest feed answer accepted (a snapshot of [`MAX_REVOCATIONS`] short entries fits).
@@ -83,9 +85,9 @@ impl fmt::Display for Kind {
     }
 }
 
-/// One feed entry, exactly as on the wire (the authz-server serializes this same type).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One feed entry, exactly as on the wire (the authz-server serializes this same type; the
+/// filter reads it with `wire`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Revocation {
     pub seq: u64,
     pub kind: Kind,
@@ -95,18 +97,11 @@ pub struct Revocation {
     pub not_before_iat: Option<u64>,
     /// When the entry may be dropped; `None` (JSON `null`) keeps it until replaced. Required
     /// on the wire (an explicit `null`), so a truncated entry is never read as "forever".
-    #[serde(deserialize_with = "required_nullable")]
     pub expires_at: Option<u64>,
 }
 
-/// A field that must be present but may be `null` (serde treats a bare `Option` as optional).
-fn required_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Option::<u64>::deserialize(d)
-}
-
 /// One feed answer, exactly as on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FeedAnswer {
     /// The newest sequence number the server knows; the next `since`.
     pub seq: u64,
@@ -191,9 +186,9 @@ pub fn parse_feed(body: &[u8]) -> Result<FeedAnswer, FeedError> {
     if body.is_empty() || body.len() > MAX_FEED_BYTES {
         return Err(FeedError::Size(body.len()));
     }
-    let answer: FeedAnswer = from_slice_strict(body).map_err(|e| FeedError::Shape(e.0))?;
-    if answer.revocations.len() > MAX_REVOCATIONS {
-        return Err(FeedError::TooMany(answer.revocations.len()));
+    let wire::Read { answer, listed } = wire::read(body).map_err(FeedError::Shape)?;
+    if listed > MAX_REVOCATIONS {
+        return Err(FeedError::TooMany(listed));
     }
     let mut previous = 0u64;
     for r in &answer.revocations {
@@ -284,11 +279,21 @@ impl RevocationSet {
     /// Applies a parsed answer: a snapshot replaces the set, a delta merges (a later `seq` for
     /// the same key replaces the earlier entry). A delta before any snapshot is refused (the
     /// set would claim a sync it never had). Entries expired at `now` are dropped. On error
-    /// the set is unchanged.
+    /// the set is unchanged. A delta costs what it lists, not what the set holds: it is
+    /// checked whole first, then merged in place.
     pub fn apply(&mut self, answer: FeedAnswer, now: u64) -> Result<(), FeedError> {
         if answer.snapshot {
             let mut fresh = Self::default();
-            fresh.merge(answer.revocations)?;
+            let count = |k| answer.revocations.iter().filter(|r| r.kind == k).count();
+            fresh.jtis.reserve(count(Kind::Jti));
+            fresh.subjects.reserve(count(Kind::Subject));
+            fresh.certs.reserve(count(Kind::Cert));
+            for r in answer.revocations {
+                fresh.upsert(keyed(r)?);
+            }
+            if fresh.len() > MAX_REVOCATIONS {
+                return Err(FeedError::TooMany(fresh.len()));
+            }
             fresh.seq = Some(answer.seq);
             *self = fresh;
         } else {
@@ -301,10 +306,23 @@ impl RevocationSet {
             if answer.revocations.iter().any(|r| r.seq <= held) {
                 return Err(FeedError::Sequence);
             }
-            let mut next = self.clone();
-            next.merge(answer.revocations)?;
-            next.seq = Some(answer.seq);
-            *self = next;
+            let entries = answer
+                .revocations
+                .into_iter()
+                .map(keyed)
+                .collect::<Result<Vec<_>, _>>()?;
+            let new: HashSet<&Keyed> = entries
+                .iter()
+                .map(|(k, _)| k)
+                .filter(|k| !self.holds(k))
+                .collect();
+            if self.len() + new.len() > MAX_REVOCATIONS {
+                return Err(FeedError::TooMany(self.len() + new.len()));
+            }
+            for entry in entries {
+                self.upsert(entry);
+            }
+            self.seq = Some(answer.seq);
         }
         self.prune(now);
         Ok(())
@@ -315,62 +333,80 @@ impl RevocationSet {
         self.apply(parse_feed(body)?, now)
     }
 
-    fn merge(&mut self, entries: Vec<Revocation>) -> Result<(), FeedError> {
-        for r in entries {
-            let held = Held {
-                seq: r.seq,
-                not_before_iat: r.not_before_iat,
-                expires_at: r.expires_at,
-            };
-            match r.kind {
-                Kind::Jti => upsert(&mut self.jtis, r.value, held),
-                Kind::Subject => upsert(&mut self.subjects, r.value, held),
-                Kind::Cert => {
-                    let t = CertThumbprint::from_cnf(&r.value)
-                        .map_err(|_| FeedError::BadEntry(Kind::Cert))?;
-                    upsert(&mut self.certs, *t.as_bytes(), held);
-                }
-            }
+    fn holds(&self, key: &Keyed) -> bool {
+        match key {
+            Keyed::Jti(v) => self.jtis.contains_key(v),
+            Keyed::Subject(v) => self.subjects.contains_key(v),
+            Keyed::Cert(t) => self.certs.contains_key(t),
         }
-        if self.len() > MAX_REVOCATIONS {
-            return Err(FeedError::TooMany(self.len()));
-        }
-        Ok(())
     }
 
-    /// The whole set as a feed snapshot (entries in `seq` order), e.g. for the root VM to put
-    /// in shared data and the worker VMs to load with [`Self::apply_body`]. `None` before the
-    /// first snapshot.
-    pub fn to_snapshot(&self) -> Option<FeedAnswer> {
+    fn upsert(&mut self, (key, held): (Keyed, Held)) {
+        match key {
+            Keyed::Jti(v) => upsert(&mut self.jtis, v, held),
+            Keyed::Subject(v) => upsert(&mut self.subjects, v, held),
+            Keyed::Cert(t) => upsert(&mut self.certs, t, held),
+        }
+    }
+
+    /// The whole set as a feed snapshot's JSON (entries in `seq` order), e.g. for the VM that
+    /// follows the feed to put in shared data and the others to load with
+    /// [`Self::apply_body`]. `None` before the first snapshot. Written from borrowed entries
+    /// into a buffer sized up front: a full set is megabytes, and a worker VM's linear memory
+    /// keeps its peak for good.
+    pub fn snapshot_json(&self) -> Option<Vec<u8>> {
+        #[derive(Serialize)]
+        struct Entry<'a> {
+            seq: u64,
+            kind: Kind,
+            value: Cow<'a, str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            not_before_iat: Option<u64>,
+            expires_at: Option<u64>,
+        }
+        #[derive(Serialize)]
+        struct Snapshot<'a> {
+            seq: u64,
+            snapshot: bool,
+            revocations: Vec<Entry<'a>>,
+        }
+        fn entry<'a>(kind: Kind, value: Cow<'a, str>, h: &Held) -> Entry<'a> {
+            Entry {
+                seq: h.seq,
+                kind,
+                value,
+                not_before_iat: h.not_before_iat,
+                expires_at: h.expires_at,
+            }
+        }
         let seq = self.seq?;
-        let held = |kind: Kind, value: String, h: &Held| Revocation {
-            seq: h.seq,
-            kind,
-            value,
-            not_before_iat: h.not_before_iat,
-            expires_at: h.expires_at,
-        };
-        let mut revocations: Vec<Revocation> = self
-            .jtis
+        let mut revocations: Vec<Entry<'_>> = Vec::with_capacity(self.len());
+        revocations.extend(self.jtis.iter().map(|(v, h)| entry(Kind::Jti, v.into(), h)));
+        revocations.extend(
+            self.subjects
+                .iter()
+                .map(|(v, h)| entry(Kind::Subject, v.into(), h)),
+        );
+        revocations.extend(
+            self.certs
+                .iter()
+                .map(|(t, h)| entry(Kind::Cert, URL_SAFE_NO_PAD.encode(t).into(), h)),
+        );
+        revocations.sort_unstable_by_key(|r| r.seq);
+        // An entry's members and punctuation take under 100 bytes besides its value.
+        let size = revocations
             .iter()
-            .map(|(v, h)| held(Kind::Jti, v.clone(), h))
-            .chain(
-                self.subjects
-                    .iter()
-                    .map(|(v, h)| held(Kind::Subject, v.clone(), h)),
-            )
-            .chain(
-                self.certs
-                    .iter()
-                    .map(|(t, h)| held(Kind::Cert, URL_SAFE_NO_PAD.encode(t), h)),
-            )
-            .collect();
-        revocations.sort_by_key(|r| r.seq);
-        Some(FeedAnswer {
+            .map(|r| r.value.len() + 100)
+            .sum::<usize>()
+            + 64;
+        let mut out = Vec::with_capacity(size);
+        let snapshot = Snapshot {
             seq,
             snapshot: true,
             revocations,
-        })
+        };
+        serde_json::to_writer(&mut out, &snapshot).ok()?;
+        Some(out)
     }
 
     /// Drops entries whose `expires_at` has passed.
@@ -413,6 +449,33 @@ fn upsert<K: Eq + std::hash::Hash>(map: &mut HashMap<K, Held>, key: K, held: Hel
             map.insert(key, held);
         }
     }
+}
+
+/// An entry's key in the set: its kind and value, a certificate's thumbprint decoded.
+#[derive(PartialEq, Eq, Hash)]
+enum Keyed {
+    Jti(String),
+    Subject(String),
+    Cert([u8; 32]),
+}
+
+/// An entry as the set keeps it; a certificate value that is no thumbprint is refused.
+fn keyed(r: Revocation) -> Result<(Keyed, Held), FeedError> {
+    let held = Held {
+        seq: r.seq,
+        not_before_iat: r.not_before_iat,
+        expires_at: r.expires_at,
+    };
+    let key = match r.kind {
+        Kind::Jti => Keyed::Jti(r.value),
+        Kind::Subject => Keyed::Subject(r.value),
+        Kind::Cert => Keyed::Cert(
+            *CertThumbprint::from_cnf(&r.value)
+                .map_err(|_| FeedError::BadEntry(Kind::Cert))?
+                .as_bytes(),
+        ),
+    };
+    Ok((key, held))
 }
 
 /// How fresh the sidecar's knowledge of the feed is. Never having heard from the feed counts

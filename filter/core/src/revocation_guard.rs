@@ -92,8 +92,8 @@ impl RevocationGuard {
 
     /// The whole set as the feed's snapshot JSON, for the other VMs; `None` before the first
     /// snapshot.
-    pub fn snapshot_json(&self) -> Option<String> {
-        serde_json::to_string(&self.set.to_snapshot()?).ok()
+    pub fn snapshot_json(&self) -> Option<Vec<u8>> {
+        self.set.snapshot_json()
     }
 
     /// The next poll asks for a whole snapshot (after an answer that went backwards or out
@@ -226,7 +226,7 @@ mod tests {
             follower.check(&presented("x", &sub, 200), 10_000),
             Verdict::NotSynced
         );
-        follower.adopt(shared.as_bytes(), 10_000, 10_500).unwrap();
+        follower.adopt(&shared, 10_000, 10_500).unwrap();
         for (jti, iat) in [("bad", 200), ("ok", 50), ("ok", 200)] {
             assert_eq!(
                 follower.check(&presented(jti, &sub, iat), 10_500),

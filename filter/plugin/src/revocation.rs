@@ -157,7 +157,7 @@ fn publish(vm: &VmRef, now: u64) {
             return;
         };
         // The set before the state: a follower that sees a new version finds its set.
-        let _ = store.set(&keys.set, json.as_bytes(), None);
+        let _ = store.set(&keys.set, &json, None);
         v.feed.generation = v.feed.generation.saturating_add(1);
         v.feed.published_seq = seq;
     }

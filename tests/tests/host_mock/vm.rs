@@ -133,6 +133,8 @@ pub struct Vm {
     pub next_context: u32,
     /// When the root context's next tick is due (ms on the test clock).
     pub next_tick_ms: Option<u64>,
+    /// The module's linear memory (what a VM's memory costs: it grows, never shrinks).
+    memory: Option<wasmtime::Memory>,
 }
 
 impl Vm {
@@ -182,13 +184,20 @@ impl Vm {
                 .map_err(|e| Trap(format!("_initialize: {e:#}")))?;
         }
         let exports = Exports::get(&instance, &mut store)?;
+        let memory = instance.get_memory(&mut store, "memory");
         Ok(Self {
+            memory,
             store,
             exports,
             trapped: None,
             next_context: 2,
             next_tick_ms: None,
         })
+    }
+
+    /// The linear memory's size now, in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.memory.map_or(0, |m| m.data_size(&self.store))
     }
 
     pub fn host(&self) -> &HostState {

@@ -290,6 +290,11 @@ fn refuses_garbage_and_keeps_the_set() {
         br#"{"seq":2,"snapshot":false,"revocations":[{"seq":2,"kind":"subject","value":"https://x/y","not_before_iat":5,"expires_at":null}]}"#.to_vec(),
         br#"{"seq":2,"snapshot":false,"revocations":[{"seq":2,"kind":"cert","value":"abcd","expires_at":null}]}"#.to_vec(),
         br#"{"seq":2,"snapshot":false,"revocations":[{"seq":2,"kind":"jti","value":"a","expires_at":null,"reason":"x"}]}"#.to_vec(),
+        br#"{"seq":2,"snapshot":false,"revocations":[{"seq":2,"kind":"jti","value":"a","value":"b","expires_at":null}]}"#.to_vec(),
+        br#"{"seq":2,"snapshot":false,"revocations":[{"seq":2,"kind":{"jti":null},"value":"a","expires_at":null}]}"#.to_vec(),
+        br#"{"seq":2,"snapshot":false,"revocations":[{"seq":2,"kind":"jti","value":"a","expires_at":null,"expires_at":null}]}"#.to_vec(),
+        br#"{"seq":2,"snapshot":false,"revocations":[],"revocations":[]}"#.to_vec(),
+        br#"{"seq":2,"snapshot":false,"revocations":[]} {}"#.to_vec(),
         // An entry as an array of its fields in order, which serde's derive alone takes.
         br#"{"seq":2,"snapshot":false,"revocations":[[2,"jti","b",null,null]]}"#.to_vec(),
     ];
@@ -367,7 +372,7 @@ fn refuses_a_delta_before_any_snapshot_and_asks_for_one_first() {
 #[test]
 fn a_set_round_trips_through_its_snapshot_for_other_worker_vms() {
     let mut set = RevocationSet::new();
-    assert_eq!(set.to_snapshot(), None);
+    assert_eq!(set.snapshot_json(), None);
     let t = thumb(3).to_cnf();
     let entries = [
         entry(4, Kind::Cert, &t, None, None),
@@ -375,7 +380,7 @@ fn a_set_round_trips_through_its_snapshot_for_other_worker_vms() {
         entry(7, Kind::Jti, "j", None, Some(900)),
     ];
     set.apply_body(&body(7, true, &entries), 10).unwrap();
-    let bytes = serde_json::to_vec(&set.to_snapshot().unwrap()).unwrap();
+    let bytes = set.snapshot_json().unwrap();
     let mut worker = RevocationSet::new();
     worker.apply_body(&bytes, 10).unwrap();
     assert_eq!(worker, set);
@@ -407,4 +412,102 @@ fn only_errors_the_same_since_would_repeat_force_a_resync() {
     ] {
         assert!(!e.forces_resync(), "{e}");
     }
+}
+
+/// The feed is read in one streaming pass (`wire`), not through the generic strict reader
+/// (`json::from_slice_strict`) it replaced: over 20,000 mutated answers (516 still accepted),
+/// whatever the stream accepts the generic reader reads as the same document, so the stream
+/// is never laxer (duplicate members, syntax, an entry that is not an object).
+#[test]
+fn the_streaming_reader_accepts_only_what_the_strict_reader_reads_the_same() {
+    let t = thumb(9).to_cnf();
+    let valid = format!(
+        r#"{{"seq":9,"snapshot":true,"revocations":[{{"seq":4,"kind":"cert","value":"{t}","expires_at":null}},{{"seq":7,"kind":"jti","value":"j\u0041","not_before_iat":null,"expires_at":90}},{{"seq":9,"kind":"subject","value":"{INVENTORY}","not_before_iat":5,"expires_at":null}}]}}"#
+    );
+    let pieces: [&[u8]; 12] = [
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b",",
+        b":",
+        b"\"seq\":1,",
+        b"\"kind\":\"jti\",",
+        b"null",
+        b"\"value\":\"x\",",
+        b"1.5",
+        b"\"expires_at\":null,",
+    ];
+    let mut next = crate::test_rng::draws(0x2545_f491_4f6c_dd1d);
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..20_000 {
+        let mut bytes = valid.clone().into_bytes();
+        for _ in 0..1 + next(3) {
+            let at = next(bytes.len() + 1);
+            match next(3) {
+                0 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                1 => {
+                    let piece = pieces[next(pieces.len())];
+                    bytes.splice(at..at, piece.iter().copied());
+                }
+                _ if at < bytes.len() => bytes[at] = b"{}[],:\"0a "[next(10)],
+                _ => {}
+            }
+        }
+        let Ok(answer) = parse_feed(&bytes) else {
+            refused += 1;
+            continue;
+        };
+        accepted += 1;
+        let mut generic: serde_json::Value = crate::json::from_slice_strict(&bytes)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes)));
+        for entry in generic["revocations"].as_array_mut().unwrap() {
+            let entry = entry.as_object_mut().unwrap();
+            if entry.get("not_before_iat") == Some(&serde_json::Value::Null) {
+                entry.remove("not_before_iat");
+            }
+        }
+        assert_eq!(serde_json::to_value(&answer).unwrap(), generic);
+    }
+    assert!(
+        accepted > 100 && refused > 10_000,
+        "{accepted} accepted, {refused} refused"
+    );
+}
+
+/// A delta is checked whole and merged in place: into a full set it may replace an entry
+/// (no new key) but not add one, and a refused delta leaves the set as it was.
+#[test]
+fn a_delta_into_a_full_set_may_replace_but_not_add() {
+    let full: Vec<Revocation> = (1..=MAX_REVOCATIONS as u64)
+        .map(|i| entry(i, Kind::Jti, &format!("j{i}"), None, None))
+        .collect();
+    let n = MAX_REVOCATIONS as u64;
+    let mut set = RevocationSet::new();
+    set.apply_body(&body(n, true, &full), 0).unwrap();
+    let before = set.clone();
+    let adds = [
+        entry(n + 1, Kind::Jti, "j1", None, Some(99)),
+        entry(n + 2, Kind::Jti, "new", None, None),
+    ];
+    assert_eq!(
+        set.apply_body(&body(n + 2, false, &adds), 0),
+        Err(FeedError::TooMany(MAX_REVOCATIONS + 1))
+    );
+    assert_eq!(set, before);
+    let replaces = [entry(n + 1, Kind::Jti, "j1", None, Some(99))];
+    set.apply_body(&body(n + 1, false, &replaces), 0).unwrap();
+    assert_eq!((set.len(), set.since()), (MAX_REVOCATIONS, Some(n + 1)));
+    let sub = id(INVENTORY);
+    assert_eq!(
+        set.is_revoked(&req("j1", &sub, 0, None), 10),
+        Some(Kind::Jti)
+    );
+    assert_eq!(
+        set.is_revoked(&req("j1", &sub, 0, None), 100),
+        None,
+        "the replacement's expiry holds"
+    );
 }
