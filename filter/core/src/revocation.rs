@@ -29,13 +29,14 @@
 
 mod wire;
 
+pub use wire::{FeedAnswer, FeedError, Kind, Revocation, parse_feed, valid_value};
+
 use crate::binding::{CertThumbprint, SpiffeId};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
 /// Largest feed answer accepted (a snapshot of [`MAX_REVOCATIONS`] short entries fits).
 pub const MAX_FEED_BYTES: usize = 8 * 1024 * 1024;
@@ -45,167 +46,6 @@ pub const MAX_REVOCATIONS: usize = 50_000;
 pub const FEED_PATH: &str = "/v1/revocations";
 /// Longest `jti` accepted (ours are 22 characters).
 pub const MAX_JTI_LEN: usize = 256;
-
-/// What a revocation names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Kind {
-    /// One token, by its `jti` claim.
-    Jti,
-    /// Every token issued to a SPIFFE ID up to a time.
-    Subject,
-    /// Every request made with one client certificate, by its `x5t#S256` thumbprint.
-    Cert,
-}
-
-impl Kind {
-    /// The stable wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Jti => "jti",
-            Self::Subject => "subject",
-            Self::Cert => "cert",
-        }
-    }
-
-    /// The kind for a wire name.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "jti" => Some(Self::Jti),
-            "subject" => Some(Self::Subject),
-            "cert" => Some(Self::Cert),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One feed entry, exactly as on the wire (the authz-server serializes this same type; the
-/// filter reads it with `wire`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Revocation {
-    pub seq: u64,
-    pub kind: Kind,
-    pub value: String,
-    /// `subject` only: tokens with `iat` ≤ this are revoked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub not_before_iat: Option<u64>,
-    /// When the entry may be dropped; `None` (JSON `null`) keeps it until replaced. Required
-    /// on the wire (an explicit `null`), so a truncated entry is never read as "forever".
-    pub expires_at: Option<u64>,
-}
-
-/// One feed answer, exactly as on the wire.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FeedAnswer {
-    /// The newest sequence number the server knows; the next `since`.
-    pub seq: u64,
-    /// The list is the whole set (replace), not news (merge).
-    pub snapshot: bool,
-    pub revocations: Vec<Revocation>,
-}
-
-/// Why a feed answer was refused. A refused answer never changes the set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FeedError {
-    /// Empty, or larger than [`MAX_FEED_BYTES`].
-    Size(usize),
-    /// Not JSON of the feed shape (unknown or duplicate fields included).
-    Shape(String),
-    /// More than [`MAX_REVOCATIONS`] entries.
-    TooMany(usize),
-    /// An entry's `seq` is 0, above the answer's `seq`, not increasing, or (in a delta) not
-    /// above the `since` already held.
-    Sequence,
-    /// An entry's value is not valid for its kind, or `not_before_iat` is missing on a
-    /// subject / present on another kind.
-    BadEntry(Kind),
-    /// A delta whose `seq` is below what the set already holds: the server went backwards,
-    /// so ask again without `since` for a snapshot.
-    WentBackwards,
-    /// A delta arrived before any snapshot.
-    NoSnapshot,
-}
-
-impl fmt::Display for FeedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Size(n) => write!(f, "feed answer of {n} bytes (need 1..={MAX_FEED_BYTES})"),
-            Self::Shape(e) => write!(f, "feed answer is not the feed shape: {e}"),
-            Self::TooMany(n) => write!(
-                f,
-                "feed answer lists {n} entries (at most {MAX_REVOCATIONS})"
-            ),
-            Self::Sequence => f.write_str("feed entries are out of sequence"),
-            Self::BadEntry(k) => write!(f, "invalid {k} revocation entry"),
-            Self::WentBackwards => f.write_str("feed delta is older than the set held"),
-            Self::NoSnapshot => f.write_str("feed delta before any snapshot"),
-        }
-    }
-}
-
-impl std::error::Error for FeedError {}
-
-impl FeedError {
-    /// Whether the follower must drop its `since` and ask for a snapshot: the answer cannot
-    /// be applied to the set held (out of sequence, older than it, or a delta with no set),
-    /// so asking again from the same `seq` would fail the same way. Other errors are a bad
-    /// answer of the moment and are retried as they were.
-    pub fn forces_resync(&self) -> bool {
-        matches!(
-            self,
-            Self::WentBackwards | Self::Sequence | Self::NoSnapshot
-        )
-    }
-}
-
-/// Whether `value` is a valid revocation value of `kind`; the canonical form for `cert` is the
-/// `cnf` base64url thumbprint. Shared with the authz-server so both sides agree.
-pub fn valid_value(kind: Kind, value: &str) -> bool {
-    match kind {
-        Kind::Jti => {
-            !value.is_empty()
-                && value.len() <= MAX_JTI_LEN
-                && value.bytes().all(|b| b.is_ascii_graphic())
-        }
-        Kind::Subject => SpiffeId::parse(value).is_ok(),
-        Kind::Cert => CertThumbprint::from_cnf(value).is_ok(),
-    }
-}
-
-/// Parses and checks one feed answer: bounded size and count, strict JSON (no unknown or
-/// duplicate fields), every entry valid for its kind, entry `seq`s strictly increasing,
-/// non-zero and at most the answer's `seq`.
-pub fn parse_feed(body: &[u8]) -> Result<FeedAnswer, FeedError> {
-    if body.is_empty() || body.len() > MAX_FEED_BYTES {
-        return Err(FeedError::Size(body.len()));
-    }
-    let wire::Read { answer, listed } = wire::read(body).map_err(FeedError::Shape)?;
-    if listed > MAX_REVOCATIONS {
-        return Err(FeedError::TooMany(listed));
-    }
-    let mut previous = 0u64;
-    for r in &answer.revocations {
-        if r.seq == 0 || r.seq <= previous || r.seq > answer.seq {
-            return Err(FeedError::Sequence);
-        }
-        previous = r.seq;
-        let iat_ok = match r.kind {
-            Kind::Subject => r.not_before_iat.is_some(),
-            Kind::Jti | Kind::Cert => r.not_before_iat.is_none(),
-        };
-        if !iat_ok || !valid_value(r.kind, &r.value) {
-            return Err(FeedError::BadEntry(r.kind));
-        }
-    }
-    Ok(answer)
-}
 
 /// What the set keeps of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
