@@ -187,7 +187,7 @@ fn a_warm_request_makes_a_pinned_number_of_host_calls() {
 
 /// The Wasm instructions of each stretch of guest code between two crossings (entering or
 /// leaving the guest, calling the host), and their sum.
-fn fuel_profile(marks: &[(wasmtime::CallHook, u64)]) -> (u64, Vec<u64>) {
+pub(super) fn fuel_profile(marks: &[(wasmtime::CallHook, u64)]) -> (u64, Vec<u64>) {
     let (mut depth, mut last, mut segments) = (0u32, 0u64, Vec::new());
     for &(hook, fuel) in marks {
         if depth > 0 {
