@@ -174,8 +174,8 @@ pub fn parse_feed(body: &[u8]) -> Result<FeedAnswer, FeedError> {
 
 /// A feed answer and how many entries it listed (all of them, kept or not).
 struct Read {
-    pub answer: FeedAnswer,
-    pub listed: usize,
+    answer: FeedAnswer,
+    listed: usize,
 }
 
 /// Reads one feed answer from `body`, nothing after it.
@@ -188,9 +188,9 @@ fn read(body: &[u8]) -> Result<Read, String> {
     Ok(read)
 }
 
-/// Refuses a member seen before; `slot` is where it goes.
-fn first<T, E: de::Error>(slot: &Option<T>, name: &'static str) -> Result<(), E> {
-    match slot {
+/// Keeps a member's value in `slot`, refusing a member seen before.
+fn once<T, E: de::Error>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(), E> {
+    match slot.replace(value) {
         Some(_) => Err(E::duplicate_field(name)),
         None => Ok(()),
     }
@@ -209,18 +209,9 @@ impl<'de> Visitor<'de> for AnswerVisitor {
         let (mut seq, mut snapshot, mut entries) = (None, None, None);
         while let Some(Key(key)) = map.next_key()? {
             match key.as_ref() {
-                "seq" => {
-                    first(&seq, "seq")?;
-                    seq = Some(map.next_value::<u64>()?);
-                }
-                "snapshot" => {
-                    first(&snapshot, "snapshot")?;
-                    snapshot = Some(map.next_value::<bool>()?);
-                }
-                "revocations" => {
-                    first(&entries, "revocations")?;
-                    entries = Some(map.next_value_seed(Entries)?);
-                }
+                "seq" => once(&mut seq, "seq", map.next_value::<u64>()?)?,
+                "snapshot" => once(&mut snapshot, "snapshot", map.next_value::<bool>()?)?,
+                "revocations" => once(&mut entries, "revocations", map.next_value_seed(Entries)?)?,
                 other => return Err(de::Error::unknown_field(other, ANSWER_FIELDS)),
             }
         }
@@ -300,29 +291,17 @@ impl<'de> Visitor<'de> for Entry {
             (None, None);
         while let Some(Key(key)) = map.next_key()? {
             match key.as_ref() {
-                "seq" => {
-                    first(&seq, "seq")?;
-                    seq = Some(map.next_value::<u64>()?);
-                }
+                "seq" => once(&mut seq, "seq", map.next_value::<u64>()?)?,
                 "kind" => {
-                    first(&kind, "kind")?;
                     let Key(name) = map.next_value()?;
-                    kind = Some(Kind::parse(&name).ok_or_else(|| {
+                    let parsed = Kind::parse(&name).ok_or_else(|| {
                         de::Error::unknown_variant(&name, &["jti", "subject", "cert"])
-                    })?);
+                    })?;
+                    once(&mut kind, "kind", parsed)?;
                 }
-                "value" => {
-                    first(&value, "value")?;
-                    value = Some(map.next_value::<String>()?);
-                }
-                "not_before_iat" => {
-                    first(&not_before_iat, "not_before_iat")?;
-                    not_before_iat = Some(map.next_value()?);
-                }
-                "expires_at" => {
-                    first(&expires_at, "expires_at")?;
-                    expires_at = Some(map.next_value()?);
-                }
+                "value" => once(&mut value, "value", map.next_value::<String>()?)?,
+                "not_before_iat" => once(&mut not_before_iat, "not_before_iat", map.next_value()?)?,
+                "expires_at" => once(&mut expires_at, "expires_at", map.next_value()?)?,
                 other => return Err(de::Error::unknown_field(other, ENTRY_FIELDS)),
             }
         }
