@@ -4,8 +4,9 @@
 //! bodies and the time in.
 
 use crate::config::RevocationConfig;
+use crate::revocation::parse_feed;
 use crate::revocation::{FeedError, Kind, Presented, RevocationSet, Staleness};
-use crate::revocation_share::parse_published_set;
+use crate::revocation_share::Delta;
 
 /// What the revocation check says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,28 +59,47 @@ impl RevocationGuard {
     }
 
     /// Applies one feed answer received at `now_ms`; a good one (an empty delta included)
-    /// also counts as the feed being alive. A refused answer changes nothing.
-    pub fn install(&mut self, body: &[u8], now_ms: u64) -> Result<(), FeedError> {
-        self.set.apply_body(body, now_ms / 1000)?;
+    /// also counts as the feed being alive. A refused answer changes nothing. True when the
+    /// answer was a delta (which the leader also publishes for the other VMs).
+    pub fn install(&mut self, body: &[u8], now_ms: u64) -> Result<bool, FeedError> {
+        let answer = parse_feed(body)?;
+        let delta = !answer.snapshot;
+        self.set.apply(answer, now_ms / 1000)?;
         self.want_snapshot = false;
         self.staleness.last_ok(now_ms);
-        Ok(())
+        Ok(delta)
     }
 
     /// Replaces the set with one another VM published (a feed snapshot,
-    /// `crate::revocation_share`) and takes over that VM's last good feed answer at
-    /// `last_ok_ms` as this VM's own. A refused snapshot changes nothing.
-    pub fn adopt(
-        &mut self,
-        snapshot: &[u8],
-        last_ok_ms: u64,
-        now_ms: u64,
-    ) -> Result<(), FeedError> {
-        let answer = parse_published_set(snapshot)?;
+    /// `crate::revocation_share`). The feed counts as heard only once the VM caught up with
+    /// what the leader published ([`Self::caught_up`]). A refused snapshot changes nothing.
+    pub fn adopt(&mut self, snapshot: &[u8], now_ms: u64) -> Result<(), FeedError> {
+        let answer = parse_feed(snapshot)?;
+        if !answer.snapshot {
+            return Err(FeedError::NoSnapshot);
+        }
         self.set.apply(answer, now_ms / 1000)?;
         self.want_snapshot = false;
-        self.staleness.last_ok(last_ok_ms);
         Ok(())
+    }
+
+    /// Applies a delta another VM published: only onto a set at the `seq` it was asked from,
+    /// so it cannot skip news this VM lacks. A refused delta changes nothing.
+    pub fn adopt_delta(&mut self, delta: Delta<'_>, now_ms: u64) -> Result<(), FeedError> {
+        if self.set.since() != Some(delta.since) {
+            return Err(FeedError::Sequence);
+        }
+        let answer = parse_feed(delta.answer)?;
+        if answer.snapshot {
+            return Err(FeedError::Sequence);
+        }
+        self.set.apply(answer, now_ms / 1000)
+    }
+
+    /// This VM holds the set the leader published after its feed answer at `last_ok_ms`,
+    /// which counts as this VM's own.
+    pub fn caught_up(&mut self, last_ok_ms: u64) {
+        self.staleness.last_ok(last_ok_ms);
     }
 
     /// The publishing VM heard from the feed at `last_ok_ms` and the set did not change.
@@ -226,7 +246,9 @@ mod tests {
             follower.check(&presented("x", &sub, 200), 10_000),
             Verdict::NotSynced
         );
-        follower.adopt(&shared, 10_000, 10_500).unwrap();
+        follower.adopt(&shared, 10_500).unwrap();
+        assert!(!follower.is_synced(), "not before it caught up");
+        follower.caught_up(10_000);
         for (jti, iat) in [("bad", 200), ("ok", 50), ("ok", 200)] {
             assert_eq!(
                 follower.check(&presented(jti, &sub, iat), 10_500),
@@ -247,16 +269,68 @@ mod tests {
         );
         // A delta or garbage is refused and changes nothing.
         assert_eq!(
-            follower.adopt(
-                br#"{"seq":4,"snapshot":false,"revocations":[]}"#,
-                50_000,
-                50_000
-            ),
+            follower.adopt(br#"{"seq":4,"snapshot":false,"revocations":[]}"#, 50_000),
             Err(FeedError::NoSnapshot)
         );
-        assert!(follower.adopt(b"{", 50_000, 50_000).is_err());
+        assert!(follower.adopt(b"{", 50_000).is_err());
         assert_eq!(follower.last_ok_ms(), Some(39_000));
         assert_eq!(follower.set().since(), Some(3));
+    }
+
+    #[test]
+    fn a_follower_applying_the_published_deltas_decides_like_the_leader() {
+        let sub = SpiffeId::parse(INVENTORY).unwrap();
+        let mut leader = guard(30);
+        let snapshot = br#"{"seq":3,"snapshot":true,"revocations":[{"seq":3,"kind":"jti","value":"old","expires_at":null}]}"#;
+        assert!(!leader.install(snapshot, 1_000).unwrap());
+        let mut follower = guard(30);
+        follower
+            .adopt(&leader.snapshot_json().unwrap(), 1_000)
+            .unwrap();
+        follower.caught_up(1_000);
+        let delta = format!(
+            r#"{{"seq":5,"snapshot":false,"revocations":[{{"seq":4,"kind":"jti","value":"new","expires_at":null}},{{"seq":5,"kind":"subject","value":"{INVENTORY}","not_before_iat":100,"expires_at":null}}]}}"#
+        );
+        assert!(leader.install(delta.as_bytes(), 2_000).unwrap());
+        fn published(answer: &[u8], since: u64) -> Delta<'_> {
+            Delta { since, answer }
+        }
+        let delta = delta.as_bytes();
+        // A delta asked from another seq than the set's would skip news: refused.
+        for since in [2, 4] {
+            assert_eq!(
+                follower.adopt_delta(published(delta, since), 2_100),
+                Err(FeedError::Sequence)
+            );
+        }
+        follower.adopt_delta(published(delta, 3), 2_100).unwrap();
+        follower.caught_up(2_000);
+        assert_eq!(follower.set(), leader.set());
+        for (jti, iat) in [("old", 200), ("new", 200), ("ok", 50), ("ok", 200)] {
+            assert_eq!(
+                follower.check(&presented(jti, &sub, iat), 2_100),
+                leader.check(&presented(jti, &sub, iat), 2_100),
+                "{jti} {iat}"
+            );
+        }
+        assert_eq!(
+            follower.check(&presented("ok", &sub, 200), 2_100),
+            Verdict::Admit
+        );
+        // The same delta again, a snapshot, an older delta or garbage: refused, nothing moves.
+        let refused: [Delta<'_>; 4] = [
+            published(delta, 3),
+            published(snapshot, 5),
+            published(br#"{"seq":2,"snapshot":false,"revocations":[]}"#, 5),
+            published(b"{", 5),
+        ];
+        for bad in refused {
+            assert!(follower.adopt_delta(bad, 9_000).is_err());
+        }
+        assert_eq!(follower.set(), leader.set());
+        assert_eq!(follower.last_ok_ms(), Some(2_000));
+        // Before any set a delta is refused too.
+        assert!(guard(30).adopt_delta(published(delta, 3), 1).is_err());
     }
 
     #[test]

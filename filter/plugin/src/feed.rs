@@ -3,7 +3,7 @@
 
 use certbind_core::backoff::Backoff;
 use certbind_core::config::FilterConfig;
-use certbind_core::revocation_share::{Keys, Version};
+use certbind_core::revocation_share::{Keys, Publisher, Version};
 use std::hash::BuildHasher;
 
 /// Retry delays after failed polls: 250 ms doubling, capped, so a restarted authz-server is
@@ -21,12 +21,12 @@ pub struct Feed {
     pub leading: bool,
     pub next_attempt_ms: u64,
     pub failures: u32,
-    /// Sets this VM published while leading (the generation of its `Version`).
-    pub generation: u64,
-    /// The feed `seq` of the set last published while leading; `None` until one is.
-    pub published_seq: Option<u64>,
-    /// The version of the published set this VM adopted last (followers).
+    /// What this VM published while leading.
+    pub publisher: Publisher,
+    /// The version of the published set this VM holds (followers).
     pub adopted: Option<Version>,
+    /// The version this VM last failed to catch up with (not retried; see `Follow`).
+    pub failed: Option<Version>,
     /// When a request may next read the published state (followers).
     pub next_request_follow_ms: u64,
 }

@@ -17,6 +17,10 @@ pub const DECISION_CACHE_HIT: &str = "certbind.decision_cache.hit";
 pub const REVOCATION_FEED_OK: &str = "certbind.revocation.feed_ok";
 pub const REVOCATION_FEED_FAILED: &str = "certbind.revocation.feed_failed";
 pub const REVOCATION_FAIL_OPEN: &str = "certbind.revocation.fail_open";
+/// Changes of the published revocation set another VM took in as the deltas that made them.
+pub const REVOCATION_ADOPTED_DELTA: &str = "certbind.revocation.adopted_delta";
+/// ... and as a read of the whole set (to start, or too far behind for the deltas).
+pub const REVOCATION_ADOPTED_SET: &str = "certbind.revocation.adopted_set";
 /// VMs verifying ES256 inside the module (the host's `verify_signature` missing or wrong).
 pub const ES256_IN_MODULE: &str = "certbind.es256.in_module";
 
@@ -33,6 +37,8 @@ pub enum Counter {
     RevocationFeedOk,
     RevocationFeedFailed,
     RevocationFailOpen,
+    RevocationAdoptedDelta,
+    RevocationAdoptedSet,
     Es256InModule,
 }
 
@@ -63,6 +69,8 @@ impl Metrics {
             (Counter::RevocationFeedOk, REVOCATION_FEED_OK),
             (Counter::RevocationFeedFailed, REVOCATION_FEED_FAILED),
             (Counter::RevocationFailOpen, REVOCATION_FAIL_OPEN),
+            (Counter::RevocationAdoptedDelta, REVOCATION_ADOPTED_DELTA),
+            (Counter::RevocationAdoptedSet, REVOCATION_ADOPTED_SET),
             (Counter::Es256InModule, ES256_IN_MODULE),
         ];
         named.extend(

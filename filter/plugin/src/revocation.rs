@@ -3,7 +3,8 @@
 //! `GET /v1/revocations?since=<seq>` (`dispatch_http_call`), installs each answer into its
 //! engine's `RevocationGuard`, publishes the set and a heartbeat in shared data and polls
 //! again at once; a failed poll is retried after a short backoff. The other VMs read the
-//! heartbeat on their root tick and copy the set only when it changed. Every request is
+//! heartbeat on their root tick; when the set changed they apply the deltas that changed it,
+//! or copy the whole set when they are too far behind for those. Every request is
 //! checked against the VM's own guard in certbind-core's flow; nothing here decides a request.
 //! Functions that can complete the first set say so (`true`): the caller (`events`)
 //! resumes the requests waiting for it.
@@ -14,7 +15,9 @@ use crate::metrics::Counter;
 use crate::vm::{Vm, VmRef};
 use certbind_core::pending::Call;
 use certbind_core::revocation::MAX_FEED_BYTES;
-use certbind_core::revocation_share::{Follow, Keys, Published, Version, hold_lease, lease_held};
+use certbind_core::revocation_share::{
+    CatchUpError, CaughtUp, Delta, Follow, Keys, Published, catch_up, hold_lease, lease_held,
+};
 use certbind_core::shared::SharedStore;
 use std::time::Duration;
 
@@ -47,7 +50,7 @@ pub fn lead_on_tick(vm: &VmRef, now: u64) {
     let due = match vm.try_borrow_mut() {
         Ok(mut v) => {
             if leading != was_leading {
-                v.feed.published_seq = None;
+                v.feed.publisher.reset();
                 if leading {
                     // A snapshot is answered at once; a long-poll from the adopted `seq`
                     // could hold the first heartbeat back for the whole feed wait.
@@ -90,8 +93,8 @@ pub fn before_request(vm: &VmRef, now: u64) {
     }
 }
 
-/// A follower adopts a newer published set, or only the newer heartbeat. True when this gave
-/// the VM its first set.
+/// A follower catches up with a newer published version, or hears the newer heartbeat. True
+/// when this gave the VM its first set.
 fn follow(vm: &VmRef, keys: &Keys, now: u64) -> bool {
     let mut store = EnvoySharedData;
     let state = store.get(&keys.state).map(|(value, _)| value);
@@ -99,42 +102,58 @@ fn follow(vm: &VmRef, keys: &Keys, now: u64) -> bool {
     let Ok(mut v) = vm.try_borrow_mut() else {
         return false;
     };
-    let adopted = v.feed.adopted;
-    let Some(guard) = v.engine_mut().revocations_mut() else {
+    let Vm {
+        engine,
+        feed,
+        metrics,
+        ..
+    } = &mut *v;
+    let Some(guard) = engine.revocations_mut() else {
         return false;
     };
-    match Follow::decide(adopted, guard.last_ok_ms(), published) {
-        Follow::Nothing => false,
+    let p = match Follow::decide(feed.adopted, feed.failed, guard.last_ok_ms(), published) {
+        Follow::Nothing => return false,
         Follow::Heard { last_ok_ms } => {
             guard.heard(last_ok_ms);
-            false
+            return false;
         }
-        Follow::Adopt(p) => {
-            let set = store.get(&keys.set).map(|(value, _)| value);
-            let synced_before = guard.is_synced();
-            match guard.adopt(set.as_deref().unwrap_or_default(), p.last_ok_ms, now) {
-                Ok(()) => {
-                    if !synced_before {
-                        log::info!(
-                            "certbind revocation set adopted from the following VM: seq={} entries={}",
-                            guard.set().since().unwrap_or_default(),
-                            guard.set().len()
-                        );
-                    }
-                }
-                // Not retried until the next version: a set the leader wrote and this VM
-                // refuses would be refused again. The guard keeps its set and goes stale.
-                Err(e) => log::warn!("certbind published revocation set refused: {e}"),
+        Follow::Adopt(p) => p,
+    };
+    let synced_before = guard.is_synced();
+    match catch_up(&mut store, keys, guard, &mut feed.adopted, p, now) {
+        Ok(how) => {
+            metrics.bump(match how {
+                CaughtUp::Deltas => Counter::RevocationAdoptedDelta,
+                CaughtUp::Base => Counter::RevocationAdoptedSet,
+            });
+            if !synced_before {
+                log::info!(
+                    "certbind revocation set adopted from the following VM: seq={} entries={}",
+                    guard.set().since().unwrap_or_default(),
+                    guard.set().len()
+                );
             }
-            v.feed.adopted = Some(p.version);
-            !synced_before
+        }
+        // Not retried until the next version, and its heartbeats do not count: this VM's set
+        // stays where it got to and goes stale (fails closed) unless a newer one comes.
+        Err(e) => {
+            feed.failed = Some(p.version);
+            match e {
+                CatchUpError::Missing => {
+                    log::info!("certbind published revocation set moved on while read: {e}")
+                }
+                CatchUpError::Refused(_) => {
+                    log::warn!("certbind published revocation set not adopted: {e}")
+                }
+            }
         }
     }
+    !synced_before && guard.is_synced()
 }
 
-/// The leader publishes after every good answer: the set when its `seq` moved (or this VM
-/// has not published it yet), then the heartbeat. A VM that lost the lease publishes nothing.
-fn publish(vm: &VmRef, now: u64) {
+/// The leader publishes after every good answer (`Publisher`). A VM that lost the lease
+/// publishes nothing.
+fn publish(vm: &VmRef, now: u64, delta: Option<Delta<'_>>) {
     let Ok(Some((keys, id))) = vm
         .try_borrow()
         .map(|v| v.feed.keys.clone().map(|k| (k, v.feed.id)))
@@ -148,27 +167,11 @@ fn publish(vm: &VmRef, now: u64) {
     let Ok(mut v) = vm.try_borrow_mut() else {
         return;
     };
-    let Some(guard) = v.engine().revocations() else {
-        return;
-    };
-    let seq = guard.set().since();
-    if v.feed.published_seq.is_none() || v.feed.published_seq != seq {
-        let Some(json) = guard.snapshot_json() else {
-            return;
-        };
-        // The set before the state: a follower that sees a new version finds its set.
-        let _ = store.set(&keys.set, &json, None);
-        v.feed.generation = v.feed.generation.saturating_add(1);
-        v.feed.published_seq = seq;
+    let Vm { engine, feed, .. } = &mut *v;
+    if let Some(guard) = engine.revocations() {
+        feed.publisher
+            .publish(&mut store, &keys, id, guard, delta, now);
     }
-    let state = Published {
-        version: Version {
-            holder: id,
-            generation: v.feed.generation,
-        },
-        last_ok_ms: now,
-    };
-    let _ = store.set(&keys.state, state.encode().as_bytes(), None);
 }
 
 /// Tick fast while a follower (the heartbeat is read on the tick), while no snapshot has
@@ -213,22 +216,31 @@ pub fn on_response(vm: &VmRef, body_size: usize, now: u64) -> bool {
         Ok(mut v) => {
             let synced_before = v.engine().revocations().is_some_and(|g| g.is_synced());
             match (status, v.engine_mut().revocations_mut()) {
-                (Some(200), Some(guard)) => match guard.install(&body, now) {
-                    Ok(()) => Ok((synced_before, guard.set().len(), guard.set().since())),
-                    Err(e) => {
-                        if e.forces_resync() {
-                            guard.resync();
+                (Some(200), Some(guard)) => {
+                    let since = guard.set().since();
+                    match guard.install(&body, now) {
+                        // A delta is published with the `seq` it applied to.
+                        Ok(delta) => Ok((
+                            synced_before,
+                            guard.set().len(),
+                            guard.set().since(),
+                            since.filter(|_| delta),
+                        )),
+                        Err(e) => {
+                            if e.forces_resync() {
+                                guard.resync();
+                            }
+                            Err(e.to_string())
                         }
-                        Err(e.to_string())
                     }
-                },
+                }
                 (status, _) => Err(format!("status {status:?}")),
             }
         }
         Err(_) => return false,
     };
     match outcome {
-        Ok((synced_before, entries, seq)) => {
+        Ok((synced_before, entries, seq, delta_since)) => {
             let leading = match vm.try_borrow_mut() {
                 Ok(mut v) => {
                     if v.feed.failures > 0 || !synced_before {
@@ -244,7 +256,11 @@ pub fn on_response(vm: &VmRef, body_size: usize, now: u64) -> bool {
                 Err(_) => false,
             };
             if leading {
-                publish(vm, now);
+                let delta = delta_since.map(|since| Delta {
+                    since,
+                    answer: &body,
+                });
+                publish(vm, now, delta);
                 poll(vm, now);
             }
             true

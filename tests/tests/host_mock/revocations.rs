@@ -193,23 +193,43 @@ fn full_snapshot(n: usize, last: &str) -> String {
     )
 }
 
+/// The Wasm instructions each VM ran since the last call (marks armed on every VM).
+fn work_by_vm(sidecar: &mut Sidecar) -> Vec<u64> {
+    sidecar
+        .vms
+        .iter_mut()
+        .map(|vm| {
+            fuel_profile(
+                &vm.host_mut()
+                    .fuel_marks
+                    .replace(Vec::new())
+                    .unwrap_or_default(),
+            )
+            .0
+        })
+        .collect()
+}
+
 /// A full revocation set costs each VM's linear memory what the set holds plus the peak of
 /// reading it (Wasm memory never shrinks): with 50,000 entries the two VMs (one follows the
-/// feed, the other adopts the set it publishes) grew to 21.5 and 19.2 MiB, against 42.3 and
+/// feed, the other adopts the set it publishes) grew to 21.5 and 15.6 MiB, against 42.3 and
 /// 47.7 MiB when the answer was read as a `Value` tree, a delta cloned the set and the
 /// snapshot for shared data cloned every entry into a buffer grown by doubling. The snapshot
-/// and the delta after it cost each VM 697 and 748 million Wasm instructions (1,064 and 1,226
-/// million before): every change is still a whole read of the set by every other VM. Every VM
-/// still enforces the set and the delta that fills it.
+/// costs the VMs 548 and 342 million Wasm instructions (the leader also writes it out for
+/// the others). One change after it costs 53 and 286 thousand: the leader publishes the
+/// delta and the follower applies it, where both used to handle the whole set again (203 and
+/// ~350 million). Every VM still enforces the set and the delta that fills it.
 #[test]
 fn a_full_revocation_set_stays_within_its_memory_budget() {
     const BUDGET: usize = 26 << 20;
-    const WORK: u64 = 850_000_000;
+    const SNAPSHOT_WORK: u64 = 600_000_000;
+    const CHANGE_WORK: u64 = 1_000_000;
     let mut sidecar = Sidecar::builder()
         .vms(2)
         .config(|c| c["revocation"] = json!({}))
         .start();
     let pki = sidecar.pki.clone();
+    let leader = pollers(&sidecar)[0];
     for vm in &mut sidecar.vms {
         vm.host_mut().fuel_marks = Some(Vec::new());
     }
@@ -220,21 +240,26 @@ fn a_full_revocation_set_stays_within_its_memory_budget() {
         Answer::json(200, full_snapshot(n, "stolen")),
     );
     sidecar.advance(ms(2_000));
+    let snapshot = work_by_vm(&mut sidecar);
     sidecar.answer_pending(
         Endpoint::Revocations,
         Answer::json(200, delta(n as u64 + 1, "later")),
     );
     sidecar.advance(ms(2_000));
-    let work: Vec<u64> = sidecar
-        .vms
-        .iter_mut()
-        .map(|vm| fuel_profile(&vm.host_mut().fuel_marks.take().unwrap_or_default()).0)
-        .collect();
-    eprintln!("Wasm instructions for the snapshot and the delta, by VM: {work:?}");
-    assert!(
-        work.iter().all(|w| *w <= WORK),
-        "{work:?} Wasm instructions (budget {WORK} a VM)"
+    let change = work_by_vm(&mut sidecar);
+    eprintln!(
+        "Wasm instructions by VM (leader {leader}): snapshot {snapshot:?}, one change {change:?}"
     );
+    assert!(
+        snapshot.iter().all(|w| *w <= SNAPSHOT_WORK),
+        "{snapshot:?} Wasm instructions for the snapshot (budget {SNAPSHOT_WORK} a VM)"
+    );
+    assert!(
+        change.iter().all(|w| *w <= CHANGE_WORK),
+        "{change:?} Wasm instructions for one change (budget {CHANGE_WORK} a VM)"
+    );
+    assert_eq!(sidecar.counter(ADOPTED_DELTA), 1);
+    assert_eq!(sidecar.counter(ADOPTED_SET), 1, "the snapshot");
     for vm in [0, 1] {
         for jti in ["stolen", "later"] {
             let revoked = sidecar.token(&pki.consumer).jti(jti).build();
@@ -255,5 +280,141 @@ fn a_full_revocation_set_stays_within_its_memory_budget() {
             "VM {vm}: {bytes} bytes of linear memory after a full set (budget {BUDGET})"
         );
     }
+    sidecar.assert_healthy();
+}
+
+const ADOPTED_DELTA: &str = "certbind.revocation.adopted_delta";
+const ADOPTED_SET: &str = "certbind.revocation.adopted_set";
+
+/// A follower that misses a burst of changes between two reads applies every delta of it, in
+/// order; one that stayed away for longer than the ring of deltas covers reads the whole set
+/// (the newest base, and the deltas after it).
+/// Either way it then refuses every revoked token and admits others.
+#[test]
+fn a_follower_behind_by_a_few_changes_applies_their_deltas_and_further_behind_reads_the_set() {
+    let mut sidecar = two_vms();
+    let pki = sidecar.pki.clone();
+    let other = 1 - pollers(&sidecar)[0];
+    sidecar.stop_ticks(other);
+    let before = (sidecar.counter(ADOPTED_DELTA), sidecar.counter(ADOPTED_SET));
+    // Three changes, each answered at once: the follower reads none of them until a request.
+    for seq in 2..=4 {
+        sidecar.answer_pending(
+            Endpoint::Revocations,
+            Answer::json(200, delta(seq, &format!("burst-{seq}"))),
+        );
+    }
+    sidecar.advance(ms(5));
+    let ok = sidecar.token(&pki.consumer).jti("ok-1").build();
+    sidecar.request(&pki.consumer, &ok).on_vm(other).admitted();
+    assert_eq!(
+        (sidecar.counter(ADOPTED_DELTA), sidecar.counter(ADOPTED_SET)),
+        (before.0 + 1, before.1),
+        "caught up by the three deltas, the set not read"
+    );
+    // More changes than the ring keeps: the whole set.
+    let behind = certbind_core::revocation_share::DELTA_SLOTS + 1;
+    for seq in 5..5 + behind {
+        sidecar.answer_pending(
+            Endpoint::Revocations,
+            Answer::json(200, delta(seq, &format!("burst-{seq}"))),
+        );
+    }
+    sidecar.advance(ms(5));
+    let ok = sidecar.token(&pki.consumer).jti("ok-2").build();
+    sidecar.request(&pki.consumer, &ok).on_vm(other).admitted();
+    assert_eq!(
+        (sidecar.counter(ADOPTED_DELTA), sidecar.counter(ADOPTED_SET)),
+        (before.0 + 1, before.1 + 1),
+        "too far behind for the deltas: the whole set once"
+    );
+    for seq in [2, 4, 5, 4 + behind] {
+        let revoked = sidecar
+            .token(&pki.consumer)
+            .jti(&format!("burst-{seq}"))
+            .build();
+        sidecar
+            .request(&pki.consumer, &revoked)
+            .on_vm(other)
+            .answers(401, "revoked");
+    }
+    sidecar.assert_healthy();
+}
+
+/// A delta is applied only onto the set it was asked from. Here the newest slot is rewritten
+/// (as a corrupt slot would be) with a delta asked from an older `seq` that names a decoy:
+/// the follower applies nothing past what it can prove, and since its set stays behind what
+/// the leader announced, the leader's heartbeats no longer keep it fresh: it fails closed at
+/// the staleness bound. The leader's next new base heals it.
+#[test]
+fn a_delta_that_does_not_start_where_the_follower_stands_is_not_applied() {
+    let mut sidecar = two_vms();
+    let pki = sidecar.pki.clone();
+    let leader = pollers(&sidecar)[0];
+    let other = 1 - leader;
+    sidecar.stop_ticks(other);
+    sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, delta(2, "first")));
+    sidecar.advance(ms(5));
+    let ok = sidecar.token(&pki.consumer).jti("ok-1").build();
+    sidecar.request(&pki.consumer, &ok).on_vm(other).admitted();
+    sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, delta(3, "second")));
+    let (slot, (value, _)) = sidecar
+        .shared
+        .data
+        .iter_mut()
+        .filter(|(k, _)| k.starts_with("certbind.revocation.delta.v1:"))
+        .max_by_key(|(_, (_, cas))| *cas)
+        .expect("a published delta");
+    let version = String::from_utf8_lossy(value)
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned();
+    eprintln!("rewriting {slot} ({version})");
+    *value = format!("{version} 1\n{}", delta(3, "decoy")).into_bytes();
+    sidecar.advance(ms(5));
+    let decoy = sidecar.token(&pki.consumer).jti("decoy").build();
+    sidecar
+        .request(&pki.consumer, &decoy)
+        .on_vm(other)
+        .admitted();
+    assert!(
+        sidecar
+            .logs()
+            .iter()
+            .any(|l| l.contains("published revocation set not adopted")),
+        "{:#?}",
+        sidecar.logs()
+    );
+    // The leader keeps hearing the feed; the follower, behind it, goes stale all the same.
+    let heartbeat = r#"{"seq":3,"snapshot":false,"revocations":[]}"#;
+    for _ in 0..2 {
+        sidecar.advance(ms(16_000));
+        sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, heartbeat));
+    }
+    let token = sidecar.token(&pki.consumer).jti("ok-2").build();
+    sidecar
+        .request(&pki.consumer, &token)
+        .on_vm(other)
+        .answers(503, "revocation_unavailable");
+    let token = sidecar.token(&pki.consumer).jti("ok-3").build();
+    sidecar
+        .request(&pki.consumer, &token)
+        .on_vm(leader)
+        .admitted();
+    // The next change that is a snapshot is published as a new base: the follower catches up.
+    let snapshot = r#"{"seq":4,"snapshot":true,"revocations":[{"seq":2,"kind":"jti","value":"first","expires_at":null},{"seq":3,"kind":"jti","value":"second","expires_at":null},{"seq":4,"kind":"jti","value":"third","expires_at":null}]}"#;
+    sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, snapshot));
+    sidecar.advance(ms(5));
+    let second = sidecar.token(&pki.consumer).jti("second").build();
+    sidecar
+        .request(&pki.consumer, &second)
+        .on_vm(other)
+        .answers(401, "revoked");
+    let token = sidecar.token(&pki.consumer).jti("ok-4").build();
+    sidecar
+        .request(&pki.consumer, &token)
+        .on_vm(other)
+        .admitted();
     sidecar.assert_healthy();
 }

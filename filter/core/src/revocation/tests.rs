@@ -511,3 +511,47 @@ fn a_delta_into_a_full_set_may_replace_but_not_add() {
         "the replacement's expiry holds"
     );
 }
+
+#[test]
+fn expired_entries_are_swept_now_and_then_and_never_crowd_out_news() {
+    let n = MAX_REVOCATIONS as u64;
+    // A full set whose first entry expires at 1,010.
+    let full: Vec<Revocation> = (1..=n)
+        .map(|i| {
+            entry(
+                i,
+                Kind::Jti,
+                &format!("j{i}"),
+                None,
+                (i == 1).then_some(1_010),
+            )
+        })
+        .collect();
+    let mut set = RevocationSet::new();
+    set.apply_body(&body(n, true, &full), 1_000).unwrap();
+    let sub = id(INVENTORY);
+    let news = |seq: u64, jti: &str| body(seq, false, &[entry(seq, Kind::Jti, jti, None, None)]);
+    // Expired but not yet swept: it revokes nothing, and a new key still finds room.
+    assert_eq!(set.is_revoked(&req("j1", &sub, 0, None), 1_020), None);
+    set.apply_body(&news(n + 1, "new"), 1_020).unwrap();
+    assert_eq!(set.len(), MAX_REVOCATIONS);
+    assert_eq!(
+        set.is_revoked(&req("new", &sub, 0, None), 1_020),
+        Some(Kind::Jti)
+    );
+    // A set with an entry that expired since, swept by the first delta a minute on.
+    let mut set = RevocationSet::new();
+    let two = [
+        entry(1, Kind::Jti, "soon", None, Some(1_010)),
+        entry(2, Kind::Jti, "kept", None, None),
+    ];
+    set.apply_body(&body(2, true, &two), 1_000).unwrap();
+    set.apply_body(&news(3, "a"), 1_020).unwrap();
+    assert_eq!(set.len(), 3, "not swept before the minute is up");
+    set.apply_body(&news(4, "b"), 1_060).unwrap();
+    assert_eq!(set.len(), 3, "swept: kept, a, b");
+    assert_eq!(
+        set.is_revoked(&req("kept", &sub, 0, None), 1_060),
+        Some(Kind::Jti)
+    );
+}
