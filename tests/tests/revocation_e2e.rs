@@ -399,6 +399,33 @@ fn one_worker_vm_per_envoy_long_polls_the_feed_and_every_worker_enforces_it() {
         );
     }
     println!("refused on every worker after {took:?}");
+    // A second revocation arrives as a delta (the first, on an empty store, as a snapshot).
+    // Each other VM (the workers' and the main thread's, but the leader's) takes it in once,
+    // by the delta, however many listeners' plugins it runs: they share one copy of the set.
+    let adopted = |stats: &std::collections::BTreeMap<String, u64>| {
+        let count = |name: &str| stats[&format!("wasmcustom.certbind.revocation.{name}")];
+        (count("adopted_set"), count("adopted_delta"))
+    };
+    let before = adopted(&admin.stats().unwrap());
+    let second = system.token("consumer", "orders", "orders:read").unwrap();
+    ok(get(&system, "consumer", &second));
+    ok(system.revoke_token("consumer", &second).unwrap());
+    until_answer(
+        &system,
+        "consumer",
+        &second,
+        401,
+        Some("revoked"),
+        Duration::from_secs(1),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let after = adopted(&admin.stats().unwrap());
+    println!("followers' copies caught up (by the whole set, by deltas): {before:?} -> {after:?}");
+    assert_eq!(after.0, before.0, "no VM read the whole set again");
+    assert!(
+        (1..=2).contains(&(after.1 - before.1)),
+        "one delta per other VM (2 of the 3), not per plugin: {before:?} -> {after:?}"
+    );
 }
 
 /// `GET /orders/1` on the edge listener with `token` as `DPoP` and a fresh proof by `key`.

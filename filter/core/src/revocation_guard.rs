@@ -6,7 +6,6 @@
 use crate::config::RevocationConfig;
 use crate::revocation::parse_feed;
 use crate::revocation::{FeedError, Kind, Presented, RevocationSet, Staleness};
-use crate::revocation_share::Delta;
 
 /// What the revocation check says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,13 +82,14 @@ impl RevocationGuard {
         Ok(())
     }
 
-    /// Applies a delta another VM published: only onto a set at the `seq` it was asked from,
-    /// so it cannot skip news this VM lacks. A refused delta changes nothing.
-    pub fn adopt_delta(&mut self, delta: Delta<'_>, now_ms: u64) -> Result<(), FeedError> {
-        if self.set.since() != Some(delta.since) {
+    /// Applies a delta another VM published (`answer`, asked `since` a `seq`): only onto a
+    /// set at that very `seq`, so it cannot skip news this VM lacks. A refused delta changes
+    /// nothing.
+    pub fn adopt_delta(&mut self, since: u64, answer: &[u8], now_ms: u64) -> Result<(), FeedError> {
+        if self.set.since() != Some(since) {
             return Err(FeedError::Sequence);
         }
-        let answer = parse_feed(delta.answer)?;
+        let answer = parse_feed(answer)?;
         if answer.snapshot {
             return Err(FeedError::Sequence);
         }
@@ -292,18 +292,15 @@ mod tests {
             r#"{{"seq":5,"snapshot":false,"revocations":[{{"seq":4,"kind":"jti","value":"new","expires_at":null}},{{"seq":5,"kind":"subject","value":"{INVENTORY}","not_before_iat":100,"expires_at":null}}]}}"#
         );
         assert!(leader.install(delta.as_bytes(), 2_000).unwrap());
-        fn published(answer: &[u8], since: u64) -> Delta<'_> {
-            Delta { since, answer }
-        }
         let delta = delta.as_bytes();
         // A delta asked from another seq than the set's would skip news: refused.
         for since in [2, 4] {
             assert_eq!(
-                follower.adopt_delta(published(delta, since), 2_100),
+                follower.adopt_delta(since, delta, 2_100),
                 Err(FeedError::Sequence)
             );
         }
-        follower.adopt_delta(published(delta, 3), 2_100).unwrap();
+        follower.adopt_delta(3, delta, 2_100).unwrap();
         follower.caught_up(2_000);
         assert_eq!(follower.set(), leader.set());
         for (jti, iat) in [("old", 200), ("new", 200), ("ok", 50), ("ok", 200)] {
@@ -318,19 +315,19 @@ mod tests {
             Verdict::Admit
         );
         // The same delta again, a snapshot, an older delta or garbage: refused, nothing moves.
-        let refused: [Delta<'_>; 4] = [
-            published(delta, 3),
-            published(snapshot, 5),
-            published(br#"{"seq":2,"snapshot":false,"revocations":[]}"#, 5),
-            published(b"{", 5),
+        let refused: [(u64, &[u8]); 4] = [
+            (3, delta),
+            (5, snapshot),
+            (5, br#"{"seq":2,"snapshot":false,"revocations":[]}"#),
+            (5, b"{"),
         ];
-        for bad in refused {
-            assert!(follower.adopt_delta(bad, 9_000).is_err());
+        for (since, bad) in refused {
+            assert!(follower.adopt_delta(since, bad, 9_000).is_err());
         }
         assert_eq!(follower.set(), leader.set());
         assert_eq!(follower.last_ok_ms(), Some(2_000));
         // Before any set a delta is refused too.
-        assert!(guard(30).adopt_delta(published(delta, 3), 1).is_err());
+        assert!(guard(30).adopt_delta(3, delta, 1).is_err());
     }
 
     #[test]

@@ -25,7 +25,9 @@
 
 mod ring;
 
-pub use ring::{CatchUpError, CaughtUp, DELTA_SLOTS, Delta, MAX_DELTA_BYTES, Publisher, catch_up};
+pub use ring::{
+    CatchUpError, CaughtUp, DELTA_SLOTS, Delta, FeedCopy, MAX_DELTA_BYTES, Publisher, SharedCopy,
+};
 
 use crate::shared::{Change, SharedStore, compare_and_swap};
 

@@ -62,7 +62,9 @@ pub fn on_tick(vm: &VmRef) {
     flush_counters(vm);
     let now = host::now_ms();
     let changed = crate::jwks::sync(vm);
-    if crate::revocation::follow_on_tick(vm, now) {
+    crate::revocation::follow_on_tick(vm, now);
+    // Whichever root context of this VM brought the shared copy its first set.
+    if crate::revocation::synced(vm) {
         requests::resume_revocation_waiters(vm, now);
     }
     crate::revocation::lead_on_tick(vm, now);

@@ -3,8 +3,10 @@
 
 use certbind_core::backoff::Backoff;
 use certbind_core::config::FilterConfig;
-use certbind_core::revocation_share::{Keys, Publisher, Version};
+use certbind_core::revocation_share::{FeedCopy, Keys, Publisher, SharedCopy};
+use std::cell::RefCell;
 use std::hash::BuildHasher;
+use std::rc::{Rc, Weak};
 
 /// Retry delays after failed polls: 250 ms doubling, capped, so a restarted authz-server is
 /// followed again within ~2 s while a dead one costs little.
@@ -23,10 +25,6 @@ pub struct Feed {
     pub failures: u32,
     /// What this VM published while leading.
     pub publisher: Publisher,
-    /// The version of the published set this VM holds (followers).
-    pub adopted: Option<Version>,
-    /// The version this VM last failed to catch up with (not retried; see `Follow`).
-    pub failed: Option<Version>,
     /// When a request may next read the published state (followers).
     pub next_request_follow_ms: u64,
 }
@@ -44,6 +42,32 @@ impl Feed {
             ..Self::default()
         }
     }
+}
+
+thread_local! {
+    /// The feed copies of this VM's root contexts (one Wasm VM per thread), by feed.
+    static COPIES: RefCell<Vec<(Keys, Weak<RefCell<FeedCopy>>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The VM's one copy of the feed `keys` with `own`'s settings: the copy of a root context
+/// that made one before (another plugin configuration on the same feed), else `own`, which
+/// becomes the one. So a VM holds one set per feed, not one per plugin configuration, and a
+/// new configuration of a running listener starts with the set already there.
+pub fn one_copy_per_vm(keys: &Keys, own: SharedCopy) -> SharedCopy {
+    COPIES.with(|copies| {
+        let mut copies = copies.borrow_mut();
+        copies.retain(|(_, copy)| copy.strong_count() > 0);
+        let config = own.borrow().guard().config().clone();
+        let found = copies
+            .iter()
+            .filter(|(k, _)| k == keys)
+            .filter_map(|(_, copy)| copy.upgrade())
+            .find(|copy| copy.borrow().guard().config() == &config);
+        found.unwrap_or_else(|| {
+            copies.push((keys.clone(), Rc::downgrade(&own)));
+            own
+        })
+    })
 }
 
 /// A random id for this VM. std seeds `RandomState` from WASI `random_get` once per VM

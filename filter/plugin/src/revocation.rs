@@ -1,13 +1,13 @@
-//! The revocation feed follower. One worker VM per Envoy — the holder of the lease in shared
-//! data (`certbind_core::revocation_share`) — long-polls the authz-server's
+//! The revocation feed follower. One root context per Envoy — the holder of the lease in
+//! shared data (`certbind_core::revocation_share`) — long-polls the authz-server's
 //! `GET /v1/revocations?since=<seq>` (`dispatch_http_call`), installs each answer into its
-//! engine's `RevocationGuard`, publishes the set and a heartbeat in shared data and polls
-//! again at once; a failed poll is retried after a short backoff. The other VMs read the
-//! heartbeat on their root tick; when the set changed they apply the deltas that changed it,
-//! or copy the whole set when they are too far behind for those. Every request is
-//! checked against the VM's own guard in certbind-core's flow; nothing here decides a request.
-//! Functions that can complete the first set say so (`true`): the caller (`events`)
-//! resumes the requests waiting for it.
+//! VM's copy of the set, publishes each change and a heartbeat in shared data and polls again
+//! at once; a failed poll is retried after a short backoff. The others read the heartbeat on
+//! their root tick; when the set changed they apply the deltas that changed it, or read the
+//! whole set when they are too far behind for those. A VM's root contexts on the same feed
+//! share one copy (`feed::one_copy_per_vm`). Every request is checked against that copy in
+//! certbind-core's flow; nothing here decides a request. The poll's answer says whether it
+//! was good (`true`): the caller (`events`) resumes the requests waiting for a first set.
 
 use crate::feed::POLL_BACKOFF;
 use crate::host::{self, EnvoySharedData};
@@ -16,7 +16,7 @@ use crate::vm::{Vm, VmRef};
 use certbind_core::pending::Call;
 use certbind_core::revocation::MAX_FEED_BYTES;
 use certbind_core::revocation_share::{
-    CatchUpError, CaughtUp, Delta, Follow, Keys, Published, catch_up, hold_lease, lease_held,
+    CatchUpError, CaughtUp, Delta, Follow, Keys, Published, hold_lease, lease_held,
 };
 use certbind_core::shared::SharedStore;
 use std::time::Duration;
@@ -25,16 +25,17 @@ use std::time::Duration;
 /// often, so news reaches it within milliseconds rather than at its next 100 ms tick.
 const FOLLOW_ON_REQUEST_MS: u64 = 5;
 
-/// The root's tick, first half: a follower adopts what the leader published. True when this
-/// gave the VM its first set.
-pub fn follow_on_tick(vm: &VmRef, now: u64) -> bool {
+/// The root's tick, first half: a follower adopts what the leader published.
+pub fn follow_on_tick(vm: &VmRef, now: u64) {
     let Ok(Some((keys, leading))) = vm
         .try_borrow()
         .map(|v| v.feed.keys.clone().map(|k| (k, v.feed.leading)))
     else {
-        return false;
+        return;
     };
-    !leading && follow(vm, &keys, now)
+    if !leading {
+        follow(vm, &keys, now);
+    }
 }
 
 /// The root's tick, second half: the lease is renewed or taken (when it lapsed), and the
@@ -54,7 +55,7 @@ pub fn lead_on_tick(vm: &VmRef, now: u64) {
                 if leading {
                     // A snapshot is answered at once; a long-poll from the adopted `seq`
                     // could hold the first heartbeat back for the whole feed wait.
-                    if let Some(guard) = v.engine_mut().revocations_mut() {
+                    if let Some(mut guard) = v.engine_mut().revocations_mut() {
                         guard.resync();
                     }
                 }
@@ -71,6 +72,12 @@ pub fn lead_on_tick(vm: &VmRef, now: u64) {
     if due {
         poll(vm, now);
     }
+}
+
+/// Whether the VM's copy of the feed holds a set.
+pub fn synced(vm: &VmRef) -> bool {
+    vm.try_borrow()
+        .is_ok_and(|v| v.engine().revocations().is_some_and(|g| g.is_synced()))
 }
 
 /// Before a request on a follower that holds a set: adopt newer news first (throttled).
@@ -93,62 +100,51 @@ pub fn before_request(vm: &VmRef, now: u64) {
     }
 }
 
-/// A follower catches up with a newer published version, or hears the newer heartbeat. True
-/// when this gave the VM its first set.
-fn follow(vm: &VmRef, keys: &Keys, now: u64) -> bool {
+/// A follower catches up with a newer published version, or hears the newer heartbeat. The
+/// copy may be shared with the VM's other root contexts: whichever reads news first brings it
+/// up to date for all (each resumes its own requests waiting for a first set on its tick).
+fn follow(vm: &VmRef, keys: &Keys, now: u64) {
     let mut store = EnvoySharedData;
     let state = store.get(&keys.state).map(|(value, _)| value);
     let published = state.as_deref().and_then(Published::parse);
-    let Ok(mut v) = vm.try_borrow_mut() else {
-        return false;
+    let Ok(v) = vm.try_borrow() else {
+        return;
     };
-    let Vm {
-        engine,
-        feed,
-        metrics,
-        ..
-    } = &mut *v;
-    let Some(guard) = engine.revocations_mut() else {
-        return false;
+    let Some(mut copy) = v.engine().feed_copy().map(|c| c.borrow_mut()) else {
+        return;
     };
-    let p = match Follow::decide(feed.adopted, feed.failed, guard.last_ok_ms(), published) {
-        Follow::Nothing => return false,
+    let p = match copy.follow(published) {
+        Follow::Nothing => return,
         Follow::Heard { last_ok_ms } => {
-            guard.heard(last_ok_ms);
-            return false;
+            copy.guard_mut().heard(last_ok_ms);
+            return;
         }
         Follow::Adopt(p) => p,
     };
-    let synced_before = guard.is_synced();
-    match catch_up(&mut store, keys, guard, &mut feed.adopted, p, now) {
+    let synced_before = copy.guard().is_synced();
+    match copy.catch_up(&mut store, keys, p, now) {
         Ok(how) => {
-            metrics.bump(match how {
+            v.metrics().bump(match how {
                 CaughtUp::Deltas => Counter::RevocationAdoptedDelta,
                 CaughtUp::Base => Counter::RevocationAdoptedSet,
             });
             if !synced_before {
                 log::info!(
                     "certbind revocation set adopted from the following VM: seq={} entries={}",
-                    guard.set().since().unwrap_or_default(),
-                    guard.set().len()
+                    copy.guard().set().since().unwrap_or_default(),
+                    copy.guard().set().len()
                 );
             }
         }
         // Not retried until the next version, and its heartbeats do not count: this VM's set
         // stays where it got to and goes stale (fails closed) unless a newer one comes.
-        Err(e) => {
-            feed.failed = Some(p.version);
-            match e {
-                CatchUpError::Missing => {
-                    log::info!("certbind published revocation set moved on while read: {e}")
-                }
-                CatchUpError::Refused(_) => {
-                    log::warn!("certbind published revocation set not adopted: {e}")
-                }
-            }
+        Err(e @ CatchUpError::Missing) => {
+            log::info!("certbind published revocation set moved on while read: {e}")
+        }
+        Err(e @ CatchUpError::Refused(_)) => {
+            log::warn!("certbind published revocation set not adopted: {e}")
         }
     }
-    !synced_before && guard.is_synced()
 }
 
 /// The leader publishes after every good answer (`Publisher`). A VM that lost the lease
@@ -168,9 +164,10 @@ fn publish(vm: &VmRef, now: u64, delta: Option<Delta<'_>>) {
         return;
     };
     let Vm { engine, feed, .. } = &mut *v;
-    if let Some(guard) = engine.revocations() {
+    if let Some(copy) = engine.feed_copy() {
+        let mut copy = copy.borrow_mut();
         feed.publisher
-            .publish(&mut store, &keys, id, guard, delta, now);
+            .publish(&mut store, &keys, id, &mut copy, delta, now);
     }
 }
 
@@ -216,7 +213,7 @@ pub fn on_response(vm: &VmRef, body_size: usize, now: u64) -> bool {
         Ok(mut v) => {
             let synced_before = v.engine().revocations().is_some_and(|g| g.is_synced());
             match (status, v.engine_mut().revocations_mut()) {
-                (Some(200), Some(guard)) => {
+                (Some(200), Some(mut guard)) => {
                     let since = guard.set().since();
                     match guard.install(&body, now) {
                         // A delta is published with the `seq` it applied to.

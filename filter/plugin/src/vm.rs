@@ -98,6 +98,9 @@ impl Vm {
         let jwks = JwksShare::new(&config.jwks.cluster, &config.jwks.path);
         let feed = Feed::new(&config);
         let mut engine = Engine::new(config);
+        if let (Some(keys), Some(own)) = (&feed.keys, engine.feed_copy().cloned()) {
+            engine.share_revocations(crate::feed::one_copy_per_vm(keys, own));
+        }
         engine.use_replay_store(Box::new(EnvoySharedData), replay_hash_key());
         let metrics = Metrics::define();
         crate::crypto::use_host_signatures(&mut engine, &metrics, root_id);

@@ -175,7 +175,10 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_tick_period_milliseconds",
         |mut cx: Cx<'_>, period: u32| -> R {
-            cx.data_mut().tick_period_ms = period;
+            // Envoy sets the period of the calling context's root context.
+            let h = cx.data_mut();
+            let root = h.root_of(h.effective);
+            h.tick_periods.insert(root, period);
             ok(Status::Ok)
         },
     )?;
@@ -660,7 +663,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_set_effective_context",
         |mut cx: Cx<'_>, id: u32| -> R {
             let h = cx.data_mut();
-            let live = id == h.root_context || h.streams.get(&id).is_some_and(|s| !s.deleted);
+            let is_root = id != 0 && h.root_of(id) == id;
+            let live = is_root || h.streams.get(&id).is_some_and(|s| !s.deleted);
             if live {
                 h.effective = id;
                 ok(Status::Ok)

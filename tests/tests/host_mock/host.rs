@@ -322,13 +322,15 @@ pub struct HostState {
     pub vm_id: String,
     pub vm_config: Vec<u8>,
     pub plugin_config: Vec<u8>,
-    pub root_context: u32,
+    /// Every context's root context (a root context is its own), as created.
+    pub roots: BTreeMap<u32, u32>,
     /// The context host calls act on: the one being called, or set by the guest.
     pub effective: u32,
     pub streams: BTreeMap<u32, Stream>,
     /// Properties outside any stream (plugin name, node metadata).
     pub vm_properties: BTreeMap<String, Vec<u8>>,
-    pub tick_period_ms: u32,
+    /// Each root context's tick period (ms; 0 or absent: no ticks).
+    pub tick_periods: BTreeMap<u32, u32>,
     /// Calls made since the world last collected them.
     pub outbox: Vec<HttpCall>,
     pub next_token: u32,
@@ -359,11 +361,11 @@ impl HostState {
             vm_id: String::new(),
             vm_config: Vec::new(),
             plugin_config: Vec::new(),
-            root_context: 1,
+            roots: BTreeMap::new(),
             effective: 0,
             streams: BTreeMap::new(),
             vm_properties: BTreeMap::new(),
-            tick_period_ms: 0,
+            tick_periods: BTreeMap::new(),
             outbox: Vec::new(),
             next_token: 1,
             call_response: None,
@@ -376,6 +378,11 @@ impl HostState {
             host_calls: 0,
             fuel_marks: None,
         }
+    }
+
+    /// The root context of context `id` (0 if it was never created).
+    pub fn root_of(&self, id: u32) -> u32 {
+        self.roots.get(&id).copied().unwrap_or(0)
     }
 
     pub fn abi_error(&mut self, what: impl Into<String>) -> Status {

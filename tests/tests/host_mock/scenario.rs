@@ -8,7 +8,7 @@ use super::host::{
     CallResponse, Clock, ForeignVerify, HeaderMap, HttpCall, LocalResponse, Shared, Stream,
 };
 use super::tokens::{Key, TokenBuilder, jwks};
-use super::vm::{Trap, Vm, host_state};
+use super::vm::{FIRST_STREAM, Trap, Vm, host_state};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -153,6 +153,8 @@ pub type Responder = Box<dyn FnMut(&Dispatched) -> Answer>;
 
 struct Pending {
     vm: usize,
+    /// The root context of the context that made the call: Envoy answers it there.
+    root: u32,
     token: u32,
     endpoint: Endpoint,
     seq: u64,
@@ -199,6 +201,7 @@ pub struct Builder {
     config: Value,
     raw_config: Option<Vec<u8>>,
     vms: usize,
+    plugins: u32,
     jwks: Option<Responder>,
     pdp: Option<Responder>,
     seed: u64,
@@ -226,6 +229,13 @@ impl Builder {
     }
     pub fn vms(mut self, n: usize) -> Self {
         self.vms = n;
+        self
+    }
+    /// Plugin configurations per VM (root contexts 1..=n, the same configuration), as the
+    /// sidecar's listeners share one VM per worker.
+    pub fn plugins(mut self, n: u32) -> Self {
+        assert!((1..FIRST_STREAM).contains(&n));
+        self.plugins = n;
         self
     }
     pub fn jwks(mut self, f: impl FnMut(&Dispatched) -> Answer + 'static) -> Self {
@@ -282,7 +292,6 @@ impl Builder {
         .collect();
         let mut sidecar = Sidecar {
             vms: Vec::new(),
-            tick_seen: Vec::new(),
             ticks_stopped: Vec::new(),
             shared: Shared::default(),
             clock,
@@ -322,21 +331,22 @@ impl Builder {
                 .insert("plugin_name".into(), b"certbind".to_vec());
             let mut vm = Vm::new(state).map_err(|t| (t.0, vec![]))?;
             let sh = &mut sidecar.shared;
-            let started = vm
-                .context_create(sh, ROOT, 0)
-                .and_then(|()| vm.vm_start(sh, ROOT))
-                .map_err(|t| (format!("trap: {}", t.0), logs_of(&vm)))?;
-            if !started {
-                return Err(("on_vm_start returned false".into(), logs_of(&vm)));
-            }
-            let configured = vm
-                .configure(sh, ROOT)
-                .map_err(|t| (format!("trap: {}", t.0), logs_of(&vm)))?;
-            if !configured {
-                return Err(("on_configure returned false".into(), logs_of(&vm)));
+            for root in ROOT..ROOT + self.plugins {
+                let started = vm
+                    .context_create(sh, root, 0)
+                    .and_then(|()| vm.vm_start(sh, root))
+                    .map_err(|t| (format!("trap: {}", t.0), logs_of(&vm)))?;
+                if !started {
+                    return Err(("on_vm_start returned false".into(), logs_of(&vm)));
+                }
+                let configured = vm
+                    .configure(sh, root)
+                    .map_err(|t| (format!("trap: {}", t.0), logs_of(&vm)))?;
+                if !configured {
+                    return Err(("on_configure returned false".into(), logs_of(&vm)));
+                }
             }
             sidecar.vms.push(vm);
-            sidecar.tick_seen.push(0);
             sidecar.ticks_stopped.push(false);
             sidecar.pump();
         }
@@ -355,7 +365,6 @@ fn logs_of(vm: &Vm) -> Vec<String> {
 /// The system under test: N worker VMs of the filter, their upstreams, and the clock.
 pub struct Sidecar {
     pub vms: Vec<Vm>,
-    tick_seen: Vec<u32>,
     ticks_stopped: Vec<bool>,
     pub shared: Shared,
     pub clock: Clock,
@@ -384,6 +393,7 @@ impl Sidecar {
             config: base_config(),
             raw_config: None,
             vms: 1,
+            plugins: 1,
             jwks: None,
             pdp: None,
             seed: 1,
@@ -525,7 +535,11 @@ impl Sidecar {
         let target = self.clock.now_ms() + by.as_millis() as u64;
         loop {
             self.pump();
-            let next_tick = self.vms.iter().filter_map(|v| v.next_tick_ms).min();
+            let next_tick = self
+                .vms
+                .iter()
+                .flat_map(|v| v.ticks.values().filter_map(|t| t.next_ms))
+                .min();
             let next_call = self.pending.iter().map(|p| p.due().0).min();
             let next = match (next_tick, next_call) {
                 (Some(a), Some(b)) => a.min(b),
@@ -560,18 +574,25 @@ impl Sidecar {
         let now = self.clock.now_ms();
         for i in 0..self.vms.len() {
             if self.ticks_stopped[i] {
-                self.vms[i].next_tick_ms = None;
+                self.vms[i].ticks.clear();
                 continue;
             }
-            let due = self.vms[i].next_tick_ms.is_some_and(|t| t <= now);
-            if !due {
-                continue;
+            let due: Vec<u32> = self.vms[i]
+                .ticks
+                .iter()
+                .filter(|(_, t)| t.next_ms.is_some_and(|n| n <= now))
+                .map(|(root, _)| *root)
+                .collect();
+            for root in due {
+                let period = self.vms[i].host().tick_periods.get(&root).copied();
+                let period = u64::from(period.unwrap_or(0));
+                if let Some(t) = self.vms[i].ticks.get_mut(&root) {
+                    t.next_ms = (period > 0).then_some(now + period);
+                }
+                let r = self.vms[i].tick(&mut self.shared, root);
+                self.note(i, r);
+                self.pump();
             }
-            let period = u64::from(self.vms[i].host().tick_period_ms);
-            self.vms[i].next_tick_ms = (period > 0).then_some(now + period);
-            let r = self.vms[i].tick(&mut self.shared, ROOT);
-            self.note(i, r);
-            self.pump();
         }
     }
 
@@ -608,7 +629,7 @@ impl Sidecar {
             // goes to the root id whichever context dispatched it, and only the root's end
             // cancels it. The SDK then routes it by token to the context that dispatched.
             let vm = &mut self.vms[p.vm];
-            let r = vm.http_call_response(&mut self.shared, ROOT, p.token, response);
+            let r = vm.http_call_response(&mut self.shared, p.root, p.token, response);
             self.note(p.vm, r);
         }
         panic!("livelock: more than {PUMP_LIMIT} call deliveries without the clock moving");
@@ -617,10 +638,15 @@ impl Sidecar {
     fn collect(&mut self) {
         let now = self.clock.now_ms();
         for i in 0..self.vms.len() {
-            let period = self.vms[i].host().tick_period_ms;
-            if period != self.tick_seen[i] {
-                self.tick_seen[i] = period;
-                self.vms[i].next_tick_ms = (period > 0).then_some(now + u64::from(period));
+            if !self.ticks_stopped[i] {
+                let periods = self.vms[i].host().tick_periods.clone();
+                for (root, period) in periods {
+                    let tick = self.vms[i].ticks.entry(root).or_default();
+                    if period != tick.period_ms {
+                        tick.period_ms = period;
+                        tick.next_ms = (period > 0).then_some(now + u64::from(period));
+                    }
+                }
             }
             let calls = std::mem::take(&mut self.vms[i].host_mut().outbox);
             for call in calls {
@@ -641,6 +667,7 @@ impl Sidecar {
                 self.seq += 1;
                 self.pending.push(Pending {
                     vm: i,
+                    root: self.vms[i].host().root_of(d.call.from_context),
                     token: d.call.token,
                     endpoint,
                     seq: self.seq,
@@ -681,6 +708,7 @@ impl Sidecar {
             properties: cert.properties(),
             token: None,
             vm: 0,
+            root: ROOT,
             body: None,
             sidecar: self,
         }
@@ -689,6 +717,11 @@ impl Sidecar {
     /// Starts a request with exactly these parts on `vm`: headers (end of stream unless a
     /// body follows), then the body, as Envoy delivers them before any call is answered.
     pub fn start_request(&mut self, vm: usize, parts: Parts) -> Exchange {
+        self.start_request_on(vm, ROOT, parts)
+    }
+
+    /// As [`Self::start_request`], on the plugin configuration of root context `root`.
+    pub fn start_request_on(&mut self, vm: usize, root: u32, parts: Parts) -> Exchange {
         let Parts {
             headers,
             properties,
@@ -712,7 +745,7 @@ impl Sidecar {
                 ..Stream::default()
             },
         );
-        let r = vmr.context_create(&mut self.shared, ctx, ROOT);
+        let r = vmr.context_create(&mut self.shared, ctx, root);
         if self.note(vm, r).is_some() {
             let r = self.vms[vm].request_headers(&mut self.shared, ctx, body.is_none());
             if let Some(cont) = self.note(vm, r)
@@ -783,14 +816,22 @@ impl Sidecar {
     /// Removes the plugin as Envoy does when its configuration goes away: the root context's
     /// `on_done`, then (it answered true) `on_delete`, in every VM.
     pub fn remove_plugin(&mut self) {
+        self.remove_root(ROOT);
+    }
+
+    /// Removes the plugin configuration of root context `root` from every VM (see
+    /// [`Self::remove_plugin`]); the VMs' other root contexts go on.
+    pub fn remove_root(&mut self, root: u32) {
         for i in 0..self.vms.len() {
-            let r = self.vms[i].done(&mut self.shared, ROOT);
+            let r = self.vms[i].done(&mut self.shared, root);
             let done = matches!(r, Ok(true));
             self.note(i, r);
             if done {
-                let r = self.vms[i].delete(&mut self.shared, ROOT);
+                let r = self.vms[i].delete(&mut self.shared, root);
                 self.note(i, r);
             }
+            self.vms[i].ticks.remove(&root);
+            self.vms[i].host_mut().tick_periods.remove(&root);
         }
     }
 
@@ -867,6 +908,7 @@ pub struct Request<'a> {
     pub properties: BTreeMap<String, Vec<u8>>,
     token: Option<String>,
     vm: usize,
+    root: u32,
     body: Option<Vec<u8>>,
 }
 
@@ -915,6 +957,11 @@ impl<'a> Request<'a> {
         self.vm = vm;
         self
     }
+    /// Which of the VM's plugin configurations (root context) handles it.
+    pub fn on_root(mut self, root: u32) -> Self {
+        self.root = root;
+        self
+    }
 
     /// The request carries a body (headers are then not the end of the stream).
     pub fn body(mut self, body: impl AsRef<[u8]>) -> Self {
@@ -953,6 +1000,7 @@ impl<'a> Request<'a> {
             properties,
             token,
             vm,
+            root,
             body,
         } = self;
         let parts = Parts {
@@ -961,7 +1009,7 @@ impl<'a> Request<'a> {
             token,
             body,
         };
-        let ex = sidecar.start_request(vm, parts);
+        let ex = sidecar.start_request_on(vm, root, parts);
         (sidecar, ex)
     }
 }

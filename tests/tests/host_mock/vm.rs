@@ -5,6 +5,7 @@ use super::abi;
 use super::host::{Clock, HostState, Shared};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use wasmtime::{Config, Engine, Instance, Linker, Module, Store, TypedFunc};
@@ -124,6 +125,17 @@ struct Exports {
     on_delete: TypedFunc<u32, ()>,
 }
 
+/// Context ids below this are root contexts (one per plugin configuration).
+pub const FIRST_STREAM: u32 = 100;
+
+/// One root context's ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// The period (ms) the next tick was scheduled with.
+    pub period_ms: u32,
+    pub next_ms: Option<u64>,
+}
+
 /// One worker VM: a store (its host state) and the instance of the filter.
 pub struct Vm {
     pub store: Store<HostState>,
@@ -131,8 +143,9 @@ pub struct Vm {
     /// The first trap; Envoy treats a trapped VM as failed, and so do the tests.
     pub trapped: Option<Trap>,
     pub next_context: u32,
-    /// When the root context's next tick is due (ms on the test clock).
-    pub next_tick_ms: Option<u64>,
+    /// When each root context's next tick is due (ms on the test clock), and the period it
+    /// was scheduled with.
+    pub ticks: BTreeMap<u32, Tick>,
     /// The module's linear memory (what a VM's memory costs: it grows, never shrinks).
     memory: Option<wasmtime::Memory>,
 }
@@ -190,8 +203,8 @@ impl Vm {
             store,
             exports,
             trapped: None,
-            next_context: 2,
-            next_tick_ms: None,
+            next_context: FIRST_STREAM,
+            ticks: BTreeMap::new(),
         })
     }
 
@@ -233,6 +246,8 @@ impl Vm {
     }
 
     pub fn context_create(&mut self, sh: &mut Shared, id: u32, root: u32) -> Result<(), Trap> {
+        let own_root = if root == 0 { id } else { root };
+        self.host_mut().roots.insert(id, own_root);
         self.call(sh, id, |e, s| e.on_context_create.call(s, (id, root)))
     }
 

@@ -12,9 +12,10 @@ use crate::dpop_replay::{ClientTag, MemoryStore, SharedReplayCache, SharedStore}
 use crate::host_es256::ForeignFunctions;
 use crate::jwks::{JwksCache, JwksError};
 use crate::revocation_guard::RevocationGuard;
+use crate::revocation_share::{FeedCopy, SharedCopy};
 use crate::token::{Expectations, VerifiedToken};
 use p256::ecdsa::VerifyingKey;
-use std::cell::OnceCell;
+use std::cell::{OnceCell, Ref, RefMut};
 use std::rc::Rc;
 
 /// How many distinct client certificates one VM remembers the identity of.
@@ -67,8 +68,9 @@ pub struct Engine {
     pub(super) replay_store: Box<dyn SharedStore>,
     /// DPoP listeners: recently seen proof keys with their tables (see [`ProofKeys`]).
     pub(super) proof_keys: ProofKeys,
-    /// The revocation feed this VM follows, when configured.
-    pub(super) revocations: Option<RevocationGuard>,
+    /// The VM's copy of the revocation feed, when configured (shared with the VM's other
+    /// root contexts that follow the same feed alike; see [`Self::share_revocations`]).
+    pub(super) revocations: Option<SharedCopy>,
     /// The host's `verify_signature` (Envoy's BoringSSL, ~10× cheaper than p256 in V8) once
     /// the glue's probe found it working; until then signatures are verified in the module.
     pub(super) signatures: Option<Box<dyn ForeignFunctions>>,
@@ -99,7 +101,10 @@ impl Engine {
             } else {
                 0
             }),
-            revocations: config.revocation.clone().map(RevocationGuard::new),
+            revocations: config
+                .revocation
+                .clone()
+                .map(|r| FeedCopy::shared(RevocationGuard::new(r))),
             signatures: None,
             config,
         }
@@ -116,14 +121,30 @@ impl Engine {
         self.signatures.is_some()
     }
 
-    /// The revocation state, when `revocation` is configured.
-    pub fn revocations(&self) -> Option<&RevocationGuard> {
-        self.revocations.as_ref()
+    /// The revocation state, when `revocation` is configured. Borrowed only for the moment:
+    /// nothing that could re-enter the module runs while it is.
+    pub fn revocations(&self) -> Option<Ref<'_, RevocationGuard>> {
+        let copy = self.revocations.as_ref()?.borrow();
+        Some(Ref::map(copy, FeedCopy::guard))
     }
 
     /// The revocation state, to install feed answers into.
-    pub fn revocations_mut(&mut self) -> Option<&mut RevocationGuard> {
-        self.revocations.as_mut()
+    pub fn revocations_mut(&mut self) -> Option<RefMut<'_, RevocationGuard>> {
+        let copy = self.revocations.as_ref()?.borrow_mut();
+        Some(RefMut::map(copy, FeedCopy::guard_mut))
+    }
+
+    /// The VM's copy of the revocation feed (to follow or publish it), when configured.
+    pub fn feed_copy(&self) -> Option<&SharedCopy> {
+        self.revocations.as_ref()
+    }
+
+    /// Uses `copy` (a sibling root context's, of the same feed and settings) instead of this
+    /// engine's own: one set per VM.
+    pub fn share_revocations(&mut self, copy: SharedCopy) {
+        if self.revocations.is_some() {
+            self.revocations = Some(copy);
+        }
     }
 
     /// Keeps DPoP proof `jti`s in `store` (the host's shared data, so every worker VM sees

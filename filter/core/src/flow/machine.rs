@@ -260,7 +260,8 @@ impl Flow {
         bound: &BoundToken,
         now_ms: u64,
     ) -> Option<Step> {
-        let guard = engine.revocations.as_ref()?;
+        let copy = engine.revocations.as_ref()?.borrow();
+        let guard = copy.guard();
         let token = bound.token();
         // Decoded (and refused unless one SHA-256) when the claims were checked.
         let issued_over = token
@@ -278,6 +279,7 @@ impl Flow {
             .started_ms
             .saturating_add(guard.config().first_sync_wait_ms);
         let fail_open = guard.config().fail_open;
+        drop(copy);
         match verdict {
             Verdict::Admit => None,
             Verdict::Revoked(kind) => {

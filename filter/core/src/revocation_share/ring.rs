@@ -1,13 +1,15 @@
 //! The published set (a base) and the ring of deltas after it (see the parent module): what
-//! the leader writes after a change, and how a follower catches up with what it published.
-//! Pure apart from the [`SharedStore`] it is handed.
+//! the leader writes after a change, and how a VM's copy of the set catches up with what it
+//! published. Pure apart from the [`SharedStore`] it is handed.
 
-use super::{Keys, Published, Version, number};
+use super::{Follow, Keys, Published, Version, number};
 use crate::revocation::FeedError;
 use crate::revocation_guard::RevocationGuard;
 use crate::shared::SharedStore;
+use std::cell::RefCell;
 use std::fmt;
 use std::ops::RangeInclusive;
+use std::rc::Rc;
 
 /// How many of a leader's newest deltas stay published, and how many changes the base may lag
 /// behind: a follower further behind reads the base and the deltas after it.
@@ -107,11 +109,11 @@ impl Publisher {
         store: &mut dyn SharedStore,
         keys: &Keys,
         holder: u64,
-        guard: &RevocationGuard,
+        copy: &mut FeedCopy,
         delta: Option<Delta<'_>>,
         now_ms: u64,
     ) -> bool {
-        let seq = guard.set().since();
+        let seq = copy.guard.set().since();
         if seq.is_none() {
             return false;
         }
@@ -127,7 +129,7 @@ impl Publisher {
                 .and_then(|d| encode_delta(to, d))
                 .is_some_and(|value| store.set(&keys.delta(to.generation), &value, None).is_ok());
             if !(delta_written && base_in_reach) {
-                let Some(json) = guard.snapshot_json() else {
+                let Some(json) = copy.guard.snapshot_json() else {
                     return false;
                 };
                 if store
@@ -140,6 +142,10 @@ impl Publisher {
             }
             self.generation = to.generation;
             self.published_seq = seq;
+            // The leader's copy is the version it published (its VM's other root contexts
+            // share it and must not catch up with it again).
+            copy.adopted = Some(to);
+            copy.failed = None;
         }
         let state = Published {
             version: Version {
@@ -182,24 +188,86 @@ impl fmt::Display for CatchUpError {
     }
 }
 
-/// Brings `guard` from `adopted` (updated with every version reached) to `target`: by the
-/// deltas after `adopted` when the ring holds them all, else by the base and the deltas after
-/// it. Only a complete catch-up counts as hearing the feed at the target's `last_ok_ms`.
-pub fn catch_up(
-    store: &mut dyn SharedStore,
-    keys: &Keys,
-    guard: &mut RevocationGuard,
-    adopted: &mut Option<Version>,
-    target: Published,
-    now_ms: u64,
-) -> Result<CaughtUp, CatchUpError> {
-    let holder = target.version.holder;
-    let by_deltas = delta_chain(*adopted, target.version).is_some_and(|chain| {
-        apply_deltas(store, keys, guard, adopted, holder, chain, now_ms).is_ok()
-    });
-    let how = if by_deltas {
-        CaughtUp::Deltas
-    } else {
+/// A VM's copy of one feed's set and the published version it holds. The root contexts of a
+/// VM that follow the same feed with the same settings share one (`Rc`): one set per VM,
+/// however many plugin configurations the sidecar has.
+#[derive(Debug)]
+pub struct FeedCopy {
+    guard: RevocationGuard,
+    /// The version of the published set this copy holds.
+    adopted: Option<Version>,
+    /// The version this copy last failed to catch up with (see [`Follow::decide`]).
+    failed: Option<Version>,
+}
+
+/// A [`FeedCopy`] as the root contexts of a VM share it.
+pub type SharedCopy = Rc<RefCell<FeedCopy>>;
+
+impl FeedCopy {
+    pub fn new(guard: RevocationGuard) -> Self {
+        Self {
+            guard,
+            adopted: None,
+            failed: None,
+        }
+    }
+
+    pub fn shared(guard: RevocationGuard) -> SharedCopy {
+        Rc::new(RefCell::new(Self::new(guard)))
+    }
+
+    pub fn guard(&self) -> &RevocationGuard {
+        &self.guard
+    }
+
+    pub fn guard_mut(&mut self) -> &mut RevocationGuard {
+        &mut self.guard
+    }
+
+    /// What to do about the state the leader published (`None`: nothing published yet).
+    pub fn follow(&self, published: Option<Published>) -> Follow {
+        Follow::decide(
+            self.adopted,
+            self.failed,
+            self.guard.last_ok_ms(),
+            published,
+        )
+    }
+
+    /// Brings the copy to `target`: by the deltas after the version it holds when the ring
+    /// has them all, else by the base and the deltas after it. Every version reached is
+    /// noted; only a complete catch-up counts as hearing the feed at the target's
+    /// `last_ok_ms`, and a failed one is not retried (see [`Follow::decide`]).
+    pub fn catch_up(
+        &mut self,
+        store: &mut dyn SharedStore,
+        keys: &Keys,
+        target: Published,
+        now_ms: u64,
+    ) -> Result<CaughtUp, CatchUpError> {
+        let caught = self.try_catch_up(store, keys, target, now_ms);
+        match caught {
+            Ok(_) => self.guard.caught_up(target.last_ok_ms),
+            Err(_) => self.failed = Some(target.version),
+        }
+        caught
+    }
+
+    fn try_catch_up(
+        &mut self,
+        store: &mut dyn SharedStore,
+        keys: &Keys,
+        target: Published,
+        now_ms: u64,
+    ) -> Result<CaughtUp, CatchUpError> {
+        let holder = target.version.holder;
+        if let Some(chain) = delta_chain(self.adopted, target.version)
+            && self
+                .apply_deltas(store, keys, holder, chain, now_ms)
+                .is_ok()
+        {
+            return Ok(CaughtUp::Deltas);
+        }
         let value = store.get(&keys.set).map(|(value, _)| value);
         let (base, _, json) = value
             .as_deref()
@@ -210,39 +278,38 @@ pub fn catch_up(
                     && base.generation <= target.version.generation
             })
             .ok_or(CatchUpError::Missing)?;
-        guard.adopt(json, now_ms).map_err(CatchUpError::Refused)?;
-        *adopted = Some(base);
-        let chain = base.generation + 1..=target.version.generation;
-        apply_deltas(store, keys, guard, adopted, holder, chain, now_ms)?;
-        CaughtUp::Base
-    };
-    guard.caught_up(target.last_ok_ms);
-    Ok(how)
-}
-
-/// Applies the published deltas of `chain` in order, noting each version reached.
-fn apply_deltas(
-    store: &mut dyn SharedStore,
-    keys: &Keys,
-    guard: &mut RevocationGuard,
-    adopted: &mut Option<Version>,
-    holder: u64,
-    chain: RangeInclusive<u64>,
-    now_ms: u64,
-) -> Result<(), CatchUpError> {
-    for generation in chain {
-        let to = Version { holder, generation };
-        let value = store
-            .get(&keys.delta(generation))
-            .map(|(value, _)| value)
-            .ok_or(CatchUpError::Missing)?;
-        let delta = delta_to(&value, to).ok_or(CatchUpError::Missing)?;
-        guard
-            .adopt_delta(delta, now_ms)
+        self.guard
+            .adopt(json, now_ms)
             .map_err(CatchUpError::Refused)?;
-        *adopted = Some(to);
+        self.adopted = Some(base);
+        let chain = base.generation + 1..=target.version.generation;
+        self.apply_deltas(store, keys, holder, chain, now_ms)?;
+        Ok(CaughtUp::Base)
     }
-    Ok(())
+
+    /// Applies the published deltas of `chain` in order, noting each version reached.
+    fn apply_deltas(
+        &mut self,
+        store: &mut dyn SharedStore,
+        keys: &Keys,
+        holder: u64,
+        chain: RangeInclusive<u64>,
+        now_ms: u64,
+    ) -> Result<(), CatchUpError> {
+        for generation in chain {
+            let to = Version { holder, generation };
+            let value = store
+                .get(&keys.delta(generation))
+                .map(|(value, _)| value)
+                .ok_or(CatchUpError::Missing)?;
+            let delta = delta_to(&value, to).ok_or(CatchUpError::Missing)?;
+            self.guard
+                .adopt_delta(delta.since, delta.answer, now_ms)
+                .map_err(CatchUpError::Refused)?;
+            self.adopted = Some(to);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ fn delta(seq: u64) -> String {
 
 /// A leader following the feed and publishing into one store.
 struct Leader {
-    guard: RevocationGuard,
+    copy: FeedCopy,
     publisher: Publisher,
     store: MemoryStore,
 }
@@ -43,7 +43,7 @@ struct Leader {
 impl Leader {
     fn new() -> Self {
         let mut leader = Self {
-            guard: guard(),
+            copy: FeedCopy::new(guard()),
             publisher: Publisher::default(),
             store: MemoryStore::default(),
         };
@@ -53,8 +53,12 @@ impl Leader {
 
     /// One feed answer, installed and published as the plugin does.
     fn answer(&mut self, body: &str) {
-        let since = self.guard.set().since();
-        let is_delta = self.guard.install(body.as_bytes(), 1_000).unwrap();
+        let since = self.copy.guard().set().since();
+        let is_delta = self
+            .copy
+            .guard_mut()
+            .install(body.as_bytes(), 1_000)
+            .unwrap();
         let delta = since.filter(|_| is_delta).map(|since| Delta {
             since,
             answer: body.as_bytes(),
@@ -63,7 +67,7 @@ impl Leader {
             &mut self.store,
             &keys(),
             LEADER,
-            &self.guard,
+            &mut self.copy,
             delta,
             1_000
         ));
@@ -80,29 +84,21 @@ impl Leader {
     }
 }
 
-/// A follower's guard and the version it holds.
-#[derive(Default)]
-struct Follower {
-    guard: Option<RevocationGuard>,
-    adopted: Option<Version>,
-}
+/// Another VM's copy.
+struct Follower(FeedCopy);
 
 impl Follower {
+    fn new() -> Self {
+        Self(FeedCopy::new(guard()))
+    }
+
     fn catch_up(&mut self, leader: &mut Leader) -> Result<CaughtUp, CatchUpError> {
         let target = leader.state();
-        let guard = self.guard.get_or_insert_with(guard);
-        catch_up(
-            &mut leader.store,
-            &keys(),
-            guard,
-            &mut self.adopted,
-            target,
-            1_000,
-        )
+        self.0.catch_up(&mut leader.store, &keys(), target, 1_000)
     }
 
     fn holds_what(&self, leader: &Leader) -> bool {
-        self.guard.as_ref().map(RevocationGuard::set) == Some(leader.guard.set())
+        self.0.guard().set() == leader.copy.guard().set()
     }
 }
 
@@ -193,10 +189,10 @@ fn deltas_are_taken_only_from_the_same_leader_and_not_too_far_behind() {
 #[test]
 fn a_follower_starts_from_the_base_then_takes_each_change_as_its_delta() {
     let mut leader = Leader::new();
-    let mut follower = Follower::default();
+    let mut follower = Follower::new();
     assert_eq!(follower.catch_up(&mut leader), Ok(CaughtUp::Base));
     assert!(follower.holds_what(&leader));
-    assert!(follower.guard.as_ref().unwrap().is_synced());
+    assert!(follower.0.guard().is_synced());
     leader.answer(&delta(2));
     assert_eq!(follower.catch_up(&mut leader), Ok(CaughtUp::Deltas));
     // A burst of changes between two reads: every delta of it, in order.
@@ -205,7 +201,13 @@ fn a_follower_starts_from_the_base_then_takes_each_change_as_its_delta() {
     }
     assert_eq!(follower.catch_up(&mut leader), Ok(CaughtUp::Deltas));
     assert!(follower.holds_what(&leader));
-    assert_eq!(follower.adopted, Some(leader.state().version));
+    let published = leader.state().version;
+    assert_eq!(follower.0.adopted, Some(published));
+    assert_eq!(
+        leader.copy.adopted,
+        Some(published),
+        "the leader's copy is at the version it published"
+    );
     assert_eq!(leader.base().generation, 1, "the base was written once");
     // An empty delta (a heartbeat) is no new version.
     let before = leader.state().version;
@@ -216,8 +218,8 @@ fn a_follower_starts_from_the_base_then_takes_each_change_as_its_delta() {
 #[test]
 fn the_base_is_rewritten_before_the_ring_would_lose_a_delta_after_it() {
     let mut leader = Leader::new();
-    let mut near = Follower::default();
-    let mut far = Follower::default();
+    let mut near = Follower::new();
+    let mut far = Follower::new();
     near.catch_up(&mut leader).unwrap();
     far.catch_up(&mut leader).unwrap();
     for seq in 2..=1 + DELTA_SLOTS {
@@ -234,7 +236,7 @@ fn the_base_is_rewritten_before_the_ring_would_lose_a_delta_after_it() {
     }
     // 21 changes behind: the base and the four deltas after it.
     assert_eq!(far.catch_up(&mut leader), Ok(CaughtUp::Base));
-    assert_eq!(far.adopted, Some(leader.state().version));
+    assert_eq!(far.0.adopted, Some(leader.state().version));
     assert!(far.holds_what(&leader));
     assert_eq!(near.catch_up(&mut leader), Ok(CaughtUp::Deltas));
     assert!(near.holds_what(&leader));
@@ -243,7 +245,7 @@ fn the_base_is_rewritten_before_the_ring_would_lose_a_delta_after_it() {
 #[test]
 fn a_change_that_cannot_go_out_as_a_delta_is_a_new_base() {
     let mut leader = Leader::new();
-    let mut follower = Follower::default();
+    let mut follower = Follower::new();
     follower.catch_up(&mut leader).unwrap();
     // A snapshot answer.
     leader.answer(&snapshot(3));
@@ -268,7 +270,7 @@ fn a_change_that_cannot_go_out_as_a_delta_is_a_new_base() {
 #[test]
 fn a_delta_that_does_not_start_where_the_follower_stands_is_never_applied() {
     let mut leader = Leader::new();
-    let mut follower = Follower::default();
+    let mut follower = Follower::new();
     follower.catch_up(&mut leader).unwrap();
     leader.answer(&delta(2));
     // The slot is rewritten: same version, but asked from seq 0 and revoking something else.
@@ -289,14 +291,17 @@ fn a_delta_that_does_not_start_where_the_follower_stands_is_never_applied() {
     // same forged delta: nothing is applied past what it can prove, and it is not caught up.
     let err = follower.catch_up(&mut leader).unwrap_err();
     assert_eq!(err, CatchUpError::Refused(FeedError::Sequence));
-    assert_eq!(follower.adopted.map(|v| v.generation), Some(1));
-    assert_eq!(follower.guard.as_ref().unwrap().set().since(), Some(1));
+    assert_eq!(follower.0.adopted.map(|v| v.generation), Some(1));
+    assert_eq!(follower.0.guard().set().since(), Some(1));
+    // Not retried, and the leader's heartbeats no longer count for it.
+    assert_eq!(follower.0.failed, Some(to));
+    assert_eq!(follower.0.follow(Some(leader.state())), Follow::Nothing);
 }
 
 #[test]
 fn a_version_whose_values_moved_on_is_missing_and_the_follower_keeps_what_it_reached() {
     let mut leader = Leader::new();
-    let mut follower = Follower::default();
+    let mut follower = Follower::new();
     follower.catch_up(&mut leader).unwrap();
     leader.answer(&delta(2));
     let target = leader.state();
@@ -306,13 +311,10 @@ fn a_version_whose_values_moved_on_is_missing_and_the_follower_keeps_what_it_rea
     for seq in 4..=3 + DELTA_SLOTS {
         leader.answer(&delta(seq));
     }
-    let heard = follower.guard.as_ref().unwrap().last_ok_ms();
-    let guard = follower.guard.as_mut().unwrap();
-    let gone = catch_up(
+    let heard = follower.0.guard().last_ok_ms();
+    let gone = follower.0.catch_up(
         &mut leader.store,
         &keys(),
-        guard,
-        &mut follower.adopted,
         Published {
             last_ok_ms: 9_999,
             ..target
@@ -320,7 +322,7 @@ fn a_version_whose_values_moved_on_is_missing_and_the_follower_keeps_what_it_rea
         1_000,
     );
     assert_eq!(gone, Err(CatchUpError::Missing));
-    assert_eq!(follower.guard.as_ref().unwrap().last_ok_ms(), heard);
+    assert_eq!(follower.0.guard().last_ok_ms(), heard);
     // The newest version is there.
     assert_eq!(follower.catch_up(&mut leader), Ok(CaughtUp::Base));
     assert!(follower.holds_what(&leader));
@@ -330,12 +332,16 @@ fn a_version_whose_values_moved_on_is_missing_and_the_follower_keeps_what_it_rea
 fn a_refused_write_announces_no_new_version() {
     let mut leader = Leader::new();
     let before = leader.state();
-    let mut g = guard();
-    g.install(snapshot(4).as_bytes(), 2_000).unwrap();
+    let mut copy = FeedCopy::new(guard());
+    copy.guard_mut()
+        .install(snapshot(4).as_bytes(), 2_000)
+        .unwrap();
     let mut publisher = leader.publisher.clone();
-    assert!(!publisher.publish(&mut Refusing, &keys(), LEADER, &g, None, 2_000));
+    assert!(!publisher.publish(&mut Refusing, &keys(), LEADER, &mut copy, None, 2_000));
     assert_eq!(publisher, leader.publisher);
+    assert_eq!(copy.adopted, None);
     assert_eq!(leader.state(), before);
     // Nothing to publish before a snapshot.
-    assert!(!Publisher::default().publish(&mut leader.store, &keys(), LEADER, &guard(), None, 1));
+    let mut empty = FeedCopy::new(guard());
+    assert!(!Publisher::default().publish(&mut leader.store, &keys(), LEADER, &mut empty, None, 1));
 }
