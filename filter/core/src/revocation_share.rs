@@ -125,7 +125,7 @@ pub fn lease_held(store: &mut dyn SharedStore, keys: &Keys, me: u64, now_ms: u64
 }
 
 /// Which published set: the leader that wrote it and its count of writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Version {
     pub holder: u64,
     pub generation: u64,
