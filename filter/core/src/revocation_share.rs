@@ -14,8 +14,9 @@
 //!   closed) rather than some of them silently trusting an old set.
 //! - `set`: the whole set at one generation of the leader's (the base), as `<holder>.<n>`, a
 //!   newline and a feed snapshot's JSON. Rewritten only every [`DELTA_SLOTS`] changes, when
-//!   the leader takes over, or when a change cannot go out as a delta: serializing 50,000
-//!   entries costs the leader ~200 million Wasm instructions.
+//!   the leader takes over, or when a change cannot go out as a delta: writing 50,000
+//!   entries out costs the leader ~200 million Wasm instructions (a snapshot answer goes out
+//!   as it came).
 //! - `delta.<n>` (a ring of [`DELTA_SLOTS`] slots): the feed's delta that made generation `n`
 //!   out of `n - 1`, as `<holder>.<n> <since>`, a newline and the answer's JSON, `since` being
 //!   the `seq` it was asked from. A follower a few generations behind applies these, at the
@@ -26,7 +27,8 @@
 mod ring;
 
 pub use ring::{
-    CatchUpError, CaughtUp, DELTA_SLOTS, Delta, FeedCopy, MAX_DELTA_BYTES, Publisher, SharedCopy,
+    CatchUpError, CaughtUp, DELTA_SLOTS, Delta, FeedCopy, Installed, MAX_DELTA_BYTES, Publisher,
+    SharedCopy,
 };
 
 use crate::shared::{Change, SharedStore, compare_and_swap};
@@ -45,13 +47,15 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// `v2`: the base and the deltas carry their version. A module of another format (while
+    /// a listener's module is replaced, both run) follows the feed on its own keys.
     pub fn new(cluster: &str, path: &str) -> Self {
         let scope = format!("{cluster}{path}");
         Self {
-            lease: format!("certbind.revocation.lease.v1:{scope}"),
-            state: format!("certbind.revocation.state.v1:{scope}"),
-            set: format!("certbind.revocation.set.v1:{scope}"),
-            delta: format!("certbind.revocation.delta.v1:{scope}:"),
+            lease: format!("certbind.revocation.lease.v2:{scope}"),
+            state: format!("certbind.revocation.state.v2:{scope}"),
+            set: format!("certbind.revocation.set.v2:{scope}"),
+            delta: format!("certbind.revocation.delta.v2:{scope}:"),
         }
     }
 
@@ -383,7 +387,7 @@ mod tests {
         let k = Keys::new("certbind_authz", "/v1/revocations");
         assert_eq!(
             k.lease,
-            "certbind.revocation.lease.v1:certbind_authz/v1/revocations"
+            "certbind.revocation.lease.v2:certbind_authz/v1/revocations"
         );
         assert_ne!(k.lease, Keys::new("other", "/v1/revocations").lease);
         assert_ne!(k.state, k.set);

@@ -16,7 +16,7 @@ use crate::vm::{Vm, VmRef};
 use certbind_core::pending::Call;
 use certbind_core::revocation::MAX_FEED_BYTES;
 use certbind_core::revocation_share::{
-    CatchUpError, CaughtUp, Delta, Follow, Keys, Published, hold_lease, lease_held,
+    CatchUpError, CaughtUp, Delta, Follow, Installed, Keys, Published, hold_lease, lease_held,
 };
 use certbind_core::shared::SharedStore;
 use std::time::Duration;
@@ -149,7 +149,7 @@ fn follow(vm: &VmRef, keys: &Keys, now: u64) {
 
 /// The leader publishes after every good answer (`Publisher`). A VM that lost the lease
 /// publishes nothing.
-fn publish(vm: &VmRef, now: u64, delta: Option<Delta<'_>>) {
+fn publish(vm: &VmRef, now: u64, installed: Installed<'_>) {
     let Ok(Some((keys, id))) = vm
         .try_borrow()
         .map(|v| v.feed.keys.clone().map(|k| (k, v.feed.id)))
@@ -167,7 +167,7 @@ fn publish(vm: &VmRef, now: u64, delta: Option<Delta<'_>>) {
     if let Some(copy) = engine.feed_copy() {
         let mut copy = copy.borrow_mut();
         feed.publisher
-            .publish(&mut store, &keys, id, &mut copy, delta, now);
+            .publish(&mut store, &keys, id, &mut copy, Some(installed), now);
     }
 }
 
@@ -216,7 +216,8 @@ pub fn on_response(vm: &VmRef, body_size: usize, now: u64) -> bool {
                 (Some(200), Some(mut guard)) => {
                     let since = guard.set().since();
                     match guard.install(&body, now) {
-                        // A delta is published with the `seq` it applied to.
+                        // A delta is published with the `seq` it applied to (a delta is
+                        // only ever installed onto a set; `None`: it was a snapshot).
                         Ok(delta) => Ok((
                             synced_before,
                             guard.set().len(),
@@ -253,11 +254,14 @@ pub fn on_response(vm: &VmRef, body_size: usize, now: u64) -> bool {
                 Err(_) => false,
             };
             if leading {
-                let delta = delta_since.map(|since| Delta {
-                    since,
-                    answer: &body,
-                });
-                publish(vm, now, delta);
+                let installed = match delta_since {
+                    Some(since) => Installed::Delta(Delta {
+                        since,
+                        answer: &body,
+                    }),
+                    None => Installed::Snapshot(&body),
+                };
+                publish(vm, now, installed);
                 poll(vm, now);
             }
             true

@@ -59,16 +59,19 @@ impl Leader {
             .guard_mut()
             .install(body.as_bytes(), 1_000)
             .unwrap();
-        let delta = since.filter(|_| is_delta).map(|since| Delta {
-            since,
-            answer: body.as_bytes(),
-        });
+        let installed = match since.filter(|_| is_delta) {
+            Some(since) => Installed::Delta(Delta {
+                since,
+                answer: body.as_bytes(),
+            }),
+            None => Installed::Snapshot(body.as_bytes()),
+        };
         assert!(self.publisher.publish(
             &mut self.store,
             &keys(),
             LEADER,
             &mut self.copy,
-            delta,
+            Some(installed),
             1_000
         ));
     }
@@ -247,9 +250,11 @@ fn a_change_that_cannot_go_out_as_a_delta_is_a_new_base() {
     let mut leader = Leader::new();
     let mut follower = Follower::new();
     follower.catch_up(&mut leader).unwrap();
-    // A snapshot answer.
+    // A snapshot answer: it goes out as it came.
     leader.answer(&snapshot(3));
     assert_eq!(leader.base().generation, 2);
+    let (value, _) = leader.store.get(&keys().set).unwrap();
+    assert_eq!(decode(&value).unwrap().2, snapshot(3).as_bytes());
     assert_eq!(follower.catch_up(&mut leader), Ok(CaughtUp::Base));
     // A delta too large for the ring.
     let padded = delta(4).replace(
