@@ -1,5 +1,6 @@
-//! The revocation feed follower's state in one worker VM (the logic is the `revocation` module;
-//! the poll in flight is an entry of the VM's table of calls).
+//! The revocation feed follower's state in one root context (the logic is the `revocation`
+//! module; the poll in flight is an entry of the VM's table of calls), and the one copy of
+//! each feed's set that a VM's root contexts share.
 
 use certbind_core::backoff::Backoff;
 use certbind_core::config::FilterConfig;
@@ -81,6 +82,7 @@ fn vm_id() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use certbind_core::revocation_guard::RevocationGuard;
 
     fn config(revocation: &str) -> FilterConfig {
         let json = format!(
@@ -105,6 +107,32 @@ mod tests {
         );
         assert_ne!(feed.id, 0);
         assert!(!feed.leading);
+    }
+
+    #[test]
+    fn root_contexts_on_the_same_feed_alike_share_one_copy() {
+        let copy = |revocation: &str| {
+            let config = config(revocation);
+            let guard = RevocationGuard::new(config.revocation.clone().unwrap());
+            let keys = Feed::new(&config).keys.unwrap();
+            one_copy_per_vm(&keys, FeedCopy::shared(guard))
+        };
+        let first = copy(r#", "revocation": {}"#);
+        let second = copy(r#", "revocation": {}"#);
+        assert!(Rc::ptr_eq(&first, &second));
+        // Other settings or another feed: a copy of its own.
+        for other in [
+            r#", "revocation": {"max_staleness_s": 60}"#,
+            r#", "revocation": {"path": "/v2/revocations"}"#,
+        ] {
+            assert!(!Rc::ptr_eq(&first, &copy(other)), "{other}");
+        }
+        // Gone with the last root context that held it.
+        let weak = Rc::downgrade(&first);
+        drop((first, second));
+        assert!(weak.upgrade().is_none());
+        let third = copy(r#", "revocation": {}"#);
+        assert_eq!(Rc::strong_count(&third), 1);
     }
 
     #[test]
