@@ -4,8 +4,7 @@
 //! bodies and the time in.
 
 use crate::config::RevocationConfig;
-use crate::revocation::parse_feed;
-use crate::revocation::{FeedError, Kind, Presented, RevocationSet, Staleness};
+use crate::revocation::{FeedError, Kind, Presented, RevocationSet, Staleness, parse_feed};
 
 /// What the revocation check says about one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
