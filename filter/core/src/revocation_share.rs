@@ -13,7 +13,7 @@
 //!   other VMs judge staleness by, so a dead leader makes every VM stale together (and fail
 //!   closed) rather than some of them silently trusting an old set.
 //! - `set`: the whole set at one generation of the leader's (the base), as `<holder>.<n>`, a
-//!   newline and a feed snapshot's JSON. Rewritten only every [`DELTA_SLOTS`] changes, when
+//!   newline and a feed snapshot's JSON. Rewritten once [`DELTA_SLOTS`] deltas went out, when
 //!   the leader takes over, or when a change cannot go out as a delta: writing 50,000
 //!   entries out costs the leader ~200 million Wasm instructions (a snapshot answer goes out
 //!   as it came).
