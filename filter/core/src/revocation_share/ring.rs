@@ -12,12 +12,14 @@ use std::ops::RangeInclusive;
 use std::rc::Rc;
 
 /// How many of a leader's newest deltas stay published, and how many changes the base may lag
-/// behind: a follower further behind reads the base and the deltas after it.
-pub const DELTA_SLOTS: u64 = 16;
+/// behind: a follower further behind reads the base and the deltas after it. The leader
+/// writes the whole set out once per this many changes (~200 million Wasm instructions for
+/// 50,000 entries), so under churn a larger ring costs it less.
+pub const DELTA_SLOTS: u64 = 64;
 
-/// Largest delta published (a few thousand entries); a larger change goes out as a new base,
-/// so the ring holds at most a few MB of the host's memory.
-pub const MAX_DELTA_BYTES: usize = 256 * 1024;
+/// Largest delta published (~700 entries); a larger change goes out as a new base, so the
+/// ring holds at most 4 MiB of the host's memory.
+pub const MAX_DELTA_BYTES: usize = 64 * 1024;
 
 /// The feed answer the leader just installed, as it can go out to the other VMs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -353,7 +353,7 @@ fn a_refused_write_announces_no_new_version() {
 
 /// A leader and three followers through 3,000 random steps: changes as deltas (some naming
 /// keys already held), deltas too large for the ring, snapshots, heartbeats, the lease
-/// changing hands, and followers reading at random moments. Whenever a follower catches up
+/// changing hands, and followers reading at random moments (one of them seldom). Whenever a follower catches up
 /// with a version, its set is the one the leader had when it published that version, and it
 /// never fails: no delta is skipped or applied twice, and the base is always in reach.
 #[test]
@@ -414,6 +414,10 @@ fn followers_reading_at_random_moments_always_hold_what_the_leader_published() {
             13 => leader.publisher.reset(),
             _ => {
                 let i = next(3) as usize;
+                // The third follower reads seldom, so it falls further behind than the ring.
+                if i == 2 && next(12) != 0 {
+                    continue;
+                }
                 let target = leader.state();
                 if followers[i].0.follow(Some(target)) == Follow::Adopt(target) {
                     match followers[i].catch_up(&mut leader) {
