@@ -3,12 +3,23 @@
 //! leader makes every VM stale together.
 
 use super::crypto::fuel_profile;
-use super::scenario::{Answer, Endpoint, Sidecar};
+use super::scenario::{Answer, Endpoint, Request, Sidecar};
 use serde_json::json;
 use std::time::Duration;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// The consumer's request with a token whose `jti` is `jti`, on VM `vm` and its plugin
+/// configuration (root context) `root`.
+fn with_jti<'a>(sidecar: &'a mut Sidecar, vm: usize, root: u32, jti: &str) -> Request<'a> {
+    let pki = sidecar.pki.clone();
+    let token = sidecar.token(&pki.consumer).jti(jti).build();
+    sidecar
+        .request(&pki.consumer, &token)
+        .on_vm(vm)
+        .on_root(root)
 }
 
 const EMPTY_SNAPSHOT: &str = r#"{"seq":1,"snapshot":true,"revocations":[]}"#;
@@ -52,11 +63,7 @@ fn one_worker_vm_follows_the_feed_and_the_other_enforces_what_it_publishes() {
     assert_eq!(pollers(&sidecar).len(), 1, "one VM polls");
     assert_eq!(sidecar.pending_calls(Endpoint::Revocations), 1);
     for vm in [0, 1] {
-        let token = sidecar
-            .token(&pki.consumer)
-            .jti(&format!("ok-{vm}"))
-            .build();
-        sidecar.request(&pki.consumer, &token).on_vm(vm).admitted();
+        with_jti(&mut sidecar, vm, 1, &format!("ok-{vm}")).admitted();
     }
     // News on the long-poll reaches the VM that does not poll on its next tick (100 ms).
     sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, delta(2, "stolen")));
@@ -67,11 +74,7 @@ fn one_worker_vm_follows_the_feed_and_the_other_enforces_what_it_publishes() {
             .request(&pki.consumer, &stolen)
             .on_vm(vm)
             .answers(401, "revoked");
-        let token = sidecar
-            .token(&pki.consumer)
-            .jti(&format!("ok-{vm}"))
-            .build();
-        sidecar.request(&pki.consumer, &token).on_vm(vm).admitted();
+        with_jti(&mut sidecar, vm, 1, &format!("ok-{vm}")).admitted();
     }
     assert_eq!(pollers(&sidecar).len(), 1);
     sidecar.assert_healthy();
@@ -80,17 +83,12 @@ fn one_worker_vm_follows_the_feed_and_the_other_enforces_what_it_publishes() {
 #[test]
 fn news_reaches_a_follower_with_traffic_before_its_next_tick() {
     let mut sidecar = two_vms();
-    let pki = sidecar.pki.clone();
     let other = 1 - pollers(&sidecar)[0];
     // Without ticks the follower learns only on its requests' path (at most every 5 ms).
     sidecar.stop_ticks(other);
     sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, delta(2, "stolen")));
     sidecar.advance(ms(5));
-    let stolen = sidecar.token(&pki.consumer).jti("stolen").build();
-    sidecar
-        .request(&pki.consumer, &stolen)
-        .on_vm(other)
-        .answers(401, "revoked");
+    with_jti(&mut sidecar, other, 1, "stolen").answers(401, "revoked");
     sidecar.assert_healthy();
 }
 
@@ -117,7 +115,6 @@ fn a_request_on_the_other_vm_waits_for_the_first_published_set() {
 #[test]
 fn a_lapsed_lease_is_taken_over_with_a_snapshot_while_the_adopted_set_holds() {
     let mut sidecar = two_vms();
-    let pki = sidecar.pki.clone();
     let leader = pollers(&sidecar)[0];
     let other = 1 - leader;
     sidecar.stop_ticks(leader);
@@ -131,18 +128,10 @@ fn a_lapsed_lease_is_taken_over_with_a_snapshot_while_the_adopted_set_holds() {
         "a snapshot (answered at once), not a long-poll that would delay the heartbeat"
     );
     // Until it arrives the set already adopted is enforced.
-    let meanwhile = sidecar.token(&pki.consumer).jti("meanwhile").build();
-    sidecar
-        .request(&pki.consumer, &meanwhile)
-        .on_vm(other)
-        .admitted();
+    with_jti(&mut sidecar, other, 1, "meanwhile").admitted();
     let late = r#"{"seq":2,"snapshot":true,"revocations":[{"seq":2,"kind":"jti","value":"late","expires_at":null}]}"#;
     sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, late));
-    let late = sidecar.token(&pki.consumer).jti("late").build();
-    sidecar
-        .request(&pki.consumer, &late)
-        .on_vm(other)
-        .answers(401, "revoked");
+    with_jti(&mut sidecar, other, 1, "late").answers(401, "revoked");
     let next = sidecar.calls_for(Endpoint::Revocations);
     assert_eq!(
         next.last()
@@ -229,7 +218,6 @@ fn a_full_revocation_set_stays_within_its_memory_budget() {
         .vms(2)
         .config(|c| c["revocation"] = json!({}))
         .start();
-    let pki = sidecar.pki.clone();
     let leader = pollers(&sidecar)[0];
     for vm in &mut sidecar.vms {
         vm.host_mut().fuel_marks = Some(Vec::new());
@@ -263,17 +251,9 @@ fn a_full_revocation_set_stays_within_its_memory_budget() {
     assert_eq!(sidecar.counter(ADOPTED_SET), 1, "the snapshot");
     for vm in [0, 1] {
         for jti in ["stolen", "later"] {
-            let revoked = sidecar.token(&pki.consumer).jti(jti).build();
-            sidecar
-                .request(&pki.consumer, &revoked)
-                .on_vm(vm)
-                .answers(401, "revoked");
+            with_jti(&mut sidecar, vm, 1, jti).answers(401, "revoked");
         }
-        let ok = sidecar
-            .token(&pki.consumer)
-            .jti(&format!("ok-{vm}"))
-            .build();
-        sidecar.request(&pki.consumer, &ok).on_vm(vm).admitted();
+        with_jti(&mut sidecar, vm, 1, &format!("ok-{vm}")).admitted();
         let bytes = sidecar.vms[vm].memory_bytes();
         eprintln!("VM {vm}: linear memory {bytes} bytes");
         assert!(
@@ -294,7 +274,6 @@ const ADOPTED_SET: &str = "certbind.revocation.adopted_set";
 #[test]
 fn a_follower_behind_by_a_few_changes_applies_their_deltas_and_further_behind_reads_the_set() {
     let mut sidecar = two_vms();
-    let pki = sidecar.pki.clone();
     let other = 1 - pollers(&sidecar)[0];
     sidecar.stop_ticks(other);
     let before = (sidecar.counter(ADOPTED_DELTA), sidecar.counter(ADOPTED_SET));
@@ -306,8 +285,7 @@ fn a_follower_behind_by_a_few_changes_applies_their_deltas_and_further_behind_re
         );
     }
     sidecar.advance(ms(5));
-    let ok = sidecar.token(&pki.consumer).jti("ok-1").build();
-    sidecar.request(&pki.consumer, &ok).on_vm(other).admitted();
+    with_jti(&mut sidecar, other, 1, "ok-1").admitted();
     assert_eq!(
         (sidecar.counter(ADOPTED_DELTA), sidecar.counter(ADOPTED_SET)),
         (before.0 + 1, before.1),
@@ -322,22 +300,14 @@ fn a_follower_behind_by_a_few_changes_applies_their_deltas_and_further_behind_re
         );
     }
     sidecar.advance(ms(5));
-    let ok = sidecar.token(&pki.consumer).jti("ok-2").build();
-    sidecar.request(&pki.consumer, &ok).on_vm(other).admitted();
+    with_jti(&mut sidecar, other, 1, "ok-2").admitted();
     assert_eq!(
         (sidecar.counter(ADOPTED_DELTA), sidecar.counter(ADOPTED_SET)),
         (before.0 + 1, before.1 + 1),
         "too far behind for the deltas: the whole set once"
     );
     for seq in [2, 4, 5, 4 + behind] {
-        let revoked = sidecar
-            .token(&pki.consumer)
-            .jti(&format!("burst-{seq}"))
-            .build();
-        sidecar
-            .request(&pki.consumer, &revoked)
-            .on_vm(other)
-            .answers(401, "revoked");
+        with_jti(&mut sidecar, other, 1, &format!("burst-{seq}")).answers(401, "revoked");
     }
     sidecar.assert_healthy();
 }
@@ -350,14 +320,12 @@ fn a_follower_behind_by_a_few_changes_applies_their_deltas_and_further_behind_re
 #[test]
 fn a_delta_that_does_not_start_where_the_follower_stands_is_not_applied() {
     let mut sidecar = two_vms();
-    let pki = sidecar.pki.clone();
     let leader = pollers(&sidecar)[0];
     let other = 1 - leader;
     sidecar.stop_ticks(other);
     sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, delta(2, "first")));
     sidecar.advance(ms(5));
-    let ok = sidecar.token(&pki.consumer).jti("ok-1").build();
-    sidecar.request(&pki.consumer, &ok).on_vm(other).admitted();
+    with_jti(&mut sidecar, other, 1, "ok-1").admitted();
     sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, delta(3, "second")));
     let (slot, (value, _)) = sidecar
         .shared
@@ -374,11 +342,7 @@ fn a_delta_that_does_not_start_where_the_follower_stands_is_not_applied() {
     eprintln!("rewriting {slot} ({version})");
     *value = format!("{version} 1\n{}", delta(3, "decoy")).into_bytes();
     sidecar.advance(ms(5));
-    let decoy = sidecar.token(&pki.consumer).jti("decoy").build();
-    sidecar
-        .request(&pki.consumer, &decoy)
-        .on_vm(other)
-        .admitted();
+    with_jti(&mut sidecar, other, 1, "decoy").admitted();
     assert!(
         sidecar
             .logs()
@@ -393,30 +357,14 @@ fn a_delta_that_does_not_start_where_the_follower_stands_is_not_applied() {
         sidecar.advance(ms(16_000));
         sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, heartbeat));
     }
-    let token = sidecar.token(&pki.consumer).jti("ok-2").build();
-    sidecar
-        .request(&pki.consumer, &token)
-        .on_vm(other)
-        .answers(503, "revocation_unavailable");
-    let token = sidecar.token(&pki.consumer).jti("ok-3").build();
-    sidecar
-        .request(&pki.consumer, &token)
-        .on_vm(leader)
-        .admitted();
+    with_jti(&mut sidecar, other, 1, "ok-2").answers(503, "revocation_unavailable");
+    with_jti(&mut sidecar, leader, 1, "ok-3").admitted();
     // The next change that is a snapshot is published as a new base: the follower catches up.
     let snapshot = r#"{"seq":4,"snapshot":true,"revocations":[{"seq":2,"kind":"jti","value":"first","expires_at":null},{"seq":3,"kind":"jti","value":"second","expires_at":null},{"seq":4,"kind":"jti","value":"third","expires_at":null}]}"#;
     sidecar.answer_pending(Endpoint::Revocations, Answer::json(200, snapshot));
     sidecar.advance(ms(5));
-    let second = sidecar.token(&pki.consumer).jti("second").build();
-    sidecar
-        .request(&pki.consumer, &second)
-        .on_vm(other)
-        .answers(401, "revoked");
-    let token = sidecar.token(&pki.consumer).jti("ok-4").build();
-    sidecar
-        .request(&pki.consumer, &token)
-        .on_vm(other)
-        .admitted();
+    with_jti(&mut sidecar, other, 1, "second").answers(401, "revoked");
+    with_jti(&mut sidecar, other, 1, "ok-4").admitted();
     sidecar.assert_healthy();
 }
 
@@ -437,7 +385,6 @@ fn the_plugin_configurations_of_a_vm_share_one_revocation_set() {
         .plugins(3)
         .config(|c| c["revocation"] = json!({}))
         .start();
-    let pki = sidecar.pki.clone();
     let first = sidecar.calls_for(Endpoint::Revocations)[0];
     let (leader, leading_root) = (first.vm, first.call.from_context);
     let n = certbind_core::revocation::MAX_REVOCATIONS - 1;
@@ -477,22 +424,9 @@ fn the_plugin_configurations_of_a_vm_share_one_revocation_set() {
     for vm in [0, 1] {
         for root in 1..=3 {
             for jti in ["stolen", "later"] {
-                let revoked = sidecar.token(&pki.consumer).jti(jti).build();
-                sidecar
-                    .request(&pki.consumer, &revoked)
-                    .on_vm(vm)
-                    .on_root(root)
-                    .answers(401, "revoked");
+                with_jti(&mut sidecar, vm, root, jti).answers(401, "revoked");
             }
-            let ok = sidecar
-                .token(&pki.consumer)
-                .jti(&format!("ok-{vm}-{root}"))
-                .build();
-            sidecar
-                .request(&pki.consumer, &ok)
-                .on_vm(vm)
-                .on_root(root)
-                .admitted();
+            with_jti(&mut sidecar, vm, root, &format!("ok-{vm}-{root}")).admitted();
         }
         let bytes = sidecar.vms[vm].memory_bytes();
         eprintln!("VM {vm} (3 plugin configurations): linear memory {bytes} bytes");
@@ -517,12 +451,7 @@ fn the_plugin_configurations_of_a_vm_share_one_revocation_set() {
     );
     for vm in [0, 1] {
         for root in &others {
-            let revoked = sidecar.token(&pki.consumer).jti("stolen").build();
-            sidecar
-                .request(&pki.consumer, &revoked)
-                .on_vm(vm)
-                .on_root(*root)
-                .answers(401, "revoked");
+            with_jti(&mut sidecar, vm, *root, "stolen").answers(401, "revoked");
         }
     }
     let fresh = r#"{"seq":60000,"snapshot":true,"revocations":[{"seq":60000,"kind":"jti","value":"after","expires_at":null}]}"#;
@@ -530,12 +459,7 @@ fn the_plugin_configurations_of_a_vm_share_one_revocation_set() {
     sidecar.advance(ms(200));
     for vm in [0, 1] {
         for root in &others {
-            let revoked = sidecar.token(&pki.consumer).jti("after").build();
-            sidecar
-                .request(&pki.consumer, &revoked)
-                .on_vm(vm)
-                .on_root(*root)
-                .answers(401, "revoked");
+            with_jti(&mut sidecar, vm, *root, "after").answers(401, "revoked");
         }
     }
     sidecar.assert_healthy();
