@@ -15,24 +15,28 @@ fn connection_id() -> Option<u64> {
         .map(u64::from_le_bytes)
 }
 
-/// A header value as text: Envoy passes obs-text (0x80-0xff) through, and the SDK's `get_map`
-/// would abort the VM on it. A value that is not UTF-8 becomes lossy text (U+FFFD), which no
-/// token, proof or path check accepts.
-fn header_text(value: Vec<u8>) -> String {
-    String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+/// A header value as text: Envoy passes obs-text (0x80-0xff) through. A value that is not
+/// UTF-8 becomes lossy text (U+FFFD), which no token, proof or path check accepts. (The
+/// lossy reader goes a byte at a time; UTF-8 text is checked a word at a time first.)
+fn header_text(value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(value).into_owned(),
+    }
 }
 
 /// The facts of the current request, read from Envoy. Caller-sent `x-certbind-*` headers, and
 /// their `_` spellings, are removed here, before anything else can happen to the request.
+/// `None` (refused) when Envoy's header map cannot be read whole.
 pub fn read_facts(vm: &VmRef) -> Option<RequestFacts> {
-    // One host call for every header, as bytes (names are HTTP tokens: ASCII); only the
+    // One host call for every header, read in place (names are HTTP tokens: ASCII); only the
     // values the checks use become text.
-    let headers = host::request_headers();
+    let headers = host::request_headers()?;
     let mut facts = RequestFacts::default();
-    for (name, value) in headers {
-        let is = |n: &str| name.eq_ignore_ascii_case(n);
-        if is_reserved_header(&name) {
-            host::remove_request_header(&name);
+    for (name, value) in headers.pairs() {
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is_reserved_header(name) {
+            host::remove_request_header(&String::from_utf8_lossy(name));
         } else if is("authorization") {
             if facts.authorization.is_none() {
                 facts.authorization = Some(header_text(value));
@@ -113,7 +117,7 @@ mod tests {
 
     #[test]
     fn a_header_value_that_is_not_utf8_becomes_lossy_text() {
-        assert_eq!(header_text(b"Bearer a.b.c".to_vec()), "Bearer a.b.c");
-        assert_eq!(header_text(b"Bearer \xff".to_vec()), "Bearer \u{fffd}");
+        assert_eq!(header_text(b"Bearer a.b.c"), "Bearer a.b.c");
+        assert_eq!(header_text(b"Bearer \xff"), "Bearer \u{fffd}");
     }
 }

@@ -2,6 +2,7 @@
 //! rest of the glue reads as mapping and certbind-core's logic sees the host only through its
 //! traits (`SharedStore`, `ForeignFunctions`). Nothing here decides anything.
 
+use crate::header_map::HeaderMap;
 use certbind_core::flow::Deny;
 use certbind_core::host_es256::{ForeignError, ForeignFunctions};
 use certbind_core::shared::{SharedStore, StoreError};
@@ -49,9 +50,9 @@ pub fn plugin_configuration() -> Vec<u8> {
 // ---------------------------------------------------------------------------------------
 // The current request
 
-/// Every request header, as bytes (names are HTTP tokens: ASCII).
-pub fn request_headers() -> Vec<(String, Vec<u8>)> {
-    hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
+/// Every request header, read in place; `None` when the host's map is malformed.
+pub fn request_headers() -> Option<HeaderMap> {
+    HeaderMap::parse(crate::raw::header_map_pairs(MapType::HttpRequestHeaders))
 }
 
 pub fn add_request_header(name: &str, value: &str) {

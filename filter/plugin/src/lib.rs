@@ -9,10 +9,12 @@ mod crypto;
 mod events;
 mod facts;
 mod feed;
+mod header_map;
 mod host;
 mod http;
 mod jwks;
 mod metrics;
+mod raw;
 mod requests;
 mod revocation;
 mod root;
@@ -22,7 +24,8 @@ use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;
 
 // The SDK's `main!` expands to the `_initialize` export Envoy calls at load time. It is
-// expanded inside the SDK's own macro, so the workspace-wide `forbid(unsafe_code)` holds here.
+// expanded inside the SDK's own macro, so `deny(unsafe_code)` holds here; `raw` is the one
+// module that allows it.
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {

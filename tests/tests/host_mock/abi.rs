@@ -236,9 +236,12 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_pairs",
         |mut cx: Cx<'_>, kind: u32, ret_p: u32, ret_n: u32| -> R {
-            let Some(bytes) = cx.data_mut().map(kind).map(|m| m.serialize()) else {
+            let Some(mut bytes) = cx.data_mut().map(kind).map(|m| m.serialize()) else {
                 return ok(Status::NotFound);
             };
+            if kind == MAP_REQUEST_HEADERS && cx.data().faults.request_headers_cut {
+                bytes.pop();
+            }
             give(&mut cx, &bytes, ret_p, ret_n, "proxy_get_header_map_pairs")
         },
     )?;

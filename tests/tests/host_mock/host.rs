@@ -299,6 +299,8 @@ pub struct Faults {
     pub clusters: Vec<String>,
     /// What `verify_signature` does (default: verifies natively, as Envoy does).
     pub verify_signature: ForeignVerify,
+    /// The request's header map is handed over one byte short (a host bug or a torn write).
+    pub request_headers_cut: bool,
 }
 
 /// The host's `verify_signature` foreign function.

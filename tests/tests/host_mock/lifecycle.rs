@@ -218,6 +218,35 @@ fn an_authorization_value_that_is_not_utf8_is_refused_not_a_crash() {
     sidecar.verdict(&mut ex).answers(401, "malformed_token");
 }
 
+/// The header map is read in place from the host's buffer (filter/plugin/src/header_map.rs):
+/// one that is not exactly one well-formed serialization refuses the request, rather than
+/// letting it pass on part of its headers (a caller's `x-certbind-*` among the unread ones).
+#[test]
+fn a_request_header_map_the_host_hands_over_torn_is_refused_not_half_read() {
+    let mut sidecar = Sidecar::new();
+    let pki = sidecar.pki.clone();
+    let token = sidecar.token(&pki.consumer).build();
+    sidecar.request(&pki.consumer, &token).admitted();
+    sidecar.vms[0].host_mut().faults.request_headers_cut = true;
+    let mut ex = sidecar
+        .request(&pki.consumer, &token)
+        .header(
+            "x-certbind-subject",
+            b"spiffe://certbind.test/ns/demo/sa/admin",
+        )
+        .send();
+    // Not even the request id can be read: the answer echoes none.
+    let Outcome::Replied(reply) = sidecar.outcome(&ex) else {
+        panic!("expected a refusal, got {:?}", sidecar.outcome(&ex));
+    };
+    let body = String::from_utf8_lossy(&reply.body).into_owned();
+    assert_eq!(reply.status, 503, "{body}");
+    assert!(body.contains(r#""reason":"internal_error""#), "{body}");
+    sidecar.assert_healthy();
+    sidecar.vms[0].host_mut().faults.request_headers_cut = false;
+    sidecar.request(&pki.consumer, &token).admitted();
+}
+
 #[test]
 fn holds_the_request_body_until_the_pdp_decides() {
     let mut sidecar = Sidecar::builder().pdp(|_| Answer::Silent).start();

@@ -31,10 +31,11 @@ pub const HEADER_PREFIX: &str = "x-certbind-";
 /// Whether a caller's header must be removed: its name, in any case and with `_` read as
 /// `-`, starts with [`HEADER_PREFIX`]. CGI, WSGI, Rack and PHP upstreams turn
 /// `x_certbind_subject` into the same variable as `x-certbind-subject`.
-pub fn is_reserved_header(name: &str) -> bool {
+pub fn is_reserved_header(name: &[u8]) -> bool {
     name.len() >= HEADER_PREFIX.len()
         && name
-            .bytes()
+            .iter()
+            .copied()
             .zip(HEADER_PREFIX.bytes())
             .all(|(n, p)| n.to_ascii_lowercase() == p || (n == b'_' && p == b'-'))
 }
