@@ -65,7 +65,7 @@ pub fn remove_request_header(name: &str) {
 
 /// A property of the stream or connection, as bytes.
 pub fn property_bytes(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok().flatten()
+    crate::raw::property(path)
 }
 
 /// A property as UTF-8 text.

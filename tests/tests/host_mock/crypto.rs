@@ -224,10 +224,10 @@ fn within_budget(sidecar: &mut Sidecar, what: &str, budget: u64) {
 /// The module's own work on a warm request, counted in Wasm instructions (wasmtime's fuel):
 /// the same for a given .wasm on every run, so a regression shows here, where a benchmark's
 /// noise would hide it. The stretches between host calls say where it goes (printed on
-/// failure): with the mock logging at every level, ~31,700 in all, of which ~14,000 from
+/// failure): with the mock logging at every level, ~31,100 in all, of which ~14,000 from
 /// reading the connection's facts to the first identity header (the token's cache probe,
 /// binding, revocation, decision), ~7,700 the decision's log line (not formatted under Envoy's
-/// `warn`) and ~6,400 reading the header map. That was ~10,800 (36,054 in all) while the SDK
+/// `warn`) and ~6,200 reading the header map and `connection.id`. That was ~10,800 (36,054 in all) while the SDK
 /// copied every header name and value into allocations of their own; the map is now read in
 /// place. The build before the word-wise key comparison took 58,615 (the first stretch 36,266,
 /// of which ~13,500 comparing the token with its cache entry a byte at a time); 43,114 before
@@ -248,8 +248,8 @@ fn a_warm_request_stays_within_its_wasm_instruction_budget() {
 /// The first request of a certificate not seen before, on a new connection, with its own
 /// fresh token (the consumer reissued: same SPIFFE ID, so the decision is cached): the
 /// certificate's DER is taken from Envoy's PEM and walked for its URI SANs and validity
-/// (`certbind_core::cert`), on top of a fresh token's work: ~180,200 Wasm instructions
-/// (~183,100 before the header map was read in place), 344,550 with the full X.509 decode and re-encode the walk replaced.
+/// (`certbind_core::cert`), on top of a fresh token's work: ~175,900 Wasm instructions
+/// (~183,100 before the header map and properties were read in place), 344,550 with the full X.509 decode and re-encode the walk replaced.
 #[test]
 fn a_new_certificate_stays_within_its_wasm_instruction_budget() {
     const BUDGET: u64 = 200_000;
