@@ -228,7 +228,7 @@ fn a_request_header_map_the_host_hands_over_torn_is_refused_not_half_read() {
     let token = sidecar.token(&pki.consumer).build();
     sidecar.request(&pki.consumer, &token).admitted();
     sidecar.vms[0].host_mut().faults.request_headers_cut = true;
-    let mut ex = sidecar
+    let ex = sidecar
         .request(&pki.consumer, &token)
         .header(
             "x-certbind-subject",
