@@ -50,9 +50,10 @@ pub fn plugin_configuration() -> Vec<u8> {
 // ---------------------------------------------------------------------------------------
 // The current request
 
-/// Every request header, read in place; `None` when the host's map is malformed.
+/// Every request header, read in place; `None` when the host refuses the map or hands over
+/// a malformed one.
 pub fn request_headers() -> Option<HeaderMap> {
-    HeaderMap::parse(crate::raw::header_map_pairs(MapType::HttpRequestHeaders))
+    HeaderMap::parse(crate::raw::header_map_pairs(MapType::HttpRequestHeaders)?)
 }
 
 pub fn add_request_header(name: &str, value: &str) {

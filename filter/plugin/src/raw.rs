@@ -40,13 +40,17 @@ unsafe fn taken(status: u32, data: *mut u8, size: usize) -> Option<Vec<u8>> {
     }
 }
 
-/// The serialized map of `map`, empty when the host has none or refuses.
-pub fn header_map_pairs(map: MapType) -> Vec<u8> {
+/// The serialized map of `map` (empty when the host sends no buffer); `None` when the host
+/// refuses the call.
+pub fn header_map_pairs(map: MapType) -> Option<Vec<u8>> {
     let (mut data, mut size) = (std::ptr::null_mut(), 0);
     // SAFETY: the host writes the two locals; `taken` owns what it wrote.
     unsafe {
         let status = proxy_get_header_map_pairs(map as u32, &mut data, &mut size);
-        taken(status, data, size).unwrap_or_default()
+        match taken(status, data, size) {
+            Some(bytes) => Some(bytes),
+            None => (status == 0).then(Vec::new),
+        }
     }
 }
 

@@ -239,8 +239,14 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let Some(mut bytes) = cx.data_mut().map(kind).map(|m| m.serialize()) else {
                 return ok(Status::NotFound);
             };
-            if kind == MAP_REQUEST_HEADERS && cx.data().faults.request_headers_cut {
-                bytes.pop();
+            if kind == MAP_REQUEST_HEADERS {
+                match cx.data().faults.request_headers {
+                    MapFault::None => {}
+                    MapFault::Torn => {
+                        bytes.pop();
+                    }
+                    MapFault::Refused => return ok(Status::InternalFailure),
+                }
             }
             give(&mut cx, &bytes, ret_p, ret_n, "proxy_get_header_map_pairs")
         },

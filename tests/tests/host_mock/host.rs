@@ -299,8 +299,20 @@ pub struct Faults {
     pub clusters: Vec<String>,
     /// What `verify_signature` does (default: verifies natively, as Envoy does).
     pub verify_signature: ForeignVerify,
-    /// The request's header map is handed over one byte short (a host bug or a torn write).
-    pub request_headers_cut: bool,
+    /// How `proxy_get_header_map_pairs` hands over the request's headers.
+    pub request_headers: MapFault,
+}
+
+/// A host's way of getting a header map wrong.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MapFault {
+    /// As Envoy does: whole.
+    #[default]
+    None,
+    /// One byte short (a host bug or a torn write).
+    Torn,
+    /// The call answers `InternalFailure`.
+    Refused,
 }
 
 /// The host's `verify_signature` foreign function.

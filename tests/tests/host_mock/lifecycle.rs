@@ -1,6 +1,7 @@
 //! Configuration and the plugin's life: bad configurations refused at `on_configure`,
 //! shadow mode, counters, and streams that end while the filter still waits for something.
 
+use super::host::MapFault;
 use super::scenario::*;
 use serde_json::json;
 use std::time::Duration;
@@ -219,32 +220,41 @@ fn an_authorization_value_that_is_not_utf8_is_refused_not_a_crash() {
 }
 
 /// The header map is read in place from the host's buffer (filter/plugin/src/header_map.rs):
-/// one that is not exactly one well-formed serialization refuses the request, rather than
-/// letting it pass on part of its headers (a caller's `x-certbind-*` among the unread ones).
+/// one that is not exactly one well-formed serialization, or that the host refuses to hand
+/// over, refuses the request rather than letting it pass on part of its headers (a caller's
+/// `x-certbind-*` among the unread ones).
 #[test]
-fn a_request_header_map_the_host_hands_over_torn_is_refused_not_half_read() {
-    let mut sidecar = Sidecar::new();
-    let pki = sidecar.pki.clone();
-    let token = sidecar.token(&pki.consumer).build();
-    sidecar.request(&pki.consumer, &token).admitted();
-    sidecar.vms[0].host_mut().faults.request_headers_cut = true;
-    let ex = sidecar
-        .request(&pki.consumer, &token)
-        .header(
-            "x-certbind-subject",
-            b"spiffe://certbind.test/ns/demo/sa/admin",
-        )
-        .send();
-    // Not even the request id can be read: the answer echoes none.
-    let Outcome::Replied(reply) = sidecar.outcome(&ex) else {
-        panic!("expected a refusal, got {:?}", sidecar.outcome(&ex));
-    };
-    let body = String::from_utf8_lossy(&reply.body).into_owned();
-    assert_eq!(reply.status, 503, "{body}");
-    assert!(body.contains(r#""reason":"internal_error""#), "{body}");
-    sidecar.assert_healthy();
-    sidecar.vms[0].host_mut().faults.request_headers_cut = false;
-    sidecar.request(&pki.consumer, &token).admitted();
+fn a_request_header_map_the_host_tears_or_refuses_is_refused_not_half_read() {
+    for fault in [MapFault::Torn, MapFault::Refused] {
+        let mut sidecar = Sidecar::new();
+        let pki = sidecar.pki.clone();
+        let token = sidecar.token(&pki.consumer).build();
+        sidecar.request(&pki.consumer, &token).admitted();
+        sidecar.vms[0].host_mut().faults.request_headers = fault;
+        let ex = sidecar
+            .request(&pki.consumer, &token)
+            .header(
+                "x-certbind-subject",
+                b"spiffe://certbind.test/ns/demo/sa/admin",
+            )
+            .send();
+        // Not even the request id can be read: the answer echoes none.
+        let Outcome::Replied(reply) = sidecar.outcome(&ex) else {
+            panic!(
+                "{fault:?}: expected a refusal, got {:?}",
+                sidecar.outcome(&ex)
+            );
+        };
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        assert_eq!(reply.status, 503, "{fault:?}: {body}");
+        assert!(
+            body.contains(r#""reason":"internal_error""#),
+            "{fault:?}: {body}"
+        );
+        sidecar.assert_healthy();
+        sidecar.vms[0].host_mut().faults.request_headers = MapFault::None;
+        sidecar.request(&pki.consumer, &token).admitted();
+    }
 }
 
 #[test]
