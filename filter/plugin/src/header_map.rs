@@ -45,17 +45,19 @@ pub struct Pairs<'a> {
 
 impl<'a> Pairs<'a> {
     fn new(bytes: &'a [u8]) -> Self {
-        let count = if bytes.is_empty() {
-            0
-        } else {
-            u32_at(bytes, 0).unwrap_or(usize::MAX)
+        // No bytes is the empty map; otherwise the names start after the count and the sizes.
+        let (count, at) = match bytes.is_empty() {
+            true => (0, 0),
+            false => {
+                let count = u32_at(bytes, 0).unwrap_or(usize::MAX);
+                (count, count.saturating_mul(8).saturating_add(4))
+            }
         };
-        let at = count.saturating_mul(8).saturating_add(4);
         Self {
             bytes,
             count,
             next: 0,
-            at: if bytes.is_empty() { 0 } else { at },
+            at,
         }
     }
 
@@ -65,9 +67,10 @@ impl<'a> Pairs<'a> {
         let name_len = u32_at(self.bytes, sizes)?;
         let value_len = u32_at(self.bytes, sizes.checked_add(4)?)?;
         let name_end = self.at.checked_add(name_len)?;
-        let value_end = name_end.checked_add(1)?.checked_add(value_len)?;
+        let value_start = name_end.checked_add(1)?;
+        let value_end = value_start.checked_add(value_len)?;
         let name = self.bytes.get(self.at..name_end)?;
-        let value = self.bytes.get(name_end.checked_add(1)?..value_end)?;
+        let value = self.bytes.get(value_start..value_end)?;
         let terminated =
             self.bytes.get(name_end) == Some(&0) && self.bytes.get(value_end) == Some(&0);
         terminated.then_some(((name, value), value_end.checked_add(1)?))

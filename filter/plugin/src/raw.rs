@@ -47,10 +47,7 @@ pub fn header_map_pairs(map: MapType) -> Option<Vec<u8>> {
     // SAFETY: the host writes the two locals; `taken` owns what it wrote.
     unsafe {
         let status = proxy_get_header_map_pairs(map as u32, &mut data, &mut size);
-        match taken(status, data, size) {
-            Some(bytes) => Some(bytes),
-            None => (status == 0).then(Vec::new),
-        }
+        taken(status, data, size).or_else(|| (status == 0).then(Vec::new))
     }
 }
 
